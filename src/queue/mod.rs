@@ -1,0 +1,104 @@
+//! The queue between ingress and worker: the [`Queue`] trait, the envelope it carries,
+//! and its backends ([`spool`], the embedded crash-safe store of `sluice standalone`).
+//!
+//! The contract every backend keeps (ARCHITECTURE.md, invariant 1): `enqueue` returns
+//! `Ok` only once the message and its envelope are durable, and a message leaves the
+//! queue only through `ack`, after its final disposition.
+
+mod id;
+pub mod spool;
+
+pub use id::QueueId;
+
+use crate::smtp::address::{MailParams, Recipient, ReversePath};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+/// Everything about a message except its content: who sent it, to whom, and how it
+/// reached us. Travels with the body through every backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: QueueId,
+    pub reverse_path: ReversePath,
+    pub params: MailParams,
+    pub recipients: Vec<Recipient>,
+    /// When the 250 was given, in milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    pub client_ip: IpAddr,
+    pub helo: String,
+    pub authenticated_user: Option<String>,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// The reason of the last deferral, for `sluice queue show` and bounces.
+    pub last_error: Option<String>,
+}
+
+/// A message taken from the queue for delivery. Until it is acked or deferred, no other
+/// taker sees it; when the lease runs out it becomes due again (at-least-once delivery).
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub envelope: Envelope,
+    pub body: Vec<u8>,
+    /// Identifies this lease, so that a stale holder cannot ack a message re-leased to
+    /// someone else.
+    pub token: u64,
+}
+
+/// One line of `sluice queue list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub envelope: Envelope,
+    pub size: u64,
+    /// When the message is next due, in milliseconds since the Unix epoch.
+    pub due_at_ms: u64,
+    pub leased: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue storage failed: {0}")]
+    Storage(String),
+    #[error("queue is full: {0}")]
+    Full(String),
+    #[error("no message {0} holds this lease")]
+    LeaseLost(QueueId),
+    #[error("queue is shut down")]
+    Closed,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Stores the message durably; the ingress answers 250 only after `Ok`.
+    async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError>;
+
+    /// Takes the next message that is due, leased for `lease`; `None` when nothing is due.
+    async fn take(&self, lease: Duration) -> Result<Option<Lease>, QueueError>;
+
+    /// Removes a message after its final disposition.
+    async fn ack(&self, lease: &Lease) -> Result<(), QueueError>;
+
+    /// Puts a message back until `until`, with the recipients still to deliver to and the
+    /// reason of this deferral; `attempts` is incremented.
+    async fn defer(
+        &self,
+        lease: &Lease,
+        until: SystemTime,
+        remaining: Vec<Recipient>,
+        reason: String,
+    ) -> Result<(), QueueError>;
+
+    /// All messages, oldest first.
+    async fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
+
+    /// One message with its content.
+    async fn inspect(&self, id: &QueueId) -> Result<Option<(QueueEntry, Vec<u8>)>, QueueError>;
+}
+
+/// Milliseconds since the Unix epoch, the time unit of envelopes.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

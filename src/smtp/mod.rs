@@ -1,0 +1,12 @@
+//! The SMTP protocol, free of I/O: command parsing, replies with enhanced status codes,
+//! DATA/BDAT framing, SASL, and the server session state machine.
+//!
+//! Layers run bytes → [`command::Command`] → [`session::Session`]; the ingress owns the
+//! sockets and only moves bytes between them and the session.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod reply;
+pub mod sasl;
+pub mod session;
