@@ -7,6 +7,8 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod line;
 pub mod reply;
 pub mod sasl;
 pub mod session;
+pub mod xtext;
