@@ -111,7 +111,7 @@ impl LineBuffer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Ways to cut `input` into fragments: whole, every fixed step (byte by byte
