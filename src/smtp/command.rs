@@ -443,4 +443,25 @@ mod tests {
             assert_eq!(reply.to_string(), want);
         }
     }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let prefixes: [&[u8]; 5] = [
+            b"MAIL FROM:<",
+            b"RCPT TO:<@",
+            b"EHLO [IPv6:",
+            b"AUTH ",
+            b"BDAT ",
+        ];
+        let alphabet = b"<>@.:,;=+\" \\[]\x00\r\xc3\xa9aZ09-_";
+        let mut seed: u32 = 1;
+        for i in 0..20_000 {
+            let mut line = prefixes[i % prefixes.len()].to_vec();
+            for _ in 0..(i % 40) {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                line.push(alphabet[(seed >> 16) as usize % alphabet.len()]);
+            }
+            let _ = parse_command(&line).map_err(|e| e.reply());
+        }
+    }
 }

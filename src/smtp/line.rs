@@ -27,6 +27,9 @@ pub fn line_too_long_reply() -> Reply {
 #[derive(Debug)]
 pub struct LineBuffer {
     buf: Vec<u8>,
+    /// Bytes before this were handed out; they are dropped on the next push, so that
+    /// taking many pipelined lines from one read does not shift the buffer each time.
+    start: usize,
     max_line: usize,
     /// True after an overlong line was reported and before its LF was seen.
     discarding: bool,
@@ -37,12 +40,15 @@ impl LineBuffer {
     pub fn new(max_line: usize) -> Self {
         LineBuffer {
             buf: Vec::new(),
+            start: 0,
             max_line,
             discarding: false,
         }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.start.min(self.buf.len()));
+        self.start = 0;
         if !self.discarding {
             self.buf.extend_from_slice(bytes);
             return;
@@ -58,36 +64,54 @@ impl LineBuffer {
     /// The next complete line, `Line::TooLong` once per overlong line, or `None` when
     /// the buffered bytes do not yet hold a whole line.
     pub fn next_line(&mut self) -> Option<Line> {
-        if self.discarding {
-            let lf = self.buf.iter().position(|&b| b == b'\n');
-            let Some(lf) = lf else {
-                self.buf.clear();
-                return None;
-            };
-            self.buf.drain(..=lf);
-            self.discarding = false;
+        if self.discarding && !self.discard_through_lf() {
+            return None;
         }
-        match self.buf.iter().position(|&b| b == b'\n') {
-            Some(lf) if lf < self.max_line => {
-                let mut line: Vec<u8> = self.buf.drain(..=lf).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+        let pending = self.buf.get(self.start..).unwrap_or_default();
+        match self.find_lf(self.max_line) {
+            Some(lf) => {
+                let mut line = pending.get(..lf).unwrap_or_default();
+                if let Some(stripped) = line.strip_suffix(b"\r") {
+                    line = stripped;
                 }
+                let line = line.to_vec();
+                self.start += lf + 1;
                 Some(Line::Complete(line))
             }
-            Some(lf) => {
-                self.buf.drain(..=lf);
-                Some(Line::TooLong)
-            }
-            // Without its LF the line is already at least one octet too long.
-            None if self.buf.len() >= self.max_line => {
-                self.buf.clear();
+            // No LF within max_line octets: the line is already at least one too long.
+            None if pending.len() >= self.max_line => {
                 self.discarding = true;
+                self.discard_through_lf();
                 Some(Line::TooLong)
             }
             None => None,
         }
+    }
+
+    /// Drops the rest of an overlong line; false if its LF has not arrived yet.
+    fn discard_through_lf(&mut self) -> bool {
+        match self.find_lf(usize::MAX) {
+            Some(lf) => {
+                self.start += lf + 1;
+                self.discarding = false;
+                true
+            }
+            None => {
+                self.clear();
+                false
+            }
+        }
+    }
+
+    /// The position of the first LF among the first `within` pending bytes.
+    fn find_lf(&self, within: usize) -> Option<usize> {
+        let pending = self.buf.get(self.start..).unwrap_or_default();
+        pending.iter().take(within).position(|&b| b == b'\n')
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
     }
 
     /// Hands over the bytes not yet returned as lines (DATA/BDAT content, or the bytes
@@ -95,13 +119,16 @@ impl LineBuffer {
     pub fn take_remaining(&mut self) -> Vec<u8> {
         if self.discarding {
             self.discarding = false;
-            self.buf.clear();
+            self.clear();
         }
-        std::mem::take(&mut self.buf)
+        let mut rest = std::mem::take(&mut self.buf);
+        rest.drain(..self.start.min(rest.len()));
+        self.start = 0;
+        rest
     }
 
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len().saturating_sub(self.start)
     }
 
     /// Changes the limit, e.g. for the longer lines of an AUTH exchange (RFC 4954 4).
