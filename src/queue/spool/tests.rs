@@ -1,0 +1,1 @@
+//! Spool-specific tests (being written).
