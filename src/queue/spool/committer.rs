@@ -126,7 +126,9 @@ fn write<'a>(
                     due_at_ms,
                 } => {
                     let key = id.as_str();
-                    envelopes.insert(key, envelope.as_slice()).map_err(storage_error)?;
+                    envelopes
+                        .insert(key, envelope.as_slice())
+                        .map_err(storage_error)?;
                     bodies.insert(key, body.as_slice()).map_err(storage_error)?;
                     schedule
                         .insert(key, (*due_at_ms, body.len() as u64))
@@ -139,8 +141,12 @@ fn write<'a>(
                     size,
                 } => {
                     let key = id.as_str();
-                    envelopes.insert(key, envelope.as_slice()).map_err(storage_error)?;
-                    schedule.insert(key, (*due_at_ms, *size)).map_err(storage_error)?;
+                    envelopes
+                        .insert(key, envelope.as_slice())
+                        .map_err(storage_error)?;
+                    schedule
+                        .insert(key, (*due_at_ms, *size))
+                        .map_err(storage_error)?;
                 }
                 Op::Ack { id } => {
                     let key = id.as_str();

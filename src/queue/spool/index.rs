@@ -83,7 +83,11 @@ impl Index {
 
     /// The enqueue of `id` failed: forget the reservation.
     pub fn abort_enqueue(&mut self, id: &QueueId) {
-        if self.entries.get(id).is_some_and(|m| m.state == State::Pending) {
+        if self
+            .entries
+            .get(id)
+            .is_some_and(|m| m.state == State::Pending)
+        {
             self.entries.remove(id);
         }
     }

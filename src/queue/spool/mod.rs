@@ -223,7 +223,11 @@ impl Spool {
         if let Some(handle) = committer {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        let db = self.db.write().unwrap_or_else(PoisonError::into_inner).take();
+        let db = self
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(mut db) = db {
             // Readers still running hold a reference; the database closes with the last.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -324,7 +328,9 @@ impl Queue for Spool {
             due_at_ms: now_ms(),
         };
         if !self.shared.lock_index().reserve(&id, body.len() as u64) {
-            return Err(QueueError::Storage(format!("message {id} is already queued")));
+            return Err(QueueError::Storage(format!(
+                "message {id} is already queued"
+            )));
         }
         // From here on the committer settles the reservation, even if we are cancelled.
         match self.submit(op) {
@@ -371,7 +377,12 @@ impl Queue for Spool {
 
     async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
         let id = &lease.envelope.id;
-        if self.shared.lock_index().begin_settle(id, lease.token).is_none() {
+        if self
+            .shared
+            .lock_index()
+            .begin_settle(id, lease.token)
+            .is_none()
+        {
             return Err(QueueError::LeaseLost(id.clone()));
         }
         self.settle(id, Op::Ack { id: id.clone() }).await

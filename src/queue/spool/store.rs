@@ -145,7 +145,10 @@ pub(super) fn read_all(db: &Database) -> Result<Vec<Stored>, QueueError> {
 }
 
 /// One message with its body.
-pub(super) fn read_one(db: &Database, id: &QueueId) -> Result<Option<(Stored, Vec<u8>)>, QueueError> {
+pub(super) fn read_one(
+    db: &Database,
+    id: &QueueId,
+) -> Result<Option<(Stored, Vec<u8>)>, QueueError> {
     let txn = db.begin_read().map_err(storage_error)?;
     let envelopes = txn.open_table(ENVELOPES).map_err(storage_error)?;
     let schedule = txn.open_table(SCHEDULE).map_err(storage_error)?;
