@@ -5,6 +5,8 @@
 //! `Ok` only once the message and its envelope are durable, and a message leaves the
 //! queue only through `ack`, after its final disposition.
 
+#[cfg(test)]
+mod conformance;
 mod id;
 pub mod spool;
 
