@@ -276,8 +276,7 @@ fn resolve(
         Ok(None) => Err(PolicyError::UnresolvableSecret {
             at: at.clone(),
             field,
-            secret_name: r.name.clone(),
-            secret_key: r.key.clone(),
+            secret: format!("{}/{}", r.name, r.key),
         }),
         Err(reason) => Err(PolicyError::invalid(at, field, reason)),
     }
@@ -331,3 +330,7 @@ fn route(at: &Location, i: usize, spec: &RouteSpec, policy: &str) -> Result<Rout
         policy: policy.to_string(),
     })
 }
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;

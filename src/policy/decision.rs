@@ -338,3 +338,7 @@ fn sender_matches(pattern: &SenderPattern, mailbox: &Mailbox) -> bool {
         SenderPattern::Domain(d) => *d == domain,
     }
 }
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

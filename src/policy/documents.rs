@@ -58,8 +58,6 @@ fn not_relay_policy(at: Location, api_version: &str, kind: &str) -> PolicyError 
         at,
         api_version: api_version.to_string(),
         kind: kind.to_string(),
-        expected_api_version: API_VERSION,
-        expected_kind: KIND,
     }
 }
 

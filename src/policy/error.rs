@@ -44,14 +44,14 @@ pub enum PolicyError {
     },
 
     #[error(
-        "{at}: not a RelayPolicy: expected apiVersion {expected_api_version} and kind {expected_kind}, found apiVersion {api_version:?} and kind {kind:?}"
+        "{at}: not a RelayPolicy: expected apiVersion {} and kind {}, found apiVersion {api_version:?} and kind {kind:?}",
+        super::model::API_VERSION,
+        super::model::KIND
     )]
     NotRelayPolicy {
         at: Location,
         api_version: String,
         kind: String,
-        expected_api_version: &'static str,
-        expected_kind: &'static str,
     },
 
     /// A value has the right type but is not acceptable (bad domain, CIDR, hash, ...).
@@ -63,21 +63,22 @@ pub enum PolicyError {
     },
 
     #[error(
-        "{at}: field {field}: Secret {secret_name}/{secret_key} cannot be resolved when compiling outside Kubernetes; use passwordHash with an argon2id, bcrypt or SHA-512-crypt hash instead"
+        "{at}: field {field}: Secret key {secret} cannot be resolved when compiling outside Kubernetes; use passwordHash with an argon2id, bcrypt or SHA-512-crypt hash instead"
     )]
     UnresolvableSecret {
         at: Location,
         field: String,
-        secret_name: String,
-        secret_key: String,
+        /// `secret-name/key`.
+        secret: String,
     },
 
-    /// Two documents (or two entries) say different things about the same item.
+    /// Two documents (or two entries) say different things about the same item. The
+    /// locations are boxed to keep `Result<_, PolicyError>` small.
     #[error("conflict: {what}: {first} and {second}")]
     Conflict {
         what: String,
-        first: Location,
-        second: Location,
+        first: Box<Location>,
+        second: Box<Location>,
     },
 
     /// Policies disagree on `mode`. Merging never picks one: an `open` policy must not
@@ -86,9 +87,9 @@ pub enum PolicyError {
         "conflict: spec.mode is {first_mode} in {first} but {second_mode} in {second}; all RelayPolicies must use the same mode (an omitted mode is authenticated)"
     )]
     ModeConflict {
-        first: Location,
+        first: Box<Location>,
         first_mode: super::model::Mode,
-        second: Location,
+        second: Box<Location>,
         second_mode: super::model::Mode,
     },
 

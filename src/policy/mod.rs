@@ -14,6 +14,7 @@
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `password.rs` | hashing, verifying and validating password hashes |
 //! | `error.rs` | `PolicyError` |
+//! | `*_tests.rs`, `tests.rs` | unit tests too long to sit beside their code; shared fixtures |
 
 mod compile;
 mod decision;

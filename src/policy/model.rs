@@ -210,11 +210,37 @@ pub struct RetrySpec {
 }
 
 /// A quantity as YAML gives it: `1048576` arrives as a number, `25Mi` as a string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Quantity {
     Number(u64),
     Text(String),
+}
+
+/// Written by hand rather than `#[serde(untagged)]`, whose error ("did not match any
+/// variant") would not tell the admin what a quantity looks like.
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor)
+    }
+}
+
+struct QuantityVisitor;
+
+impl serde::de::Visitor<'_> for QuantityVisitor {
+    type Value = Quantity;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a byte count or a quantity like 10M or 25Mi")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
+        Ok(Quantity::Number(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
+        Ok(Quantity::Text(v.to_string()))
+    }
 }
 
 impl RelayPolicy {

@@ -157,7 +157,7 @@ fn validate_argon2(hash: &str) -> Result<(), String> {
     let parsed = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
     let params = Params::try_from(&parsed).map_err(|e| format!("bad argon2 parameters: {e}"))?;
     if parsed.salt.is_none() || parsed.hash.is_none() {
-        return Err("argon2 hash lacks a salt or an output".into());
+        return Err("malformed argon2 hash: no salt or no output".into());
     }
     if params.m_cost() > MAX_ARGON2_M_KIB
         || params.t_cost() > MAX_ARGON2_T

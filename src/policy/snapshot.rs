@@ -189,3 +189,157 @@ impl PolicySnapshot {
 pub(crate) fn normalize_domain(domain: &str) -> String {
     domain.strip_suffix('.').unwrap_or(domain).to_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::hash_password;
+    use crate::policy::tests::{
+        BILLING_HASH, BILLING_PASSWORD, EXAMPLE, PRINTER_HASH, PRINTER_PASSWORD, compile, example,
+        policy,
+    };
+
+    #[test]
+    fn revision_is_stable_for_equal_rules_and_changes_with_them() {
+        let a = example();
+        assert_eq!(a.revision(), example().revision());
+        assert_eq!(a.revision().len(), 64);
+        // Formatting and comments are not rules.
+        let reformatted = EXAMPLE.replace(
+            "  mode: authenticated\n",
+            "  # comment\n  mode: authenticated\n\n",
+        );
+        assert_eq!(compile(&[&reformatted]).unwrap().revision(), a.revision());
+        let changes = [
+            EXAMPLE.replace("\"192.0.2.7\"", "\"192.0.2.8\""),
+            EXAMPLE.replace("maxRecipients: 100", "maxRecipients: 99"),
+            EXAMPLE.replace("name: corp", "name: corp2"),
+            EXAMPLE.replace("@notifications.corp.example", "@alerts.corp.example"),
+        ];
+        for changed in changes {
+            assert_ne!(
+                compile(&[&changed]).unwrap().revision(),
+                a.revision(),
+                "{changed}"
+            );
+        }
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_rules_and_revision() {
+        let snap = example();
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: PolicySnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
+        assert_eq!(back.revision(), snap.revision());
+        assert_eq!(back.format(), SNAPSHOT_FORMAT);
+        assert!(back.verify_password("billing-app", BILLING_PASSWORD));
+    }
+
+    #[test]
+    fn debug_shows_no_password_hashes() {
+        let shown = format!("{:?}", example());
+        assert!(
+            !shown.contains("svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&PRINTER_HASH[7..]), "{shown}");
+        assert!(shown.contains("StoredHash(sha512-crypt, redacted)"));
+    }
+
+    #[test]
+    fn passwords_verify_per_user() {
+        let snap = example();
+        assert!(snap.has_users());
+        assert!(snap.verify_password("billing-app", BILLING_PASSWORD));
+        assert!(!snap.verify_password("billing-app", PRINTER_PASSWORD));
+        assert!(snap.verify_password("legacy-printer", PRINTER_PASSWORD));
+        assert!(!snap.verify_password("legacy-printer", BILLING_PASSWORD));
+        assert!(!snap.verify_password("ghost", BILLING_PASSWORD));
+        // User names are exact, as SASL gives them.
+        assert!(!snap.verify_password("Billing-App", BILLING_PASSWORD));
+    }
+
+    #[test]
+    fn argon2_hashes_from_hash_password_work_in_a_policy() {
+        let hash = hash_password("s3cret!");
+        let text = policy(
+            "mail/a",
+            &format!("  users: [{{name: app, passwordHash: '{hash}'}}]"),
+        );
+        let snap = compile(&[&text]).unwrap();
+        assert!(snap.verify_password("app", "s3cret!"));
+        assert!(!snap.verify_password("app", "s3cret"));
+        assert_ne!(hash, BILLING_HASH);
+    }
+
+    #[test]
+    fn load_files_reads_and_names_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, EXAMPLE.as_str()).unwrap();
+        std::fs::write(
+            &b,
+            format!(
+                "{}---\n{}",
+                policy("mail/x", ""),
+                policy("mail/y", "  mode: open")
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            PolicySnapshot::load_files(std::slice::from_ref(&a)).unwrap(),
+            example()
+        );
+        let err = PolicySnapshot::load_files(&[a.clone(), b.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{} document 2 (policy mail/y)", b.display())),
+            "{err}"
+        );
+        let missing = dir.path().join("missing.yaml");
+        let err = PolicySnapshot::load_files(&[missing]).unwrap_err();
+        assert!(matches!(err, PolicyError::Io { .. }));
+        assert!(err.to_string().contains("missing.yaml"), "{err}");
+    }
+
+    #[test]
+    fn queries_normalise_domains() {
+        let snap = example();
+        assert!(snap.is_local_domain("CORP.example"));
+        assert!(snap.is_local_domain("corp.example."));
+        assert!(!snap.is_local_domain("partner.example"));
+        assert!(snap.is_relay_domain("Partner.Example"));
+        assert!(matches!(
+            snap.local_delivery("Tickets.Corp.Example"),
+            Some(Delivery::Webhook { .. })
+        ));
+        assert_eq!(snap.local_delivery("example.org"), None);
+    }
+
+    #[test]
+    fn the_most_specific_route_wins() {
+        let snap = example();
+        let host = |d: &str| snap.route_for(d).map(|r| r.smarthost.host.clone());
+        assert_eq!(
+            host("Partner.Example").as_deref(),
+            Some("mx.partner.example")
+        );
+        assert_eq!(host("eu.partner.example").as_deref(), Some("10.9.8.7"));
+        assert_eq!(
+            host("example.org").as_deref(),
+            Some("smtp.provider.example")
+        );
+        let no_default = compile(&[&policy(
+            "p",
+            "  routes: [{domains: [a.example], smarthost: {host: s.example, port: 25}}]",
+        )])
+        .unwrap();
+        assert!(
+            no_default.route_for("b.example").is_none(),
+            "no route means MX"
+        );
+    }
+}
