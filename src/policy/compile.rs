@@ -7,7 +7,9 @@ use ipnet::IpNet;
 
 use super::documents::Document;
 use super::error::{Location, PolicyError};
-use super::model::{DeliverySpec, LocalDomainSpec, Mode, RouteSpec, SecretKeyRef, UserSpec};
+use super::model::{
+    DeliverySpec, LocalDomainSpec, Mode, RouteSpec, SecretKeyRef, SmarthostSpec, UserSpec,
+};
 use super::parse;
 use super::password::{StoredHash, validate_hash};
 use super::rules::{AllowedSenders, Delivery, Limits, Retry, Route, Smarthost, User};
@@ -297,13 +299,21 @@ fn route(at: &Location, i: usize, spec: &RouteSpec, policy: &str) -> Result<Rout
         &spec.domains,
         parse::domain_pattern,
     )?;
-    let s = &spec.smarthost;
-    let host = parse::host(&s.host)
-        .map_err(|r| PolicyError::invalid(at, format!("{field}.smarthost.host"), r))?;
+    let smarthost = smarthost(at, &format!("{field}.smarthost"), &spec.smarthost)?;
+    Ok(Route {
+        domains,
+        smarthost,
+        policy: policy.to_string(),
+    })
+}
+
+fn smarthost(at: &Location, field: &str, s: &SmarthostSpec) -> Result<Smarthost, PolicyError> {
+    let host =
+        parse::host(&s.host).map_err(|r| PolicyError::invalid(at, format!("{field}.host"), r))?;
     if s.port == 0 {
         return Err(PolicyError::invalid(
             at,
-            format!("{field}.smarthost.port"),
+            format!("{field}.port"),
             "must not be 0",
         ));
     }
@@ -314,20 +324,15 @@ fn route(at: &Location, i: usize, spec: &RouteSpec, policy: &str) -> Result<Rout
     {
         return Err(PolicyError::invalid(
             at,
-            format!("{field}.smarthost.credentialsSecretRef"),
+            format!("{field}.credentialsSecretRef"),
             "name, usernameKey and passwordKey must not be empty",
         ));
     }
-    let smarthost = Smarthost {
+    Ok(Smarthost {
         host,
         port: s.port,
         tls: s.tls,
         credentials_secret_ref: s.credentials_secret_ref.clone(),
-    };
-    Ok(Route {
-        domains,
-        smarthost,
-        policy: policy.to_string(),
     })
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::model::Mode;
 use super::parse::SenderPattern;
-use super::rules::AllowedSenders;
+use super::rules::{AllowedSenders, User};
 use super::snapshot::{PolicySnapshot, normalize_domain};
 use crate::smtp::address::{Mailbox, ReversePath, display_reverse_path};
 
@@ -115,16 +115,19 @@ impl fmt::Display for Decision {
                     policies.join(", ")
                 )
             }
-            Decision::Denied { domain, ip, auth } => {
-                let who = match auth {
-                    SessionAuth::Unauthenticated => "the session is not authenticated".to_string(),
-                    SessionAuth::UnknownUser(u) => format!("user {u} is not in the current policy"),
-                };
-                write!(
-                    f,
-                    "reject: relay access denied: {domain} is not a local or relay domain, {who} and {ip} is not in a trusted network"
-                )
-            }
+            Decision::Denied { domain, ip, auth } => write!(
+                f,
+                "reject: relay access denied: {domain} is not a local or relay domain, {auth} and {ip} is not in a trusted network"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for SessionAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionAuth::Unauthenticated => f.write_str("the session is not authenticated"),
+            SessionAuth::UnknownUser(u) => write!(f, "user {u} is not in the current policy"),
         }
     }
 }
@@ -282,50 +285,38 @@ impl PolicySnapshot {
     /// case-insensitively in both parts; `@domain` entries cover exactly that domain.
     pub fn sender_decision(&self, user: &str, reverse_path: &ReversePath) -> SenderDecision {
         let sender = display_reverse_path(reverse_path);
-        let (user_name, user) = (user.to_string(), self.rules().users.get(user));
-        let Some(mailbox) = reverse_path else {
-            return SenderDecision::Allowed {
-                user: user_name,
-                sender,
-                rule: SenderRule::NullSender,
-            };
+        let verdict = match reverse_path {
+            None => Ok(SenderRule::NullSender),
+            Some(mailbox) => match self.rules().users.get(user) {
+                None => Err(NotOwnedReason::UnknownUser),
+                Some(u) => owned_by(u, mailbox),
+            },
         };
-        let Some(user) = user else {
-            return SenderDecision::NotOwned {
-                user: user_name,
+        let user = user.to_string();
+        match verdict {
+            Ok(rule) => SenderDecision::Allowed { user, sender, rule },
+            Err(reason) => SenderDecision::NotOwned {
+                user,
                 sender,
-                reason: NotOwnedReason::UnknownUser,
-            };
-        };
-        let policy = user.policy.clone();
-        let patterns = match &user.allowed_senders {
-            AllowedSenders::Any => {
-                return SenderDecision::Allowed {
-                    user: user_name,
-                    sender,
-                    rule: SenderRule::AnySender { policy },
-                };
-            }
-            AllowedSenders::Only(patterns) => patterns,
-        };
-        match patterns.iter().find(|p| sender_matches(p, mailbox)) {
-            Some(p) => {
-                let rule = SenderRule::Listed {
-                    entry: p.to_string(),
-                    policy,
-                };
-                SenderDecision::Allowed {
-                    user: user_name,
-                    sender,
-                    rule,
-                }
-            }
-            None => SenderDecision::NotOwned {
-                user: user_name,
-                sender,
-                reason: NotOwnedReason::NotListed { policy },
+                reason,
             },
         }
+    }
+}
+
+/// The rule that lets `user` send as `mailbox`, or why none does.
+fn owned_by(user: &User, mailbox: &Mailbox) -> Result<SenderRule, NotOwnedReason> {
+    let policy = user.policy.clone();
+    let patterns = match &user.allowed_senders {
+        AllowedSenders::Any => return Ok(SenderRule::AnySender { policy }),
+        AllowedSenders::Only(patterns) => patterns,
+    };
+    match patterns.iter().find(|p| sender_matches(p, mailbox)) {
+        Some(p) => Ok(SenderRule::Listed {
+            entry: p.to_string(),
+            policy,
+        }),
+        None => Err(NotOwnedReason::NotListed { policy }),
     }
 }
 

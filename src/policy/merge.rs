@@ -133,6 +133,14 @@ fn merge_domains(
         };
         rules.local_domains.insert(domain.clone(), entry);
     }
+    merge_relay_domains(rules, origins, doc)
+}
+
+fn merge_relay_domains(
+    rules: &mut Rules,
+    origins: &mut Origins,
+    doc: &CompiledDoc,
+) -> Result<(), PolicyError> {
     for domain in &doc.relay_domains {
         if let Some(local_at) = origins.local.get(domain) {
             return Err(conflict(
