@@ -1,1 +1,43 @@
-//! (being written)
+//! Relay policy: the `RelayPolicy` model (the CRD spec is also the file format),
+//! its compilation into an immutable [`PolicySnapshot`], the relay decision for each
+//! recipient, the sender rights of users, and password hashes.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `model.rs` | the serde types of a RelayPolicy document |
+//! | `documents.rs` | splitting YAML text into documents, apiVersion/kind checks |
+//! | `parse.rs` | parsers for domains, patterns, networks, quantities, durations |
+//! | `compile.rs` | validating one document; Secret resolution |
+//! | `merge.rs` | merging documents, conflict rules |
+//! | `rules.rs` | the compiled rules inside a snapshot |
+//! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
+//! | `decision.rs` | relay and sender decisions with their explanations |
+//! | `password.rs` | hashing, verifying and validating password hashes |
+//! | `error.rs` | `PolicyError` |
+//! | `*_tests.rs`, `tests.rs` | unit tests too long to sit beside their code; shared fixtures |
+
+mod compile;
+mod decision;
+mod documents;
+mod error;
+mod merge;
+pub mod model;
+mod parse;
+mod password;
+mod rules;
+mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+pub use compile::{NoSecrets, SecretSource};
+pub use decision::{ClientInfo, Decision, NotOwnedReason, SenderDecision, SenderRule, SessionAuth};
+pub use documents::{Document, parse_documents};
+pub use error::{Location, PolicyError};
+pub use parse::{DomainPattern, SenderPattern};
+pub use password::{HashScheme, StoredHash, hash_password, validate_hash, verify_hash};
+pub use rules::{
+    AllowedSenders, Delivery, Limits, LocalDomain, Retry, Route, Rules, Smarthost, TrustedNetwork,
+    User,
+};
+pub use snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};

@@ -1,0 +1,335 @@
+//! The relay decision for each RCPT and the sender check for each MAIL FROM of an
+//! authenticated session, as explained values: Display gives the one line that
+//! `sluice policy check` prints, naming the rule and the policy behind it.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::model::Mode;
+use super::parse::SenderPattern;
+use super::rules::{AllowedSenders, User};
+use super::snapshot::{PolicySnapshot, normalize_domain};
+use crate::smtp::address::{Mailbox, ReversePath, display_reverse_path};
+
+/// What the session knows about its client when it asks for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+    /// The SASL user name once AUTH succeeded.
+    pub authenticated_user: Option<String>,
+}
+
+/// Why a recipient is accepted or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Decision {
+    /// The domain is ours. For the forward-path `<Postmaster>` (RFC 5321 4.1.1.3), which
+    /// has no domain, `domain` and `policy` are empty: it is accepted by the protocol,
+    /// not by any policy.
+    LocalDomain { domain: String, policy: String },
+    /// We relay for this domain, from anyone.
+    RelayDomain { domain: String, policy: String },
+    /// A foreign domain, accepted because the session authenticated as `user`.
+    AuthenticatedUser {
+        domain: String,
+        user: String,
+        policy: String,
+    },
+    /// A foreign domain, accepted because the client is in a trusted network. `ip` is the
+    /// client address with IPv4-mapped IPv6 unwrapped to IPv4.
+    TrustedNetwork {
+        domain: String,
+        ip: IpAddr,
+        network: IpNet,
+        policy: String,
+    },
+    /// A foreign domain, accepted because the policies say `mode: open`.
+    OpenRelay {
+        domain: String,
+        policies: Vec<String>,
+    },
+    /// A foreign domain and none of the above: `554 5.7.1 Relay access denied`.
+    Denied {
+        domain: String,
+        ip: IpAddr,
+        auth: SessionAuth,
+    },
+}
+
+/// The authentication state behind a denial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SessionAuth {
+    Unauthenticated,
+    /// The session authenticated as a user the current snapshot no longer has (the
+    /// policy changed); such a session gets no relay rights from it.
+    UnknownUser(String),
+}
+
+impl Decision {
+    pub fn is_accepted(&self) -> bool {
+        !matches!(self, Decision::Denied { .. })
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::LocalDomain { domain, .. } if domain.is_empty() => f.write_str(
+                "accept: <Postmaster> is always accepted for local delivery (RFC 5321 4.5.1)",
+            ),
+            Decision::LocalDomain { domain, policy } => {
+                write!(f, "accept: local domain {domain} (policy {policy})")
+            }
+            Decision::RelayDomain { domain, policy } => {
+                write!(f, "accept: relay domain {domain} (policy {policy})")
+            }
+            Decision::AuthenticatedUser {
+                domain,
+                user,
+                policy,
+            } => {
+                write!(
+                    f,
+                    "accept: authenticated user {user} may relay to {domain} (policy {policy})"
+                )
+            }
+            Decision::TrustedNetwork {
+                ip,
+                network,
+                policy,
+                ..
+            } => {
+                write!(
+                    f,
+                    "accept: client {ip} in trusted network {network} (policy {policy})"
+                )
+            }
+            Decision::OpenRelay { domain, policies } => {
+                write!(
+                    f,
+                    "accept: mode open relays {domain} for anyone (policy {})",
+                    policies.join(", ")
+                )
+            }
+            Decision::Denied { domain, ip, auth } => write!(
+                f,
+                "reject: relay access denied: {domain} is not a local or relay domain, {auth} and {ip} is not in a trusted network"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for SessionAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionAuth::Unauthenticated => f.write_str("the session is not authenticated"),
+            SessionAuth::UnknownUser(u) => write!(f, "user {u} is not in the current policy"),
+        }
+    }
+}
+
+impl PolicySnapshot {
+    /// Decides one recipient: local domain, relay domain, then (for foreign domains) an
+    /// authenticated session, a trusted client network or mode open; otherwise denied.
+    /// Address-literal domains (`[192.0.2.1]`) are never local, so they count as foreign.
+    pub fn relay_decision(&self, client: &ClientInfo, recipient: &Mailbox) -> Decision {
+        if recipient.domain.is_empty() {
+            return Decision::LocalDomain {
+                domain: String::new(),
+                policy: String::new(),
+            };
+        }
+        let domain = normalize_domain(&recipient.domain);
+        let rules = self.rules();
+        if let Some(local) = rules.local_domains.get(&domain) {
+            return Decision::LocalDomain {
+                domain,
+                policy: local.policy.clone(),
+            };
+        }
+        if let Some(policy) = rules.relay_domains.get(&domain) {
+            return Decision::RelayDomain {
+                domain,
+                policy: policy.clone(),
+            };
+        }
+        self.foreign_decision(client, domain)
+    }
+
+    fn foreign_decision(&self, client: &ClientInfo, domain: String) -> Decision {
+        let rules = self.rules();
+        let mut auth = SessionAuth::Unauthenticated;
+        if let Some(name) = &client.authenticated_user {
+            match rules.users.get(name) {
+                Some(user) => {
+                    let (user, policy) = (name.clone(), user.policy.clone());
+                    return Decision::AuthenticatedUser {
+                        domain,
+                        user,
+                        policy,
+                    };
+                }
+                None => auth = SessionAuth::UnknownUser(name.clone()),
+            }
+        }
+        // `::ffff:10.1.2.3` is an IPv4 client on a dual-stack socket: match IPv4 networks.
+        let ip = client.ip.to_canonical();
+        if let Some(t) = rules
+            .trusted_networks
+            .iter()
+            .find(|t| t.network.contains(&ip))
+        {
+            return Decision::TrustedNetwork {
+                domain,
+                ip,
+                network: t.network,
+                policy: t.policy.clone(),
+            };
+        }
+        if rules.mode == Mode::Open {
+            return Decision::OpenRelay {
+                domain,
+                policies: rules.policies.clone(),
+            };
+        }
+        Decision::Denied { domain, ip, auth }
+    }
+}
+
+/// Whether an authenticated user may use a reverse-path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SenderDecision {
+    Allowed {
+        user: String,
+        sender: String,
+        rule: SenderRule,
+    },
+    NotOwned {
+        user: String,
+        sender: String,
+        reason: NotOwnedReason,
+    },
+}
+
+/// The rule that allowed a sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SenderRule {
+    /// `<>`: allowed for every user, since applications legitimately send bounces and
+    /// DSNs with it, and it claims no one's address (Postfix's sender login checks do not
+    /// apply to it either).
+    NullSender,
+    /// The user has no `allowedSenders` list, which means any sender.
+    AnySender { policy: String },
+    /// This `allowedSenders` entry matched.
+    Listed { entry: String, policy: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NotOwnedReason {
+    UnknownUser,
+    NotListed { policy: String },
+}
+
+impl SenderDecision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, SenderDecision::Allowed { .. })
+    }
+}
+
+impl fmt::Display for SenderDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SenderDecision::Allowed { user, sender, rule } => {
+                write!(f, "accept: user {user} may send as {sender} (")?;
+                match rule {
+                    SenderRule::NullSender => {
+                        f.write_str("the null sender is allowed for every user)")
+                    }
+                    SenderRule::AnySender { policy } => {
+                        write!(f, "no allowedSenders restriction, policy {policy})")
+                    }
+                    SenderRule::Listed { entry, policy } => {
+                        write!(f, "allowedSenders entry {entry}, policy {policy})")
+                    }
+                }
+            }
+            SenderDecision::NotOwned {
+                user,
+                sender,
+                reason,
+            } => match reason {
+                NotOwnedReason::UnknownUser => write!(
+                    f,
+                    "reject: user {user} is not in the current policy and may not send as {sender}"
+                ),
+                NotOwnedReason::NotListed { policy } => {
+                    write!(
+                        f,
+                        "reject: user {user} may not send as {sender}: no allowedSenders entry matches (policy {policy})"
+                    )
+                }
+            },
+        }
+    }
+}
+
+impl PolicySnapshot {
+    /// Whether `user` may give `reverse_path` in MAIL FROM. Addresses compare
+    /// case-insensitively in both parts; `@domain` entries cover exactly that domain.
+    pub fn sender_decision(&self, user: &str, reverse_path: &ReversePath) -> SenderDecision {
+        let sender = display_reverse_path(reverse_path);
+        let verdict = match reverse_path {
+            None => Ok(SenderRule::NullSender),
+            Some(mailbox) => match self.rules().users.get(user) {
+                None => Err(NotOwnedReason::UnknownUser),
+                Some(u) => owned_by(u, mailbox),
+            },
+        };
+        let user = user.to_string();
+        match verdict {
+            Ok(rule) => SenderDecision::Allowed { user, sender, rule },
+            Err(reason) => SenderDecision::NotOwned {
+                user,
+                sender,
+                reason,
+            },
+        }
+    }
+}
+
+/// The rule that lets `user` send as `mailbox`, or why none does.
+fn owned_by(user: &User, mailbox: &Mailbox) -> Result<SenderRule, NotOwnedReason> {
+    let policy = user.policy.clone();
+    let patterns = match &user.allowed_senders {
+        AllowedSenders::Any => return Ok(SenderRule::AnySender { policy }),
+        AllowedSenders::Only(patterns) => patterns,
+    };
+    match patterns.iter().find(|p| sender_matches(p, mailbox)) {
+        Some(p) => Ok(SenderRule::Listed {
+            entry: p.to_string(),
+            policy,
+        }),
+        None => Err(NotOwnedReason::NotListed { policy }),
+    }
+}
+
+fn sender_matches(pattern: &SenderPattern, mailbox: &Mailbox) -> bool {
+    let domain = normalize_domain(&mailbox.domain);
+    match pattern {
+        SenderPattern::Address { local, domain: d } => {
+            *d == domain && *local == mailbox.local.to_lowercase()
+        }
+        SenderPattern::Domain(d) => *d == domain,
+    }
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

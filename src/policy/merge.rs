@@ -1,0 +1,355 @@
+//! Merging compiled documents into one rule set. Lists are unions; anything two policies
+//! could say differently about one item is a conflict and an error, never a silent pick:
+//!
+//! - trusted networks, relay domains: union (duplicates are harmless);
+//! - local domains: union; one domain with two different deliveries is a conflict;
+//! - a domain both local and relay is a conflict (the decision order would hide one);
+//! - users: union; the same user name twice is a conflict;
+//! - routes: in input order; the same domain pattern in two routes is a conflict;
+//! - limits and retry lifetime: the smallest value of each;
+//! - mode: all documents must agree (see `PolicyError::ModeConflict`).
+
+use std::collections::BTreeMap;
+
+use super::compile::CompiledDoc;
+use super::error::{Location, PolicyError};
+use super::model::Mode;
+use super::parse::DomainPattern;
+use super::rules::{LocalDomain, Rules, TrustedNetwork, min_limit};
+
+fn conflict(what: String, first: &Location, second: &Location) -> PolicyError {
+    PolicyError::Conflict {
+        what,
+        first: Box::new(first.clone()),
+        second: Box::new(second.clone()),
+    }
+}
+
+/// Merges documents (at least one) in input order.
+pub fn merge(docs: Vec<CompiledDoc>) -> Result<Rules, PolicyError> {
+    check_policy_names(&docs)?;
+    let mut rules = Rules {
+        policies: docs.iter().map(|d| d.id.clone()).collect(),
+        mode: docs.first().map(|d| d.mode).unwrap_or_default(),
+        trusted_networks: Vec::new(),
+        local_domains: BTreeMap::new(),
+        relay_domains: BTreeMap::new(),
+        users: BTreeMap::new(),
+        routes: Vec::new(),
+        limits: Default::default(),
+        retry: Default::default(),
+    };
+    let mut origins = Origins::default();
+    for doc in docs {
+        merge_mode(&mut origins, &doc)?;
+        merge_domains(&mut rules, &mut origins, &doc)?;
+        merge_users_and_routes(&mut rules, &mut origins, &doc)?;
+        for network in &doc.networks {
+            if !rules.trusted_networks.iter().any(|t| t.network == *network) {
+                rules.trusted_networks.push(TrustedNetwork {
+                    network: *network,
+                    policy: doc.id.clone(),
+                });
+            }
+        }
+        rules.limits.max_message_size =
+            min_limit(rules.limits.max_message_size, doc.limits.max_message_size);
+        rules.limits.max_recipients =
+            min_limit(rules.limits.max_recipients, doc.limits.max_recipients);
+        rules.retry.max_lifetime_secs =
+            min_limit(rules.retry.max_lifetime_secs, doc.retry.max_lifetime_secs);
+    }
+    Ok(rules)
+}
+
+/// Where each merged item was first seen, to name both sides of a conflict.
+#[derive(Default)]
+struct Origins {
+    mode: Option<(Location, Mode)>,
+    local: BTreeMap<String, Location>,
+    relay: BTreeMap<String, Location>,
+    users: BTreeMap<String, Location>,
+    patterns: BTreeMap<DomainPattern, Location>,
+}
+
+fn check_policy_names(docs: &[CompiledDoc]) -> Result<(), PolicyError> {
+    let mut seen: BTreeMap<&str, &Location> = BTreeMap::new();
+    for doc in docs {
+        if let Some(first) = seen.insert(&doc.id, &doc.at) {
+            return Err(conflict(
+                format!("policy {} is defined twice", doc.id),
+                first,
+                &doc.at,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn merge_mode(origins: &mut Origins, doc: &CompiledDoc) -> Result<(), PolicyError> {
+    match &origins.mode {
+        None => origins.mode = Some((doc.at.clone(), doc.mode)),
+        Some((first, first_mode)) if *first_mode != doc.mode => {
+            return Err(PolicyError::ModeConflict {
+                first: Box::new(first.clone()),
+                first_mode: *first_mode,
+                second: Box::new(doc.at.clone()),
+                second_mode: doc.mode,
+            });
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+fn merge_domains(
+    rules: &mut Rules,
+    origins: &mut Origins,
+    doc: &CompiledDoc,
+) -> Result<(), PolicyError> {
+    for (domain, delivery) in &doc.local_domains {
+        if let Some(first) = origins.local.get(domain) {
+            let same = rules
+                .local_domains
+                .get(domain)
+                .is_some_and(|e| e.delivery == *delivery);
+            if !same {
+                let what = format!("local domain {domain} has different deliveries");
+                return Err(conflict(what, first, &doc.at));
+            }
+            continue;
+        }
+        if let Some(relay_at) = origins.relay.get(domain) {
+            return Err(conflict(
+                format!("{domain} is both a relay domain and a local domain"),
+                relay_at,
+                &doc.at,
+            ));
+        }
+        origins.local.insert(domain.clone(), doc.at.clone());
+        let entry = LocalDomain {
+            delivery: delivery.clone(),
+            policy: doc.id.clone(),
+        };
+        rules.local_domains.insert(domain.clone(), entry);
+    }
+    merge_relay_domains(rules, origins, doc)
+}
+
+fn merge_relay_domains(
+    rules: &mut Rules,
+    origins: &mut Origins,
+    doc: &CompiledDoc,
+) -> Result<(), PolicyError> {
+    for domain in &doc.relay_domains {
+        if let Some(local_at) = origins.local.get(domain) {
+            return Err(conflict(
+                format!("{domain} is both a local domain and a relay domain"),
+                local_at,
+                &doc.at,
+            ));
+        }
+        origins
+            .relay
+            .entry(domain.clone())
+            .or_insert_with(|| doc.at.clone());
+        rules
+            .relay_domains
+            .entry(domain.clone())
+            .or_insert_with(|| doc.id.clone());
+    }
+    Ok(())
+}
+
+fn merge_users_and_routes(
+    rules: &mut Rules,
+    origins: &mut Origins,
+    doc: &CompiledDoc,
+) -> Result<(), PolicyError> {
+    for (name, user) in &doc.users {
+        if let Some(first) = origins.users.get(name) {
+            return Err(conflict(
+                format!("user {name} is defined twice"),
+                first,
+                &doc.at,
+            ));
+        }
+        origins.users.insert(name.clone(), doc.at.clone());
+        rules.users.insert(name.clone(), user.clone());
+    }
+    for route in &doc.routes {
+        for pattern in &route.domains {
+            if let Some(first) = origins.patterns.get(pattern) {
+                return Err(conflict(
+                    format!("route domain pattern {pattern} appears in two routes"),
+                    first,
+                    &doc.at,
+                ));
+            }
+            origins.patterns.insert(pattern.clone(), doc.at.clone());
+        }
+        rules.routes.push(route.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::PolicyError;
+    use crate::policy::model::Mode;
+    use crate::policy::tests::{BILLING_HASH, compile, policy};
+
+    fn user(name: &str) -> String {
+        format!("  users: [{{name: {name}, passwordHash: '{BILLING_HASH}'}}]")
+    }
+
+    #[test]
+    fn documents_merge_as_unions_with_the_smallest_limits() {
+        let a = policy(
+            "mail/a",
+            &("  trustedNetworks: [10.0.0.0/8]\n  relayDomains: [r1.example]\n  localDomains: [{domain: l.example, delivery: {maildir: {path: /m}}}]\n  limits: {maxMessageSize: 10Mi, maxRecipients: 50}\n  retry: {maxLifetime: 5d}\n  routes: [{domains: ['*'], smarthost: {host: s1.example, port: 25}}]\n".to_string()
+                + &user("u1")),
+        );
+        let b = policy(
+            "mail/b",
+            "  trustedNetworks: [10.0.0.0/8, '2001:db8::/32']\n  relayDomains: [r1.example, r2.example]\n  localDomains: [{domain: L.example, delivery: {maildir: {path: /m}}}]\n  limits: {maxMessageSize: 25Mi}\n  retry: {maxLifetime: 12h}\n  routes: [{domains: [x.example], smarthost: {host: s2.example, port: 25}}]",
+        );
+        let snap = compile(&[&a, &b]).unwrap();
+        let rules = snap.rules();
+        assert_eq!(rules.policies, ["mail/a", "mail/b"]);
+        let nets: Vec<_> = rules
+            .trusted_networks
+            .iter()
+            .map(|t| (t.network.to_string(), t.policy.as_str()))
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                ("10.0.0.0/8".into(), "mail/a"),
+                ("2001:db8::/32".into(), "mail/b")
+            ]
+        );
+        assert_eq!(
+            rules.relay_domains.keys().collect::<Vec<_>>(),
+            ["r1.example", "r2.example"]
+        );
+        assert_eq!(rules.relay_domains["r2.example"], "mail/b");
+        assert_eq!(rules.local_domains["l.example"].policy, "mail/a");
+        assert!(rules.users.contains_key("u1"));
+        assert_eq!(
+            rules
+                .routes
+                .iter()
+                .map(|r| r.policy.as_str())
+                .collect::<Vec<_>>(),
+            ["mail/a", "mail/b"]
+        );
+        assert_eq!(snap.max_message_size(), Some(10 * 1024 * 1024));
+        assert_eq!(snap.max_recipients(), Some(50));
+        assert_eq!(
+            snap.max_retry_lifetime().map(|d| d.as_secs()),
+            Some(12 * 3_600)
+        );
+    }
+
+    fn conflict_of(texts: &[&str]) -> String {
+        match compile(texts) {
+            Err(e @ (PolicyError::Conflict { .. } | PolicyError::ModeConflict { .. })) => {
+                e.to_string()
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_local_domain_with_two_deliveries_names_both_policies() {
+        let a = policy(
+            "mail/a",
+            "  localDomains: [{domain: l.example, delivery: {maildir: {path: /m}}}]",
+        );
+        let b = policy(
+            "mail/b",
+            "  localDomains: [{domain: L.Example, delivery: {lmtp: {address: 'h:24'}}}]",
+        );
+        let err = conflict_of(&[&a, &b]);
+        assert_eq!(
+            err,
+            "conflict: local domain l.example has different deliveries: a.yaml document 1 (policy mail/a) and b.yaml document 1 (policy mail/b)"
+        );
+    }
+
+    #[test]
+    fn a_user_defined_twice_is_a_conflict() {
+        let err = conflict_of(&[
+            &policy("mail/a", &user("app")),
+            &policy("mail/b", &user("app")),
+        ]);
+        assert!(err.contains("user app is defined twice"), "{err}");
+        assert!(
+            err.contains("policy mail/a") && err.contains("policy mail/b"),
+            "{err}"
+        );
+        let twice = format!(
+            "  users:\n  - {{name: app, passwordHash: '{BILLING_HASH}'}}\n  - {{name: app, passwordHash: '{BILLING_HASH}'}}"
+        );
+        assert!(conflict_of(&[&policy("mail/a", &twice)]).contains("user app is defined twice"));
+    }
+
+    #[test]
+    fn a_domain_both_local_and_relay_is_a_conflict() {
+        let a = policy("mail/a", "  relayDomains: [d.example]");
+        let b = policy(
+            "mail/b",
+            "  localDomains: [{domain: d.example, delivery: {maildir: {path: /m}}}]",
+        );
+        assert!(
+            conflict_of(&[&a, &b]).contains("d.example is both a relay domain and a local domain")
+        );
+        assert!(
+            conflict_of(&[&b, &a]).contains("d.example is both a local domain and a relay domain")
+        );
+    }
+
+    #[test]
+    fn a_route_pattern_in_two_routes_is_a_conflict() {
+        let a = policy(
+            "mail/a",
+            "  routes: [{domains: ['*.x.example'], smarthost: {host: s1.example, port: 25}}]",
+        );
+        let b = policy(
+            "mail/b",
+            "  routes: [{domains: [y.example, '*.X.example'], smarthost: {host: s2.example, port: 25}}]",
+        );
+        assert!(
+            conflict_of(&[&a, &b])
+                .contains("route domain pattern *.x.example appears in two routes")
+        );
+    }
+
+    #[test]
+    fn modes_must_agree() {
+        let open = policy("mail/open", "  mode: open");
+        let implicit = policy("mail/default", "");
+        let err = conflict_of(&[&implicit, &open]);
+        assert!(err.contains("spec.mode is authenticated in a.yaml document 1 (policy mail/default) but open in b.yaml document 1 (policy mail/open)"), "{err}");
+        let both_open = compile(&[&open, &policy("mail/open2", "  mode: open")]).unwrap();
+        assert_eq!(both_open.mode(), Mode::Open);
+    }
+
+    #[test]
+    fn the_same_policy_twice_is_a_conflict() {
+        let a = policy("mail/a", "");
+        assert!(conflict_of(&[&a, &a]).contains("policy mail/a is defined twice"));
+        // The same name in different namespaces is a different policy.
+        assert!(compile(&[&a, &policy("other/a", "")]).is_ok());
+    }
+
+    #[test]
+    fn no_documents_is_an_error() {
+        assert!(matches!(compile(&[]), Err(PolicyError::NoPolicies { .. })));
+        let err = compile(&["# nothing here\n", "---\n"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "no RelayPolicy documents found in a.yaml, b.yaml");
+    }
+}

@@ -1,0 +1,135 @@
+//! The compiled, merged rules inside a `PolicySnapshot`: validated, normalised (domains
+//! lower-case, networks parsed) and attributed to the policy each rule came from, so a
+//! decision can say which policy made it.
+//!
+//! Maps are `BTreeMap`s so that the serialised form, and with it the revision hash, does
+//! not depend on hash-map iteration order.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::model::{CredentialsSecretRef, Mode, SecretKeyRef, TlsMode};
+use super::parse::{DomainPattern, SenderPattern};
+use super::password::StoredHash;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rules {
+    /// `namespace/name` of every merged policy, in input order.
+    pub policies: Vec<String>,
+    pub mode: Mode,
+    pub trusted_networks: Vec<TrustedNetwork>,
+    pub local_domains: BTreeMap<String, LocalDomain>,
+    /// Relay domain → the policy that lists it.
+    pub relay_domains: BTreeMap<String, String>,
+    pub users: BTreeMap<String, User>,
+    /// In input order; `Rules::route_for` picks the most specific match.
+    pub routes: Vec<Route>,
+    pub limits: Limits,
+    pub retry: Retry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedNetwork {
+    pub network: IpNet,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalDomain {
+    pub delivery: Delivery,
+    pub policy: String,
+}
+
+/// How mail for a local domain is handed over (used by the delivery worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Delivery {
+    Lmtp {
+        address: String,
+    },
+    Maildir {
+        path: String,
+    },
+    Webhook {
+        url: String,
+        #[serde(rename = "signingSecretRef")]
+        signing_secret_ref: Option<SecretKeyRef>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub password_hash: StoredHash,
+    pub allowed_senders: AllowedSenders,
+    pub policy: String,
+}
+
+/// Which reverse-paths a user may give in MAIL FROM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AllowedSenders {
+    /// `allowedSenders` was empty or omitted: any sender, as Postfix behaves without
+    /// `smtpd_sender_login_maps`.
+    Any,
+    /// Only addresses matching one of these.
+    Only(Vec<SenderPattern>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    pub domains: Vec<DomainPattern>,
+    pub smarthost: Smarthost,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Smarthost {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_message_size: Option<u64>,
+    pub max_recipients: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    pub max_lifetime_secs: Option<u64>,
+}
+
+impl Rules {
+    /// The route for a (lower-case) recipient domain: the most specific matching pattern
+    /// wins (exact, then the longest `*.` suffix, then `*`); `None` means deliver by MX.
+    /// Equal patterns cannot occur: compilation rejects them as a conflict.
+    pub fn route_for(&self, domain: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.domains.iter().map(move |p| (p, r)))
+            .filter(|(p, _)| p.matches(domain))
+            .max_by_key(|(p, _)| p.specificity())
+            .map(|(_, r)| r)
+    }
+}
+
+/// The smaller of two optional limits; a missing limit does not constrain.
+pub(crate) fn min_limit<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
