@@ -1,1 +1,226 @@
-//! (being written)
+//! The process configuration of `sluice standalone`: listeners, TLS files, the spool
+//! directory, the admin address, limits and the RelayPolicy files. (The relay rules
+//! themselves live in RelayPolicy documents, see [`crate::policy`].)
+
+use crate::smtp::session::ListenerKind;
+use crate::units::{serde_duration, serde_size};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Our name in greetings and Received headers; the machine's host name by default.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    pub listeners: Vec<ListenerConfig>,
+    pub tls: Option<TlsConfig>,
+    pub spool: PathBuf,
+    pub admin: Option<SocketAddr>,
+    pub policies: Vec<PathBuf>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub kind: ListenerKind,
+    /// Allow AUTH without TLS on this listener (for example behind a TLS-terminating
+    /// proxy on loopback). Off by default: passwords never cross the network in clear.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Protocol and resource limits. Defaults follow Postfix and RFC 5321 4.5.3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Limits {
+    #[serde(deserialize_with = "serde_size::deserialize")]
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Longest command line, CRLF included; longer ones get 500 5.5.2.
+    pub max_command_line: usize,
+    /// Longest text line in message content; RFC 5322 says 998, real mail is sloppier.
+    pub max_data_line: usize,
+    pub max_errors: u32,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub command_timeout: Duration,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub data_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Pause before answering a failed AUTH, doubled for each further failure.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub auth_failure_delay: Duration,
+    /// How long SIGTERM waits for open sessions before closing them.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub shutdown_grace: Duration,
+}
+
+/// RFC 5321 4.5.3.1.4 allows 512 octets, plus what the advertised extensions add to MAIL:
+/// SIZE 26 (RFC 1870), BODY 15, SMTPUTF8 9, RET/ENVID 100 (RFC 3461), AUTH 500 (RFC 4954).
+pub const MIN_COMMAND_LINE: usize = 512 + 26 + 15 + 9 + 100 + 500;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 25 << 20,
+            max_recipients: 1000,
+            max_command_line: 2048,
+            max_data_line: 65_536,
+            max_errors: 20,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            auth_failure_delay: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+}
+
+impl Config {
+    /// Reads the file; relative paths in it are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate().map_err(|problem| ConfigError::Invalid {
+            path: path.to_owned(),
+            problem,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.spool);
+        self.policies.iter_mut().for_each(join);
+        if let Some(tls) = self.tls.as_mut() {
+            join(&mut tls.cert_file);
+            join(&mut tls.key_file);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("at least one listener is needed".into());
+        }
+        if self.policies.is_empty() {
+            return Err("at least one RelayPolicy file is needed in `policies`".into());
+        }
+        let implicit_tls = self.listeners.iter().find(|l| l.kind == ListenerKind::Submissions);
+        if let (Some(l), None) = (implicit_tls, &self.tls) {
+            return Err(format!("listener {} is implicit TLS (submissions) but `tls` is not configured", l.name));
+        }
+        if self.limits.max_command_line < MIN_COMMAND_LINE {
+            return Err(format!(
+                "limits.maxCommandLine must be at least {MIN_COMMAND_LINE} (RFC 5321 plus extensions)"
+            ));
+        }
+        if self.limits.max_data_line < 1000 {
+            return Err("limits.maxDataLine must be at least 1000 (RFC 5322 allows 998 + CRLF)".into());
+        }
+        if self.limits.max_errors == 0 || self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
+            return Err("limits.maxErrors, maxConnections and maxConnectionsPerIp must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    const MINIMAL: &str = "listeners: [{name: smtp, address: '127.0.0.1:2525', kind: relay}]\nspool: var/spool\npolicies: [policy.yaml]\n";
+
+    #[test]
+    fn minimal_config_gets_defaults_and_relative_paths() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_command_line, 2048);
+        assert_eq!(c.limits.max_message_size, 25 << 20);
+        assert!(c.spool.is_absolute() && c.spool.ends_with("var/spool"));
+        assert!(c.policies[0].ends_with("policy.yaml"));
+    }
+
+    #[test]
+    fn limits_parse_units() {
+        let c = load(&format!("{MINIMAL}limits: {{maxMessageSize: 10Mi, commandTimeout: 2m}}\n")).unwrap();
+        assert_eq!(c.limits.max_message_size, 10 << 20);
+        assert_eq!(c.limits.command_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_reasons() {
+        for (extra, needle) in [
+            ("limits: {maxCommandLine: 512}\n", "maxCommandLine"),
+            ("limits: {maxDataLine: 100}\n", "maxDataLine"),
+            ("bogus: 1\n", "unknown field"),
+        ] {
+            let err = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+        let implicit = MINIMAL.replace("kind: relay", "kind: submissions");
+        assert!(load(&implicit).unwrap_err().to_string().contains("tls"));
+    }
+}

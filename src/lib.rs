@@ -6,15 +6,23 @@
 //! | --- | --- |
 //! | [`smtp`] | the protocol free of I/O: commands, replies, DATA/BDAT framing, SASL, the session state machine |
 //! | [`ingress`] | listeners, TLS, the per-connection task, connection limits, the hand-off to the queue |
+//! | [`filter`] | trace headers and content checks on messages passing through |
 //! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials |
 //! | [`queue`] | the `Queue` trait and the embedded spool backend |
 //! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
 //! | [`config`] | the process configuration file of `sluice standalone` |
+//! | [`standalone`] | the one-process relay: wiring, reloads, signals and drain |
+//! | [`units`] | sizes and durations as written in configuration |
+//! | [`watch`] | noticing changed configuration files |
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod filter;
 pub mod ingress;
 pub mod policy;
 pub mod queue;
 pub mod smtp;
+pub mod standalone;
 pub mod telemetry;
+pub mod units;
+pub mod watch;

@@ -1,1 +1,169 @@
-//! (being written)
+//! The SMTP listeners: accepting connections within the connection limits, implicit TLS,
+//! and one task per connection ([`connection`]) that drives a protocol
+//! [`Session`](crate::smtp::session::Session) and hands accepted messages to the queue.
+
+mod connection;
+mod io;
+pub mod limits;
+pub mod tls;
+
+use crate::policy::PolicySnapshot;
+use crate::queue::Queue;
+use crate::smtp::reply::Reply;
+use crate::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig};
+use crate::telemetry::metrics::Metrics;
+use connection::Connection;
+use io::Io;
+use limits::ConnectionLimits;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tls::TlsStore;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// RFC 5321 4.5.3.2 timeouts as the server applies them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Waiting for the next command line (and for a TLS handshake).
+    pub command: Duration,
+    /// Waiting for the next bytes of message content.
+    pub data: Duration,
+    pub auth_failure_delay: Duration,
+}
+
+/// What every connection of the process shares.
+pub struct Shared {
+    pub queue: Arc<dyn Queue>,
+    /// The policy in force; each new session takes the value current at its start.
+    pub policy: watch::Receiver<Arc<PolicySnapshot>>,
+    pub tls: Option<Arc<TlsStore>>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<ConnectionLimits>,
+    pub timeouts: Timeouts,
+    pub max_command_line: usize,
+}
+
+/// One listening socket's settings.
+pub struct Listener {
+    pub name: String,
+    pub session: Arc<SessionConfig>,
+}
+
+/// Accepts connections until `drain` is cancelled, then returns; sessions already open
+/// are tracked by `tracker` and close when idle (drain) or at once (`stop`).
+pub async fn serve(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+    stop: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = drain.cancelled() => return,
+            accepted = socket.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(listener = %listener.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (listener, shared) = (Arc::clone(&listener), Arc::clone(&shared));
+        let (drain, stop) = (drain.clone(), stop.clone());
+        tracker.spawn(async move {
+            handle(tcp, peer, listener, shared, drain, stop).await;
+        });
+    }
+}
+
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    stop: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    let ip = canonical_ip(peer);
+    let permit = match shared.limits.try_acquire(ip) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            shared.metrics.connections_refused.inc(refusal.label());
+            let reply = Reply::new(421, "4.7.0", format!("{} Error: too many connections", listener.session.hostname));
+            refuse(tcp, reply).await;
+            return;
+        }
+    };
+    shared.metrics.connections.inc(listener_label(&listener));
+    shared.metrics.connections_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut conn = ConnectionInfo { client_ip: ip, tls: None };
+    let io = match listener.session.kind {
+        ListenerKind::Submissions => match implicit_tls(tcp, &shared).await {
+            Some((stream, info)) => {
+                conn.tls = Some(info);
+                Io::Tls(Box::new(stream))
+            }
+            None => {
+                shared.metrics.connections_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        },
+        _ => Io::Plain(tcp),
+    };
+    let policy = shared.policy.borrow().clone();
+    let session = Session::new(Arc::clone(&listener.session), policy, conn);
+    let peer_text = peer.to_string();
+    Connection::new(io, session, listener, Arc::clone(&shared), peer_text).run(drain, stop).await;
+    shared.metrics.connections_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(permit);
+}
+
+/// RFC 8314: on an implicit-TLS port the handshake comes before the greeting.
+async fn implicit_tls(
+    tcp: TcpStream,
+    shared: &Shared,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, crate::smtp::session::TlsInfo)> {
+    let tls = shared.tls.as_ref()?;
+    let handshake = tls.acceptor().accept(tcp);
+    match tokio::time::timeout(shared.timeouts.command, handshake).await {
+        Ok(Ok(stream)) => {
+            let info = tls::tls_info(stream.get_ref().1);
+            Some((stream, info))
+        }
+        _ => None,
+    }
+}
+
+async fn refuse(mut tcp: TcpStream, reply: Reply) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(&reply.to_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+/// IPv4 clients on a dual-stack socket show up as `::ffff:a.b.c.d`; policy and limits
+/// want the IPv4 address.
+fn canonical_ip(peer: SocketAddr) -> std::net::IpAddr {
+    match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn listener_label(listener: &Listener) -> &'static str {
+    match listener.session.kind {
+        ListenerKind::Relay => "relay",
+        ListenerKind::Submission => "submission",
+        ListenerKind::Submissions => "submissions",
+    }
+}

@@ -1,1 +1,23 @@
-//! (being written)
+//! Observability: logging set-up, the Prometheus [`metrics`], readiness latches
+//! ([`readiness`]) and the admin HTTP listener serving `/healthz`, `/readyz` and
+//! `/metrics` ([`admin`]).
+
+pub mod admin;
+pub mod metrics;
+pub mod readiness;
+
+use crate::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+/// Logs go to standard error, one line per event, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless, hence the ignored result.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

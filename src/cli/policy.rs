@@ -1,0 +1,94 @@
+//! `sluice policy check` (would this be relayed, and by which rule) and
+//! `sluice policy hash-password` (a hash for the `passwordHash` field).
+
+use clap::Subcommand;
+use sluice::config::Config;
+use sluice::policy::{ClientInfo, PolicySnapshot, hash_password};
+use sluice::smtp::address::{Mailbox, ReversePath};
+use sluice::smtp::command::{Command, parse_command};
+use std::io::BufRead;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Print the decision for one client, sender and recipient, and the rule that made it.
+    /// Exits 0 when the mail would be accepted, 1 when refused.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// The client's IP address.
+        #[arg(long)]
+        client: IpAddr,
+        /// The authenticated user, if the client would authenticate.
+        #[arg(long)]
+        user: Option<String>,
+        /// The reverse-path (MAIL FROM); empty for the null sender.
+        #[arg(long)]
+        from: String,
+        /// The forward-path (RCPT TO).
+        #[arg(long)]
+        to: String,
+    },
+    /// Read a password from standard input (one line) and print its argon2id hash.
+    HashPassword,
+}
+
+pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PolicyCommand::Check {
+            config,
+            client,
+            user,
+            from,
+            to,
+        } => check(&config, client, user, &from, &to),
+        PolicyCommand::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!("{}", hash_password(password));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(config: &PathBuf, client: IpAddr, user: Option<String>, from: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let policy = PolicySnapshot::load_files(&config.policies)?;
+    let reverse_path = parse_reverse_path(from)?;
+    let forward_path = parse_forward_path(to)?;
+    let mut accepted = true;
+    if let Some(user) = &user {
+        let sender = policy.sender_decision(user, &reverse_path);
+        println!("sender: {sender}");
+        accepted &= sender.is_allowed();
+    }
+    let info = ClientInfo {
+        ip: client,
+        authenticated_user: user,
+    };
+    let decision = policy.relay_decision(&info, &forward_path);
+    println!("recipient: {decision}");
+    accepted &= decision.is_accepted();
+    Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Addresses go through the same parser as MAIL and RCPT on the wire.
+fn parse_reverse_path(text: &str) -> anyhow::Result<ReversePath> {
+    let line = format!("MAIL FROM:<{}> SMTPUTF8", text.trim_matches(['<', '>']));
+    match parse_command(line.as_bytes()) {
+        Ok(Command::Mail { reverse_path, .. }) => Ok(reverse_path),
+        _ => anyhow::bail!("invalid sender address {text:?}"),
+    }
+}
+
+fn parse_forward_path(text: &str) -> anyhow::Result<Mailbox> {
+    let line = format!("RCPT TO:<{}>", text.trim_matches(['<', '>']));
+    match parse_command(line.as_bytes()) {
+        Ok(Command::Rcpt { forward_path, .. }) => Ok(forward_path),
+        _ => anyhow::bail!("invalid recipient address {text:?}"),
+    }
+}

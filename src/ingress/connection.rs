@@ -1,0 +1,310 @@
+//! One SMTP connection: moves bytes between the socket and the [`Session`], applies the
+//! session's [`Step`]s (TLS upgrade, credential checks, the queue hand-off), and enforces
+//! the timeouts of RFC 5321 4.5.3.2.
+//!
+//! Replies are buffered and written when the connection is about to wait for input, which
+//! is what RFC 2920 asks of a PIPELINING server and saves a write per command.
+
+use super::io::Io;
+use super::tls::tls_info;
+use super::{Listener, Shared};
+use crate::smtp::line::{Line, LineBuffer};
+use crate::smtp::reply::Reply;
+use crate::smtp::session::{AuthOutcome, Session, Step};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const READ_CHUNK: usize = 4096;
+
+/// Whether the connection goes on after a step.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// What ended a wait for input.
+enum Input {
+    Bytes(usize),
+    Eof,
+    Timeout,
+    Drain,
+}
+
+pub(super) struct Connection {
+    io: Io,
+    session: Session,
+    lines: LineBuffer,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    peer: String,
+}
+
+impl Connection {
+    pub(super) fn new(io: Io, session: Session, listener: Arc<Listener>, shared: Arc<Shared>, peer: String) -> Self {
+        Connection {
+            io,
+            session,
+            lines: LineBuffer::new(shared.max_command_line),
+            out: Vec::with_capacity(512),
+            buf: Vec::new(),
+            listener,
+            shared,
+            peer,
+        }
+    }
+
+    /// Runs the session to its end. `drain` asks idle sessions to close; `stop` closes
+    /// every session at once.
+    pub(super) async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
+        let greeting = self.session.greeting();
+        greeting.write_to(&mut self.out);
+        tokio::select! {
+            _ = self.serve(&drain) => {}
+            _ = stop.cancelled() => {
+                self.out.clear();
+                self.session.shutting_down().write_to(&mut self.out);
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
+
+    async fn serve(&mut self, drain: &CancellationToken) {
+        loop {
+            let flow = if self.session.receiving_message() {
+                self.receive_message().await
+            } else {
+                self.next_command(drain).await
+            };
+            if flow == Flow::Close {
+                let _ = self.flush().await;
+                return;
+            }
+        }
+    }
+
+    async fn next_command(&mut self, drain: &CancellationToken) -> Flow {
+        match self.lines.next_line() {
+            Some(Line::Complete(line)) => {
+                if !self.session.in_auth_exchange() {
+                    self.shared.metrics.commands.inc(verb_label(&line));
+                }
+                let step = self.session.command(&line);
+                self.apply(step).await
+            }
+            Some(Line::TooLong) => {
+                let step = self.session.line_too_long();
+                self.apply(step).await
+            }
+            None => {
+                let timeout = self.shared.timeouts.command;
+                let idle_drain = (!self.session.in_transaction()).then_some(drain);
+                match self.read(timeout, idle_drain).await {
+                    Input::Bytes(n) => {
+                        self.lines.push(&self.buf[..n]);
+                        Flow::Continue
+                    }
+                    Input::Eof => Flow::Close,
+                    Input::Timeout => self.close_with(self.session.timeout()).await,
+                    Input::Drain => self.close_with(self.session.shutting_down()).await,
+                }
+            }
+        }
+    }
+
+    /// Feeds message content to the session: first what is already buffered behind the
+    /// DATA/BDAT command (pipelining), then what the socket brings.
+    async fn receive_message(&mut self) -> Flow {
+        let pending = self.lines.take_remaining();
+        if !pending.is_empty() {
+            return self.feed_message(&pending).await;
+        }
+        match self.read(self.shared.timeouts.data, None).await {
+            Input::Bytes(n) => {
+                let bytes = std::mem::take(&mut self.buf);
+                let flow = self.feed_message(&bytes[..n]).await;
+                self.buf = bytes;
+                flow
+            }
+            Input::Eof => Flow::Close,
+            Input::Timeout | Input::Drain => self.close_with(self.session.timeout()).await,
+        }
+    }
+
+    async fn feed_message(&mut self, bytes: &[u8]) -> Flow {
+        let mut offset = 0;
+        while offset < bytes.len() && self.session.receiving_message() {
+            let (n, step) = self.session.message_bytes(&bytes[offset..]);
+            offset += n;
+            if let Some(step) = step
+                && self.apply(step).await == Flow::Close
+            {
+                return Flow::Close;
+            }
+        }
+        // What follows the end of the content is the next pipelined commands.
+        self.lines.push(&bytes[offset..]);
+        Flow::Continue
+    }
+
+    /// Carries out a step and whatever steps follow from it.
+    async fn apply(&mut self, step: Step) -> Flow {
+        let mut next = Some(step);
+        while let Some(step) = next.take() {
+            self.account_rejection();
+            next = match step {
+                Step::Reply(reply) | Step::StartData(reply) => {
+                    reply.write_to(&mut self.out);
+                    None
+                }
+                Step::ReadChunk => None,
+                Step::Close(reply) => return self.close_with(reply).await,
+                Step::StartTls(reply) => {
+                    reply.write_to(&mut self.out);
+                    return self.start_tls().await;
+                }
+                Step::VerifyCredentials { username, password } => {
+                    Some(self.verify(username, password).await)
+                }
+                Step::Enqueue(message) => {
+                    let (envelope, content) = *message;
+                    Some(self.enqueue(envelope, content).await)
+                }
+            };
+        }
+        self.account_rejection();
+        Flow::Continue
+    }
+
+    async fn close_with(&mut self, reply: Reply) -> Flow {
+        reply.write_to(&mut self.out);
+        let _ = self.flush().await;
+        Flow::Close
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = self.io.write_all(&self.out).await;
+        self.out.clear();
+        result
+    }
+
+    /// Writes pending replies, then waits for input.
+    async fn read(&mut self, timeout: Duration, drain: Option<&CancellationToken>) -> Input {
+        if self.flush().await.is_err() {
+            return Input::Eof;
+        }
+        self.buf.resize(READ_CHUNK, 0);
+        let never = CancellationToken::new();
+        let drain = drain.unwrap_or(&never);
+        tokio::select! {
+            biased;
+            _ = drain.cancelled() => Input::Drain,
+            read = tokio::time::timeout(timeout, self.io.read(&mut self.buf)) => match read {
+                Ok(Ok(0)) | Ok(Err(_)) => Input::Eof,
+                Ok(Ok(n)) => Input::Bytes(n),
+                Err(_) => Input::Timeout,
+            },
+        }
+    }
+
+    async fn start_tls(&mut self) -> Flow {
+        if self.flush().await.is_err() {
+            return Flow::Close;
+        }
+        // Commands pipelined behind STARTTLS were sent in clear text and must not be
+        // acted upon inside the TLS session (CVE-2011-0411).
+        let _ = self.lines.take_remaining();
+        let Some(tls) = self.shared.tls.as_ref() else {
+            return Flow::Close;
+        };
+        let Io::Plain(tcp) = std::mem::replace(&mut self.io, Io::Upgrading) else {
+            return Flow::Close;
+        };
+        let handshake = tls.acceptor().accept(tcp);
+        match tokio::time::timeout(self.shared.timeouts.command, handshake).await {
+            Ok(Ok(stream)) => {
+                self.session.tls_started(tls_info(stream.get_ref().1));
+                self.io = Io::Tls(Box::new(stream));
+                Flow::Continue
+            }
+            Ok(Err(e)) => {
+                tracing::info!(client = %self.peer, error = %e, "STARTTLS handshake failed");
+                Flow::Close
+            }
+            Err(_) => Flow::Close,
+        }
+    }
+
+    /// Checks credentials on a blocking thread (password hashing is slow on purpose),
+    /// after a pause that grows with each failure of this session.
+    async fn verify(&mut self, username: String, password: String) -> Step {
+        let failures = self.session.failed_auths();
+        if failures > 0 {
+            let factor = 1u32 << failures.min(4).saturating_sub(1);
+            tokio::time::sleep(self.shared.timeouts.auth_failure_delay * factor).await;
+        }
+        let policy = self.shared.policy.borrow().clone();
+        let user = username.clone();
+        let ok = tokio::task::spawn_blocking(move || policy.verify_password(&user, &password))
+            .await
+            .unwrap_or(false);
+        let result = if ok { "success" } else { "failure" };
+        self.shared.metrics.auth.inc(result);
+        tracing::info!(client = %self.peer, user = %username, result, "AUTH");
+        let outcome = if ok { AuthOutcome::Accepted } else { AuthOutcome::Rejected };
+        self.session.auth_result(outcome)
+    }
+
+    async fn enqueue(&mut self, envelope: crate::queue::Envelope, content: Vec<u8>) -> Step {
+        let started = Instant::now();
+        let result = self.shared.queue.enqueue(&envelope, &content).await;
+        let metrics = &self.shared.metrics;
+        metrics.enqueue_seconds.observe(started.elapsed());
+        if result.is_ok() {
+            metrics.messages_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .received_bytes
+                .fetch_add(content.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                queue_id = %envelope.id,
+                from = %crate::smtp::address::display_reverse_path(&envelope.reverse_path),
+                nrcpt = envelope.recipients.len(),
+                size = content.len(),
+                client = %self.peer,
+                listener = %self.listener.name,
+                user = envelope.authenticated_user.as_deref().unwrap_or(""),
+                "accepted"
+            );
+        }
+        self.session.enqueue_result(result)
+    }
+
+    fn account_rejection(&mut self) {
+        if let Some(r) = self.session.take_rejection() {
+            self.shared.metrics.messages_rejected.inc(r.reason);
+            tracing::info!(client = %self.peer, listener = %self.listener.name, reason = r.reason, detail = %r.detail, "rejected");
+        }
+    }
+}
+
+/// The verb of a command line as a metric label.
+fn verb_label(line: &[u8]) -> &'static str {
+    let verb = line.split(|b| *b == b' ').next().unwrap_or_default();
+    const VERBS: [&str; 13] = [
+        "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "HELP",
+        "STARTTLS", "AUTH",
+    ];
+    VERBS
+        .into_iter()
+        .find(|v| verb.eq_ignore_ascii_case(v.as_bytes()))
+        .unwrap_or("invalid")
+}

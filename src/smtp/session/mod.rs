@@ -1,0 +1,292 @@
+//! The server side of one SMTP connection as a state machine free of I/O.
+//!
+//! The ingress feeds it command lines ([`Session::command`]) or, after DATA/BDAT, raw
+//! message bytes ([`Session::message_bytes`]); each call answers with a [`Step`] that says
+//! what the connection must do next: write a reply, upgrade to TLS, check credentials,
+//! store a message. Results of those actions come back through [`Session::tls_started`],
+//! [`Session::auth_result`] and [`Session::enqueue_result`]. Per-verb handling lives in the
+//! submodules, one file per group of verbs.
+
+mod auth;
+mod ehlo;
+mod envelope;
+mod message;
+
+use super::command::{Command, parse_command};
+use super::reply::Reply;
+use crate::policy::PolicySnapshot;
+use crate::queue::Envelope;
+use message::{Discard, Receiving};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use auth::AuthOutcome;
+
+/// What kind of port a listener is (RFC 8314 and common practice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Port 25 style: STARTTLS offered, AUTH offered only under TLS, relay rules apply.
+    Relay,
+    /// Port 587 style: AUTH required before MAIL.
+    Submission,
+    /// Port 465 style: implicit TLS, AUTH required before MAIL.
+    Submissions,
+}
+
+/// Settings that shape every session of one listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our name in the greeting, EHLO reply and Received header.
+    pub hostname: String,
+    pub kind: ListenerKind,
+    /// STARTTLS is offered when the listener has a certificate (and is not implicit TLS).
+    pub tls_available: bool,
+    /// AUTH over a connection without TLS; off unless the listener says so.
+    pub allow_plaintext_auth: bool,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Longest text line accepted in message content, without CRLF.
+    pub max_data_line: usize,
+    /// Errors (syntax, sequence, refused recipients, failed AUTH) before 421 and close.
+    pub max_errors: u32,
+}
+
+/// What is known about the peer and the transport.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub client_ip: IpAddr,
+    pub tls: Option<TlsInfo>,
+}
+
+/// The negotiated TLS parameters, for the Received header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+/// What the connection must do next.
+#[derive(Debug)]
+#[must_use]
+pub enum Step {
+    /// Send the reply and read the next command line.
+    Reply(Reply),
+    /// Send the reply and close the connection.
+    Close(Reply),
+    /// Send the reply (220), discard any input buffered after the command, do the TLS
+    /// handshake, then call [`Session::tls_started`].
+    StartTls(Reply),
+    /// Send the reply (354), then feed the content through [`Session::message_bytes`].
+    StartData(Reply),
+    /// Feed the next `size` bytes (a BDAT chunk) through [`Session::message_bytes`]; no
+    /// reply is sent before they are read.
+    ReadChunk,
+    /// Check the credentials (slow: on a blocking thread), then call
+    /// [`Session::auth_result`].
+    VerifyCredentials { username: String, password: String },
+    /// Store the message durably, then call [`Session::enqueue_result`].
+    Enqueue(Box<(Envelope, Vec<u8>)>),
+}
+
+/// The mail transaction: exists only from MAIL to the end of the message.
+#[derive(Debug)]
+struct Transaction {
+    envelope: Envelope,
+    receiving: Option<Receiving>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Greeted {
+    No,
+    Helo(String),
+    Ehlo(String),
+}
+
+pub struct Session {
+    config: Arc<SessionConfig>,
+    policy: Arc<PolicySnapshot>,
+    conn: ConnectionInfo,
+    greeted: Greeted,
+    user: Option<String>,
+    auth: Option<auth::Exchange>,
+    transaction: Option<Transaction>,
+    /// A refused BDAT chunk still being read.
+    discard: Option<Discard>,
+    /// The queue id of a message handed to the queue and not yet answered.
+    pending: Option<crate::queue::QueueId>,
+    rejection: Option<Rejection>,
+    errors: u32,
+    failed_auths: u32,
+}
+
+/// Why the last step refused a recipient, a sender or a message: for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// A short label for the metric (`relay_denied`, `message_too_big`, ...).
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Session {
+    pub fn new(
+        config: Arc<SessionConfig>,
+        policy: Arc<PolicySnapshot>,
+        conn: ConnectionInfo,
+    ) -> Self {
+        Session {
+            config,
+            policy,
+            conn,
+            greeted: Greeted::No,
+            user: None,
+            auth: None,
+            transaction: None,
+            discard: None,
+            pending: None,
+            rejection: None,
+            errors: 0,
+            failed_auths: 0,
+        }
+    }
+
+    pub fn greeting(&self) -> Reply {
+        Reply::plain(220, vec![format!("{} ESMTP Sluice", self.config.hostname)])
+    }
+
+    /// True while the session expects message content rather than command lines.
+    pub fn receiving_message(&self) -> bool {
+        self.discard.is_some()
+            || self
+                .transaction
+                .as_ref()
+                .and_then(|t| t.receiving.as_ref())
+                .is_some_and(Receiving::expects_bytes)
+    }
+
+    /// True from MAIL until the transaction ends: a draining server lets it finish.
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// True while the next line is a SASL response rather than a command.
+    pub fn in_auth_exchange(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The refusal made by the last step, if it made one.
+    pub fn take_rejection(&mut self) -> Option<Rejection> {
+        self.rejection.take()
+    }
+
+    /// How many failed AUTH attempts this session has made; the connection slows each
+    /// next attempt down by this much.
+    pub fn failed_auths(&self) -> u32 {
+        self.failed_auths
+    }
+
+    pub fn authenticated_user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Handles one command line (without its line ending).
+    pub fn command(&mut self, line: &[u8]) -> Step {
+        if self.auth.is_some() {
+            return self.auth_response(line);
+        }
+        match parse_command(line) {
+            Ok(command) => self.dispatch(command),
+            Err(e) => self.error(e.reply()),
+        }
+    }
+
+    /// A command line longer than the configured bound was received and discarded.
+    pub fn line_too_long(&mut self) -> Step {
+        self.error(Reply::new(500, "5.5.2", "Error: line too long"))
+    }
+
+    /// The peer was silent for longer than the command or data timeout.
+    pub fn timeout(&self) -> Reply {
+        Reply::new(
+            421,
+            "4.4.2",
+            format!("{} Error: timeout exceeded", self.config.hostname),
+        )
+    }
+
+    /// The server is shutting down or cannot serve.
+    pub fn shutting_down(&self) -> Reply {
+        Reply::new(
+            421,
+            "4.3.2",
+            format!("{} Service shutting down, try again later", self.config.hostname),
+        )
+    }
+
+    fn dispatch(&mut self, command: Command) -> Step {
+        match command {
+            Command::Ehlo(name) => self.ehlo(name),
+            Command::Helo(name) => self.helo(name),
+            Command::Mail {
+                reverse_path,
+                params,
+            } => self.mail(reverse_path, params),
+            Command::Rcpt {
+                forward_path,
+                notify,
+                orcpt,
+            } => self.rcpt(forward_path, notify, orcpt),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.transaction = None;
+                Step::Reply(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Noop => Step::Reply(Reply::new(250, "2.0.0", "Ok")),
+            Command::Quit => Step::Close(Reply::new(221, "2.0.0", "Bye")),
+            Command::Vrfy(_) => Step::Reply(Reply::new(
+                252,
+                "2.5.2",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Help(_) => Step::Reply(help()),
+            Command::StartTls => self.starttls(),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(&mechanism, initial_response),
+        }
+    }
+
+    /// Answers with an error reply, counting it against the session's error limit.
+    fn error(&mut self, reply: Reply) -> Step {
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            return Step::Close(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} Error: too many errors", self.config.hostname),
+            ));
+        }
+        Step::Reply(reply)
+    }
+
+    fn sequence_error(&mut self, text: &str) -> Step {
+        self.error(Reply::new(503, "5.5.1", format!("Error: {text}")))
+    }
+}
+
+fn help() -> Reply {
+    Reply {
+        code: 214,
+        status: Some("2.0.0"),
+        lines: vec![
+            "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
+                .to_string(),
+            "See RFC 5321".to_string(),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests;
