@@ -124,10 +124,11 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut config: Config =
+            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate().map_err(|problem| ConfigError::Invalid {
@@ -158,9 +159,15 @@ impl Config {
         if self.policies.is_empty() {
             return Err("at least one RelayPolicy file is needed in `policies`".into());
         }
-        let implicit_tls = self.listeners.iter().find(|l| l.kind == ListenerKind::Submissions);
+        let implicit_tls = self
+            .listeners
+            .iter()
+            .find(|l| l.kind == ListenerKind::Submissions);
         if let (Some(l), None) = (implicit_tls, &self.tls) {
-            return Err(format!("listener {} is implicit TLS (submissions) but `tls` is not configured", l.name));
+            return Err(format!(
+                "listener {} is implicit TLS (submissions) but `tls` is not configured",
+                l.name
+            ));
         }
         if self.limits.max_command_line < MIN_COMMAND_LINE {
             return Err(format!(
@@ -168,10 +175,17 @@ impl Config {
             ));
         }
         if self.limits.max_data_line < 1000 {
-            return Err("limits.maxDataLine must be at least 1000 (RFC 5322 allows 998 + CRLF)".into());
+            return Err(
+                "limits.maxDataLine must be at least 1000 (RFC 5322 allows 998 + CRLF)".into(),
+            );
         }
-        if self.limits.max_errors == 0 || self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
-            return Err("limits.maxErrors, maxConnections and maxConnectionsPerIp must be positive".into());
+        if self.limits.max_errors == 0
+            || self.limits.max_connections == 0
+            || self.limits.max_connections_per_ip == 0
+        {
+            return Err(
+                "limits.maxErrors, maxConnections and maxConnectionsPerIp must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -205,7 +219,10 @@ mod tests {
 
     #[test]
     fn limits_parse_units() {
-        let c = load(&format!("{MINIMAL}limits: {{maxMessageSize: 10Mi, commandTimeout: 2m}}\n")).unwrap();
+        let c = load(&format!(
+            "{MINIMAL}limits: {{maxMessageSize: 10Mi, commandTimeout: 2m}}\n"
+        ))
+        .unwrap();
         assert_eq!(c.limits.max_message_size, 10 << 20);
         assert_eq!(c.limits.command_timeout, Duration::from_secs(120));
     }

@@ -44,14 +44,32 @@ pub struct Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
+    // The files' stamps are taken before they are read, so that a change made while they
+    // load is seen as a change.
+    let watches = Watches {
+        policy: FileWatch::new(config.policies.clone()),
+        tls: FileWatch::new(
+            config
+                .tls
+                .iter()
+                .flat_map(|t| [t.cert_file.clone(), t.key_file.clone()])
+                .collect(),
+        ),
+    };
     let policy = PolicySnapshot::load_files(&config.policies).context("loading policy")?;
     readiness.release(Latch::Policy);
     let tls = match &config.tls {
-        Some(t) => Some(TlsStore::load(t.cert_file.clone(), t.key_file.clone()).context("loading TLS")?),
+        Some(t) => {
+            Some(TlsStore::load(t.cert_file.clone(), t.key_file.clone()).context("loading TLS")?)
+        }
         None => None,
     };
     readiness.release(Latch::Tls);
-    let spool = Arc::new(Spool::open(&config.spool).await.context("opening the spool")?);
+    let spool = Arc::new(
+        Spool::open(&config.spool)
+            .await
+            .context("opening the spool")?,
+    );
     readiness.release(Latch::Queue);
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let shared = Arc::new(Shared {
@@ -59,7 +77,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         policy: policy_rx,
         tls: tls.clone(),
         metrics: metrics.clone(),
-        limits: ConnectionLimits::new(config.limits.max_connections, config.limits.max_connections_per_ip),
+        limits: ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        ),
         timeouts: Timeouts {
             command: config.limits.command_timeout,
             data: config.limits.data_timeout,
@@ -67,7 +88,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         max_command_line: config.limits.max_command_line,
     });
-    let (drain, stop, tracker) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
+    let (drain, stop, tracker) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        TaskTracker::new(),
+    );
     let mut bound = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(l.address)
@@ -78,7 +103,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             name: l.name.clone(),
             session: Arc::new(session_config(&config, l, tls.is_some())),
         });
-        tokio::spawn(ingress::serve(socket, listener, shared.clone(), tracker.clone(), drain.clone(), stop.clone()));
+        tokio::spawn(ingress::serve(
+            socket,
+            listener,
+            shared.clone(),
+            tracker.clone(),
+            drain.clone(),
+            stop.clone(),
+        ));
     }
     readiness.release(Latch::Listeners);
     let admin_state = AdminState {
@@ -88,7 +120,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let admin_addr = start_admin(&config, admin_state, &stop).await?;
     let reload = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(watch_files(config.clone(), policy_tx, tls, metrics.clone(), reload.clone(), stop.clone()));
+    tokio::spawn(watch_files(
+        config.clone(),
+        watches,
+        policy_tx,
+        tls,
+        metrics.clone(),
+        reload.clone(),
+        stop.clone(),
+    ));
     tracing::info!(listeners = ?bound, admin = ?admin_addr, spool = %config.spool.display(), "sluice standalone started");
     Ok(Running {
         listeners: bound,
@@ -135,37 +175,47 @@ async fn start_admin(
 
 /// Reloads policy and certificates when their files change or on [`Running::reload`]
 /// (SIGHUP). An invalid policy is refused and the one in force stays.
+struct Watches {
+    policy: FileWatch,
+    tls: FileWatch,
+}
+
 async fn watch_files(
     config: Config,
+    mut watches: Watches,
     policy_tx: watch::Sender<Arc<PolicySnapshot>>,
     tls: Option<Arc<TlsStore>>,
     metrics: Arc<Metrics>,
     reload: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
-    let mut policy_files = FileWatch::new(config.policies.clone());
-    let mut tls_files = FileWatch::new(tls.iter().flat_map(|t| t.files().map(|p| p.to_owned())).collect());
     loop {
         let forced = tokio::select! {
             _ = stop.cancelled() => return,
             _ = reload.notified() => true,
             _ = tokio::time::sleep(WATCH_INTERVAL) => false,
         };
-        if policy_files.changed() || forced {
+        if watches.policy.changed() || forced {
             reload_policy(&config, &policy_tx, &metrics);
         }
         if let Some(tls) = &tls
-            && (tls_files.changed() || forced)
+            && (watches.tls.changed() || forced)
         {
             match tls.reload() {
                 Ok(()) => tracing::info!("TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in force"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in force")
+                }
             }
         }
     }
 }
 
-fn reload_policy(config: &Config, policy_tx: &watch::Sender<Arc<PolicySnapshot>>, metrics: &Metrics) {
+fn reload_policy(
+    config: &Config,
+    policy_tx: &watch::Sender<Arc<PolicySnapshot>>,
+    metrics: &Metrics,
+) {
     match PolicySnapshot::load_files(&config.policies) {
         Ok(policy) => {
             tracing::info!(revision = policy.revision(), "policy reloaded");
@@ -191,7 +241,10 @@ impl Running {
         self.readiness.start_draining();
         self.drain.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over; closing the remaining sessions");
         }
         self.stop.cancel();

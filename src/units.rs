@@ -56,8 +56,9 @@ pub mod serde_size {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Number(n) => Ok(n),
-            Raw::Text(t) => super::parse_size(&t)
-                .ok_or_else(|| D::Error::custom(format!("invalid size {t:?} (e.g. 25Mi, 10M, 1048576)"))),
+            Raw::Text(t) => super::parse_size(&t).ok_or_else(|| {
+                D::Error::custom(format!("invalid size {t:?} (e.g. 25Mi, 10M, 1048576)"))
+            }),
         }
     }
 }
@@ -68,8 +69,9 @@ pub mod serde_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse_duration(&text)
-            .ok_or_else(|| D::Error::custom(format!("invalid duration {text:?} (e.g. 30s, 5m, 12h, 5d)")))
+        super::parse_duration(&text).ok_or_else(|| {
+            D::Error::custom(format!("invalid duration {text:?} (e.g. 30s, 5m, 12h, 5d)"))
+        })
     }
 }
 

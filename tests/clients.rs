@@ -8,7 +8,10 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::process::Command;
 
-fn lettre_transport(relay: &common::Relay, mechanism: Mechanism) -> AsyncSmtpTransport<Tokio1Executor> {
+fn lettre_transport(
+    relay: &common::Relay,
+    mechanism: Mechanism,
+) -> AsyncSmtpTransport<Tokio1Executor> {
     let tls = TlsParameters::builder("localhost".to_string())
         .add_root_certificate(Certificate::from_pem(relay.ca_pem.as_bytes()).unwrap())
         .build_rustls()
@@ -31,7 +34,10 @@ async fn lettre_sends_over_starttls_with_auth_plain_and_login() {
             .subject(subject)
             .body("Hello from lettre\r\n".to_string())
             .unwrap();
-        let response = lettre_transport(&relay, mechanism).send(message).await.expect("lettre send");
+        let response = lettre_transport(&relay, mechanism)
+            .send(message)
+            .await
+            .expect("lettre send");
         assert_eq!(response.code().to_string(), "250");
         let text = response.message().collect::<Vec<_>>().join(" ");
         assert!(text.contains("Ok: queued as"), "{text}");
@@ -75,24 +81,46 @@ async fn python_smtplib_sends_over_starttls_with_auth() {
         let cafile = relay.dir.path().join("cert.pem");
         let out = tokio::task::spawn_blocking(move || {
             Command::new("python3")
-                .args(["-c", SMTPLIB_SCRIPT, &port.to_string(), cafile.to_str().unwrap(), common::PASSWORD, mechanism])
+                .args([
+                    "-c",
+                    SMTPLIB_SCRIPT,
+                    &port.to_string(),
+                    cafile.to_str().unwrap(),
+                    common::PASSWORD,
+                    mechanism,
+                ])
                 .output()
                 .expect("python3")
         });
         let out = out.await.unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.starts_with("250 2.0.0 Ok: queued as"), "{stdout}");
     }
     let spool = relay.stop_and_list().await;
     assert_eq!(spool.len(), 2);
-    assert!(spool[0].1.ends_with(b"\r\nSubject: from smtplib\r\n\r\nline one\r\n.dot line\r\n"));
+    assert!(
+        spool[0]
+            .1
+            .ends_with(b"\r\nSubject: from smtplib\r\n\r\nline one\r\n.dot line\r\n")
+    );
 }
 
 async fn swaks(args: Vec<String>) -> (bool, String) {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("swaks").args(&args).output().expect("swaks is installed by scripts/test");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("swaks")
+            .args(&args)
+            .output()
+            .expect("swaks is installed by scripts/test");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.success(), text)
     })
     .await
@@ -104,10 +132,19 @@ async fn swaks_from_trusted_gets_queued_and_from_untrusted_gets_554() {
     let relay = common::start("{}").await;
     let server = format!("127.0.0.1:{}", relay.relay.port());
     let base = |extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = ["--server", &server, "--to", "someone@example.org", "--from", "sender@local.test", "--timeout", "10"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> = [
+            "--server",
+            &server,
+            "--to",
+            "someone@example.org",
+            "--from",
+            "sender@local.test",
+            "--timeout",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
@@ -116,11 +153,37 @@ async fn swaks_from_trusted_gets_queued_and_from_untrusted_gets_554() {
     let (ok, text) = swaks(base(&["--local-interface", "127.0.0.2"])).await;
     assert!(!ok && text.contains("<** 554 5.7.1"), "{text}");
     for auth in ["PLAIN", "LOGIN"] {
-        let (ok, text) = swaks(base(&["--local-interface", "127.0.0.2", "--tls", "--auth", auth, "--auth-user", "alice", "--auth-password", common::PASSWORD, "--from", "alice@local.test"])).await;
-        assert!(ok && text.contains("<~  235 2.7.0") && text.contains("<~  250 2.0.0 Ok: queued as"), "{auth}: {text}");
+        let (ok, text) = swaks(base(&[
+            "--local-interface",
+            "127.0.0.2",
+            "--tls",
+            "--auth",
+            auth,
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            common::PASSWORD,
+            "--from",
+            "alice@local.test",
+        ]))
+        .await;
+        assert!(
+            ok && text.contains("<~  235 2.7.0") && text.contains("<~  250 2.0.0 Ok: queued as"),
+            "{auth}: {text}"
+        );
     }
     // Without TLS AUTH is not even offered, and swaks gives up before sending a password.
-    let (ok, text) = swaks(base(&["--local-interface", "127.0.0.2", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", common::PASSWORD])).await;
+    let (ok, text) = swaks(base(&[
+        "--local-interface",
+        "127.0.0.2",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        common::PASSWORD,
+    ]))
+    .await;
     assert!(!ok && !text.contains("235 "), "{text}");
     let spool = relay.stop_and_list().await;
     assert_eq!(spool.len(), 3, "one trusted and two authenticated messages");

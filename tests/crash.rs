@@ -17,7 +17,11 @@ const KILL_AFTER_ACKS: usize = 400;
 
 /// A loopback port nobody listens on right now.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_relay(config: &std::path::Path) -> Child {
@@ -49,19 +53,28 @@ async fn line(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
 }
 
 /// Sends messages until the connection breaks; records (queue id, content) of each 250.
-async fn client(addr: SocketAddr, n: usize, acked: Arc<Mutex<Vec<(String, String)>>>) -> std::io::Result<()> {
+async fn client(
+    addr: SocketAddr,
+    n: usize,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+) -> std::io::Result<()> {
     let mut r = BufReader::new(TcpStream::connect(addr).await?);
     line(&mut r).await?;
     r.get_mut().write_all(b"HELO crash.test\r\n").await?;
     line(&mut r).await?;
     for i in 0..MAX_PER_CLIENT {
-        let content = format!("Subject: crash {n}/{i}\r\n\r\n{}\r\n", format!("client {n} message {i} ").repeat(40));
+        let content = format!(
+            "Subject: crash {n}/{i}\r\n\r\n{}\r\n",
+            format!("client {n} message {i} ").repeat(40)
+        );
         let tx = format!("MAIL FROM:<c{n}@crash.test>\r\nRCPT TO:<r@foreign.test>\r\nDATA\r\n");
         r.get_mut().write_all(tx.as_bytes()).await?;
         for _ in 0..3 {
             line(&mut r).await?;
         }
-        r.get_mut().write_all(format!("{content}.\r\n").as_bytes()).await?;
+        r.get_mut()
+            .write_all(format!("{content}.\r\n").as_bytes())
+            .await?;
         let reply = line(&mut r).await?;
         if let Some(id) = reply.trim_end().strip_prefix("250 2.0.0 Ok: queued as ") {
             acked.lock().unwrap().push((id.to_string(), content));
@@ -86,7 +99,9 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message() {
     let mut child = spawn_relay(&config);
     wait_listening(addr).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..CLIENTS).map(|n| tokio::spawn(client(addr, n, acked.clone()))).collect();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| tokio::spawn(client(addr, n, acked.clone())))
+        .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < KILL_AFTER_ACKS && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -97,7 +112,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message() {
         let _ = c.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= KILL_AFTER_ACKS, "only {} messages acknowledged before the deadline", acked.len());
+    assert!(
+        acked.len() >= KILL_AFTER_ACKS,
+        "only {} messages acknowledged before the deadline",
+        acked.len()
+    );
 
     // Restarted, the relay recovers its spool and takes mail again.
     let mut child = spawn_relay(&config);
@@ -108,13 +127,30 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message() {
     child.wait().unwrap();
 
     let spool = common::spool_contents(&dir.path().join("spool")).await;
-    let stored: std::collections::HashMap<String, Vec<u8>> =
-        spool.into_iter().map(|(e, body)| (e.envelope.id.to_string(), body)).collect();
+    let stored: std::collections::HashMap<String, Vec<u8>> = spool
+        .into_iter()
+        .map(|(e, body)| (e.envelope.id.to_string(), body))
+        .collect();
     for (id, content) in &acked {
-        let body = stored.get(id).unwrap_or_else(|| panic!("acknowledged message {id} is missing"));
-        assert!(body.ends_with(content.as_bytes()), "message {id} is damaged");
-        assert!(body.starts_with(b"Received: "), "message {id} lost its header");
+        let body = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged message {id} is missing"));
+        assert!(
+            body.ends_with(content.as_bytes()),
+            "message {id} is damaged"
+        );
+        assert!(
+            body.starts_with(b"Received: "),
+            "message {id} lost its header"
+        );
     }
-    assert!(!extra.lock().unwrap().is_empty(), "the restarted relay accepted nothing");
-    println!("acknowledged before SIGKILL: {}, in spool after restart: {}", acked.len(), stored.len());
+    assert!(
+        !extra.lock().unwrap().is_empty(),
+        "the restarted relay accepted nothing"
+    );
+    println!(
+        "acknowledged before SIGKILL: {}, in spool after restart: {}",
+        acked.len(),
+        stored.len()
+    );
 }

@@ -10,11 +10,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).await.unwrap();
     let status = text[9..12].parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     (status, body)
 }
 
@@ -33,7 +39,10 @@ async fn send_one(addr: SocketAddr) {
 async fn health_readiness_and_metrics() {
     let relay = common::start("{}").await;
     assert_eq!(http_get(relay.admin, "/healthz").await.0, 200);
-    assert_eq!(http_get(relay.admin, "/readyz").await, (200, "ready\n".to_string()));
+    assert_eq!(
+        http_get(relay.admin, "/readyz").await,
+        (200, "ready\n".to_string())
+    );
     send_one(relay.relay).await;
     let mut c = Client::connect_from(relay.relay, "127.0.0.2").await;
     c.cmd("HELO x.test", "250").await;
@@ -59,7 +68,8 @@ async fn policy_reload_applies_to_new_sessions_and_invalid_policy_is_refused() {
     let mut before = Client::connect_from(relay.relay, "127.0.0.2").await;
     before.cmd("EHLO client.test", "250 ").await;
     let policy = relay.dir.path().join("policy.yaml");
-    let widened = common::policy_yaml().replace("\"127.0.0.1/32\"", "\"127.0.0.1/32\", \"127.0.0.2/32\"");
+    let widened =
+        common::policy_yaml().replace("\"127.0.0.1/32\"", "\"127.0.0.1/32\", \"127.0.0.2/32\"");
     std::fs::write(&policy, &widened).unwrap();
     let running = relay.running.as_ref().unwrap();
     running.reload();
@@ -72,7 +82,11 @@ async fn policy_reload_applies_to_new_sessions_and_invalid_policy_is_refused() {
     before.cmd("MAIL FROM:<a@sender.test>", "250").await;
     before.cmd("RCPT TO:<b@foreign.test>", "554 5.7.1").await;
 
-    std::fs::write(&policy, "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nspec: {mode: sideways}\n").unwrap();
+    std::fs::write(
+        &policy,
+        "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nspec: {mode: sideways}\n",
+    )
+    .unwrap();
     running.reload();
     wait_for(|| running.metrics.policy_reloads.get("invalid") >= 1).await;
     let mut still = Client::connect_from(relay.relay, "127.0.0.2").await;
@@ -94,8 +108,16 @@ async fn wait_for(condition: impl Fn() -> bool) {
 #[tokio::test]
 async fn sigterm_lets_an_open_transaction_finish_then_exits() {
     let (dir, config, _) = common::prepare("{shutdownGrace: 10s}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let yaml = std::fs::read_to_string(&config).unwrap().replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = std::fs::read_to_string(&config).unwrap().replacen(
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
     std::fs::write(&config, yaml).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["standalone", "--config", config.to_str().unwrap()])
@@ -112,7 +134,10 @@ async fn sigterm_lets_an_open_transaction_finish_then_exits() {
     let mut idle = Client::connect(addr).await;
     c.cmd("EHLO client.test", "250 ").await;
     c.cmd("MAIL FROM:<a@sender.test>", "250").await;
-    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     // An idle session is told to go away at once.
     idle.expect("421 4.3.2").await;
@@ -123,9 +148,14 @@ async fn sigterm_lets_an_open_transaction_finish_then_exits() {
     c.expect("250 2.0.0").await;
     c.send(b"NOOP\r\n").await;
     c.expect("421 4.3.2").await;
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "{status}");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
     let spool = common::spool_contents(&dir.path().join("spool")).await;
     assert_eq!(spool.len(), 1);
 }

@@ -18,15 +18,23 @@ async fn pipelined_commands_get_their_replies_in_order() {
     c.expect("250 2.1.5").await;
     c.expect("250 2.1.5").await;
     c.expect("354").await;
-    c.send(b"Subject: pipelined\r\n\r\nhello\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n").await;
+    c.send(b"Subject: pipelined\r\n\r\nhello\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n")
+        .await;
     let queued = c.expect("250 2.0.0 Ok: queued as ").await;
     c.expect("250 2.0.0").await;
     c.expect("250 2.0.0").await;
     c.expect("221 2.0.0").await;
     let spool = relay.stop_and_list().await;
     assert_eq!(spool.len(), 1);
-    assert!(queued.ends_with(spool[0].0.envelope.id.as_str()), "{queued}");
-    assert!(spool[0].1.ends_with(b"\r\nSubject: pipelined\r\n\r\nhello\r\n"));
+    assert!(
+        queued.ends_with(spool[0].0.envelope.id.as_str()),
+        "{queued}"
+    );
+    assert!(
+        spool[0]
+            .1
+            .ends_with(b"\r\nSubject: pipelined\r\n\r\nhello\r\n")
+    );
 }
 
 #[tokio::test]
@@ -39,7 +47,8 @@ async fn sequencing_syntax_and_unknown_commands() {
     c.cmd("RCPT TO:<b@foreign.test>", "503 5.5.1").await;
     c.cmd("DATA", "503 5.5.1").await;
     c.cmd("MAIL FROM:a@sender.test", "501 5.5.4").await;
-    c.cmd("MAIL FROM:<a@sender.test> FOO=BAR", "555 5.5.4").await;
+    c.cmd("MAIL FROM:<a@sender.test> FOO=BAR", "555 5.5.4")
+        .await;
     c.cmd("MAIL FROM:<a@sender.test>", "250").await;
     c.cmd("MAIL FROM:<a@sender.test>", "503 5.5.1").await;
     c.cmd("DATA", "554 5.5.1").await;
@@ -67,7 +76,13 @@ async fn untrusted_client_is_denied_relay_but_reaches_local_domains() {
     c.send(b"Subject: inbound\r\n\r\nhi\r\n.\r\n").await;
     c.expect("250 2.0.0").await;
     let spool = relay.stop_and_list().await;
-    let rcpts: Vec<String> = spool[0].0.envelope.recipients.iter().map(|r| r.address.to_string()).collect();
+    let rcpts: Vec<String> = spool[0]
+        .0
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
     assert_eq!(rcpts, ["b@local.test", "b@partner.test"]);
 }
 
@@ -76,9 +91,16 @@ async fn submission_requires_auth_and_auth_requires_tls() {
     let relay = common::start("{}").await;
     let mut c = Client::connect(relay.submission).await;
     let ehlo = c.cmd("EHLO client.test", "250 ").await;
-    assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+    assert!(
+        ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
     c.cmd("MAIL FROM:<alice@local.test>", "530 5.7.0").await;
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)), "538 5.7.11").await;
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+        "538 5.7.11",
+    )
+    .await;
     c.cmd("AUTH LOGIN", "538 5.7.11").await;
 }
 
@@ -99,7 +121,9 @@ async fn start_tls(mut c: Client, ca_pem: &str) -> Client {
 pub async fn tls_handshake(c: Client, ca_pem: &str) -> Client {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -122,8 +146,15 @@ async fn auth_plain_and_login_over_starttls_then_relay_with_sender_rights() {
     c.cmd("EHLO client.test", "250 ").await;
     let mut c = start_tls(c, &relay.ca_pem).await;
     let ehlo = c.cmd("EHLO client.test", "250 ").await;
-    assert!(ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", "wrong")), "535 5.7.8").await;
+    assert!(
+        ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", "wrong")),
+        "535 5.7.8",
+    )
+    .await;
     c.cmd("AUTH LOGIN", "334 VXNlcm5hbWU6").await;
     c.cmd(&b64("alice"), "334 UGFzc3dvcmQ6").await;
     c.cmd(&b64(common::PASSWORD), "235 2.7.0").await;
@@ -138,11 +169,21 @@ async fn auth_plain_and_login_over_starttls_then_relay_with_sender_rights() {
     c.cmd("EHLO client.test", "250 ").await;
     let mut c = start_tls(c, &relay.ca_pem).await;
     c.cmd("EHLO client.test", "250 ").await;
-    c.cmd(&format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)), "235 2.7.0").await;
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+        "235 2.7.0",
+    )
+    .await;
     let spool = relay.stop_and_list().await;
     let text = String::from_utf8_lossy(&spool[0].1).into_owned();
-    assert_eq!(spool[0].0.envelope.authenticated_user.as_deref(), Some("alice"));
-    assert!(text.contains("(authenticated as alice)") && text.contains("with ESMTPSA id"), "{text}");
+    assert_eq!(
+        spool[0].0.envelope.authenticated_user.as_deref(),
+        Some("alice")
+    );
+    assert!(
+        text.contains("(authenticated as alice)") && text.contains("with ESMTPSA id"),
+        "{text}"
+    );
     assert!(text.contains("(using TLSv1.3 with cipher"), "{text}");
 }
 
@@ -151,7 +192,8 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     let relay = common::start("{}").await;
     let mut c = Client::connect_from(relay.relay, "127.0.0.2").await;
     c.cmd("EHLO client.test", "250 ").await;
-    c.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n").await;
+    c.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
+        .await;
     c.expect("220 2.0.0").await;
     let mut c = tls_handshake(c, &relay.ca_pem).await;
     // Had the injected MAIL been acted upon inside TLS, its 503 would answer this EHLO.

@@ -7,13 +7,7 @@ mod common;
 use common::smtp::Client;
 
 const FAKE_TERMINATORS: [&str; 7] = [
-    "\n.\r\n",
-    "\n.\n",
-    "\r.\r",
-    "\r\n.\n",
-    "\n.\r",
-    "\r.\r\n",
-    "\r\n.\r",
+    "\n.\r\n", "\n.\n", "\r.\r", "\r\n.\n", "\n.\r", "\r.\r\n", "\r\n.\r",
 ];
 
 #[tokio::test]
@@ -36,7 +30,14 @@ async fn no_fake_terminator_ends_a_message_or_starts_another() {
         c.cmd("QUIT", "221").await;
     }
     let spool = relay.stop_and_list().await;
-    assert!(spool.is_empty(), "queued: {:?}", spool.iter().map(|m| String::from_utf8_lossy(&m.1).into_owned()).collect::<Vec<_>>());
+    assert!(
+        spool.is_empty(),
+        "queued: {:?}",
+        spool
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.1).into_owned())
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -48,7 +49,8 @@ async fn dot_stuffed_lines_and_split_terminators_are_handled() {
     c.cmd("RCPT TO:<b@foreign.test>", "250").await;
     c.cmd("DATA", "354").await;
     // The terminator arrives split across writes, a stuffed dot line before it.
-    c.send(b"Subject: dots\r\n\r\n..leading dot\r\n...\r\n").await;
+    c.send(b"Subject: dots\r\n\r\n..leading dot\r\n...\r\n")
+        .await;
     c.send(b"last line\r").await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     c.send(b"\n.").await;
@@ -56,5 +58,9 @@ async fn dot_stuffed_lines_and_split_terminators_are_handled() {
     c.send(b"\r\n").await;
     c.expect("250 2.0.0").await;
     let spool = relay.stop_and_list().await;
-    assert!(spool[0].1.ends_with(b"\r\nSubject: dots\r\n\r\n.leading dot\r\n..\r\nlast line\r\n"));
+    assert!(
+        spool[0]
+            .1
+            .ends_with(b"\r\nSubject: dots\r\n\r\n.leading dot\r\n..\r\nlast line\r\n")
+    );
 }

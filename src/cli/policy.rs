@@ -8,7 +8,7 @@ use sluice::smtp::address::{Mailbox, ReversePath};
 use sluice::smtp::command::{Command, parse_command};
 use std::io::BufRead;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -55,7 +55,13 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(config: &PathBuf, client: IpAddr, user: Option<String>, from: &str, to: &str) -> anyhow::Result<ExitCode> {
+fn check(
+    config: &Path,
+    client: IpAddr,
+    user: Option<String>,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
     let policy = PolicySnapshot::load_files(&config.policies)?;
     let reverse_path = parse_reverse_path(from)?;
@@ -73,7 +79,11 @@ fn check(config: &PathBuf, client: IpAddr, user: Option<String>, from: &str, to:
     let decision = policy.relay_decision(&info, &forward_path);
     println!("recipient: {decision}");
     accepted &= decision.is_accepted();
-    Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Addresses go through the same parser as MAIL and RCPT on the wire.

@@ -26,7 +26,10 @@ where
         env.client_ip
     )];
     if let Some(tls) = trace.tls {
-        lines.push(format!("(using {} with cipher {})", tls.version, tls.cipher));
+        lines.push(format!(
+            "(using {} with cipher {})",
+            tls.version, tls.cipher
+        ));
     }
     if let Some(user) = &env.authenticated_user {
         lines.push(format!("(authenticated as {})", sanitize(user)));
@@ -70,7 +73,13 @@ fn protocol(trace: &Trace<'_>) -> String {
 /// Client-supplied text may not break the header: keep printable characters only.
 fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -137,7 +146,10 @@ mod tests {
         };
         let text = header(&trace, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
         assert!(text.contains("with SMTP id"), "{text}");
-        assert!(text.ends_with("\r\n\t; Fri, 02 Jan 2026 03:04:05 +0000\r\n"), "{text}");
+        assert!(
+            text.ends_with("\r\n\t; Fri, 02 Jan 2026 03:04:05 +0000\r\n"),
+            "{text}"
+        );
         assert!(!text.contains("r0@"), "{text}");
     }
 }

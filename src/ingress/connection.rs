@@ -46,7 +46,13 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(io: Io, session: Session, listener: Arc<Listener>, shared: Arc<Shared>, peer: String) -> Self {
+    pub(super) fn new(
+        io: Io,
+        session: Session,
+        listener: Arc<Listener>,
+        shared: Arc<Shared>,
+        peer: String,
+    ) -> Self {
         Connection {
             io,
             session,
@@ -260,7 +266,11 @@ impl Connection {
         let result = if ok { "success" } else { "failure" };
         self.shared.metrics.auth.inc(result);
         tracing::info!(client = %self.peer, user = %username, result, "AUTH");
-        let outcome = if ok { AuthOutcome::Accepted } else { AuthOutcome::Rejected };
+        let outcome = if ok {
+            AuthOutcome::Accepted
+        } else {
+            AuthOutcome::Rejected
+        };
         self.session.auth_result(outcome)
     }
 
@@ -270,7 +280,9 @@ impl Connection {
         let metrics = &self.shared.metrics;
         metrics.enqueue_seconds.observe(started.elapsed());
         if result.is_ok() {
-            metrics.messages_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .messages_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics
                 .received_bytes
                 .fetch_add(content.len() as u64, std::sync::atomic::Ordering::Relaxed);

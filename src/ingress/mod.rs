@@ -98,14 +98,24 @@ async fn handle(
         Ok(permit) => permit,
         Err(refusal) => {
             shared.metrics.connections_refused.inc(refusal.label());
-            let reply = Reply::new(421, "4.7.0", format!("{} Error: too many connections", listener.session.hostname));
+            let reply = Reply::new(
+                421,
+                "4.7.0",
+                format!("{} Error: too many connections", listener.session.hostname),
+            );
             refuse(tcp, reply).await;
             return;
         }
     };
     shared.metrics.connections.inc(listener_label(&listener));
-    shared.metrics.connections_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut conn = ConnectionInfo { client_ip: ip, tls: None };
+    shared
+        .metrics
+        .connections_active
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut conn = ConnectionInfo {
+        client_ip: ip,
+        tls: None,
+    };
     let io = match listener.session.kind {
         ListenerKind::Submissions => match implicit_tls(tcp, &shared).await {
             Some((stream, info)) => {
@@ -113,7 +123,10 @@ async fn handle(
                 Io::Tls(Box::new(stream))
             }
             None => {
-                shared.metrics.connections_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .metrics
+                    .connections_active
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
         },
@@ -122,8 +135,13 @@ async fn handle(
     let policy = shared.policy.borrow().clone();
     let session = Session::new(Arc::clone(&listener.session), policy, conn);
     let peer_text = peer.to_string();
-    Connection::new(io, session, listener, Arc::clone(&shared), peer_text).run(drain, stop).await;
-    shared.metrics.connections_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    Connection::new(io, session, listener, Arc::clone(&shared), peer_text)
+        .run(drain, stop)
+        .await;
+    shared
+        .metrics
+        .connections_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(permit);
 }
 
@@ -131,7 +149,10 @@ async fn handle(
 async fn implicit_tls(
     tcp: TcpStream,
     shared: &Shared,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, crate::smtp::session::TlsInfo)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    crate::smtp::session::TlsInfo,
+)> {
     let tls = shared.tls.as_ref()?;
     let handshake = tls.acceptor().accept(tcp);
     match tokio::time::timeout(shared.timeouts.command, handshake).await {

@@ -71,10 +71,6 @@ impl TlsStore {
             .clone()
     }
 
-    pub fn files(&self) -> [&Path; 2] {
-        [&self.cert_file, &self.key_file]
-    }
-
     /// Loads the files again; on error the previous certificate stays in force.
     pub fn reload(&self) -> Result<(), TlsError> {
         let acceptor = load_acceptor(&self.cert_file, &self.key_file)?;

@@ -8,8 +8,8 @@
 //! in for it.
 
 use super::metrics::Metrics;
-use crate::queue::{Queue, QueueId};
 use super::readiness::Readiness;
+use crate::queue::{Queue, QueueId};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,19 +88,28 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
 }
 
 async fn queue(path: &[u8], state: &AdminState) -> Response {
-    let not_found = ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_string());
+    let not_found = (
+        "404 Not Found",
+        "text/plain; charset=utf-8",
+        "not found\n".to_string(),
+    );
     let Some(queue) = &state.queue else {
         return not_found;
     };
     let path = String::from_utf8_lossy(path);
     let result = match path.strip_prefix("/queue").unwrap_or_default() {
-        "" | "/" => queue.list().await.map(|list| serde_json::to_string_pretty(&list)),
+        "" | "/" => queue
+            .list()
+            .await
+            .map(|list| serde_json::to_string_pretty(&list)),
         id => match QueueId::parse(id.trim_start_matches('/')) {
             Some(id) => match queue.inspect(&id).await {
-                Ok(Some((entry, content))) => Ok(serde_json::to_string_pretty(&serde_json::json!({
-                    "entry": entry,
-                    "message": String::from_utf8_lossy(&content),
-                }))),
+                Ok(Some((entry, content))) => {
+                    Ok(serde_json::to_string_pretty(&serde_json::json!({
+                        "entry": entry,
+                        "message": String::from_utf8_lossy(&content),
+                    })))
+                }
                 Ok(None) => return not_found,
                 Err(e) => Err(e),
             },
@@ -109,8 +118,16 @@ async fn queue(path: &[u8], state: &AdminState) -> Response {
     };
     match result {
         Ok(Ok(json)) => ("200 OK", "application/json", json + "\n"),
-        Ok(Err(e)) => ("500 Internal Server Error", "text/plain; charset=utf-8", format!("{e}\n")),
-        Err(e) => ("503 Service Unavailable", "text/plain; charset=utf-8", format!("{e}\n")),
+        Ok(Err(e)) => (
+            "500 Internal Server Error",
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
+        Err(e) => (
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            format!("{e}\n"),
+        ),
     }
 }
 

@@ -36,11 +36,15 @@ impl LabeledCounter {
             return;
         }
         let mut map = self.values.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(label).or_default().fetch_add(n, Ordering::Relaxed);
+        map.entry(label)
+            .or_default()
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self, label: &str) -> u64 {
-        self.read().get(label).map_or(0, |c| c.load(Ordering::Relaxed))
+        self.read()
+            .get(label)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<&'static str, AtomicU64>> {
@@ -74,7 +78,8 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str) {
@@ -110,34 +115,64 @@ impl Metrics {
         let counter = |out: &mut String, name: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         };
-        counter(&mut out, "sluice_connections_total", "Connections accepted.");
-        self.connections.render(&mut out, "sluice_connections_total", "listener");
+        counter(
+            &mut out,
+            "sluice_connections_total",
+            "Connections accepted.",
+        );
+        self.connections
+            .render(&mut out, "sluice_connections_total", "listener");
         let active = self.connections_active.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
             "# HELP sluice_connections_active Sessions open now.\n# TYPE sluice_connections_active gauge\nsluice_connections_active {active}"
         );
-        counter(&mut out, "sluice_connections_refused_total", "Connections refused with 421.");
-        self.connections_refused.render(&mut out, "sluice_connections_refused_total", "reason");
+        counter(
+            &mut out,
+            "sluice_connections_refused_total",
+            "Connections refused with 421.",
+        );
+        self.connections_refused
+            .render(&mut out, "sluice_connections_refused_total", "reason");
         counter(&mut out, "sluice_commands_total", "Command lines by verb.");
-        self.commands.render(&mut out, "sluice_commands_total", "verb");
-        counter(&mut out, "sluice_messages_accepted_total", "Messages accepted.");
+        self.commands
+            .render(&mut out, "sluice_commands_total", "verb");
+        counter(
+            &mut out,
+            "sluice_messages_accepted_total",
+            "Messages accepted.",
+        );
         let accepted = self.messages_accepted.load(Ordering::Relaxed);
         let _ = writeln!(out, "sluice_messages_accepted_total {accepted}");
-        counter(&mut out, "sluice_messages_rejected_total", "Refusals by reason.");
-        self.messages_rejected.render(&mut out, "sluice_messages_rejected_total", "reason");
-        counter(&mut out, "sluice_received_bytes_total", "Octets of accepted messages.");
+        counter(
+            &mut out,
+            "sluice_messages_rejected_total",
+            "Refusals by reason.",
+        );
+        self.messages_rejected
+            .render(&mut out, "sluice_messages_rejected_total", "reason");
+        counter(
+            &mut out,
+            "sluice_received_bytes_total",
+            "Octets of accepted messages.",
+        );
         let bytes = self.received_bytes.load(Ordering::Relaxed);
         let _ = writeln!(out, "sluice_received_bytes_total {bytes}");
         counter(&mut out, "sluice_auth_total", "AUTH attempts by result.");
         self.auth.render(&mut out, "sluice_auth_total", "result");
-        counter(&mut out, "sluice_policy_reloads_total", "Policy reloads by result.");
-        self.policy_reloads.render(&mut out, "sluice_policy_reloads_total", "result");
+        counter(
+            &mut out,
+            "sluice_policy_reloads_total",
+            "Policy reloads by result.",
+        );
+        self.policy_reloads
+            .render(&mut out, "sluice_policy_reloads_total", "result");
         let _ = writeln!(
             out,
             "# HELP sluice_enqueue_seconds End of message to durable queue write.\n# TYPE sluice_enqueue_seconds histogram"
         );
-        self.enqueue_seconds.render(&mut out, "sluice_enqueue_seconds");
+        self.enqueue_seconds
+            .render(&mut out, "sluice_enqueue_seconds");
         out
     }
 }

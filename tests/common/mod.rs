@@ -58,8 +58,9 @@ pub struct Relay {
 
 /// Writes a self-signed certificate for `localhost` and returns its PEM.
 pub fn write_certificate(dir: &Path) -> String {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("generate certificate");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("generate certificate");
     let pem = cert.cert.pem();
     std::fs::write(dir.join("cert.pem"), &pem).unwrap();
     std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
@@ -134,7 +135,9 @@ impl Relay {
 /// Every message in a spool that nobody else has open, with its content.
 pub async fn spool_contents(dir: &Path) -> Vec<(sluice::queue::QueueEntry, Vec<u8>)> {
     use sluice::queue::Queue;
-    let spool = sluice::queue::spool::Spool::open(dir).await.expect("open spool");
+    let spool = sluice::queue::spool::Spool::open(dir)
+        .await
+        .expect("open spool");
     let mut out = Vec::new();
     for entry in spool.list().await.unwrap() {
         let (entry, body) = spool.inspect(&entry.envelope.id).await.unwrap().unwrap();

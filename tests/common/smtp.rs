@@ -77,7 +77,10 @@ impl Client {
     pub async fn expect(&mut self, expect: &str) -> String {
         let reply = self.reply().await;
         let last = reply.lines().last().unwrap_or_default();
-        assert!(last.starts_with(expect), "expected {expect:?}, got {reply:?}");
+        assert!(
+            last.starts_with(expect),
+            "expected {expect:?}, got {reply:?}"
+        );
         reply
     }
 

@@ -57,7 +57,10 @@ impl Session {
                 "MAIL parameters are not supported after HELO",
             )));
         }
-        if params.size.is_some_and(|size| size > self.max_message_size()) {
+        if params
+            .size
+            .is_some_and(|size| size > self.max_message_size())
+        {
             return Some(self.error(Reply::new(
                 552,
                 "5.3.4",

@@ -48,7 +48,11 @@ impl Session {
         if let Some(refusal) = self.content_refusal() {
             return self.error(refusal);
         }
-        if self.transaction.as_ref().is_some_and(|t| t.receiving.is_some()) {
+        if self
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.receiving.is_some())
+        {
             return self.sequence_error("DATA cannot follow BDAT");
         }
         let receiver = DataReceiver::new(self.body_limits());
@@ -61,7 +65,15 @@ impl Session {
 
     pub(super) fn bdat(&mut self, size: u64, last: bool) -> Step {
         let refusal = self.content_refusal().or_else(|| match &self.transaction {
-            Some(t) if matches!(t.receiving, Some(Receiving { framing: Framing::Data(_), .. })) => {
+            Some(t)
+                if matches!(
+                    t.receiving,
+                    Some(Receiving {
+                        framing: Framing::Data(_),
+                        ..
+                    })
+                ) =>
+            {
                 Some(Reply::new(503, "5.5.1", "Error: BDAT cannot follow DATA"))
             }
             _ => None,
@@ -71,7 +83,11 @@ impl Session {
             self.discard = Some(Discard { left: size, reply });
             return self.finish_discard_if_done();
         }
-        if self.transaction.as_ref().is_some_and(|t| t.receiving.is_none()) {
+        if self
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.receiving.is_none())
+        {
             let receiver = BdatReceiver::new(self.body_limits());
             self.start_receiving(Framing::Bdat {
                 receiver,
@@ -139,9 +155,14 @@ impl Session {
     /// (or the current BDAT chunk) is complete, the next step.
     pub fn message_bytes(&mut self, input: &[u8]) -> (usize, Option<Step>) {
         if let Some(discard) = self.discard.as_mut() {
-            let n = input.len().min(usize::try_from(discard.left).unwrap_or(usize::MAX));
+            let n = input
+                .len()
+                .min(usize::try_from(discard.left).unwrap_or(usize::MAX));
             discard.left -= n as u64;
-            return (n, Some(self.finish_discard_if_done()).filter(|s| !s.is_read_chunk()));
+            return (
+                n,
+                Some(self.finish_discard_if_done()).filter(|s| !s.is_read_chunk()),
+            );
         }
         let Some(receiving) = self.transaction.as_mut().and_then(|t| t.receiving.as_mut()) else {
             return (0, None);
@@ -156,7 +177,9 @@ impl Session {
                 chunk_left,
                 ..
             } => {
-                let n = input.len().min(usize::try_from(*chunk_left).unwrap_or(usize::MAX));
+                let n = input
+                    .len()
+                    .min(usize::try_from(*chunk_left).unwrap_or(usize::MAX));
                 receiver.feed(&input[..n], &mut receiving.message);
                 *chunk_left -= n as u64;
                 let done = *chunk_left == 0;
@@ -199,7 +222,10 @@ impl Session {
             return self.sequence_error("no message content");
         };
         if let Some(reply) = outcome.reply() {
-            self.reject(outcome_reason(outcome), format!("queue id {}", t.envelope.id));
+            self.reject(
+                outcome_reason(outcome),
+                format!("queue id {}", t.envelope.id),
+            );
             return Step::Reply(reply);
         }
         t.envelope.received_at_ms = unix_ms(SystemTime::now());

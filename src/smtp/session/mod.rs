@@ -219,7 +219,10 @@ impl Session {
         Reply::new(
             421,
             "4.3.2",
-            format!("{} Service shutting down, try again later", self.config.hostname),
+            format!(
+                "{} Service shutting down, try again later",
+                self.config.hostname
+            ),
         )
     }
 

@@ -64,7 +64,11 @@ impl T {
             Step::Reply(r) | Step::Close(r) | Step::StartTls(r) | Step::StartData(r) => r,
             other => panic!("{line}: expected a reply, got {other:?}"),
         };
-        assert_eq!((reply.code, reply.status), (code, status), "{line}: {reply}");
+        assert_eq!(
+            (reply.code, reply.status),
+            (code, status),
+            "{line}: {reply}"
+        );
         reply
     }
 
@@ -96,25 +100,51 @@ fn enqueued(step: Step) -> (Envelope, Vec<u8>) {
 fn trusted_client_relays_and_gets_queue_id_only_after_enqueue() {
     let mut t = T::relay("10.1.2.3");
     let ehlo = t.ok("EHLO client.test").to_string();
-    for ext in ["PIPELINING", "SIZE 1000", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING", "DSN", "STARTTLS"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE 1000",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "CHUNKING",
+        "DSN",
+        "STARTTLS",
+    ] {
         assert!(ehlo.contains(ext), "{ext} missing from {ehlo}");
     }
     assert!(!ehlo.contains("AUTH"), "AUTH offered without TLS: {ehlo}");
-    t.says("MAIL FROM:<a@sender.example> RET=HDRS ENVID=x+2By", 250, Some("2.1.0"));
-    t.says("RCPT TO:<b@foreign.example> NOTIFY=FAILURE ORCPT=rfc822;b@foreign.example", 250, Some("2.1.5"));
+    t.says(
+        "MAIL FROM:<a@sender.example> RET=HDRS ENVID=x+2By",
+        250,
+        Some("2.1.0"),
+    );
+    t.says(
+        "RCPT TO:<b@foreign.example> NOTIFY=FAILURE ORCPT=rfc822;b@foreign.example",
+        250,
+        Some("2.1.5"),
+    );
     t.says("DATA", 354, None);
     let (envelope, message) = enqueued(t.content(b"Subject: hi\r\n\r\n..dot\r\n.\r\n"));
-    assert_eq!(envelope.recipients[0].address.to_string(), "b@foreign.example");
+    assert_eq!(
+        envelope.recipients[0].address.to_string(),
+        "b@foreign.example"
+    );
     assert!(envelope.recipients[0].notify.is_some_and(|n| n.failure));
     assert_eq!(envelope.params.envid.as_deref(), Some("x+y"));
     let text = String::from_utf8(message).unwrap();
-    assert!(text.starts_with("Received: from client.test ([10.1.2.3])"), "{text}");
+    assert!(
+        text.starts_with("Received: from client.test ([10.1.2.3])"),
+        "{text}"
+    );
     assert!(text.ends_with("\r\nSubject: hi\r\n\r\n.dot\r\n"), "{text}");
     let reply = match t.0.enqueue_result(Ok(())) {
         Step::Reply(r) => r,
         other => panic!("{other:?}"),
     };
-    assert_eq!(reply.to_string(), format!("250 2.0.0 Ok: queued as {}", envelope.id));
+    assert_eq!(
+        reply.to_string(),
+        format!("250 2.0.0 Ok: queued as {}", envelope.id)
+    );
 }
 
 #[test]
@@ -138,7 +168,10 @@ fn queue_failure_is_a_temporary_error_never_250() {
     t.ok("RCPT TO:<b@foreign.example>");
     t.ok("DATA");
     let _ = enqueued(t.content(b"x\r\n.\r\n"));
-    match t.0.enqueue_result(Err(QueueError::Storage("disk full".into()))) {
+    match t
+        .0
+        .enqueue_result(Err(QueueError::Storage("disk full".into())))
+    {
         Step::Reply(r) => assert_eq!((r.code, r.status), (451, Some("4.3.0"))),
         other => panic!("{other:?}"),
     }
@@ -206,7 +239,10 @@ fn auth_is_refused_in_plaintext_and_works_after_starttls() {
     t.0.tls_started(tls());
     t.says("MAIL FROM:<a@b.example>", 503, Some("5.5.1"));
     let ehlo = t.ok("EHLO c.test").to_string();
-    assert!(ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(
+        ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
     match t.0.command(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==") {
         Step::VerifyCredentials { username, password } => {
             assert_eq!((username.as_str(), password.as_str()), ("alice", "secret"));
@@ -233,7 +269,9 @@ fn auth_login_exchange_and_failure() {
     assert!(t.0.in_auth_exchange());
     t.says("YWxpY2U=", 334, None);
     match t.0.command(b"d3Jvbmc=") {
-        Step::VerifyCredentials { username, password } => assert_eq!((username.as_str(), password.as_str()), ("alice", "wrong")),
+        Step::VerifyCredentials { username, password } => {
+            assert_eq!((username.as_str(), password.as_str()), ("alice", "wrong"))
+        }
         other => panic!("{other:?}"),
     }
     match t.0.auth_result(AuthOutcome::Rejected) {
