@@ -200,3 +200,33 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     c.cmd("EHLO client.test", "250 ").await;
     c.cmd("MAIL FROM:<a@sender.test>", "250 2.1.0").await;
 }
+
+#[tokio::test]
+async fn bdat_chunks_pipelined_in_one_write_are_queued_intact() {
+    let relay = common::start("{}").await;
+    let mut c = Client::connect(relay.relay).await;
+    let ehlo = c.cmd("EHLO client.test", "250 ").await;
+    assert!(ehlo.contains("CHUNKING"), "{ehlo}");
+    let (first, last) = (
+        "Subject: chunked\r\n\r\nbinary-safe",
+        " body\r\n.not stuffed\r\n",
+    );
+    let script = format!(
+        "MAIL FROM:<a@sender.test> BODY=8BITMIME\r\nRCPT TO:<b@foreign.test>\r\nBDAT {}\r\n{first}BDAT {} LAST\r\n{last}QUIT\r\n",
+        first.len(),
+        last.len()
+    );
+    c.send(script.as_bytes()).await;
+    c.expect("250 2.1.0").await;
+    c.expect("250 2.1.5").await;
+    c.expect(&format!("250 2.0.0 Ok: {} octets received", first.len()))
+        .await;
+    c.expect("250 2.0.0 Ok: queued as").await;
+    c.expect("221 2.0.0").await;
+    let spool = relay.stop_and_list().await;
+    assert!(
+        spool[0]
+            .1
+            .ends_with(format!("\r\n{first}{last}").as_bytes())
+    );
+}

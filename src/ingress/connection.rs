@@ -303,7 +303,19 @@ impl Connection {
     fn account_rejection(&mut self) {
         if let Some(r) = self.session.take_rejection() {
             self.shared.metrics.messages_rejected.inc(r.reason);
-            tracing::info!(client = %self.peer, listener = %self.listener.name, reason = r.reason, detail = %r.detail, "rejected");
+            let queue_id = r
+                .queue_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            tracing::info!(
+                queue_id,
+                client = %self.peer,
+                listener = %self.listener.name,
+                reason = r.reason,
+                detail = %r.detail,
+                "rejected"
+            );
         }
     }
 }

@@ -61,6 +61,14 @@ impl PathKind {
             PathKind::Forward => "recipient",
         }
     }
+
+    /// RFC 3463: X.1.7 is a bad sender's address, X.1.3 a bad destination address.
+    fn bad_syntax_status(self) -> &'static str {
+        match self {
+            PathKind::Reverse => "5.1.7",
+            PathKind::Forward => "5.1.3",
+        }
+    }
 }
 
 /// Why a command line was refused; [`CommandError::reply`] gives the reply.
@@ -108,10 +116,13 @@ impl CommandError {
                 Reply::new(555, "5.5.4", format!("Unsupported parameter {keyword}"))
             }
             CommandError::BadAddress { kind } => {
-                Reply::new(553, "5.1.3", format!("Bad {} address syntax", kind.role()))
+                let text = format!("Bad {} address syntax", kind.role());
+                Reply::new(553, kind.bad_syntax_status(), text)
             }
             // RFC 5321 4.5.3.1.10 suggests "501 Path too long".
-            CommandError::PathTooLong { .. } => Reply::new(501, "5.1.3", "Path too long"),
+            CommandError::PathTooLong { kind } => {
+                Reply::new(501, kind.bad_syntax_status(), "Path too long")
+            }
         }
     }
 }
@@ -389,8 +400,8 @@ mod tests {
             (b"MAIL FROM:<a@b.example", 501, "5.5.4"),
             (b"MAIL FROM:<a@b.example>x", 501, "5.5.4"),
             (b"MAIL FROM:<a@b.example>\rRCPT TO:<c@d>", 501, "5.5.4"),
-            (b"MAIL FROM:<a..b@c.example>", 553, "5.1.3"),
-            (b"MAIL FROM:<Postmaster>", 553, "5.1.3"),
+            (b"MAIL FROM:<a..b@c.example>", 553, "5.1.7"),
+            (b"MAIL FROM:<Postmaster>", 553, "5.1.7"),
             (b"MAIL FROM:<a@b.example> SIZE=x", 501, "5.5.4"),
             (b"MAIL FROM:<a@b.example> SIZE=1 SIZE=1", 501, "5.5.4"),
             (b"MAIL FROM:<a@b.example> FOO=bar", 555, "5.5.4"),
@@ -433,7 +444,7 @@ mod tests {
             (b"XYZZY", "500 5.5.2 Error: command not recognized"),
             (b"EHLO", "501 5.5.4 Syntax: EHLO hostname"),
             (b"MAIL FROM:", "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]"),
-            (b"MAIL FROM:<a@> ", "553 5.1.3 Bad sender address syntax"),
+            (b"MAIL FROM:<a@> ", "553 5.1.7 Bad sender address syntax"),
             (b"RCPT TO:<a@>", "553 5.1.3 Bad recipient address syntax"),
             (b"RCPT TO:<a@b> X-FOO", "555 5.5.4 Unsupported parameter X-FOO"),
             (b"MAIL FROM:<> BODY=x", "501 5.5.4 Bad BODY parameter value. Syntax: BODY=7BIT or BODY=8BITMIME"),

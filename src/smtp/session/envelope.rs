@@ -144,6 +144,11 @@ impl Session {
     }
 
     pub(super) fn reject(&mut self, reason: &'static str, detail: String) {
-        self.rejection = Some(Rejection { reason, detail });
+        let queue_id = self.transaction.as_ref().map(|t| t.envelope.id.clone());
+        self.rejection = Some(Rejection {
+            reason,
+            detail,
+            queue_id,
+        });
     }
 }

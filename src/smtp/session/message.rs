@@ -1,7 +1,7 @@
 //! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030): receiving message content, the end of the
 //! message, and the reply once the queue has it.
 
-use super::{Greeted, Session, Step};
+use super::{Greeted, Rejection, Session, Step};
 use crate::filter::received::{self, Trace};
 use crate::queue::{QueueError, unix_ms};
 use crate::smtp::data::{BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
@@ -241,7 +241,11 @@ impl Session {
         match result {
             Ok(()) => Step::Reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))),
             Err(e) => {
-                self.reject("queue_error", format!("queue id {id}: {e}"));
+                self.rejection = Some(Rejection {
+                    reason: "queue_error",
+                    detail: e.to_string(),
+                    queue_id: Some(id),
+                });
                 Step::Reply(Reply::new(
                     451,
                     "4.3.0",

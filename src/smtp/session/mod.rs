@@ -126,6 +126,8 @@ pub struct Rejection {
     /// A short label for the metric (`relay_denied`, `message_too_big`, ...).
     pub reason: &'static str,
     pub detail: String,
+    /// The queue id the transaction would have had, when there was a transaction.
+    pub queue_id: Option<crate::queue::QueueId>,
 }
 
 impl Session {
