@@ -258,7 +258,8 @@ impl Connection {
             let factor = 1u32 << failures.min(4).saturating_sub(1);
             tokio::time::sleep(self.shared.timeouts.auth_failure_delay * factor).await;
         }
-        let policy = self.shared.policy.borrow().clone();
+        // The session's own snapshot: a session keeps the policy it started with.
+        let policy = self.session.policy().clone();
         let user = username.clone();
         let ok = tokio::task::spawn_blocking(move || policy.verify_password(&user, &password))
             .await

@@ -79,9 +79,12 @@ impl Session {
             _ => None,
         });
         if let Some(reply) = refusal {
+            if size == 0 {
+                return self.error(reply);
+            }
             // RFC 3030 3: the chunk is read and discarded even when it is refused.
             self.discard = Some(Discard { left: size, reply });
-            return self.finish_discard_if_done();
+            return Step::ReadChunk;
         }
         if self
             .transaction
@@ -154,15 +157,8 @@ impl Session {
     /// Feeds message content. Returns how many bytes were consumed and, once the content
     /// (or the current BDAT chunk) is complete, the next step.
     pub fn message_bytes(&mut self, input: &[u8]) -> (usize, Option<Step>) {
-        if let Some(discard) = self.discard.as_mut() {
-            let n = input
-                .len()
-                .min(usize::try_from(discard.left).unwrap_or(usize::MAX));
-            discard.left -= n as u64;
-            return (
-                n,
-                Some(self.finish_discard_if_done()).filter(|s| !s.is_read_chunk()),
-            );
+        if self.discard.is_some() {
+            return self.discard_bytes(input);
         }
         let Some(receiving) = self.transaction.as_mut().and_then(|t| t.receiving.as_mut()) else {
             return (0, None);
@@ -188,14 +184,20 @@ impl Session {
         }
     }
 
-    fn finish_discard_if_done(&mut self) -> Step {
+    fn discard_bytes(&mut self, input: &[u8]) -> (usize, Option<Step>) {
+        let Some(discard) = self.discard.as_mut() else {
+            return (0, None);
+        };
+        let n = input
+            .len()
+            .min(usize::try_from(discard.left).unwrap_or(usize::MAX));
+        discard.left -= n as u64;
+        if discard.left > 0 {
+            return (n, None);
+        }
         match self.discard.take() {
-            Some(d) if d.left == 0 => self.error(d.reply),
-            Some(d) => {
-                self.discard = Some(d);
-                Step::ReadChunk
-            }
-            None => Step::ReadChunk,
+            Some(done) => (n, Some(self.error(done.reply))),
+            None => (n, None),
         }
     }
 
@@ -253,12 +255,6 @@ impl Session {
                 ))
             }
         }
-    }
-}
-
-impl Step {
-    fn is_read_chunk(&self) -> bool {
-        matches!(self, Step::ReadChunk)
     }
 }
 

@@ -187,8 +187,9 @@ impl Session {
         self.failed_auths
     }
 
-    pub fn authenticated_user(&self) -> Option<&str> {
-        self.user.as_deref()
+    /// The policy this session was started with.
+    pub fn policy(&self) -> &Arc<PolicySnapshot> {
+        &self.policy
     }
 
     /// Handles one command line (without its line ending).
