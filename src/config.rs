@@ -103,15 +103,17 @@ impl Default for Limits {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    // The underlying errors are part of the message rather than `source`s, so that
+    // `{:#}` printing does not repeat them.
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        error: serde_yaml::Error,
     },
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
@@ -120,14 +122,14 @@ pub enum ConfigError {
 impl Config {
     /// Reads the file; relative paths in it are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut config: Config =
-            serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            serde_yaml::from_str(&text).map_err(|error| ConfigError::Parse {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);

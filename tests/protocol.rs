@@ -230,3 +230,20 @@ async fn bdat_chunks_pipelined_in_one_write_are_queued_intact() {
             .ends_with(format!("\r\n{first}{last}").as_bytes())
     );
 }
+
+#[tokio::test]
+async fn failed_auth_slows_down_the_next_attempt_and_counts_as_an_error() {
+    let relay = common::start("{authFailureDelay: 300ms, maxErrors: 3}").await;
+    let c = Client::connect(relay.submission).await;
+    let mut c = start_tls(c, &relay.ca_pem).await;
+    c.cmd("EHLO client.test", "250 ").await;
+    let wrong = format!("AUTH PLAIN {}", plain("alice", "wrong"));
+    c.cmd(&wrong, "535 5.7.8").await;
+    let started = std::time::Instant::now();
+    c.cmd(&wrong, "535 5.7.8").await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "{:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    c.cmd(&wrong, "421 4.7.0").await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600), "{:?}", started.elapsed());
+    assert!(c.closed().await);
+}

@@ -17,7 +17,7 @@ pub enum TlsError {
     #[error("cannot read private key from {path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("certificate and key do not make a TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
 }
 
 /// Builds a server configuration from PEM files.
@@ -40,9 +40,9 @@ pub fn load_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, T
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(TlsError::Config)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -30,7 +30,6 @@ pub enum PolicyError {
     #[error("cannot read policy file {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
         error: std::io::Error,
     },
 
@@ -39,7 +38,6 @@ pub enum PolicyError {
     #[error("{at}: {error}")]
     Yaml {
         at: Location,
-        #[source]
         error: serde_yaml::Error,
     },
 
