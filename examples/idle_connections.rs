@@ -80,7 +80,10 @@ async fn main() -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.greeting_timeout);
     let mut tasks = JoinSet::new();
     for i in 0..args.count {
-        let permit = Arc::clone(&limit).acquire_owned().await.context("semaphore")?;
+        let permit = Arc::clone(&limit)
+            .acquire_owned()
+            .await
+            .context("semaphore")?;
         let source = sources[i % sources.len()];
         let addr = args.addr;
         tasks.spawn(async move {

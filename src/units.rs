@@ -3,43 +3,73 @@
 
 use std::time::Duration;
 
-/// A byte count: a plain number, or a number with a Kubernetes quantity suffix
-/// (`Ki`, `Mi`, `Gi` for powers of 1024; `k`/`K`, `M`, `G` for powers of 1000).
-pub fn parse_size(text: &str) -> Option<u64> {
+/// A byte count: a plain number, or a Kubernetes quantity with a decimal (`k`, `M`, `G`,
+/// `T`, `P`, `E`) or binary (`Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei`) suffix. Fractions are
+/// refused rather than rounded.
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
+    let bad = || {
+        format!(
+            "{text:?} is not a quantity like 1048576, 10M or 25Mi (suffixes k M G T P E, Ki Mi Gi Ti Pi Ei)"
+        )
+    };
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
-    let number: u64 = digits.parse().ok()?;
+    let number: u64 = digits.parse().map_err(|_| bad())?;
     let factor: u64 = match suffix {
         "" => 1,
         "k" | "K" => 1_000,
         "M" => 1_000_000,
         "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
         "Ki" => 1 << 10,
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
-        _ => return None,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return Err(bad()),
     };
-    number.checked_mul(factor)
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// A duration: a number followed by `ms`, `s`, `m`, `h` or `d`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().ok()?;
-    let millis: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    Some(Duration::from_millis(number.checked_mul(millis)?))
+/// A duration: one or more `<number><unit>` with units `ms`, `s`, `m`, `h`, `d`, `w`, as in
+/// `250ms`, `30s`, `5m`, `12h`, `5d` or `1d12h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 250ms, 30s, 5m, 12h, 5d or 1d12h");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let number: u64 = rest[..split].parse().map_err(|_| bad())?;
+        let unit_len = rest[split..]
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len() - split);
+        let millis: u64 = match &rest[split..split + unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            _ => return Err(bad()),
+        };
+        let part = number.checked_mul(millis).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(bad)?;
+        rest = &rest[split + unit_len..];
+    }
+    Ok(total)
 }
 
 /// Serde helpers so that configuration structs can hold these as plain numbers.
@@ -56,9 +86,7 @@ pub mod serde_size {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Number(n) => Ok(n),
-            Raw::Text(t) => super::parse_size(&t).ok_or_else(|| {
-                D::Error::custom(format!("invalid size {t:?} (e.g. 25Mi, 10M, 1048576)"))
-            }),
+            Raw::Text(t) => super::parse_size(&t).map_err(D::Error::custom),
         }
     }
 }
@@ -69,9 +97,7 @@ pub mod serde_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        super::parse_duration(&text).ok_or_else(|| {
-            D::Error::custom(format!("invalid duration {text:?} (e.g. 30s, 5m, 12h, 5d)"))
-        })
+        super::parse_duration(&text).map_err(D::Error::custom)
     }
 }
 
@@ -92,25 +118,32 @@ mod tests {
             ("Mi", None),
             ("5 Mi", None),
             ("5MB", None),
+            ("1.5Mi", None),
             ("99999999999999999999Gi", None),
+            ("20Ei", None),
         ] {
-            assert_eq!(parse_size(text), want, "{text:?}");
+            assert_eq!(parse_size(text).ok(), want, "{text:?}");
         }
     }
 
     #[test]
     fn durations() {
         for (text, want) in [
-            ("30s", Some(Duration::from_secs(30))),
-            ("5m", Some(Duration::from_secs(300))),
-            ("12h", Some(Duration::from_secs(43_200))),
-            ("5d", Some(Duration::from_secs(432_000))),
-            ("250ms", Some(Duration::from_millis(250))),
+            ("30s", Some(30_000)),
+            ("5m", Some(300_000)),
+            ("12h", Some(43_200_000)),
+            ("5d", Some(432_000_000)),
+            ("1w", Some(604_800_000)),
+            ("1d12h", Some(129_600_000)),
+            ("250ms", Some(250)),
+            ("1s500ms", Some(1_500)),
             ("30", None),
             ("s", None),
-            ("1w", None),
+            ("5x", None),
+            ("5 m", None),
         ] {
-            assert_eq!(parse_duration(text), want, "{text:?}");
+            let got = parse_duration(text).ok().map(|d| d.as_millis() as u64);
+            assert_eq!(got, want, "{text:?}");
         }
     }
 }

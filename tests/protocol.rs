@@ -241,9 +241,17 @@ async fn failed_auth_slows_down_the_next_attempt_and_counts_as_an_error() {
     c.cmd(&wrong, "535 5.7.8").await;
     let started = std::time::Instant::now();
     c.cmd(&wrong, "535 5.7.8").await;
-    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     let started = std::time::Instant::now();
     c.cmd(&wrong, "421 4.7.0").await;
-    assert!(started.elapsed() >= std::time::Duration::from_millis(600), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(c.closed().await);
 }

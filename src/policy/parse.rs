@@ -210,70 +210,17 @@ pub fn webhook_url(input: &str) -> Result<(), String> {
     }
 }
 
-/// A Kubernetes quantity in bytes: a plain number, or a number with a decimal (`k`, `M`,
-/// `G`, `T`, `P`, `E`) or binary (`Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei`) suffix. Fractions
-/// are refused rather than rounded.
+/// A size in bytes, as a number or a quantity string (see [`crate::units::parse_size`]).
 pub fn quantity(q: &Quantity) -> Result<u64, String> {
-    let text = match q {
-        Quantity::Number(n) => return Ok(*n),
-        Quantity::Text(t) => t.trim(),
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
-    let bad = || {
-        format!(
-            "{text:?} is not a quantity like 1048576, 10M or 25Mi (suffixes k M G T P E, Ki Mi Gi Ti Pi Ei)"
-        )
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let factor: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "P" => 1_000_000_000_000_000,
-        "E" => 1_000_000_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        "Ei" => 1 << 60,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    match q {
+        Quantity::Number(n) => Ok(*n),
+        Quantity::Text(t) => crate::units::parse_size(t),
+    }
 }
 
-/// A duration in seconds: one or more `<number><unit>` with units `s`, `m`, `h`, `d`, `w`,
-/// as in `5d`, `12h`, `30m` or `1d12h`.
+/// A duration in whole seconds (see [`crate::units::parse_duration`]).
 pub fn duration_secs(input: &str) -> Result<u64, String> {
-    let bad = || format!("{input:?} is not a duration like 5d, 12h, 30m, 90s or 1d12h");
-    let mut rest = input.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: u64 = rest[..split].parse().map_err(|_| bad())?;
-        let unit_len = rest[split..].chars().next().map_or(0, char::len_utf8);
-        let unit: u64 = match &rest[split..split + unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3_600,
-            "d" => 86_400,
-            "w" => 604_800,
-            _ => return Err(bad()),
-        };
-        let part = n.checked_mul(unit).ok_or_else(bad)?;
-        total = total.checked_add(part).ok_or_else(bad)?;
-        rest = &rest[split + unit_len..];
-    }
-    Ok(total)
+    crate::units::parse_duration(input).map(|d| d.as_secs())
 }
 
 #[cfg(test)]
