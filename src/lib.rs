@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | [`smtp`] | the protocol free of I/O: commands, replies, DATA/BDAT framing, SASL, the session state machine |
 //! | [`ingress`] | listeners, TLS, the per-connection task, connection limits, the hand-off to the queue |
+//! | [`delivery`] | the worker: routing, MX, the outbound SMTP client, retries, bounces, local delivery |
 //! | [`filter`] | trace headers and content checks on messages passing through |
 //! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials |
 //! | [`queue`] | the `Queue` trait and the embedded spool backend |
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod delivery;
 pub mod filter;
 pub mod ingress;
 pub mod policy;

@@ -1,0 +1,46 @@
+//! What became of one recipient in one delivery attempt.
+
+use serde::{Deserialize, Serialize};
+
+/// One recipient's result. `remote_mta` names the server that answered (for the DSN's
+/// Remote-MTA field and the log line); `reply` is its reply as one line of text, e.g.
+/// `550 5.1.1 <bob@example.org>: user unknown`, or a description of a local failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The next hop took responsibility (2xx), or local delivery completed.
+    Delivered {
+        remote_mta: Option<String>,
+        reply: String,
+    },
+    /// Try again later: a 4xx reply, a timeout, a connection failure.
+    Deferred {
+        remote_mta: Option<String>,
+        reply: String,
+    },
+    /// Give up: a 5xx reply or a permanent local condition. `status` is the enhanced
+    /// status code for the DSN (RFC 3463), e.g. `5.1.1`.
+    Failed {
+        remote_mta: Option<String>,
+        status: String,
+        reply: String,
+    },
+}
+
+impl Outcome {
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. })
+    }
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Outcome::Failed { .. })
+    }
+
+    /// The reply line, whatever the kind.
+    pub fn reply(&self) -> &str {
+        match self {
+            Outcome::Delivered { reply, .. }
+            | Outcome::Deferred { reply, .. }
+            | Outcome::Failed { reply, .. } => reply,
+        }
+    }
+}
