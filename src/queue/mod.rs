@@ -75,6 +75,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Stores the message durably; the ingress answers 250 only after `Ok`.
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError>;
 
+    /// Returns when a message may be due, when something was enqueued or deferred, or
+    /// after `max`, so that a worker need not poll; it may return with nothing to take.
+    async fn wait_for_work(&self, max: Duration);
+
     /// Takes the next message that is due, leased for `lease`; `None` when nothing is due.
     async fn take(&self, lease: Duration) -> Result<Option<Lease>, QueueError>;
 

@@ -12,6 +12,9 @@
 //! | `sluice_auth_total` | counter | `result` (`success`, `failure`) | AUTH attempts |
 //! | `sluice_policy_reloads_total` | counter | `result` (`applied`, `invalid`) | policy reloads |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
+//! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
+//! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
+//! | `sluice_delivery_seconds` | histogram | | from acceptance to successful delivery, per recipient |
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -59,22 +62,78 @@ impl LabeledCounter {
     }
 }
 
+/// A counter family with two labels, both with few values fixed in the code.
+#[derive(Debug, Default)]
+pub struct PairCounter {
+    values: RwLock<BTreeMap<(&'static str, &'static str), AtomicU64>>,
+}
+
+impl PairCounter {
+    pub fn inc(&self, first: &'static str, second: &'static str) {
+        let key = (first, second);
+        if let Some(c) = self.read().get(&key) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut map = self.values.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, first: &str, second: &str) -> u64 {
+        let read = self.read();
+        let found = read.iter().find(|((a, b), _)| *a == first && *b == second);
+        found.map_or(0, |(_, c)| c.load(Ordering::Relaxed))
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<(&'static str, &'static str), AtomicU64>> {
+        self.values.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: (&str, &str)) {
+        for ((a, b), count) in self.read().iter() {
+            let n = count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}{{{}=\"{a}\",{}=\"{b}\"}} {n}",
+                labels.0, labels.1
+            );
+        }
+    }
+}
+
 /// Upper bounds in seconds: fsync latency lives between 100 µs and a few 100 ms.
-const BUCKETS: [f64; 12] = [
+pub const ENQUEUE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-#[derive(Debug, Default)]
+/// Upper bounds in seconds for delivery: from milliseconds on loopback to days in retry.
+pub const DELIVERY_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0, 432000.0,
+];
+
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +143,7 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str) {
         let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
@@ -95,7 +154,7 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     pub connections: LabeledCounter,
     pub connections_active: AtomicI64,
@@ -107,6 +166,29 @@ pub struct Metrics {
     pub auth: LabeledCounter,
     pub policy_reloads: LabeledCounter,
     pub enqueue_seconds: Histogram,
+    pub deliveries: PairCounter,
+    pub delivery_replies: LabeledCounter,
+    pub delivery_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            connections: LabeledCounter::default(),
+            connections_active: AtomicI64::new(0),
+            connections_refused: LabeledCounter::default(),
+            commands: LabeledCounter::default(),
+            messages_accepted: AtomicU64::new(0),
+            messages_rejected: LabeledCounter::default(),
+            received_bytes: AtomicU64::new(0),
+            auth: LabeledCounter::default(),
+            policy_reloads: LabeledCounter::default(),
+            enqueue_seconds: Histogram::new(ENQUEUE_BUCKETS),
+            deliveries: PairCounter::default(),
+            delivery_replies: LabeledCounter::default(),
+            delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
+        }
+    }
 }
 
 impl Metrics {
@@ -173,6 +255,26 @@ impl Metrics {
         );
         self.enqueue_seconds
             .render(&mut out, "sluice_enqueue_seconds");
+        counter(
+            &mut out,
+            "sluice_deliveries_total",
+            "Delivery attempts per recipient.",
+        );
+        self.deliveries
+            .render(&mut out, "sluice_deliveries_total", ("route", "status"));
+        counter(
+            &mut out,
+            "sluice_delivery_replies_total",
+            "Delivery replies by class.",
+        );
+        self.delivery_replies
+            .render(&mut out, "sluice_delivery_replies_total", "class");
+        let _ = writeln!(
+            out,
+            "# HELP sluice_delivery_seconds Acceptance to delivery.\n# TYPE sluice_delivery_seconds histogram"
+        );
+        self.delivery_seconds
+            .render(&mut out, "sluice_delivery_seconds");
         out
     }
 }
@@ -193,5 +295,10 @@ mod tests {
         assert!(text.contains("sluice_enqueue_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("sluice_enqueue_seconds_bucket{le=\"0.025\"} 2\n"));
         assert!(text.contains("sluice_enqueue_seconds_count 2\n"));
+        m.deliveries.inc("mx", "sent");
+        m.deliveries.inc("mx", "sent");
+        let text = m.render();
+        assert!(text.contains("sluice_deliveries_total{route=\"mx\",status=\"sent\"} 2\n"));
+        assert_eq!(m.deliveries.get("mx", "sent"), 2);
     }
 }

@@ -190,30 +190,6 @@ impl Spool {
         }
     }
 
-    /// Waits until a message may be takeable, so that a worker need not poll `take`.
-    ///
-    /// Returns at once if a message is due (or a lease has run out); otherwise when the
-    /// earliest due time or lease end arrives, when a message is enqueued or deferred,
-    /// when the spool is closed, or after `max`, whichever comes first. It may return
-    /// without anything to take (another worker got there first): the worker loop is
-    /// `loop { spool.wait_for_work(max).await; while let Some(l) = spool.take(d).await? { … } }`.
-    pub async fn wait_for_work(&self, max: Duration) {
-        let notified = self.shared.notify.notified();
-        tokio::pin!(notified);
-        // Registered before looking at the index, so a wake-up in between is not lost.
-        notified.as_mut().enable();
-        if lock(&self.requests).is_none() {
-            return;
-        }
-        let now = now_ms();
-        let wait = match self.shared.lock_index().next_ready_ms() {
-            Some(at) if at <= now => return,
-            Some(at) => max.min(Duration::from_millis(at - now)),
-            None => max,
-        };
-        let _ = tokio::time::timeout(wait, notified).await;
-    }
-
     /// Stops the spool: everything already sent to the committer is committed and
     /// answered, later calls fail with [`QueueError::Closed`], the database is closed and
     /// the directory unlocked, so it can be opened again at once.
@@ -319,6 +295,30 @@ fn to_json(envelope: &Envelope) -> Result<Vec<u8>, QueueError> {
 
 #[async_trait]
 impl Queue for Spool {
+    /// Waits until a message may be takeable, so that a worker need not poll `take`.
+    ///
+    /// Returns at once if a message is due (or a lease has run out); otherwise when the
+    /// earliest due time or lease end arrives, when a message is enqueued or deferred,
+    /// when the spool is closed, or after `max`, whichever comes first. It may return
+    /// without anything to take (another worker got there first): the worker loop is
+    /// `loop { spool.wait_for_work(max).await; while let Some(l) = spool.take(d).await? { … } }`.
+    async fn wait_for_work(&self, max: Duration) {
+        let notified = self.shared.notify.notified();
+        tokio::pin!(notified);
+        // Registered before looking at the index, so a wake-up in between is not lost.
+        notified.as_mut().enable();
+        if lock(&self.requests).is_none() {
+            return;
+        }
+        let now = now_ms();
+        let wait = match self.shared.lock_index().next_ready_ms() {
+            Some(at) if at <= now => return,
+            Some(at) => max.min(Duration::from_millis(at - now)),
+            None => max,
+        };
+        let _ = tokio::time::timeout(wait, notified).await;
+    }
+
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
         let id = envelope.id.clone();
         let op = Op::Enqueue {
