@@ -4,6 +4,9 @@
 //! The result of a delivery attempt is one [`Outcome`] per recipient; the worker maps
 //! outcomes onto queue operations (ack, defer, bounce) in one place.
 
+pub mod dns;
+pub mod mx;
 pub mod outcome;
+pub mod route;
 
 pub use outcome::Outcome;
