@@ -4,7 +4,10 @@
 //! The result of a delivery attempt is one [`Outcome`] per recipient; the worker maps
 //! outcomes onto queue operations (ack, defer, bounce) in one place.
 
+pub mod dns;
 pub mod local;
+pub mod mx;
 pub mod outcome;
+pub mod route;
 
 pub use outcome::Outcome;
