@@ -2,6 +2,7 @@
 //! certificates and a known policy, and a raw SMTP client for transcripts.
 #![allow(dead_code)]
 
+pub mod scripted;
 pub mod smtp;
 
 use sluice::config::Config;
