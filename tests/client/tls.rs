@@ -138,3 +138,48 @@ async fn implicit_tls_from_the_first_byte() {
     conn.quit().await;
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn auth_login_when_plain_is_not_offered_and_535_defers() {
+    let (acceptor, roots) = tls_pair();
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept_tls(&listener, &acceptor).await;
+        p.greet_and_ehlo("EHLO", &["AUTH LOGIN CRAM-MD5"]).await;
+        p.expect("AUTH LOGIN").await;
+        p.send("334 VXNlcm5hbWU6").await;
+        p.expect("dQ==").await;
+        p.send("334 UGFzc3dvcmQ6").await;
+        p.expect("cA==").await;
+        p.send("535 5.7.8 Authentication credentials invalid").await;
+    });
+    let mut cfg = config();
+    cfg.tls = TlsMode::Implicit;
+    cfg.tls_roots = Arc::new(roots);
+    cfg.credentials = Some(("u".into(), "p".into()));
+    let err = Connection::connect(addr, "localhost", &cfg)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            ClientError::Rejected {
+                command: "AUTH",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Wrong smarthost credentials: the mail waits for an administrator, it does not bounce.
+    let outcome = err.to_outcome(None);
+    assert_eq!(
+        outcome,
+        Outcome::Deferred {
+            remote_mta: None,
+            reply: "535 5.7.8 Authentication credentials invalid".into(),
+        }
+    );
+    assert!(!format!("{err} {err:?}").contains("cA=="));
+    server.await.unwrap();
+}
