@@ -4,10 +4,13 @@
 //! The result of a delivery attempt is one [`Outcome`] per recipient; the worker maps
 //! outcomes onto queue operations (ack, defer, bounce) in one place.
 
+pub mod client;
 pub mod dns;
+pub mod dsn;
 pub mod local;
 pub mod mx;
 pub mod outcome;
+pub mod retry;
 pub mod route;
 
 pub use outcome::Outcome;

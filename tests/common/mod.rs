@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod scripted;
 pub mod smtp;
 
 use sluice::config::Config;
