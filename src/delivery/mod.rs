@@ -5,5 +5,6 @@
 //! outcomes onto queue operations (ack, defer, bounce) in one place.
 
 pub mod outcome;
+pub mod retry;
 
 pub use outcome::Outcome;
