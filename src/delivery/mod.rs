@@ -4,6 +4,7 @@
 //! The result of a delivery attempt is one [`Outcome`] per recipient; the worker maps
 //! outcomes onto queue operations (ack, defer, bounce) in one place.
 
+pub mod dsn;
 pub mod outcome;
 pub mod retry;
 
