@@ -5,9 +5,9 @@
 //! [`build`] decides whether a notification is due and composes it, together with the
 //! envelope that carries it back to the sender. Pure: the worker enqueues the result.
 //!
-//! The notification has three parts: a human explanation ([`text`]), the
-//! `message/delivery-status` fields ([`status`]), and the original message or its header
-//! ([`original`]).
+//! The notification has three parts: a human explanation (`text`), the
+//! `message/delivery-status` fields (`status`), and the original message or its header
+//! (`original`).
 
 mod original;
 mod status;

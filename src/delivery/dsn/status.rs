@@ -63,9 +63,10 @@ fn recipient_fields(
     field(out, "Last-Attempt-Date", &text::date(report.now));
 }
 
-/// `Name: value` with folding, CRLF-terminated.
+/// `Name: value` with folding, CRLF-terminated. Trailing white space (remote replies
+/// have some) would only end a line in white space.
 fn field(out: &mut String, name: &str, value: &str) {
-    out.push_str(&text::fold(&format!("{name}: {value}")));
+    out.push_str(&text::fold(&format!("{name}: {}", value.trim_end())));
     out.push_str("\r\n");
 }
 

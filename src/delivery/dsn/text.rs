@@ -37,7 +37,7 @@ pub(super) fn human(report: &Report<'_>) -> String {
             outcome,
         )));
         out.push_str("\r\n");
-        let reply = outcome.reply();
+        let reply = outcome.reply().trim();
         if !reply.is_empty() {
             out.push_str(&fold(&format!("    {}", printable(reply))));
             out.push_str("\r\n");
