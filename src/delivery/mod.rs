@@ -5,12 +5,15 @@
 //! outcomes onto queue operations (ack, defer, bounce) in one place.
 
 pub mod client;
+pub mod dispatch;
 pub mod dns;
 pub mod dsn;
 pub mod local;
 pub mod mx;
 pub mod outcome;
+pub mod pool;
 pub mod retry;
 pub mod route;
+pub mod worker;
 
 pub use outcome::Outcome;

@@ -1,0 +1,235 @@
+//! Delivery to one destination: the right transport for it (MX, smarthost, LMTP,
+//! Maildir, webhook), the per-destination connection cap, connection reuse, and the
+//! rule that a host which cannot be reached hands the recipients to the next host.
+
+use super::client::{ClientConfig, Connection, TlsMode};
+use super::local::{self, WebhookTarget};
+use super::dns::Resolver;
+use super::mx;
+use super::outcome::Outcome;
+use super::pool::Pool;
+use super::route::Destination;
+use crate::policy::{Delivery, Smarthost};
+use crate::queue::Envelope;
+use crate::smtp::address::Recipient;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// What the dispatcher needs from the process configuration.
+pub struct DispatchSettings {
+    pub hostname: String,
+    /// Names that are us, for MX loop detection.
+    pub local_names: Vec<String>,
+    /// Connections at once to one destination (Postfix: 20).
+    pub per_destination: usize,
+    /// The port MX hosts are reached on: 25, but tests point it elsewhere.
+    pub mx_port: u16,
+    pub client: ClientConfig,
+    /// Where `secretRef`s resolve in standalone: `{dir}/{name}/{key}`, the layout of a
+    /// Kubernetes Secret mounted as a volume.
+    pub secrets_dir: Option<PathBuf>,
+    pub webhook_timeout: Duration,
+}
+
+pub struct Dispatcher {
+    settings: DispatchSettings,
+    resolver: Arc<dyn Resolver>,
+    pool: Pool,
+    caps: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Dispatcher {
+    pub fn new(settings: DispatchSettings, resolver: Arc<dyn Resolver>) -> Self {
+        Dispatcher {
+            settings,
+            resolver,
+            pool: Pool::default(),
+            caps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.settings.hostname
+    }
+
+    /// One outcome per recipient, in order.
+    pub async fn deliver(&self, dest: &Destination, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+        let cap = self.cap(&destination_key(dest));
+        let _permit = cap.acquire_owned().await;
+        match dest {
+            Destination::Local { delivery, .. } => self.local(delivery, env, rcpts, body).await,
+            Destination::Smarthost(smarthost) => self.smarthost(smarthost, env, rcpts, body).await,
+            Destination::Mx { domain } => self.mx(domain, env, rcpts, body).await,
+        }
+    }
+
+    fn cap(&self, key: &str) -> Arc<Semaphore> {
+        let mut caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
+        let per_destination = self.settings.per_destination.max(1);
+        caps.entry(key.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_destination)))
+            .clone()
+    }
+
+    async fn local(&self, delivery: &Delivery, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+        match delivery {
+            Delivery::Maildir { path } => {
+                local::deliver_maildir(std::path::Path::new(path), env, rcpts, body).await
+            }
+            Delivery::Webhook { url, signing_secret_ref } => {
+                let target = WebhookTarget {
+                    url: url.clone(),
+                    signing_secret: signing_secret_ref
+                        .as_ref()
+                        .and_then(|r| self.secret(&r.name, &r.key))
+                        .map(String::into_bytes),
+                    timeout: self.settings.webhook_timeout,
+                    roots: self.settings.client.tls_roots.clone(),
+                };
+                local::deliver_webhook(&target, env, rcpts, body).await
+            }
+            Delivery::Lmtp { address } => self.lmtp(address, env, rcpts, body).await,
+        }
+    }
+
+    async fn lmtp(&self, address: &str, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+        let config = ClientConfig {
+            lmtp: true,
+            tls: TlsMode::Disabled,
+            credentials: None,
+            ..self.settings.client.clone()
+        };
+        if address.starts_with('/') {
+            return match Connection::connect_unix(std::path::Path::new(address), &config).await {
+                Ok(mut conn) => match conn.send(env, rcpts, body).await {
+                    Ok(outcomes) => outcomes,
+                    Err(e) => same(rcpts, e.to_outcome(Some(address.to_string()))),
+                },
+                Err(e) => same(rcpts, e.to_outcome(Some(address.to_string()))),
+            };
+        }
+        let hosts = self.resolve_host_port(address).await;
+        self.relay(hosts, &config, env, rcpts, body).await
+    }
+
+    async fn smarthost(&self, s: &Smarthost, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+        let credentials = match &s.credentials_secret_ref {
+            None => None,
+            Some(r) => match (self.secret(&r.name, &r.username_key), self.secret(&r.name, &r.password_key)) {
+                (Some(u), Some(p)) => Some((u, p)),
+                _ => {
+                    let reply = format!("credentials for smarthost {} not found (secret {})", s.host, r.name);
+                    return same(rcpts, Outcome::Deferred { remote_mta: None, reply });
+                }
+            },
+        };
+        let config = ClientConfig {
+            tls: TlsMode::from(s.tls),
+            verify_certificates: true,
+            credentials,
+            ..self.settings.client.clone()
+        };
+        let hosts = self.resolve_host_port(&format!("{}:{}", s.host, s.port)).await;
+        self.relay(hosts, &config, env, rcpts, body).await
+    }
+
+    async fn mx(&self, domain: &str, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+        let hosts = match mx::mx_hosts(self.resolver.as_ref(), domain, &self.settings.local_names).await {
+            Ok(hosts) => hosts,
+            Err(e) => return same(rcpts, e.to_outcome()),
+        };
+        let port = self.settings.mx_port;
+        let candidates: Vec<_> = hosts
+            .iter()
+            .flat_map(|h| h.addrs.iter().map(move |ip| (h.name.clone(), SocketAddr::new(*ip, port))))
+            .collect();
+        // RFC 7435: encrypt when the MX offers it, without insisting on a valid certificate.
+        let config = ClientConfig {
+            tls: TlsMode::Opportunistic,
+            verify_certificates: false,
+            credentials: None,
+            ..self.settings.client.clone()
+        };
+        self.relay(Ok(candidates), &config, env, rcpts, body).await
+    }
+
+    /// Tries the hosts in order until one takes the transaction; a host that cannot be
+    /// reached or will not talk passes the recipients to the next (RFC 5321 5.1).
+    async fn relay(
+        &self,
+        hosts: Result<Vec<(String, SocketAddr)>, Outcome>,
+        config: &ClientConfig,
+        env: &Envelope,
+        rcpts: &[Recipient],
+        body: &[u8],
+    ) -> Vec<Outcome> {
+        let hosts = match hosts {
+            Ok(hosts) => hosts,
+            Err(outcome) => return same(rcpts, outcome),
+        };
+        let mut last = Outcome::Deferred { remote_mta: None, reply: "no host to deliver to".into() };
+        for (name, addr) in hosts {
+            let mut conn = match self.pool.connect(addr, &name, config).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    last = e.to_outcome(Some(format!("{name}[{addr}]")));
+                    continue;
+                }
+            };
+            match conn.send(env, rcpts, body).await {
+                Ok(outcomes) => {
+                    self.pool.release(conn, addr, &name, config).await;
+                    return outcomes;
+                }
+                Err(e) if e.is_permanent() => return same(rcpts, e.to_outcome(Some(conn.remote().to_string()))),
+                Err(e) => last = e.to_outcome(Some(conn.remote().to_string())),
+            }
+        }
+        same(rcpts, last)
+    }
+
+    /// `host:port` to addresses: an IP literal as it is, a name through the resolver.
+    async fn resolve_host_port(&self, address: &str) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+        let deferred = |reply: String| Outcome::Deferred { remote_mta: None, reply };
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| deferred(format!("invalid address {address}")))?;
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![(host.to_string(), SocketAddr::new(ip, port))]);
+        }
+        let ips = self
+            .resolver
+            .ips(host)
+            .await
+            .map_err(|e| deferred(format!("cannot resolve {host}: {e}")))?;
+        Ok(ips.into_iter().map(|ip| (host.to_string(), SocketAddr::new(ip, port))).collect())
+    }
+
+    fn secret(&self, name: &str, key: &str) -> Option<String> {
+        let dir = self.settings.secrets_dir.as_ref()?;
+        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\0']) && s != "." && s != "..";
+        if !safe(name) || !safe(key) {
+            return None;
+        }
+        let text = std::fs::read_to_string(dir.join(name).join(key)).ok()?;
+        Some(text.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
+fn same(rcpts: &[Recipient], outcome: Outcome) -> Vec<Outcome> {
+    vec![outcome; rcpts.len()]
+}
+
+/// The unit of the per-destination cap: a domain for MX, a host for the others.
+fn destination_key(dest: &Destination) -> String {
+    match dest {
+        Destination::Mx { domain } => format!("mx:{domain}"),
+        Destination::Smarthost(s) => format!("smarthost:{}:{}", s.host, s.port),
+        Destination::Local { domain, .. } => format!("local:{domain}"),
+    }
+}

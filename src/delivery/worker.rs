@@ -1,0 +1,224 @@
+//! The delivery loop: takes due messages from the queue, delivers each to its
+//! destinations, and settles it in one place ([`Worker::settle`]): every recipient
+//! delivered or failed → bounce what failed, then ack; some deferred → bounce what failed,
+//! then defer the rest on the retry schedule, or bounce them too once the message has
+//! outlived its lifetime.
+
+use super::dispatch::Dispatcher;
+use super::dsn::{self, ReportKind};
+use super::outcome::Outcome;
+use super::retry::{NextAttempt, RetrySchedule};
+use super::route;
+use crate::policy::PolicySnapshot;
+use crate::queue::{Lease, Queue, QueueError};
+use crate::smtp::address::Recipient;
+use crate::telemetry::metrics::Metrics;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a taken message stays invisible to other takers; a delivery that outlives it
+/// may be repeated (at-least-once), so it is far longer than any delivery should take.
+const LEASE: Duration = Duration::from_secs(30 * 60);
+/// How long the loop sleeps at most when nothing is due.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    policy: watch::Receiver<Arc<PolicySnapshot>>,
+    dispatcher: Arc<Dispatcher>,
+    retry: RetrySchedule,
+    hostname: String,
+    in_flight: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        policy: watch::Receiver<Arc<PolicySnapshot>>,
+        dispatcher: Arc<Dispatcher>,
+        retry: RetrySchedule,
+        concurrency: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Worker> {
+        let hostname = dispatcher.hostname().to_string();
+        Arc::new(Worker {
+            queue,
+            policy,
+            dispatcher,
+            retry,
+            hostname,
+            in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
+            metrics,
+        })
+    }
+
+    /// Delivers until `stop`; then waits for deliveries in flight, which end by
+    /// themselves within their timeouts (what is not settled comes back after its lease).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let tracker = TaskTracker::new();
+        while !stop.is_cancelled() {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = self.in_flight.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let lease = match self.queue.take(LEASE).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = self.queue.wait_for_work(IDLE_WAIT) => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "taking from the queue failed");
+                    tokio::time::sleep(IDLE_WAIT).await;
+                    continue;
+                }
+            };
+            let worker = Arc::clone(&self);
+            tracker.spawn(async move {
+                worker.process(lease).await;
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn process(&self, lease: Lease) {
+        let policy = self.policy.borrow().clone();
+        let envelope = &lease.envelope;
+        let mut results = Vec::with_capacity(envelope.recipients.len());
+        for (destination, recipients) in route::group_by_destination(&policy, &envelope.recipients) {
+            let outcomes = self
+                .dispatcher
+                .deliver(&destination, envelope, &recipients, &lease.body)
+                .await;
+            for (recipient, outcome) in recipients.into_iter().zip(outcomes) {
+                self.record(&lease, &destination, &recipient, &outcome);
+                results.push((recipient, outcome));
+            }
+        }
+        if let Err(e) = self.settle(&lease, results).await {
+            // Not acked: the message comes back when its lease runs out.
+            tracing::error!(queue_id = %envelope.id, error = %e, "settling a delivery failed");
+        }
+    }
+
+    /// Maps the outcomes onto the queue: the one place where mail leaves the queue.
+    async fn settle(&self, lease: &Lease, results: Vec<(Recipient, Outcome)>) -> Result<(), QueueError> {
+        let now = SystemTime::now();
+        let envelope = &lease.envelope;
+        let received = UNIX_EPOCH + Duration::from_millis(envelope.received_at_ms);
+        let (deferred, settled): (Vec<_>, Vec<_>) = results
+            .into_iter()
+            .partition(|(_, o)| matches!(o, Outcome::Deferred { .. }));
+        let next = match deferred.is_empty() {
+            true => None,
+            false => Some(self.retry.next_attempt(envelope.attempts + 1, received, now)),
+        };
+        let mut failed: Vec<_> = settled.iter().filter(|(_, o)| o.is_failed()).cloned().collect();
+        if matches!(next, Some(NextAttempt::Expired)) {
+            failed.extend(deferred.iter().map(|(r, o)| (r.clone(), expired(o))));
+        }
+        let delivered: Vec<_> = settled.into_iter().filter(|(_, o)| o.is_delivered()).collect();
+        // Notifications are queued before the message is acked or deferred, so that a
+        // crash in between repeats the delivery rather than losing the bounce.
+        self.notify(lease, &failed, ReportKind::Failure).await?;
+        self.notify(lease, &delivered, ReportKind::Success).await?;
+        match next {
+            Some(NextAttempt::At(at)) => {
+                let reason = deferred.first().map(|(_, o)| o.reply().to_string()).unwrap_or_default();
+                let remaining = deferred.into_iter().map(|(r, _)| r).collect();
+                self.queue.defer(lease, at, remaining, reason).await
+            }
+            None | Some(NextAttempt::Expired) => self.queue.ack(lease).await,
+        }
+    }
+
+    async fn notify(&self, lease: &Lease, reports: &[(Recipient, Outcome)], kind: ReportKind) -> Result<(), QueueError> {
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now();
+        let Some((envelope, message)) = dsn::build(&lease.envelope, reports, kind, &lease.body, &self.hostname, now) else {
+            return Ok(());
+        };
+        self.queue.enqueue(&envelope, &message).await?;
+        tracing::info!(queue_id = %lease.envelope.id, notification = %envelope.id, kind = ?kind, "delivery status notification queued");
+        Ok(())
+    }
+
+    /// One log line per recipient and attempt, with what a Postfix admin greps for.
+    fn record(&self, lease: &Lease, destination: &route::Destination, recipient: &Recipient, outcome: &Outcome) {
+        let delay = SystemTime::now()
+            .duration_since(UNIX_EPOCH + Duration::from_millis(lease.envelope.received_at_ms))
+            .unwrap_or_default();
+        let (status, relay) = match outcome {
+            Outcome::Delivered { remote_mta, .. } => ("sent", remote_mta),
+            Outcome::Deferred { remote_mta, .. } => ("deferred", remote_mta),
+            Outcome::Failed { remote_mta, .. } => ("bounced", remote_mta),
+        };
+        let kind = route_kind(destination);
+        self.metrics.deliveries.inc(kind, status);
+        self.metrics.delivery_replies.inc(reply_class(outcome.reply()));
+        if status == "sent" {
+            self.metrics.delivery_seconds.observe(delay);
+        }
+        tracing::info!(
+            queue_id = %lease.envelope.id,
+            to = %recipient.address,
+            relay = relay.as_deref().unwrap_or("none"),
+            delay = format!("{:.1}", delay.as_secs_f64()),
+            attempts = lease.envelope.attempts + 1,
+            status,
+            reply = outcome.reply(),
+            "delivery"
+        );
+    }
+}
+
+/// The `route` label of the delivery metrics.
+fn route_kind(destination: &route::Destination) -> &'static str {
+    use crate::policy::Delivery;
+    match destination {
+        route::Destination::Mx { .. } => "mx",
+        route::Destination::Smarthost(_) => "smarthost",
+        route::Destination::Local { delivery, .. } => match delivery {
+            Delivery::Lmtp { .. } => "lmtp",
+            Delivery::Maildir { .. } => "maildir",
+            Delivery::Webhook { .. } => "webhook",
+        },
+    }
+}
+
+/// A recipient still deferred when the message's lifetime ends fails with 4.4.7.
+fn expired(outcome: &Outcome) -> Outcome {
+    let (remote_mta, last) = match outcome {
+        Outcome::Deferred { remote_mta, reply } => (remote_mta.clone(), reply.clone()),
+        other => (None, other.reply().to_string()),
+    };
+    Outcome::Failed {
+        remote_mta,
+        status: "4.4.7".to_string(),
+        reply: format!("delivery time expired; last error: {last}"),
+    }
+}
+
+/// `2xx`, `4xx`, `5xx` from a reply line, `local` when it has no SMTP code.
+fn reply_class(reply: &str) -> &'static str {
+    match reply.as_bytes().first() {
+        Some(b'2') => "2xx",
+        Some(b'4') => "4xx",
+        Some(b'5') => "5xx",
+        _ => "other",
+    }
+}
