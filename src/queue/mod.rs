@@ -7,7 +7,7 @@
 //! operator's delete (`sluice queue delete`), which never touches a leased message.
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod id;
 pub mod spool;
 
