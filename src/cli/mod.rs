@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands and their arguments.
 
 mod policy;
+mod queue;
 
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
@@ -27,6 +28,13 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Inspect and manage the queue of a running `sluice standalone`, through its admin
+    /// listener. Exits 0 when done, 1 when there is no such message or it is being
+    /// delivered, 2 on usage or connection errors.
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -41,5 +49,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command } => policy::run(command),
+        Command::Queue { command } => queue::run(command),
     }
 }

@@ -33,6 +33,10 @@ macro_rules! queue_conformance_tests {
             bodies_round_trip_byte_identical,
             take_hands_out_oldest_due_first,
             concurrent_takers_never_share_a_message,
+            retry_now_makes_a_deferred_message_due_and_wakes_waiters,
+            retry_now_leaves_leases_and_unknown_ids_alone,
+            remove_deletes_a_waiting_message_and_returns_it,
+            remove_refuses_a_leased_message_until_its_lease_runs_out,
         );
     };
     (@ $ctx:expr, $make:expr; $($name:ident),* $(,)?) => {
@@ -399,5 +403,164 @@ pub async fn concurrent_takers_never_share_a_message<Q: Queue>(make: impl AsyncF
         "some message was handed out twice or never"
     );
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
+    assert!(q.list().await.unwrap().is_empty());
+}
+
+pub async fn retry_now_makes_a_deferred_message_due_and_wakes_waiters<Q: Queue>(
+    make: impl AsyncFnOnce() -> Q,
+) {
+    let q = make().await;
+    let env = envelope(&["a", "b"]);
+    q.enqueue(&env, &body("retry")).await.unwrap();
+    let lease = q.take(Duration::from_secs(60)).await.unwrap().expect("due");
+    let far = SystemTime::now() + Duration::from_secs(3600);
+    q.defer(
+        &lease,
+        far,
+        vec![env.recipients[1].clone()],
+        "451 later".into(),
+    )
+    .await
+    .unwrap();
+    assert!(q.take(Duration::from_secs(60)).await.unwrap().is_none());
+
+    // A worker waiting for work (its wait bounded by the deferral) is woken by the retry.
+    let (waited, retried) = tokio::join!(
+        async {
+            let started = Instant::now();
+            q.wait_for_work(PATIENCE).await;
+            started.elapsed()
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            q.retry_now(&env.id).await.unwrap()
+        }
+    );
+    assert!(retried, "retry_now of a deferred message");
+    assert!(waited < PATIENCE / 2, "wait_for_work slept {waited:?}");
+    let (entry, _) = q.inspect(&env.id).await.unwrap().expect("still queued");
+    assert!(
+        entry.due_at_ms <= unix_ms(SystemTime::now()) + 1000,
+        "inspect still shows the deferral"
+    );
+    assert!(q.list().await.unwrap()[0].due_at_ms <= unix_ms(SystemTime::now()) + 1000);
+
+    let again = q
+        .take(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("due after the retry");
+    assert_eq!(again.envelope.id, env.id);
+    assert_eq!(again.envelope.attempts, 1, "a retry is not an attempt");
+    assert_eq!(again.envelope.recipients, vec![env.recipients[1].clone()]);
+    assert_eq!(again.body, body("retry"));
+    q.ack(&again).await.unwrap();
+    assert!(
+        !q.retry_now(&env.id).await.unwrap(),
+        "acked message retried"
+    );
+}
+
+pub async fn retry_now_leaves_leases_and_unknown_ids_alone<Q: Queue>(
+    make: impl AsyncFnOnce() -> Q,
+) {
+    let q = make().await;
+    assert!(!q.retry_now(&QueueId::generate()).await.unwrap());
+    let env = envelope(&["a"]);
+    q.enqueue(&env, &body("due")).await.unwrap();
+    assert!(q.retry_now(&env.id).await.unwrap(), "already due is due");
+    let lease = q.take(Duration::from_secs(60)).await.unwrap().expect("due");
+    assert!(
+        !q.retry_now(&env.id).await.unwrap(),
+        "leased message retried"
+    );
+    assert!(
+        q.take(Duration::from_secs(60)).await.unwrap().is_none(),
+        "a retry handed out a leased message"
+    );
+    // The holder still owns it.
+    q.ack(&lease).await.unwrap();
+    assert!(q.list().await.unwrap().is_empty());
+}
+
+pub async fn remove_deletes_a_waiting_message_and_returns_it<Q: Queue>(
+    make: impl AsyncFnOnce() -> Q,
+) {
+    let q = make().await;
+    assert!(q.remove(&QueueId::generate()).await.unwrap().is_none());
+    let (deferred, waiting) = (envelope(&["a", "b"]), envelope(&["c"]));
+    q.enqueue(&deferred, &body("deferred")).await.unwrap();
+    q.enqueue(&waiting, &body("waiting")).await.unwrap();
+    let lease = q.take(Duration::from_secs(60)).await.unwrap().expect("due");
+    assert_eq!(lease.envelope.id, deferred.id);
+    let far = SystemTime::now() + Duration::from_secs(3600);
+    q.defer(
+        &lease,
+        far,
+        vec![deferred.recipients[0].clone()],
+        "451 x".into(),
+    )
+    .await
+    .unwrap();
+
+    let (env, content) = q
+        .remove(&deferred.id)
+        .await
+        .unwrap()
+        .expect("removed the deferred message");
+    assert_eq!(content, body("deferred"));
+    assert_eq!(env.id, deferred.id);
+    assert_eq!(env.attempts, 1);
+    assert_eq!(env.recipients, vec![deferred.recipients[0].clone()]);
+    assert_eq!(env.last_error.as_deref(), Some("451 x"));
+    assert!(q.inspect(&deferred.id).await.unwrap().is_none());
+    assert!(
+        q.remove(&deferred.id).await.unwrap().is_none(),
+        "removed twice"
+    );
+    assert!(!q.retry_now(&deferred.id).await.unwrap());
+    assert_lease_lost(q.ack(&lease).await, &deferred.id);
+
+    let (env, content) = q.remove(&waiting.id).await.unwrap().expect("removed");
+    assert_eq!(env, waiting);
+    assert_eq!(content, body("waiting"));
+    assert!(q.list().await.unwrap().is_empty());
+    assert!(q.take(Duration::from_secs(60)).await.unwrap().is_none());
+}
+
+pub async fn remove_refuses_a_leased_message_until_its_lease_runs_out<Q: Queue>(
+    make: impl AsyncFnOnce() -> Q,
+) {
+    let q = make().await;
+    let env = envelope(&["a"]);
+    q.enqueue(&env, &body("busy")).await.unwrap();
+    let stale = q
+        .take(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .expect("due");
+    match q.remove(&env.id).await {
+        Err(QueueError::Busy(busy)) => assert_eq!(busy, env.id),
+        other => panic!("expected Busy({}), got {other:?}", env.id),
+    }
+    let (entry, _) = q.inspect(&env.id).await.unwrap().expect("still queued");
+    assert!(entry.leased, "a refused removal changed the lease");
+
+    let deadline = Instant::now() + PATIENCE;
+    let removed = loop {
+        match q.remove(&env.id).await {
+            Ok(removed) => break removed,
+            Err(QueueError::Busy(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("remove after the lease ran out: {e:?}"),
+        }
+    };
+    let (removed, content) = removed.expect("removed once the lease ran out");
+    assert_eq!(removed, env);
+    assert_eq!(content, body("busy"));
+    assert_lease_lost(q.ack(&stale).await, &env.id);
+    let later = SystemTime::now() + Duration::from_secs(60);
+    assert_lease_lost(q.defer(&stale, later, vec![], "x".into()).await, &env.id);
     assert!(q.list().await.unwrap().is_empty());
 }

@@ -3,10 +3,11 @@
 //!
 //! The contract every backend keeps (ARCHITECTURE.md, invariant 1): `enqueue` returns
 //! `Ok` only once the message and its envelope are durable, and a message leaves the
-//! queue only through `ack`, after its final disposition.
+//! queue only through `ack`, after its final disposition, or through `remove`, the
+//! operator's delete (`sluice queue delete`), which never touches a leased message.
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 mod id;
 pub mod spool;
 
@@ -66,6 +67,9 @@ pub enum QueueError {
     Full(String),
     #[error("no message {0} holds this lease")]
     LeaseLost(QueueId),
+    /// The message is leased (being delivered) and cannot be removed now.
+    #[error("message {0} is being delivered")]
+    Busy(QueueId),
     #[error("queue is shut down")]
     Closed,
 }
@@ -100,6 +104,21 @@ pub trait Queue: Send + Sync + 'static {
 
     /// One message with its content.
     async fn inspect(&self, id: &QueueId) -> Result<Option<(QueueEntry, Vec<u8>)>, QueueError>;
+
+    /// Makes a queued message due now (`sluice queue retry`), and wakes `wait_for_work`.
+    ///
+    /// `Ok(true)` when the message is now takeable (it was waiting, or already due);
+    /// `Ok(false)` when there is no such message or it is leased, that is being delivered
+    /// right now: the lease is left alone, and its holder's ack or defer decides what
+    /// happens next. A retry is a hint, not a change of record: a backend need not write
+    /// it down, so after a restart the stored schedule may apply again.
+    async fn retry_now(&self, id: &QueueId) -> Result<bool, QueueError>;
+
+    /// Deletes a message that is not leased, durably (`sluice queue delete`), and returns
+    /// its envelope and content as they were, for a bounce. `Ok(None)` when there is no
+    /// such message; [`QueueError::Busy`] when it is leased (a lease that has run out does
+    /// not count: its holder's ack will find [`QueueError::LeaseLost`]).
+    async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
 }
 
 /// Milliseconds since the Unix epoch, the time unit of envelopes.

@@ -1,15 +1,33 @@
 //! The admin HTTP listener: `/healthz` (the process is alive), `/readyz` (every readiness
-//! latch released and not draining), `/metrics` (Prometheus text format), and `/queue`
-//! (the messages in the queue as JSON; `/queue/<id>` one message with its content), since
-//! the spool belongs to the running process and cannot be opened beside it.
+//! latch released and not draining), `/metrics` (Prometheus text format), and the queue
+//! API that `sluice queue` talks to, since the spool belongs to the running process and
+//! cannot be opened beside it (as postqueue talks to showq):
 //!
-//! Probes and scrapers send one small GET each; a minimal HTTP/1.1 responder that reads
-//! one bounded request head and closes is all they need, so no HTTP framework is pulled
-//! in for it.
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /queue` | every message, oldest first, as a JSON array of `QueueEntry` |
+//! | `GET /queue/<id>` | `{"entry": QueueEntry, "message": content}` |
+//! | `POST /queue/<id>/retry` | makes the message due now: `{"id", "retried": true}` |
+//! | `POST /queue/retry` | makes every waiting message due now: `{"retried": n, "skipped": n}` |
+//! | `DELETE /queue/<id>` | removes the message durably: `{"envelope": Envelope, "size": n}` |
+//!
+//! An unknown id is 404, a message being delivered (leased) 409, a known path with the
+//! wrong method 405 with `Allow`. `DELETE ?bounce=1` is 501 for now (nothing is deleted):
+//! bounces need the DSN builder.
+//!
+//! The listener has no authentication: it belongs on loopback (or behind a
+//! NetworkPolicy). So that a web page in a browser on the same host cannot change the
+//! queue, requests that change something are refused when they carry an `Origin` header,
+//! which browsers always send with them and `sluice queue` never does.
+//!
+//! Probes, scrapers and the queue tools send one small request each; a minimal HTTP/1.1
+//! responder that reads one bounded request head (no body) and closes is all they need,
+//! so no HTTP framework is pulled in for it.
 
 use super::metrics::Metrics;
 use super::readiness::Readiness;
-use crate::queue::{Queue, QueueId};
+use crate::queue::{Queue, QueueError, QueueId};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 const MAX_REQUEST_HEAD: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const TEXT: &str = "text/plain; charset=utf-8";
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -26,7 +45,48 @@ pub struct AdminState {
     pub queue: Option<Arc<dyn Queue>>,
 }
 
-type Response = (&'static str, &'static str, String);
+#[derive(Debug)]
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
+}
+
+impl Response {
+    fn text(status: &'static str, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: TEXT,
+            body: body.into(),
+            allow: None,
+        }
+    }
+
+    fn json(value: &impl Serialize) -> Response {
+        match serde_json::to_string_pretty(value) {
+            Ok(json) => Response {
+                status: "200 OK",
+                content_type: "application/json",
+                body: json + "\n",
+                allow: None,
+            },
+            Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
+        }
+    }
+
+    fn not_found(what: impl std::fmt::Display) -> Response {
+        Response::text("404 Not Found", format!("{what}\n"))
+    }
+
+    fn queue_error(e: QueueError) -> Response {
+        match e {
+            QueueError::Busy(_) => Response::text("409 Conflict", format!("{e}\n")),
+            e => Response::text("503 Service Unavailable", format!("{e}\n")),
+        }
+    }
+}
 
 /// Serves until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
@@ -52,94 +112,353 @@ pub async fn run(listener: TcpListener, state: AdminState, shutdown: Cancellatio
 async fn serve(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let response = loop {
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break route(&head, state).await;
+        }
         let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() + n > MAX_REQUEST_HEAD {
+        if n == 0 {
             return Ok(());
         }
+        if head.len() + n > MAX_REQUEST_HEAD {
+            break Response::text("431 Request Header Fields Too Large", "request too large\n");
+        }
         head.extend_from_slice(&buf[..n]);
-    }
-    let (status, content_type, body) = route(&head, state).await;
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    };
+    let allow = response
+        .allow
+        .map(|a| format!("Allow: {a}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(response.body.as_bytes()).await?;
     stream.shutdown().await
 }
 
-async fn route(head: &[u8], state: &AdminState) -> Response {
-    let first_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let mut parts = first_line.split(|b| *b == b' ');
-    let (method, path) = (parts.next(), parts.next());
-    let text = "text/plain; charset=utf-8";
-    match (method, path) {
-        (Some(b"GET"), Some(b"/healthz")) => ("200 OK", text, "ok\n".into()),
-        (Some(b"GET"), Some(b"/readyz")) => readyz(&state.readiness),
-        (Some(b"GET"), Some(b"/metrics")) => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(),
-        ),
-        (Some(b"GET"), Some(path)) if path.starts_with(b"/queue") => queue(path, state).await,
-        (Some(b"GET"), _) => ("404 Not Found", text, "not found\n".into()),
-        _ => ("405 Method Not Allowed", text, "only GET\n".into()),
+/// The request line and the one header we look at.
+#[derive(Debug, PartialEq, Eq)]
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    /// A browser sent it (see the module notes).
+    origin: bool,
+}
+
+impl<'a> Request<'a> {
+    /// `request-line = method SP request-target SP HTTP-version CRLF` (RFC 9112 3), then
+    /// header fields; `None` for anything else.
+    fn parse(head: &'a [u8]) -> Option<Request<'a>> {
+        let head = std::str::from_utf8(head).ok()?;
+        let mut lines = head.split("\r\n");
+        let mut parts = lines.next()?.split(' ');
+        let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
+            return None;
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let origin = lines.any(|line| {
+            line.split_once(':')
+                .is_some_and(|(name, _)| name.eq_ignore_ascii_case("origin"))
+        });
+        Some(Request {
+            method,
+            path,
+            query,
+            origin,
+        })
+    }
+
+    /// Whether the query has `name` set to anything but `0`/`false`.
+    fn flag(&self, name: &str) -> bool {
+        self.query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .any(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                key == name && !matches!(value, "0" | "false")
+            })
     }
 }
 
-async fn queue(path: &[u8], state: &AdminState) -> Response {
-    let not_found = (
-        "404 Not Found",
-        "text/plain; charset=utf-8",
-        "not found\n".to_string(),
-    );
-    let Some(queue) = &state.queue else {
-        return not_found;
-    };
-    let path = String::from_utf8_lossy(path);
-    let result = match path.strip_prefix("/queue").unwrap_or_default() {
-        "" | "/" => queue
-            .list()
-            .await
-            .map(|list| serde_json::to_string_pretty(&list)),
-        id => match QueueId::parse(id.trim_start_matches('/')) {
-            Some(id) => match queue.inspect(&id).await {
-                Ok(Some((entry, content))) => {
-                    Ok(serde_json::to_string_pretty(&serde_json::json!({
-                        "entry": entry,
-                        "message": String::from_utf8_lossy(&content),
-                    })))
+/// What a path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    Health,
+    Ready,
+    Metrics,
+    Queue,
+    Message(QueueId),
+    RetryAll,
+    Retry(QueueId),
+}
+
+impl Resource {
+    fn parse(path: &str) -> Option<Resource> {
+        Some(match path {
+            "/healthz" => Resource::Health,
+            "/readyz" => Resource::Ready,
+            "/metrics" => Resource::Metrics,
+            "/queue" | "/queue/" => Resource::Queue,
+            "/queue/retry" => Resource::RetryAll,
+            _ => {
+                let rest = path.strip_prefix("/queue/")?;
+                match rest.strip_suffix("/retry") {
+                    Some(id) => Resource::Retry(QueueId::parse(id)?),
+                    None => Resource::Message(QueueId::parse(rest)?),
                 }
-                Ok(None) => return not_found,
-                Err(e) => Err(e),
-            },
-            None => return not_found,
-        },
+            }
+        })
+    }
+
+    fn allow(&self) -> &'static str {
+        match self {
+            Resource::Health | Resource::Ready | Resource::Metrics | Resource::Queue => "GET",
+            Resource::Message(_) => "GET, DELETE",
+            Resource::RetryAll | Resource::Retry(_) => "POST",
+        }
+    }
+
+    fn allows(&self, method: &str) -> bool {
+        self.allow().split(", ").any(|m| m == method)
+    }
+}
+
+async fn route(head: &[u8], state: &AdminState) -> Response {
+    let Some(request) = Request::parse(head) else {
+        return Response::text("400 Bad Request", "bad request\n");
     };
-    match result {
-        Ok(Ok(json)) => ("200 OK", "application/json", json + "\n"),
-        Ok(Err(e)) => (
-            "500 Internal Server Error",
-            "text/plain; charset=utf-8",
-            format!("{e}\n"),
+    let Some(resource) = Resource::parse(request.path) else {
+        return Response::not_found("not found");
+    };
+    if request.method != "GET" && request.origin {
+        return Response::text("403 Forbidden", "cross-origin requests are refused\n");
+    }
+    match (request.method, &resource) {
+        ("GET", Resource::Health) => Response::text("200 OK", "ok\n"),
+        ("GET", Resource::Ready) => readyz(&state.readiness),
+        ("GET", Resource::Metrics) => Response {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            ..Response::text("200 OK", state.metrics.render())
+        },
+        (method, _) if !resource.allows(method) => Response {
+            allow: Some(resource.allow()),
+            ..Response::text("405 Method Not Allowed", "method not allowed\n")
+        },
+        (method, resource) => {
+            let Some(queue) = &state.queue else {
+                return Response::not_found("no queue here");
+            };
+            queue_route(queue.as_ref(), method, resource, &request).await
+        }
+    }
+}
+
+async fn queue_route(
+    queue: &dyn Queue,
+    method: &str,
+    resource: &Resource,
+    request: &Request<'_>,
+) -> Response {
+    match (method, resource) {
+        ("GET", Resource::Queue) => match queue.list().await {
+            Ok(list) => Response::json(&list),
+            Err(e) => Response::queue_error(e),
+        },
+        ("GET", Resource::Message(id)) => show(queue, id).await,
+        ("POST", Resource::Retry(id)) => retry(queue, id).await,
+        ("POST", Resource::RetryAll) => retry_all(queue).await,
+        ("DELETE", Resource::Message(_)) if request.flag("bounce") => Response::text(
+            "501 Not Implemented",
+            "bouncing is not available yet; nothing was deleted\n",
         ),
-        Err(e) => (
-            "503 Service Unavailable",
-            "text/plain; charset=utf-8",
-            format!("{e}\n"),
-        ),
+        ("DELETE", Resource::Message(id)) => delete(queue, id).await,
+        _ => Response::not_found("not found"),
+    }
+}
+
+async fn show(queue: &dyn Queue, id: &QueueId) -> Response {
+    match queue.inspect(id).await {
+        Ok(Some((entry, content))) => Response::json(&serde_json::json!({
+            "entry": entry,
+            "message": String::from_utf8_lossy(&content),
+        })),
+        Ok(None) => Response::not_found(format_args!("no message {id}")),
+        Err(e) => Response::queue_error(e),
+    }
+}
+
+async fn retry(queue: &dyn Queue, id: &QueueId) -> Response {
+    match queue.retry_now(id).await {
+        Ok(true) => Response::json(&serde_json::json!({ "id": id, "retried": true })),
+        // Not takeable: tell a lease (being delivered now) from an unknown id.
+        Ok(false) => match queue.inspect(id).await {
+            Ok(Some(_)) => Response::queue_error(QueueError::Busy(id.clone())),
+            Ok(None) => Response::not_found(format_args!("no message {id}")),
+            Err(e) => Response::queue_error(e),
+        },
+        Err(e) => Response::queue_error(e),
+    }
+}
+
+async fn retry_all(queue: &dyn Queue) -> Response {
+    let list = match queue.list().await {
+        Ok(list) => list,
+        Err(e) => return Response::queue_error(e),
+    };
+    let (mut retried, mut skipped) = (0u64, 0u64);
+    for entry in list {
+        match queue.retry_now(&entry.envelope.id).await {
+            Ok(true) => retried += 1,
+            Ok(false) => skipped += 1,
+            Err(e) => return Response::queue_error(e),
+        }
+    }
+    Response::json(&serde_json::json!({ "retried": retried, "skipped": skipped }))
+}
+
+async fn delete(queue: &dyn Queue, id: &QueueId) -> Response {
+    match queue.remove(id).await {
+        Ok(Some((envelope, content))) => {
+            Response::json(&serde_json::json!({ "envelope": envelope, "size": content.len() }))
+        }
+        Ok(None) => Response::not_found(format_args!("no message {id}")),
+        Err(e) => Response::queue_error(e),
     }
 }
 
 fn readyz(readiness: &Readiness) -> Response {
-    let text = "text/plain; charset=utf-8";
     if readiness.is_ready() {
-        return ("200 OK", text, "ready\n".into());
+        return Response::text("200 OK", "ready\n");
     }
     let why = if readiness.is_draining() {
         "draining\n".to_string()
     } else {
         format!("waiting for {:?}\n", readiness.pending())
     };
-    ("503 Service Unavailable", text, why)
+    Response::text("503 Service Unavailable", why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::conformance::envelope;
+    use crate::queue::spool::Spool;
+    use std::time::SystemTime;
+
+    #[test]
+    fn request_lines_parse_strictly() {
+        let r = Request::parse(b"DELETE /queue/X?bounce=1 HTTP/1.1\r\nOrigin: http://a\r\n\r\n");
+        let r = r.unwrap();
+        assert_eq!(
+            (r.method, r.path, r.query),
+            ("DELETE", "/queue/X", Some("bounce=1"))
+        );
+        assert!(r.origin && r.flag("bounce") && !r.flag("other"));
+        let plain = Request::parse(b"GET /queue?bounce=0 HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        assert!(!plain.origin && !plain.flag("bounce"));
+        for bad in [
+            &b"GET /queue\r\n\r\n"[..],
+            b"GET  /queue HTTP/1.1\r\n",
+            b"GET / SPDY/3\r\n",
+            b"\xff / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(
+                Request::parse(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let id = QueueId::generate();
+        assert_eq!(
+            Resource::parse(&format!("/queue/{id}/retry")),
+            Some(Resource::Retry(id.clone()))
+        );
+        assert_eq!(
+            Resource::parse(&format!("/queue/{id}")),
+            Some(Resource::Message(id))
+        );
+        assert_eq!(Resource::parse("/queue/retry"), Some(Resource::RetryAll));
+        assert_eq!(Resource::parse("/queue/nonsense"), None);
+        assert_eq!(Resource::parse("/queue/retry/retry"), None);
+    }
+
+    async fn call(state: &AdminState, line: &str) -> (u16, String) {
+        let response = route(
+            format!("{line} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            state,
+        )
+        .await;
+        (response.status[..3].parse().unwrap(), response.body)
+    }
+
+    #[tokio::test]
+    async fn queue_routes_retry_delete_and_refuse_what_they_must() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path()).await.unwrap());
+        let state = AdminState {
+            metrics: Arc::default(),
+            readiness: Arc::default(),
+            queue: Some(spool.clone()),
+        };
+        let (leased, deferred) = (envelope(&["a"]), envelope(&["b"]));
+        spool.enqueue(&leased, b"one").await.unwrap();
+        spool.enqueue(&deferred, b"two").await.unwrap();
+        let lease = spool.take(Duration::from_secs(60)).await.unwrap().unwrap();
+        let other = spool.take(Duration::from_secs(60)).await.unwrap().unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        spool
+            .defer(&other, later, vec![], "451 x".into())
+            .await
+            .unwrap();
+        let unknown = QueueId::generate();
+        let (a, b) = (&leased.id, &deferred.id);
+
+        assert_eq!(call(&state, &format!("POST /queue/{a}/retry")).await.0, 409);
+        assert_eq!(call(&state, &format!("DELETE /queue/{a}")).await.0, 409);
+        assert_eq!(
+            call(&state, &format!("POST /queue/{unknown}/retry"))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            call(&state, &format!("DELETE /queue/{unknown}")).await.0,
+            404
+        );
+        assert_eq!(call(&state, "GET /queue/retry").await.0, 405);
+        assert_eq!(call(&state, &format!("PUT /queue/{a}")).await.0, 405);
+        assert_eq!(call(&state, "DELETE /queue").await.0, 405);
+        assert_eq!(
+            call(&state, &format!("DELETE /queue/{b}?bounce=1")).await.0,
+            501
+        );
+        let head = format!("DELETE /queue/{b} HTTP/1.1\r\nOrigin: http://evil\r\n\r\n");
+        assert_eq!(route(head.as_bytes(), &state).await.status, "403 Forbidden");
+
+        let (status, body) = call(&state, "POST /queue/retry").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "{\n  \"retried\": 1,\n  \"skipped\": 1\n}\n")
+        );
+        assert_eq!(call(&state, &format!("POST /queue/{b}/retry")).await.0, 200);
+        let (status, body) = call(&state, &format!("DELETE /queue/{b}")).await;
+        assert_eq!(status, 200, "{body}");
+        let removed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(removed["envelope"]["id"], b.as_str());
+        assert_eq!(removed["envelope"]["last_error"], "451 x");
+        assert_eq!(removed["size"], 3);
+        assert_eq!(call(&state, &format!("GET /queue/{b}")).await.0, 404);
+        spool.ack(&lease).await.unwrap();
+        assert_eq!(call(&state, "GET /queue").await, (200, "[]\n".into()));
+    }
 }

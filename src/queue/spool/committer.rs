@@ -43,21 +43,35 @@ pub(super) enum Op {
     },
     /// Deletes a leased message.
     Ack { id: QueueId },
+    /// Deletes a message that `Index::begin_remove` took out of reach, handing back
+    /// what it deleted.
+    Remove { id: QueueId },
 }
+
+/// The rows a [`Op::Remove`] deleted, read in the deleting transaction itself, so they
+/// are exactly what was removed.
+pub(super) struct Removed {
+    pub envelope: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// What a committed request hands back: the deleted rows for a `Remove` that found its
+/// message, `None` otherwise.
+pub(super) type Done = Option<Removed>;
 
 impl Op {
     fn bytes(&self) -> usize {
         match self {
             Op::Enqueue { envelope, body, .. } => envelope.len() + body.len(),
             Op::Defer { envelope, .. } => envelope.len(),
-            Op::Ack { .. } => 0,
+            Op::Ack { .. } | Op::Remove { .. } => 0,
         }
     }
 }
 
 pub(super) struct Request {
     pub op: Op,
-    pub reply: oneshot::Sender<Result<(), QueueError>>,
+    pub reply: oneshot::Sender<Result<Done, QueueError>>,
 }
 
 pub(super) fn spawn(
@@ -91,33 +105,34 @@ fn run(db: &Database, shared: &Shared, requests: &Receiver<Request>) {
 
 fn commit_batch(db: &Database, shared: &Shared, batch: Vec<Request>) {
     match write(db, shared, batch.iter().map(|r| &r.op)) {
-        Ok(()) => finish(shared, batch, &Ok(())),
+        Ok(done) => finish(shared, batch, Ok(done)),
         // One bad request must not fail the others: retry them one transaction each.
         Err(e) if batch.len() > 1 => {
             tracing::warn!(error = %e, ops = batch.len(), "spool group commit failed; retrying one by one");
             for request in batch {
                 let result = write(db, shared, std::iter::once(&request.op));
-                finish(shared, vec![request], &result);
+                finish(shared, vec![request], result);
             }
         }
-        Err(e) => finish(shared, batch, &Err(e)),
+        Err(e) => finish(shared, batch, Err(e)),
     }
 }
 
+/// Writes `ops` in one transaction; on success, one [`Done`] per op, in order.
 fn write<'a>(
     db: &Database,
     shared: &Shared,
     ops: impl Iterator<Item = &'a Op>,
-) -> Result<(), QueueError> {
+) -> Result<Vec<Done>, QueueError> {
     let mut txn = db.begin_write().map_err(storage_error)?;
     txn.set_durability(Durability::Immediate);
-    let mut count = 0;
+    let mut done = Vec::new();
     {
         let mut envelopes = txn.open_table(ENVELOPES).map_err(storage_error)?;
         let mut bodies = txn.open_table(BODIES).map_err(storage_error)?;
         let mut schedule = txn.open_table(SCHEDULE).map_err(storage_error)?;
         for op in ops {
-            count += 1;
+            let mut removed = None;
             match op {
                 Op::Enqueue {
                     id,
@@ -154,18 +169,30 @@ fn write<'a>(
                     bodies.remove(key).map_err(storage_error)?;
                     schedule.remove(key).map_err(storage_error)?;
                 }
+                Op::Remove { id } => {
+                    let key = id.as_str();
+                    let envelope = envelopes.remove(key).map_err(storage_error)?;
+                    let envelope = envelope.map(|e| e.value().to_vec());
+                    let body = bodies.remove(key).map_err(storage_error)?;
+                    let body = body.map(|b| b.value().to_vec()).unwrap_or_default();
+                    schedule.remove(key).map_err(storage_error)?;
+                    removed = envelope.map(|envelope| Removed { envelope, body });
+                }
             }
+            done.push(removed);
         }
     }
     txn.commit().map_err(storage_error)?;
     shared.commits.fetch_add(1, Ordering::Relaxed);
-    shared.operations.fetch_add(count, Ordering::Relaxed);
-    Ok(())
+    shared
+        .operations
+        .fetch_add(done.len() as u64, Ordering::Relaxed);
+    Ok(done)
 }
 
 /// Brings the index in line with what is now durable (or not), wakes the waiting
 /// workers, and answers the callers.
-fn finish(shared: &Shared, batch: Vec<Request>, result: &Result<(), QueueError>) {
+fn finish(shared: &Shared, batch: Vec<Request>, result: Result<Vec<Done>, QueueError>) {
     let mut wake = false;
     {
         let mut index = shared.lock_index();
@@ -185,17 +212,22 @@ fn finish(shared: &Shared, batch: Vec<Request>, result: &Result<(), QueueError>)
                     index.abort_settle(id);
                     wake = true;
                 }
+                (Op::Remove { id }, true) => index.commit_remove(id),
+                (Op::Remove { id }, false) => {
+                    index.abort_remove(id);
+                    wake = true;
+                }
             }
         }
     }
     if wake {
         shared.notify.notify_waiters();
     }
-    for request in batch {
-        let answer = match result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(copy_error(e)),
-        };
+    let answers: Vec<Result<Done, QueueError>> = match result {
+        Ok(done) => done.into_iter().map(Ok).collect(),
+        Err(e) => batch.iter().map(|_| Err(copy_error(&e))).collect(),
+    };
+    for (request, answer) in batch.into_iter().zip(answers) {
         // The caller may have gone away; its request is settled all the same.
         let _ = request.reply.send(answer);
     }

@@ -22,6 +22,21 @@ enum State {
     /// An ack or defer by the holder of `token` is being committed: out of `ready`, so
     /// nobody takes a message that is about to go away or move.
     Settling { token: u64, until_ms: u64 },
+    /// An operator's removal is being committed: out of `ready`, and no lease exists
+    /// that could ack or defer it meanwhile.
+    Removing,
+}
+
+/// What [`Index::begin_remove`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Removal {
+    /// The message is now out of reach of `take`; commit the deletion, then
+    /// `commit_remove` (or `abort_remove`).
+    Started,
+    /// No such message: never queued, not committed yet, gone, or already being removed.
+    Absent,
+    /// A lease that has not run out holds it (or its holder is settling it).
+    Leased,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +142,7 @@ impl Index {
             let at = match meta.state {
                 State::Ready => meta.due_at_ms,
                 State::Leased { until_ms, .. } => until_ms,
-                State::Pending | State::Settling { .. } => return,
+                State::Pending | State::Settling { .. } | State::Removing => return,
             };
             self.ready.remove(&(at, id.clone()));
         }
@@ -179,6 +194,73 @@ impl Index {
         }
     }
 
+    /// Makes `id` due at `now_ms` if it is waiting; true when it is now takeable. A held
+    /// lease (and a pending enqueue, settle or removal) is left alone: false.
+    pub fn retry_now(&mut self, id: &QueueId, now_ms: u64) -> bool {
+        let Some(meta) = self.entries.get_mut(id) else {
+            return false;
+        };
+        match meta.state {
+            State::Ready => {
+                if meta.due_at_ms > now_ms {
+                    self.ready.remove(&(meta.due_at_ms, id.clone()));
+                    meta.due_at_ms = now_ms;
+                    self.ready.insert((now_ms, id.clone()));
+                }
+                true
+            }
+            // A lease that has run out is in `ready` at its end: takeable already.
+            State::Leased { until_ms, .. } => until_ms <= now_ms,
+            State::Pending | State::Settling { .. } | State::Removing => false,
+        }
+    }
+
+    /// Starts the removal of `id` unless a lease that has not run out holds it.
+    pub fn begin_remove(&mut self, id: &QueueId, now_ms: u64) -> Removal {
+        let Some(meta) = self.entries.get_mut(id) else {
+            return Removal::Absent;
+        };
+        let at = match meta.state {
+            State::Ready => meta.due_at_ms,
+            State::Leased { until_ms, .. } if until_ms <= now_ms => until_ms,
+            State::Leased { .. } | State::Settling { .. } => return Removal::Leased,
+            State::Pending | State::Removing => return Removal::Absent,
+        };
+        self.ready.remove(&(at, id.clone()));
+        meta.state = State::Removing;
+        Removal::Started
+    }
+
+    /// The removal could not be committed: the message is waiting again at its due time.
+    pub fn abort_remove(&mut self, id: &QueueId) {
+        if let Some(meta) = self.entries.get_mut(id)
+            && meta.state == State::Removing
+        {
+            meta.state = State::Ready;
+            self.ready.insert((meta.due_at_ms, id.clone()));
+        }
+    }
+
+    /// The removal is durable.
+    pub fn commit_remove(&mut self, id: &QueueId) {
+        if self
+            .entries
+            .get(id)
+            .is_some_and(|m| m.state == State::Removing)
+        {
+            self.entries.remove(id);
+        }
+    }
+
+    /// When `id` is due, as the index knows it (a retry changes only the index); `None`
+    /// for a message the index does not know or whose enqueue is not committed yet.
+    pub fn due_at_ms(&self, id: &QueueId) -> Option<u64> {
+        self.entries
+            .get(id)
+            .filter(|m| m.state != State::Pending)
+            .map(|m| m.due_at_ms)
+    }
+
     /// When the next message becomes takeable (possibly in the past).
     pub fn next_ready_ms(&self) -> Option<u64> {
         self.ready.first().map(|(at, _)| *at)
@@ -187,7 +269,7 @@ impl Index {
     /// Whether a message is held by a lease that has not run out (or is being settled).
     pub fn is_leased(&self, id: &QueueId, now_ms: u64) -> bool {
         self.entries.get(id).is_some_and(|meta| match meta.state {
-            State::Pending | State::Ready => false,
+            State::Pending | State::Ready | State::Removing => false,
             State::Leased { until_ms, .. } => until_ms > now_ms,
             State::Settling { .. } => true,
         })
@@ -237,5 +319,36 @@ mod tests {
         index.commit_defer(&id, 50);
         assert_eq!(index.take(49, 10), None);
         assert_eq!(index.take(50, 10).map(|(i, _)| i), Some(id));
+    }
+
+    #[test]
+    fn retry_moves_only_waiting_messages_and_remove_spares_leases() {
+        let mut index = Index::default();
+        let (a, b) = (QueueId::generate(), QueueId::generate());
+        index.load(a.clone(), 1_000, 1);
+        index.load(b.clone(), 10, 1);
+        assert!(index.retry_now(&a, 20));
+        assert_eq!(index.due_at_ms(&a), Some(20));
+        assert!(!index.retry_now(&QueueId::generate(), 20));
+        let (first, token) = index.take(20, 100).unwrap();
+        assert_eq!(first, b);
+        assert!(!index.retry_now(&b, 30), "leased");
+        assert_eq!(index.begin_remove(&b, 30), Removal::Leased);
+        assert_eq!(
+            index.begin_remove(&b, 120),
+            Removal::Started,
+            "lease ran out"
+        );
+        assert_eq!(index.begin_settle(&b, token), None);
+        assert_eq!(
+            index.begin_remove(&b, 120),
+            Removal::Absent,
+            "already going"
+        );
+        index.abort_remove(&b);
+        assert_eq!(index.begin_remove(&b, 120), Removal::Started);
+        index.commit_remove(&b);
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.take(120, 100).map(|(i, _)| i), Some(a));
     }
 }

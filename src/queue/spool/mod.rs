@@ -5,12 +5,13 @@
 //!   only once the message is fsync'd, and after `kill -9` redb's recovery brings back
 //!   exactly the last committed transaction: no acknowledged message is lost, and no
 //!   half-written one is visible.
-//! * **Group commit**: all writes (enqueue, ack, defer) go through a single committer
+//! * **Group commit**: all writes (enqueue, ack, defer, remove) go through a single committer
 //!   thread that puts every request waiting at that moment into one transaction (see
 //!   [`committer`]); many concurrent SMTP sessions share each fsync.
 //! * **Scheduling**: an in-memory [`index`] of due times and leases, rebuilt at open from
-//!   a small table. Leases are never written down: after a crash every message is due
-//!   again (at-least-once delivery).
+//!   a small table. Leases are never written down: after a crash every leased message is
+//!   due again (at-least-once delivery). Nor are retries (`retry_now` moves a due time in
+//!   the index only): a retry is a hint, and after a restart the stored schedule applies.
 //! * **Exclusivity**: the directory is locked (`lock` file, `flock`) while open; a
 //!   second opener, in this process or another, gets a clear error.
 //!
@@ -26,8 +27,8 @@ mod tests;
 use crate::queue::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, unix_ms};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
-use committer::{Op, Request};
-use index::Index;
+use committer::{Done, Op, Request};
+use index::{Index, Removal};
 use redb::Database;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -63,7 +64,7 @@ impl Shared {
 pub struct SpoolStats {
     /// Write transactions committed (each one fsync round).
     pub commits: u64,
-    /// Enqueues, acks and defers committed; `operations / commits` is the mean batch size.
+    /// Enqueues, acks, defers and removals committed; `operations / commits` is the mean batch size.
     pub operations: u64,
     /// Messages in the queue now.
     pub messages: usize,
@@ -246,7 +247,7 @@ impl Spool {
     }
 
     /// Hands `op` to the committer.
-    fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<(), QueueError>>, QueueError> {
+    fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Done, QueueError>>, QueueError> {
         let (reply, answer) = oneshot::channel();
         let requests = lock(&self.requests);
         let sender = requests.as_ref().ok_or(QueueError::Closed)?;
@@ -259,7 +260,7 @@ impl Spool {
     /// Commits an ack or defer of `id`, whose lease `begin_settle` already took.
     async fn settle(&self, id: &QueueId, op: Op) -> Result<(), QueueError> {
         match self.submit(op) {
-            Ok(answer) => answer.await.map_err(|_| QueueError::Closed)?,
+            Ok(answer) => answer.await.map_err(|_| QueueError::Closed)?.map(drop),
             Err(e) => {
                 self.shared.lock_index().abort_settle(id);
                 Err(e)
@@ -334,7 +335,7 @@ impl Queue for Spool {
         }
         // From here on the committer settles the reservation, even if we are cancelled.
         match self.submit(op) {
-            Ok(answer) => answer.await.map_err(|_| QueueError::Closed)?,
+            Ok(answer) => answer.await.map_err(|_| QueueError::Closed)?.map(drop),
             Err(e) => {
                 self.shared.lock_index().abort_enqueue(&id);
                 Err(e)
@@ -421,9 +422,9 @@ impl Queue for Spool {
             .into_iter()
             .map(|s| QueueEntry {
                 leased: index.is_leased(&s.envelope.id, now),
+                due_at_ms: index.due_at_ms(&s.envelope.id).unwrap_or(s.due_at_ms),
                 envelope: s.envelope,
                 size: s.size,
-                due_at_ms: s.due_at_ms,
             })
             .collect())
     }
@@ -433,13 +434,49 @@ impl Queue for Spool {
         let Some((s, body)) = self.read(move |db| store::read_one(db, &read_id)).await? else {
             return Ok(None);
         };
-        let leased = self.shared.lock_index().is_leased(id, now_ms());
+        let index = self.shared.lock_index();
         let entry = QueueEntry {
             envelope: s.envelope,
             size: s.size,
-            due_at_ms: s.due_at_ms,
-            leased,
+            due_at_ms: index.due_at_ms(id).unwrap_or(s.due_at_ms),
+            leased: index.is_leased(id, now_ms()),
         };
         Ok(Some((entry, body)))
+    }
+
+    /// Moves the due time in the index only (see the module notes): nothing is written.
+    async fn retry_now(&self, id: &QueueId) -> Result<bool, QueueError> {
+        if lock(&self.requests).is_none() {
+            return Err(QueueError::Closed);
+        }
+        let due = self.shared.lock_index().retry_now(id, now_ms());
+        if due {
+            self.shared.notify.notify_waiters();
+        }
+        Ok(due)
+    }
+
+    async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError> {
+        let removal = self.shared.lock_index().begin_remove(id, now_ms());
+        match removal {
+            Removal::Started => {}
+            Removal::Absent => return Ok(None),
+            Removal::Leased => return Err(QueueError::Busy(id.clone())),
+        }
+        // From here on the committer settles the removal, even if we are cancelled.
+        let answer = match self.submit(Op::Remove { id: id.clone() }) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.shared.lock_index().abort_remove(id);
+                return Err(e);
+            }
+        };
+        let Some(removed) = answer.await.map_err(|_| QueueError::Closed)?? else {
+            tracing::warn!(%id, "spool index had a message the database has not");
+            return Ok(None);
+        };
+        let envelope = store::parse_envelope(id.as_str(), &removed.envelope)?;
+        tracing::info!(%id, "message removed from the spool");
+        Ok(Some((envelope, removed.body)))
     }
 }

@@ -40,6 +40,7 @@ pub(super) fn copy_error(e: &QueueError) -> QueueError {
         QueueError::Storage(s) => QueueError::Storage(s.clone()),
         QueueError::Full(s) => QueueError::Full(s.clone()),
         QueueError::LeaseLost(id) => QueueError::LeaseLost(id.clone()),
+        QueueError::Busy(id) => QueueError::Busy(id.clone()),
         QueueError::Closed => QueueError::Closed,
     }
 }
@@ -53,7 +54,7 @@ fn parse_id(key: &str) -> Result<QueueId, QueueError> {
         .map_err(|e: serde::de::value::Error| corrupt("key", key, e))
 }
 
-fn parse_envelope(id: &str, bytes: &[u8]) -> Result<Envelope, QueueError> {
+pub(super) fn parse_envelope(id: &str, bytes: &[u8]) -> Result<Envelope, QueueError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt("envelope", id, e))
 }
 

@@ -369,3 +369,60 @@ fn kill_9_loses_no_acknowledged_message() {
         }
     });
 }
+
+#[tokio::test]
+async fn removal_is_durable_and_a_retry_is_only_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gone, deferred) = (envelope(&["a"]), envelope(&["b"]));
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    {
+        let spool = Spool::open(dir.path()).await.unwrap();
+        spool.enqueue(&gone, b"gone").await.unwrap();
+        spool.enqueue(&deferred, b"deferred").await.unwrap();
+        spool.take(MINUTE).await.unwrap().unwrap(); // `gone`, leased
+        let lease = spool.take(MINUTE).await.unwrap().unwrap();
+        assert_eq!(lease.envelope.id, deferred.id);
+        spool
+            .defer(&lease, later, lease.envelope.recipients.clone(), "x".into())
+            .await
+            .unwrap();
+        assert!(matches!(
+            spool.remove(&gone.id).await,
+            Err(QueueError::Busy(_))
+        ));
+        assert!(spool.retry_now(&deferred.id).await.unwrap());
+        drop(spool); // the lease on `gone` dies with the process
+    }
+    {
+        let spool = Spool::open(dir.path()).await.unwrap();
+        let listed = spool.list().await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed[1].due_at_ms,
+            unix_ms(later),
+            "retry was written down"
+        );
+        let commits = spool.stats().commits;
+        assert!(spool.remove(&gone.id).await.unwrap().is_some());
+        assert_eq!(spool.stats().commits, commits + 1);
+        spool.close().await;
+        assert!(matches!(
+            spool.remove(&deferred.id).await,
+            Err(QueueError::Closed)
+        ));
+        assert!(matches!(
+            spool.retry_now(&deferred.id).await,
+            Err(QueueError::Closed)
+        ));
+        assert_eq!(spool.stats().messages, 1, "the index forgot the removal");
+    }
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let ids: Vec<QueueId> = spool
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    assert_eq!(ids, vec![deferred.id.clone()]);
+}

@@ -1,0 +1,194 @@
+//! `sluice queue list|show|retry|delete`, the real binary against a running relay's admin
+//! listener: what it prints, its exit codes, and what it does to the queue.
+
+mod common;
+
+use common::smtp::Client;
+use sluice::queue::QueueEntry;
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `sluice queue ARGS`; async, since the relay serves on this test's runtime.
+async fn queue(config: &Path, admin: Option<SocketAddr>, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.arg("queue").args(args).arg("--config").arg(config);
+    if let Some(admin) = admin {
+        command.arg("--admin").arg(admin.to_string());
+    }
+    let out = command.output().await.unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// Sends one message and returns its queue id.
+async fn send(addr: SocketAddr, from: &str, to: &[&str], subject: &str) -> String {
+    let mut c = Client::connect(addr).await;
+    c.cmd("EHLO client.test", "250 ").await;
+    c.cmd(&format!("MAIL FROM:<{from}>"), "250").await;
+    for rcpt in to {
+        c.cmd(&format!("RCPT TO:<{rcpt}>"), "250").await;
+    }
+    c.cmd("DATA", "354").await;
+    c.send(format!("Subject: {subject}\r\n\r\nhello\r\n.\r\n").as_bytes())
+        .await;
+    let reply = c.expect("250 2.0.0 Ok: queued as ").await;
+    reply.rsplit(' ').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn list_show_retry_and_delete_a_running_relays_queue() {
+    let relay = common::start("{}").await;
+    let config = relay.dir.path().join("sluice.yaml");
+    let admin = Some(relay.admin);
+    let first = send(
+        relay.relay,
+        "a@sender.test",
+        &["b@foreign.test", "c@partner.test"],
+        "first",
+    )
+    .await;
+    let second = send(relay.relay, "", &["d@foreign.test"], "second").await;
+
+    let list = queue(&config, admin, &["list"]).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert!(lines[0].starts_with("-Queue ID- "), "{}", list.stdout);
+    assert!(
+        lines[1].starts_with(&format!("{first} ")) && lines[1].ends_with("  a@sender.test"),
+        "{}",
+        list.stdout
+    );
+    let indent = " ".repeat(59);
+    assert_eq!(lines[2], format!("{indent}b@foreign.test"));
+    assert_eq!(lines[3], format!("{indent}c@partner.test"));
+    assert!(lines[5].starts_with(&second) && lines[5].ends_with("  MAILER-DAEMON"));
+    assert_eq!(lines.last(), Some(&"-- 1 Kbytes in 2 requests."));
+
+    let json = queue(&config, admin, &["list", "--json"]).await;
+    let entries: Vec<QueueEntry> = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].envelope.id.as_str(), first);
+
+    let show = queue(&config, admin, &["show", &first]).await;
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    for needle in [
+        &format!("Queue ID:       {first}\n"),
+        "Status:         queued, due now\n",
+        "Sender:         <a@sender.test>\n",
+        "Recipients:     <b@foreign.test>\n                <c@partner.test>\n",
+        "\n*** MESSAGE CONTENTS ***\n",
+        "Subject: first\n",
+    ] {
+        assert!(
+            show.stdout.contains(needle),
+            "{needle:?} in\n{}",
+            show.stdout
+        );
+    }
+
+    let retry = queue(&config, admin, &["retry", &first]).await;
+    assert_eq!(
+        (retry.code, retry.stdout.as_str()),
+        (0, format!("{first}: due now\n").as_str())
+    );
+    let all = queue(&config, admin, &["retry", "--all"]).await;
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert!(
+        all.stdout.starts_with("2 messages due now"),
+        "{}",
+        all.stdout
+    );
+
+    let delete = queue(&config, admin, &["delete", &first]).await;
+    assert_eq!(delete.code, 0, "{}", delete.stderr);
+    assert_eq!(
+        delete.stdout,
+        format!("{first}: deleted (from <a@sender.test> to <b@foreign.test>, <c@partner.test>)\n")
+    );
+    let listed = http(relay.admin, "GET", "/queue").await;
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(
+        !listed.contains(&first) && listed.contains(&second),
+        "{listed}"
+    );
+
+    // Gone is gone: every tool says so with exit status 1.
+    for args in [["delete", &first], ["show", &first], ["retry", &first]] {
+        let run = queue(&config, admin, &args).await;
+        assert_eq!(run.code, 1, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(&format!("no message {first}")),
+            "{}",
+            run.stderr
+        );
+    }
+    let unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    assert_eq!(queue(&config, admin, &["retry", unknown]).await.code, 1);
+    let bad = queue(&config, admin, &["retry", "not-an-id"]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+
+    let wrong = http(relay.admin, "PUT", &format!("/queue/{second}")).await;
+    assert!(wrong.starts_with("HTTP/1.1 405"), "{wrong}");
+    assert!(wrong.contains("\r\nAllow: GET, DELETE\r\n"), "{wrong}");
+
+    // The deletion was durable: after a restart only the second message is there.
+    let left = relay.stop_and_list().await;
+    let ids: Vec<&str> = left.iter().map(|(e, _)| e.envelope.id.as_str()).collect();
+    assert_eq!(ids, vec![second.as_str()]);
+}
+
+#[tokio::test]
+async fn the_admin_address_must_be_known_and_reachable() {
+    let relay = common::start("{}").await;
+    let config = relay.dir.path().join("sluice.yaml");
+
+    // The fixture's admin listens on port 0, which says nothing about where it is.
+    let run = queue(&config, None, &["list"]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("--admin"), "{}", run.stderr);
+
+    let no_admin = relay.dir.path().join("no-admin.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&no_admin, text.replace("admin: \"127.0.0.1:0\"\n", "")).unwrap();
+    let run = queue(&no_admin, None, &["list"]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("no `admin` address is configured"),
+        "{}",
+        run.stderr
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let run = queue(&config, Some(closed), &["retry", "--all"]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
+
+    let empty = queue(&config, Some(relay.admin), &["list"]).await;
+    assert_eq!(
+        (empty.code, empty.stdout.as_str()),
+        (0, "Mail queue is empty\n")
+    );
+}
