@@ -277,6 +277,9 @@ limits:
   maxConnections: {max_conn}
   maxConnectionsPerIp: {max_conn}
   shutdownGrace: 5s
+# This benchmark measures acceptance only: queue, do not deliver (and look nothing up).
+delivery:
+  enabled: false
 log: text
 """
 

@@ -23,7 +23,56 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
     pub log: LogFormat,
+}
+
+/// The delivery worker of `sluice standalone`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `false`: accept and queue only, deliver nothing (for trying out a policy).
+    pub enabled: bool,
+    /// Messages in delivery at once.
+    pub concurrency: usize,
+    /// Connections at once to one destination (Postfix's default is 20).
+    pub per_destination: usize,
+    /// The port of MX hosts; 25 except in tests.
+    pub mx_port: u16,
+    /// A DNS server to ask instead of those in /etc/resolv.conf.
+    pub nameserver: Option<SocketAddr>,
+    /// Names of this relay besides `hostname`, for MX loop detection.
+    pub local_names: Vec<String>,
+    pub retry: crate::delivery::retry::RetrySchedule,
+    /// Secrets referenced by the policy, as `{dir}/{name}/{key}`: the layout of a
+    /// Kubernetes Secret mounted as a volume.
+    pub secrets_dir: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for smarthosts and webhooks, beside the
+    /// system's.
+    pub ca_file: Option<PathBuf>,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub webhook_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            enabled: true,
+            concurrency: 100,
+            per_destination: 20,
+            mx_port: 25,
+            nameserver: None,
+            local_names: Vec::new(),
+            retry: Default::default(),
+            secrets_dir: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(30),
+            webhook_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +196,8 @@ impl Config {
             }
         };
         join(&mut self.spool);
+        self.delivery.secrets_dir.iter_mut().for_each(join);
+        self.delivery.ca_file.iter_mut().for_each(join);
         self.policies.iter_mut().for_each(join);
         if let Some(tls) = self.tls.as_mut() {
             join(&mut tls.cert_file);

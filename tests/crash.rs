@@ -91,7 +91,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message() {
     let port = free_port();
     let config = dir.path().join("sluice.yaml");
     let yaml = format!(
-        "hostname: relay.test\nlisteners: [{{name: smtp, address: \"127.0.0.1:{port}\", kind: relay}}]\nspool: spool\npolicies: [policy.yaml]\n"
+        "hostname: relay.test\nlisteners: [{{name: smtp, address: \"127.0.0.1:{port}\", kind: relay}}]\nspool: spool\npolicies: [policy.yaml]\ndelivery: {{enabled: false}}\n"
     );
     std::fs::write(&config, yaml).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

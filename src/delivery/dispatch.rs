@@ -3,8 +3,8 @@
 //! rule that a host which cannot be reached hands the recipients to the next host.
 
 use super::client::{ClientConfig, Connection, TlsMode};
-use super::local::{self, WebhookTarget};
 use super::dns::Resolver;
+use super::local::{self, WebhookTarget};
 use super::mx;
 use super::outcome::Outcome;
 use super::pool::Pool;
@@ -57,7 +57,13 @@ impl Dispatcher {
     }
 
     /// One outcome per recipient, in order.
-    pub async fn deliver(&self, dest: &Destination, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+    pub async fn deliver(
+        &self,
+        dest: &Destination,
+        env: &Envelope,
+        rcpts: &[Recipient],
+        body: &[u8],
+    ) -> Vec<Outcome> {
         let cap = self.cap(&destination_key(dest));
         let _permit = cap.acquire_owned().await;
         match dest {
@@ -75,12 +81,21 @@ impl Dispatcher {
             .clone()
     }
 
-    async fn local(&self, delivery: &Delivery, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+    async fn local(
+        &self,
+        delivery: &Delivery,
+        env: &Envelope,
+        rcpts: &[Recipient],
+        body: &[u8],
+    ) -> Vec<Outcome> {
         match delivery {
             Delivery::Maildir { path } => {
                 local::deliver_maildir(std::path::Path::new(path), env, rcpts, body).await
             }
-            Delivery::Webhook { url, signing_secret_ref } => {
+            Delivery::Webhook {
+                url,
+                signing_secret_ref,
+            } => {
                 let target = WebhookTarget {
                     url: url.clone(),
                     signing_secret: signing_secret_ref
@@ -96,7 +111,13 @@ impl Dispatcher {
         }
     }
 
-    async fn lmtp(&self, address: &str, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+    async fn lmtp(
+        &self,
+        address: &str,
+        env: &Envelope,
+        rcpts: &[Recipient],
+        body: &[u8],
+    ) -> Vec<Outcome> {
         let config = ClientConfig {
             lmtp: true,
             tls: TlsMode::Disabled,
@@ -116,14 +137,32 @@ impl Dispatcher {
         self.relay(hosts, &config, env, rcpts, body).await
     }
 
-    async fn smarthost(&self, s: &Smarthost, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
+    async fn smarthost(
+        &self,
+        s: &Smarthost,
+        env: &Envelope,
+        rcpts: &[Recipient],
+        body: &[u8],
+    ) -> Vec<Outcome> {
         let credentials = match &s.credentials_secret_ref {
             None => None,
-            Some(r) => match (self.secret(&r.name, &r.username_key), self.secret(&r.name, &r.password_key)) {
+            Some(r) => match (
+                self.secret(&r.name, &r.username_key),
+                self.secret(&r.name, &r.password_key),
+            ) {
                 (Some(u), Some(p)) => Some((u, p)),
                 _ => {
-                    let reply = format!("credentials for smarthost {} not found (secret {})", s.host, r.name);
-                    return same(rcpts, Outcome::Deferred { remote_mta: None, reply });
+                    let reply = format!(
+                        "credentials for smarthost {} not found (secret {})",
+                        s.host, r.name
+                    );
+                    return same(
+                        rcpts,
+                        Outcome::Deferred {
+                            remote_mta: None,
+                            reply,
+                        },
+                    );
                 }
             },
         };
@@ -133,19 +172,32 @@ impl Dispatcher {
             credentials,
             ..self.settings.client.clone()
         };
-        let hosts = self.resolve_host_port(&format!("{}:{}", s.host, s.port)).await;
+        let hosts = self
+            .resolve_host_port(&format!("{}:{}", s.host, s.port))
+            .await;
         self.relay(hosts, &config, env, rcpts, body).await
     }
 
-    async fn mx(&self, domain: &str, env: &Envelope, rcpts: &[Recipient], body: &[u8]) -> Vec<Outcome> {
-        let hosts = match mx::mx_hosts(self.resolver.as_ref(), domain, &self.settings.local_names).await {
-            Ok(hosts) => hosts,
-            Err(e) => return same(rcpts, e.to_outcome()),
-        };
+    async fn mx(
+        &self,
+        domain: &str,
+        env: &Envelope,
+        rcpts: &[Recipient],
+        body: &[u8],
+    ) -> Vec<Outcome> {
+        let hosts =
+            match mx::mx_hosts(self.resolver.as_ref(), domain, &self.settings.local_names).await {
+                Ok(hosts) => hosts,
+                Err(e) => return same(rcpts, e.to_outcome()),
+            };
         let port = self.settings.mx_port;
         let candidates: Vec<_> = hosts
             .iter()
-            .flat_map(|h| h.addrs.iter().map(move |ip| (h.name.clone(), SocketAddr::new(*ip, port))))
+            .flat_map(|h| {
+                h.addrs
+                    .iter()
+                    .map(move |ip| (h.name.clone(), SocketAddr::new(*ip, port)))
+            })
             .collect();
         // RFC 7435: encrypt when the MX offers it, without insisting on a valid certificate.
         let config = ClientConfig {
@@ -171,7 +223,10 @@ impl Dispatcher {
             Ok(hosts) => hosts,
             Err(outcome) => return same(rcpts, outcome),
         };
-        let mut last = Outcome::Deferred { remote_mta: None, reply: "no host to deliver to".into() };
+        let mut last = Outcome::Deferred {
+            remote_mta: None,
+            reply: "no host to deliver to".into(),
+        };
         for (name, addr) in hosts {
             let mut conn = match self.pool.connect(addr, &name, config).await {
                 Ok(conn) => conn,
@@ -185,7 +240,9 @@ impl Dispatcher {
                     self.pool.release(conn, addr, &name, config).await;
                     return outcomes;
                 }
-                Err(e) if e.is_permanent() => return same(rcpts, e.to_outcome(Some(conn.remote().to_string()))),
+                Err(e) if e.is_permanent() => {
+                    return same(rcpts, e.to_outcome(Some(conn.remote().to_string())));
+                }
                 Err(e) => last = e.to_outcome(Some(conn.remote().to_string())),
             }
         }
@@ -194,7 +251,10 @@ impl Dispatcher {
 
     /// `host:port` to addresses: an IP literal as it is, a name through the resolver.
     async fn resolve_host_port(&self, address: &str) -> Result<Vec<(String, SocketAddr)>, Outcome> {
-        let deferred = |reply: String| Outcome::Deferred { remote_mta: None, reply };
+        let deferred = |reply: String| Outcome::Deferred {
+            remote_mta: None,
+            reply,
+        };
         let (host, port) = address
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
@@ -207,7 +267,10 @@ impl Dispatcher {
             .ips(host)
             .await
             .map_err(|e| deferred(format!("cannot resolve {host}: {e}")))?;
-        Ok(ips.into_iter().map(|ip| (host.to_string(), SocketAddr::new(ip, port))).collect())
+        Ok(ips
+            .into_iter()
+            .map(|ip| (host.to_string(), SocketAddr::new(ip, port)))
+            .collect())
     }
 
     fn secret(&self, name: &str, key: &str) -> Option<String> {

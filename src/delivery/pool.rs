@@ -19,13 +19,25 @@ pub struct Pool {
 
 /// Connections are interchangeable only with the same address, name and settings.
 fn key(addr: SocketAddr, name: &str, config: &ClientConfig) -> String {
-    let user = config.credentials.as_ref().map(|(u, _)| u.as_str()).unwrap_or("");
-    format!("{addr}|{name}|{:?}|{}|{user}|{}", config.tls, config.verify_certificates, config.lmtp)
+    let user = config
+        .credentials
+        .as_ref()
+        .map(|(u, _)| u.as_str())
+        .unwrap_or("");
+    format!(
+        "{addr}|{name}|{:?}|{}|{user}|{}",
+        config.tls, config.verify_certificates, config.lmtp
+    )
 }
 
 impl Pool {
     /// An idle connection that still answers RSET, or a new one.
-    pub async fn connect(&self, addr: SocketAddr, name: &str, config: &ClientConfig) -> Result<Connection, ClientError> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        config: &ClientConfig,
+    ) -> Result<Connection, ClientError> {
         let key = key(addr, name, config);
         while let Some((mut conn, since)) = self.pop(&key).await {
             if since.elapsed() < MAX_IDLE && conn.reset().await.is_ok() {
@@ -37,7 +49,13 @@ impl Pool {
     }
 
     /// Keeps a connection whose transaction went through, for the next message.
-    pub async fn release(&self, conn: Connection, addr: SocketAddr, name: &str, config: &ClientConfig) {
+    pub async fn release(
+        &self,
+        conn: Connection,
+        addr: SocketAddr,
+        name: &str,
+        config: &ClientConfig,
+    ) {
         let key = key(addr, name, config);
         let mut idle = self.idle.lock().await;
         let list = idle.entry(key).or_default();

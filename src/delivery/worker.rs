@@ -97,7 +97,8 @@ impl Worker {
         let policy = self.policy.borrow().clone();
         let envelope = &lease.envelope;
         let mut results = Vec::with_capacity(envelope.recipients.len());
-        for (destination, recipients) in route::group_by_destination(&policy, &envelope.recipients) {
+        for (destination, recipients) in route::group_by_destination(&policy, &envelope.recipients)
+        {
             let outcomes = self
                 .dispatcher
                 .deliver(&destination, envelope, &recipients, &lease.body)
@@ -114,7 +115,11 @@ impl Worker {
     }
 
     /// Maps the outcomes onto the queue: the one place where mail leaves the queue.
-    async fn settle(&self, lease: &Lease, results: Vec<(Recipient, Outcome)>) -> Result<(), QueueError> {
+    async fn settle(
+        &self,
+        lease: &Lease,
+        results: Vec<(Recipient, Outcome)>,
+    ) -> Result<(), QueueError> {
         let now = SystemTime::now();
         let envelope = &lease.envelope;
         let received = UNIX_EPOCH + Duration::from_millis(envelope.received_at_ms);
@@ -123,20 +128,33 @@ impl Worker {
             .partition(|(_, o)| matches!(o, Outcome::Deferred { .. }));
         let next = match deferred.is_empty() {
             true => None,
-            false => Some(self.retry.next_attempt(envelope.attempts + 1, received, now)),
+            false => Some(
+                self.retry
+                    .next_attempt(envelope.attempts + 1, received, now),
+            ),
         };
-        let mut failed: Vec<_> = settled.iter().filter(|(_, o)| o.is_failed()).cloned().collect();
+        let mut failed: Vec<_> = settled
+            .iter()
+            .filter(|(_, o)| o.is_failed())
+            .cloned()
+            .collect();
         if matches!(next, Some(NextAttempt::Expired)) {
             failed.extend(deferred.iter().map(|(r, o)| (r.clone(), expired(o))));
         }
-        let delivered: Vec<_> = settled.into_iter().filter(|(_, o)| o.is_delivered()).collect();
+        let delivered: Vec<_> = settled
+            .into_iter()
+            .filter(|(_, o)| o.is_delivered())
+            .collect();
         // Notifications are queued before the message is acked or deferred, so that a
         // crash in between repeats the delivery rather than losing the bounce.
         self.notify(lease, &failed, ReportKind::Failure).await?;
         self.notify(lease, &delivered, ReportKind::Success).await?;
         match next {
             Some(NextAttempt::At(at)) => {
-                let reason = deferred.first().map(|(_, o)| o.reply().to_string()).unwrap_or_default();
+                let reason = deferred
+                    .first()
+                    .map(|(_, o)| o.reply().to_string())
+                    .unwrap_or_default();
                 let remaining = deferred.into_iter().map(|(r, _)| r).collect();
                 self.queue.defer(lease, at, remaining, reason).await
             }
@@ -144,12 +162,24 @@ impl Worker {
         }
     }
 
-    async fn notify(&self, lease: &Lease, reports: &[(Recipient, Outcome)], kind: ReportKind) -> Result<(), QueueError> {
+    async fn notify(
+        &self,
+        lease: &Lease,
+        reports: &[(Recipient, Outcome)],
+        kind: ReportKind,
+    ) -> Result<(), QueueError> {
         if reports.is_empty() {
             return Ok(());
         }
         let now = chrono::Utc::now();
-        let Some((envelope, message)) = dsn::build(&lease.envelope, reports, kind, &lease.body, &self.hostname, now) else {
+        let Some((envelope, message)) = dsn::build(
+            &lease.envelope,
+            reports,
+            kind,
+            &lease.body,
+            &self.hostname,
+            now,
+        ) else {
             return Ok(());
         };
         self.queue.enqueue(&envelope, &message).await?;
@@ -158,7 +188,13 @@ impl Worker {
     }
 
     /// One log line per recipient and attempt, with what a Postfix admin greps for.
-    fn record(&self, lease: &Lease, destination: &route::Destination, recipient: &Recipient, outcome: &Outcome) {
+    fn record(
+        &self,
+        lease: &Lease,
+        destination: &route::Destination,
+        recipient: &Recipient,
+        outcome: &Outcome,
+    ) {
         let delay = SystemTime::now()
             .duration_since(UNIX_EPOCH + Duration::from_millis(lease.envelope.received_at_ms))
             .unwrap_or_default();
@@ -169,7 +205,9 @@ impl Worker {
         };
         let kind = route_kind(destination);
         self.metrics.deliveries.inc(kind, status);
-        self.metrics.delivery_replies.inc(reply_class(outcome.reply()));
+        self.metrics
+            .delivery_replies
+            .inc(reply_class(outcome.reply()));
         if status == "sent" {
             self.metrics.delivery_seconds.observe(delay);
         }

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod scripted;
+pub mod sink;
 pub mod smtp;
 
 use sluice::config::Config;
@@ -70,8 +71,14 @@ pub fn write_certificate(dir: &Path) -> String {
 }
 
 /// The process configuration with every listener on an ephemeral loopback port;
-/// `limits` is YAML for the `limits:` mapping (e.g. `{maxErrors: 3}`).
+/// `limits` is YAML for the `limits:` mapping (e.g. `{maxErrors: 3}`). Delivery is off:
+/// most tests look at what the ingress queued.
 pub fn config_yaml(limits: &str) -> String {
+    config_yaml_with(limits, "{ enabled: false }")
+}
+
+/// The same with `delivery` as YAML for the `delivery:` mapping.
+pub fn config_yaml_with(limits: &str, delivery: &str) -> String {
     format!(
         r#"hostname: relay.test
 listeners:
@@ -83,22 +90,32 @@ spool: spool
 admin: "127.0.0.1:0"
 policies: [policy.yaml]
 limits: {limits}
+delivery: {delivery}
 "#
     )
 }
 
 /// Writes config, policy and certificate into a new temporary directory.
 pub fn prepare(limits: &str) -> (TempDir, PathBuf, String) {
+    prepare_with(&config_yaml(limits), &policy_yaml())
+}
+
+pub fn prepare_with(config_yaml: &str, policy_yaml: &str) -> (TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let ca_pem = write_certificate(dir.path());
-    std::fs::write(dir.path().join("policy.yaml"), policy_yaml()).unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), policy_yaml).unwrap();
     let config = dir.path().join("sluice.yaml");
-    std::fs::write(&config, config_yaml(limits)).unwrap();
+    std::fs::write(&config, config_yaml).unwrap();
     (dir, config, ca_pem)
 }
 
 pub async fn start(limits: &str) -> Relay {
-    let (dir, config_path, ca_pem) = prepare(limits);
+    start_with(&config_yaml(limits), &policy_yaml()).await
+}
+
+/// A relay from the given process configuration and policy (YAML texts).
+pub async fn start_with(config_yaml: &str, policy_yaml: &str) -> Relay {
+    let (dir, config_path, ca_pem) = prepare_with(config_yaml, policy_yaml);
     let config = Config::load(&config_path).expect("config");
     let running = standalone::start(config).await.expect("start relay");
     let addr = |name: &str| {

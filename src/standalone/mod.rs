@@ -1,6 +1,8 @@
-//! `sluice standalone`: the ingress on the embedded spool in one process, configured from
-//! files, reloading policy and certificates when they change, draining on SIGTERM.
-//! (Delivery onward is a separate worker that consumes the same spool.)
+//! `sluice standalone`: ingress and delivery worker on the embedded spool in one process,
+//! configured from files, reloading policy and certificates when they change, draining
+//! on SIGTERM.
+
+mod delivery;
 
 use crate::config::{Config, ListenerConfig};
 use crate::ingress::limits::ConnectionLimits;
@@ -36,6 +38,7 @@ pub struct Running {
     stop: CancellationToken,
     tracker: TaskTracker,
     spool: Arc<Spool>,
+    worker: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
     grace: Duration,
 }
 
@@ -113,6 +116,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ));
     }
     readiness.release(Latch::Listeners);
+    let worker = delivery::worker(
+        &config,
+        spool.clone(),
+        shared.policy.clone(),
+        metrics.clone(),
+    )?
+    .map(|worker| {
+        let stop = CancellationToken::new();
+        (tokio::spawn(worker.run(stop.clone())), stop)
+    });
     let admin_state = AdminState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
@@ -140,6 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         tracker,
         spool,
+        worker,
         grace: config.limits.shutdown_grace,
     })
 }
@@ -235,17 +249,25 @@ impl Running {
         self.reload.notify_one();
     }
 
-    /// Stops accepting, lets open transactions finish within the grace period, then
-    /// closes what is left and the spool.
+    /// Stops accepting and taking mail from the queue, lets open transactions and
+    /// deliveries finish within the grace period, then closes what is left and the spool.
+    /// A delivery cut short is not lost: its message was never acked and is due again.
     pub async fn shutdown(self) {
         self.readiness.start_draining();
         self.drain.cancel();
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over; closing the remaining sessions");
+        let worker = self.worker.map(|(handle, stop)| {
+            stop.cancel();
+            handle
+        });
+        let deliveries = async {
+            if let Some(handle) = worker {
+                let _ = handle.await;
+            }
+        };
+        let drained = async { tokio::join!(self.tracker.wait(), deliveries) };
+        if tokio::time::timeout(self.grace, drained).await.is_err() {
+            tracing::warn!("grace period over; closing the remaining sessions and deliveries");
         }
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;

@@ -1,0 +1,85 @@
+//! Setting up the delivery worker of `sluice standalone` from the process configuration.
+
+use crate::config::Config;
+use crate::delivery::client::{ClientConfig, Timeouts, TlsMode, system_roots};
+use crate::delivery::dispatch::{DispatchSettings, Dispatcher};
+use crate::delivery::dns::{Resolver, SystemResolver};
+use crate::delivery::worker::Worker;
+use crate::policy::PolicySnapshot;
+use crate::queue::Queue;
+use crate::telemetry::metrics::Metrics;
+use anyhow::Context;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The worker, ready to run; `None` when delivery is turned off.
+pub fn worker(
+    config: &Config,
+    queue: Arc<dyn Queue>,
+    policy: watch::Receiver<Arc<PolicySnapshot>>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<Worker>>> {
+    let settings = &config.delivery;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let resolver: Arc<dyn Resolver> = Arc::new(
+        match settings.nameserver {
+            Some(addr) => SystemResolver::with_nameserver(addr),
+            None => SystemResolver::from_system_conf(),
+        }
+        .context("setting up DNS")?,
+    );
+    let client = ClientConfig {
+        helo_name: config.hostname.clone(),
+        tls: TlsMode::Opportunistic,
+        tls_roots: roots(config)?,
+        verify_certificates: true,
+        credentials: None,
+        timeouts: Timeouts {
+            connect: settings.connect_timeout,
+            ..Timeouts::default()
+        },
+        lmtp: false,
+    };
+    let mut local_names = vec![config.hostname.to_ascii_lowercase()];
+    local_names.extend(settings.local_names.iter().map(|n| n.to_ascii_lowercase()));
+    let dispatch = DispatchSettings {
+        hostname: config.hostname.clone(),
+        local_names,
+        per_destination: settings.per_destination,
+        mx_port: settings.mx_port,
+        client,
+        secrets_dir: settings.secrets_dir.clone(),
+        webhook_timeout: settings.webhook_timeout,
+    };
+    let dispatcher = Arc::new(Dispatcher::new(dispatch, resolver));
+    Ok(Some(Worker::new(
+        queue,
+        policy,
+        dispatcher,
+        settings.retry.clone(),
+        settings.concurrency,
+        metrics,
+    )))
+}
+
+/// The system's trusted roots, plus the configured extra CA file.
+fn roots(config: &Config) -> anyhow::Result<Arc<RootCertStore>> {
+    let Some(file) = &config.delivery.ca_file else {
+        return Ok(system_roots());
+    };
+    let mut roots = (*system_roots()).clone();
+    let certs = CertificateDer::pem_file_iter(file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading delivery.caFile {}", file.display()))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .with_context(|| format!("adding a certificate of {}", file.display()))?;
+    }
+    Ok(Arc::new(roots))
+}
