@@ -231,7 +231,7 @@ impl Dispatcher {
             let mut conn = match self.pool.connect(addr, &name, config).await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    last = e.to_outcome(Some(format!("{name}[{addr}]")));
+                    last = e.to_outcome(Some(format!("{name}[{}]:{}", addr.ip(), addr.port())));
                     continue;
                 }
             };
