@@ -349,3 +349,28 @@ async fn local_domains_go_to_their_maildir() {
     assert!(content.ends_with(b"\r\nSubject: local\r\n\r\nhi\r\n"));
     assert!(sink.transactions().is_empty());
 }
+
+#[tokio::test]
+async fn an_unreachable_mx_passes_the_message_to_the_next_one() {
+    // mx1 (preferred) is an address where nothing listens; mx2 is the sink.
+    let zone = Zone::default()
+        .mx("two.test", 10, "mx1.two.test")
+        .mx("two.test", 20, "mx2.two.test")
+        .addr("mx1.two.test", "127.0.0.3")
+        .addr("mx2.two.test", "127.0.0.1")
+        .mx("sender.test", 10, "mx2.two.test");
+    let dns = DnsServer::start(zone).await;
+    let sink = Sink::start(AcceptAll).await;
+    let relay = relay(&dns, sink.addr.port(), "1h", "").await;
+    send(
+        &relay,
+        "alice@sender.test",
+        &["bob@two.test"],
+        b"Subject: fallback\r\n\r\nhi\r\n",
+    )
+    .await;
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1, "not delivered through the second MX");
+    assert_eq!(got[0].rcpt_to, ["RCPT TO:<bob@two.test>"]);
+    assert!(queue_is_empty(&relay).await);
+}
