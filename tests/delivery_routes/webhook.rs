@@ -61,6 +61,17 @@ impl Hook {
     fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
+
+    async fn wait_for(&self, n: usize) -> Vec<Request> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self.requests();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Hook {
@@ -176,4 +187,27 @@ async fn webhook_5xx_defers_then_2xx_delivers_with_a_signature_that_verifies() {
         2 * refused
     );
     assert_eq!(running.metrics.deliveries.get("webhook", "sent"), 2);
+}
+
+/// A signing secret named in the policy but not (yet) mounted must not turn into an
+/// unsigned POST: a receiver that checks signatures would refuse it with a 4xx, which
+/// bounces the message for good. The message waits, like a smarthost's whose
+/// credentials are missing.
+#[tokio::test]
+async fn webhook_with_a_missing_signing_secret_defers_without_posting() {
+    let hook = Hook::start(200).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let delivery = format!("secretsDir: \"{}\",", secrets.path().display());
+    let relay = relay(&delivery, &policy(hook.port, "not-mounted")).await;
+    let id = send(&relay, "alice@sender.test", "", &["in@hook.test"], MESSAGE).await;
+    let last_error = deferred_with(&relay, &id).await;
+    assert!(last_error.contains("not-mounted"), "{last_error}");
+    assert!(hook.requests().is_empty(), "{:?}", hook.requests());
+
+    // Once the secret appears, the next attempt delivers, signed.
+    write_secret(secrets.path(), "not-mounted", "signing", SECRET);
+    let got = hook.wait_for(1).await;
+    assert_eq!(got.len(), 1, "no POST after the secret appeared");
+    assert!(got[0].header("x-sluice-signature").is_some());
+    wait_until_queue_is_empty(&relay).await;
 }
