@@ -96,12 +96,29 @@ impl Dispatcher {
                 url,
                 signing_secret_ref,
             } => {
+                // A named secret that cannot be read defers, as a smarthost's missing
+                // credentials do: posting unsigned instead would have a verifying
+                // receiver refuse (a 4xx, so a bounce) or an unverifying one take it.
+                let signing_secret = match signing_secret_ref {
+                    None => None,
+                    Some(r) => match self.secret(&r.name, &r.key) {
+                        Some(secret) => Some(secret.into_bytes()),
+                        None => {
+                            let reply = format!(
+                                "webhook signing secret not found (secret {}, key {})",
+                                r.name, r.key
+                            );
+                            let outcome = Outcome::Deferred {
+                                remote_mta: None,
+                                reply,
+                            };
+                            return same(rcpts, outcome);
+                        }
+                    },
+                };
                 let target = WebhookTarget {
                     url: url.clone(),
-                    signing_secret: signing_secret_ref
-                        .as_ref()
-                        .and_then(|r| self.secret(&r.name, &r.key))
-                        .map(String::into_bytes),
+                    signing_secret,
                     timeout: self.settings.webhook_timeout,
                     roots: self.settings.client.tls_roots.clone(),
                 };

@@ -4,6 +4,7 @@
 //! for one recipient, …).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -36,6 +37,10 @@ impl Replies for AcceptAll {}
 pub struct Sink {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Transaction>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    /// Every command line of every session, in arrival order (content excluded).
+    pub commands: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -46,14 +51,20 @@ impl Sink {
         let received = Arc::new(Mutex::new(Vec::new()));
         let replies: Arc<dyn Replies> = Arc::new(replies);
         let store = received.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let (count, log) = (connections.clone(), commands.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, replies.clone(), store.clone()));
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(session(stream, replies.clone(), store.clone(), log.clone()));
             }
         });
         Sink {
             addr,
             received,
+            connections,
+            commands,
             task,
         }
     }
@@ -85,6 +96,7 @@ async fn session(
     stream: tokio::net::TcpStream,
     replies: Arc<dyn Replies>,
     store: Arc<Mutex<Vec<Transaction>>>,
+    log: Arc<Mutex<Vec<String>>>,
 ) {
     let mut io = BufReader::new(stream);
     let mut t = Transaction::default();
@@ -99,6 +111,7 @@ async fn session(
             return;
         }
         let line = line.trim_end().to_string();
+        log.lock().unwrap().push(line.clone());
         let verb = line
             .split(' ')
             .next()
