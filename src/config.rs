@@ -34,8 +34,10 @@ pub struct Config {
 pub struct DeliveryConfig {
     /// `false`: accept and queue only, deliver nothing (for trying out a policy).
     pub enabled: bool,
-    /// Messages in delivery at once.
+    /// Messages in delivery at once (their content is held in memory meanwhile).
     pub concurrency: usize,
+    /// Outbound connections at once, all destinations together.
+    pub max_connections: usize,
     /// Connections at once to one destination (Postfix's default is 20).
     pub per_destination: usize,
     /// The port of MX hosts; 25 except in tests.
@@ -61,7 +63,8 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             enabled: true,
-            concurrency: 100,
+            concurrency: 200,
+            max_connections: 100,
             per_destination: 20,
             mx_port: 25,
             nameserver: None,

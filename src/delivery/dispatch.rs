@@ -26,6 +26,8 @@ pub struct DispatchSettings {
     pub local_names: Vec<String>,
     /// Connections at once to one destination (Postfix: 20).
     pub per_destination: usize,
+    /// Outbound connections at once, all destinations together.
+    pub max_connections: usize,
     /// The port MX hosts are reached on: 25, but tests point it elsewhere.
     pub mx_port: u16,
     pub client: ClientConfig,
@@ -40,15 +42,17 @@ pub struct Dispatcher {
     resolver: Arc<dyn Resolver>,
     pool: Pool,
     caps: Mutex<HashMap<String, Arc<Semaphore>>>,
+    connections: Semaphore,
 }
 
 impl Dispatcher {
     pub fn new(settings: DispatchSettings, resolver: Arc<dyn Resolver>) -> Self {
         Dispatcher {
-            settings,
             resolver,
             pool: Pool::default(),
             caps: Mutex::new(HashMap::new()),
+            connections: Semaphore::new(settings_max(&settings)),
+            settings,
         }
     }
 
@@ -64,8 +68,11 @@ impl Dispatcher {
         rcpts: &[Recipient],
         body: &[u8],
     ) -> Vec<Outcome> {
+        // The destination's cap first, the global one second: deliveries queued behind a
+        // slow destination wait without holding any of the global connections.
         let cap = self.cap(&destination_key(dest));
-        let _permit = cap.acquire_owned().await;
+        let _destination = cap.acquire_owned().await;
+        let _connection = self.connections.acquire().await;
         match dest {
             Destination::Local { delivery, .. } => self.local(delivery, env, rcpts, body).await,
             Destination::Smarthost(smarthost) => self.smarthost(smarthost, env, rcpts, body).await,
@@ -299,6 +306,10 @@ impl Dispatcher {
         let text = std::fs::read_to_string(dir.join(name).join(key)).ok()?;
         Some(text.trim_end_matches(['\r', '\n']).to_string())
     }
+}
+
+fn settings_max(settings: &DispatchSettings) -> usize {
+    settings.max_connections.max(1)
 }
 
 fn same(rcpts: &[Recipient], outcome: Outcome) -> Vec<Outcome> {

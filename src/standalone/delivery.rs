@@ -51,6 +51,7 @@ pub fn worker(
         hostname: config.hostname.clone(),
         local_names,
         per_destination: settings.per_destination,
+        max_connections: settings.max_connections,
         mx_port: settings.mx_port,
         client,
         secrets_dir: settings.secrets_dir.clone(),
