@@ -59,6 +59,14 @@ pub struct QueueEntry {
     pub leased: bool,
 }
 
+/// How many messages are queued and which has waited longest: the queue gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub messages: u64,
+    /// The smallest id; ids sort by acceptance time ([`QueueId::timestamp_ms`]).
+    pub oldest: Option<QueueId>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue storage failed: {0}")]
@@ -119,6 +127,17 @@ pub trait Queue: Send + Sync + 'static {
     /// such message; [`QueueError::Busy`] when it is leased (a lease that has run out does
     /// not count: its holder's ack will find [`QueueError::LeaseLost`]).
     async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
+
+    /// The size of the queue and its oldest message, for metrics scraped every few
+    /// seconds. This default reads every envelope; a backend should answer from what it
+    /// keeps in memory.
+    async fn queue_stats(&self) -> Result<QueueStats, QueueError> {
+        let list = self.list().await?;
+        Ok(QueueStats {
+            messages: list.len() as u64,
+            oldest: list.into_iter().map(|e| e.envelope.id).min(),
+        })
+    }
 }
 
 /// Milliseconds since the Unix epoch, the time unit of envelopes.
