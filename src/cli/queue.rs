@@ -403,6 +403,9 @@ fn show_text(shown: &Shown, now_ms: u64) -> String {
     if let Some(reason) = &envelope.last_error {
         field("Last error", reason);
     }
+    if let Some(ms) = envelope.delay_warned_at_ms {
+        field("Delay warned", &local_time(ms, long));
+    }
     out.push_str("\n*** MESSAGE CONTENTS ***\n");
     out.push_str(&shown.message.replace("\r\n", "\n"));
     if !out.ends_with('\n') {
@@ -504,6 +507,7 @@ mod tests {
                 authenticated_user: None,
                 attempts: 0,
                 last_error: None,
+                delay_warned_at_ms: None,
             },
             size: 1500,
             due_at_ms: 1_700_000_000_000,

@@ -98,6 +98,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         authenticated_user: Some("alice".into()),
         attempts: 0,
         last_error: None,
+        delay_warned_at_ms: None,
     }
 }
 
@@ -197,6 +198,9 @@ pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(
     let until = SystemTime::now() + delay;
     let remaining = vec![env.recipients[1].clone(), env.recipients[2].clone()];
     let reason = "451 4.7.1 greylisted, try later".to_string();
+    // What the holder notes in the envelope is kept.
+    let mut lease = lease;
+    lease.envelope.delay_warned_at_ms = Some(1_700_000_000_000);
     q.defer(&lease, until, remaining.clone(), reason.clone())
         .await
         .unwrap();
@@ -211,6 +215,7 @@ pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(
     assert_eq!(entry.envelope.recipients, remaining);
     assert_eq!(entry.envelope.attempts, 1);
     assert_eq!(entry.envelope.last_error.as_deref(), Some(reason.as_str()));
+    assert_eq!(entry.envelope.delay_warned_at_ms, Some(1_700_000_000_000));
     assert_eq!(entry.envelope.reverse_path, env.reverse_path);
     assert_eq!(entry.envelope.params, env.params);
     assert!(

@@ -36,6 +36,11 @@ pub struct Envelope {
     pub attempts: u32,
     /// The reason of the last deferral, for `sluice queue show` and bounces.
     pub last_error: Option<String>,
+    /// When the sender was sent its one delay warning (`retry.delayWarning`), in
+    /// milliseconds since the Unix epoch; stored so that a restart does not warn again.
+    /// Absent in envelopes written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_warned_at_ms: Option<u64>,
 }
 
 /// A message taken from the queue for delivery. Until it is acked or deferred, no other
@@ -98,7 +103,9 @@ pub trait Queue: Send + Sync + 'static {
     async fn ack(&self, lease: &Lease) -> Result<(), QueueError>;
 
     /// Puts a message back until `until`, with the recipients still to deliver to and the
-    /// reason of this deferral; `attempts` is incremented.
+    /// reason of this deferral; `attempts` is incremented. The rest of the envelope is
+    /// stored as `lease.envelope` has it, so the holder may note more there (the worker
+    /// records its delay warning that way).
     async fn defer(
         &self,
         lease: &Lease,
@@ -145,4 +152,21 @@ pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_without_a_delay_warning_read_and_write_as_before() {
+        let mut envelope = conformance::envelope(&["a"]);
+        let json = serde_json::to_value(&envelope).unwrap();
+        assert!(json.get("delay_warned_at_ms").is_none(), "{json}");
+        let old: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(old, envelope);
+        envelope.delay_warned_at_ms = Some(1_700_000_000_000);
+        let json = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
+    }
 }
