@@ -43,6 +43,7 @@ fn envelope() -> Envelope {
         authenticated_user: None,
         attempts: 0,
         last_error: None,
+        delay_warned_at_ms: None,
     }
 }
 

@@ -52,6 +52,7 @@ fn envelope(recipients: &[&str]) -> Envelope {
         authenticated_user: None,
         attempts: 0,
         last_error: None,
+        delay_warned_at_ms: None,
     }
 }
 

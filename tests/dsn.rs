@@ -91,6 +91,7 @@ fn envelope(params: MailParams) -> Envelope {
         authenticated_user: None,
         attempts: 7,
         last_error: None,
+        delay_warned_at_ms: None,
     }
 }
 

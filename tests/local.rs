@@ -41,6 +41,7 @@ fn envelope(sender: Option<&str>, rcpts: &[&str]) -> (Envelope, Vec<Recipient>) 
         authenticated_user: Some("alice".into()),
         attempts: 0,
         last_error: None,
+        delay_warned_at_ms: None,
     };
     (envelope, recipients)
 }

@@ -192,3 +192,104 @@ async fn the_admin_address_must_be_known_and_reachable() {
         (0, "Mail queue is empty\n")
     );
 }
+
+#[tokio::test]
+async fn delete_bounce_queues_a_dsn_to_the_sender_and_plain_delete_none() {
+    let relay = common::start("{}").await;
+    let config = relay.dir.path().join("sluice.yaml");
+    let admin = Some(relay.admin);
+    let quiet = send(relay.relay, "a@sender.test", &["b@foreign.test"], "quiet").await;
+    let bounced = send(
+        relay.relay,
+        "a@sender.test",
+        &["b@foreign.test", "c@partner.test"],
+        "bounced",
+    )
+    .await;
+    let null = send(relay.relay, "", &["d@foreign.test"], "null sender").await;
+
+    let plain = queue(&config, admin, &["delete", &quiet]).await;
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert!(!plain.stdout.contains("bounce"), "{}", plain.stdout);
+    let listed = queue(&config, admin, &["list", "--json"]).await;
+    let entries: Vec<QueueEntry> = serde_json::from_str(&listed.stdout).unwrap();
+    let ids: Vec<&str> = entries.iter().map(|e| e.envelope.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [bounced.as_str(), null.as_str()],
+        "no DSN without --bounce"
+    );
+
+    let run = queue(&config, admin, &["delete", &bounced, "--bounce"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let prefix = format!(
+        "{bounced}: deleted (from <a@sender.test> to <b@foreign.test>, <c@partner.test>); bounce "
+    );
+    let dsn = run
+        .stdout
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(" queued\n"))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+
+    let run = queue(&config, admin, &["delete", &null, "--bounce"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .ends_with("; no bounce (null sender, or NOTIFY excludes it)\n")
+    );
+
+    // Only the DSN is left: from the null reverse-path to the original sender.
+    let listed = http(relay.admin, "GET", "/queue").await;
+    let json = listed.split_once("\r\n\r\n").unwrap().1;
+    let entries: Vec<QueueEntry> = serde_json::from_str(json).unwrap();
+    assert_eq!(entries.len(), 1, "{json}");
+    let envelope = &entries[0].envelope;
+    assert_eq!(envelope.id.as_str(), dsn);
+    assert_eq!(envelope.reverse_path, None);
+    let to: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(to, ["a@sender.test"]);
+    let show = queue(&config, admin, &["show", dsn]).await;
+    for needle in [
+        "Subject: Undelivered Mail Returned to Sender\n",
+        "Final-Recipient: rfc822; c@partner.test\nAction: failed\nStatus: 5.0.0\n",
+        "Subject: bounced\n",
+    ] {
+        assert!(
+            show.stdout.contains(needle),
+            "{needle:?} in\n{}",
+            show.stdout
+        );
+    }
+    let again = queue(&config, admin, &["delete", &bounced, "--bounce"]).await;
+    assert_eq!(again.code, 1, "{}", again.stdout);
+}
+
+#[tokio::test]
+async fn metrics_show_the_queue_size_and_the_age_of_the_oldest_message() {
+    let relay = common::start("{}").await;
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let empty = http(relay.admin, "GET", "/metrics").await;
+    assert_eq!(metric(&empty, "sluice_queue_messages"), 0.0);
+    assert_eq!(metric(&empty, "sluice_queue_oldest_age_seconds"), 0.0);
+
+    send(relay.relay, "a@sender.test", &["b@foreign.test"], "one").await;
+    send(relay.relay, "a@sender.test", &["c@foreign.test"], "two").await;
+    let text = http(relay.admin, "GET", "/metrics").await;
+    assert!(
+        text.contains("# TYPE sluice_queue_messages gauge\n"),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "sluice_queue_messages"), 2.0);
+    let age = metric(&text, "sluice_queue_oldest_age_seconds");
+    assert!((0.0..60.0).contains(&age), "{age}");
+}

@@ -57,10 +57,16 @@ pub enum QueueCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Delete a message that is not being delivered right now. No bounce is sent.
+    /// Delete a message that is not being delivered right now. No bounce is sent unless
+    /// asked for.
     Delete {
         /// The queue id.
         id: String,
+        /// Send the sender a failure DSN (status 5.0.0, "message deleted by the mail
+        /// system administrator") for every recipient still pending, as the recipients'
+        /// NOTIFY allows; never for a null sender.
+        #[arg(long)]
+        bounce: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -107,13 +113,20 @@ async fn dispatch(command: QueueCommand) -> anyhow::Result<ExitCode> {
             print!("{}", show_text(&shown, unix_ms(SystemTime::now())));
         }
         QueueCommand::Retry { id, all, target } => return retry(id, all, &target).await,
-        QueueCommand::Delete { id, target } => {
+        QueueCommand::Delete { id, bounce, target } => {
             let id = queue_id(&id)?;
-            let Some(body) = call(&target, "DELETE", &format!("/queue/{id}")).await? else {
+            let query = if bounce { "?bounce=1" } else { "" };
+            let path = format!("/queue/{id}{query}");
+            let Some(body) = call(&target, "DELETE", &path).await? else {
                 return Ok(ExitCode::from(1));
             };
             let removed: Removed = serde_json::from_str(&body).context("unreadable answer")?;
-            println!("{id}: deleted ({})", summary(&removed.envelope));
+            let bounced = match (bounce, &removed.bounce) {
+                (false, _) => String::new(),
+                (true, Some(dsn)) => format!("; bounce {dsn} queued"),
+                (true, None) => "; no bounce (null sender, or NOTIFY excludes it)".into(),
+            };
+            println!("{id}: deleted ({}){bounced}", summary(&removed.envelope));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -162,6 +175,9 @@ struct RetryCounts {
 #[derive(Deserialize)]
 struct Removed {
     envelope: Envelope,
+    /// The DSN queued by `--bounce`.
+    #[serde(default)]
+    bounce: Option<QueueId>,
 }
 
 fn queue_id(text: &str) -> anyhow::Result<QueueId> {
@@ -387,6 +403,9 @@ fn show_text(shown: &Shown, now_ms: u64) -> String {
     if let Some(reason) = &envelope.last_error {
         field("Last error", reason);
     }
+    if let Some(ms) = envelope.delay_warned_at_ms {
+        field("Delay warned", &local_time(ms, long));
+    }
     out.push_str("\n*** MESSAGE CONTENTS ***\n");
     out.push_str(&shown.message.replace("\r\n", "\n"));
     if !out.ends_with('\n') {
@@ -488,6 +507,7 @@ mod tests {
                 authenticated_user: None,
                 attempts: 0,
                 last_error: None,
+                delay_warned_at_ms: None,
             },
             size: 1500,
             due_at_ms: 1_700_000_000_000,

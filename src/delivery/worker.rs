@@ -2,7 +2,9 @@
 //! destinations, and settles it in one place ([`Worker::settle`]): every recipient
 //! delivered or failed → bounce what failed, then ack; some deferred → bounce what failed,
 //! then defer the rest on the retry schedule, or bounce them too once the message has
-//! outlived its lifetime.
+//! outlived its lifetime. A message deferred past `retry.delayWarning` also earns its
+//! sender one "delayed" DSN about the deferred recipients; the envelope records it
+//! (`delay_warned_at_ms`, written by the defer), so a restart does not warn again.
 
 use super::dispatch::Dispatcher;
 use super::dsn::{self, ReportKind};
@@ -10,7 +12,7 @@ use super::outcome::Outcome;
 use super::retry::{NextAttempt, RetrySchedule};
 use super::route;
 use crate::policy::PolicySnapshot;
-use crate::queue::{Lease, Queue, QueueError};
+use crate::queue::{Lease, Queue, QueueError, unix_ms};
 use crate::smtp::address::Recipient;
 use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
@@ -93,7 +95,7 @@ impl Worker {
         tracker.wait().await;
     }
 
-    async fn process(&self, lease: Lease) {
+    async fn process(&self, mut lease: Lease) {
         let policy = self.policy.borrow().clone();
         let envelope = &lease.envelope;
         let mut results = Vec::with_capacity(envelope.recipients.len());
@@ -108,16 +110,17 @@ impl Worker {
                 results.push((recipient, outcome));
             }
         }
-        if let Err(e) = self.settle(&lease, results).await {
+        if let Err(e) = self.settle(&mut lease, results).await {
             // Not acked: the message comes back when its lease runs out.
-            tracing::error!(queue_id = %envelope.id, error = %e, "settling a delivery failed");
+            tracing::error!(queue_id = %lease.envelope.id, error = %e, "settling a delivery failed");
         }
     }
 
-    /// Maps the outcomes onto the queue: the one place where mail leaves the queue.
+    /// Maps the outcomes onto the queue: the one place where mail leaves the queue. The
+    /// lease's envelope is `&mut` only to note a delay warning for the defer to store.
     async fn settle(
         &self,
-        lease: &Lease,
+        lease: &mut Lease,
         results: Vec<(Recipient, Outcome)>,
     ) -> Result<(), QueueError> {
         let now = SystemTime::now();
@@ -133,6 +136,9 @@ impl Worker {
                     .next_attempt(envelope.attempts + 1, received, now),
             ),
         };
+        let warned = envelope.delay_warned_at_ms.is_some();
+        let warn = matches!(next, Some(NextAttempt::At(_)))
+            && self.retry.delay_warning_due(received, now, warned);
         let mut failed: Vec<_> = settled
             .iter()
             .filter(|(_, o)| o.is_failed())
@@ -149,6 +155,13 @@ impl Worker {
         // crash in between repeats the delivery rather than losing the bounce.
         self.notify(lease, &failed, ReportKind::Failure).await?;
         self.notify(lease, &delivered, ReportKind::Success).await?;
+        if warn {
+            // Queued before the defer that records it, like the others: a crash in
+            // between warns twice rather than never. Due even when NOTIFY rules it out
+            // for every recipient (no DSN then): the point is passed, once.
+            self.notify(lease, &deferred, ReportKind::Delay).await?;
+            lease.envelope.delay_warned_at_ms = Some(unix_ms(now));
+        }
         match next {
             Some(NextAttempt::At(at)) => {
                 let reason = deferred

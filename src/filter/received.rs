@@ -108,6 +108,7 @@ mod tests {
             authenticated_user: user.map(String::from),
             attempts: 0,
             last_error: None,
+            delay_warned_at_ms: None,
         }
     }
 

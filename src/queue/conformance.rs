@@ -13,7 +13,7 @@
 //! fails within seconds instead of hanging. Due times are compared with one second of
 //! slack, for backends that store coarser timestamps.
 
-use super::{Envelope, Lease, Queue, QueueError, QueueId, unix_ms};
+use super::{Envelope, Lease, Queue, QueueError, QueueId, QueueStats, unix_ms};
 use crate::smtp::address::{Body, MailParams, Mailbox, Notify, Orcpt, Recipient, Ret};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ macro_rules! queue_conformance_tests {
             retry_now_leaves_leases_and_unknown_ids_alone,
             remove_deletes_a_waiting_message_and_returns_it,
             remove_refuses_a_leased_message_until_its_lease_runs_out,
+            stats_count_the_messages_and_name_the_oldest,
         );
     };
     (@ $ctx:expr, $make:expr; $($name:ident),* $(,)?) => {
@@ -97,6 +98,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         authenticated_user: Some("alice".into()),
         attempts: 0,
         last_error: None,
+        delay_warned_at_ms: None,
     }
 }
 
@@ -196,6 +198,9 @@ pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(
     let until = SystemTime::now() + delay;
     let remaining = vec![env.recipients[1].clone(), env.recipients[2].clone()];
     let reason = "451 4.7.1 greylisted, try later".to_string();
+    // What the holder notes in the envelope is kept.
+    let mut lease = lease;
+    lease.envelope.delay_warned_at_ms = Some(1_700_000_000_000);
     q.defer(&lease, until, remaining.clone(), reason.clone())
         .await
         .unwrap();
@@ -210,6 +215,7 @@ pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(
     assert_eq!(entry.envelope.recipients, remaining);
     assert_eq!(entry.envelope.attempts, 1);
     assert_eq!(entry.envelope.last_error.as_deref(), Some(reason.as_str()));
+    assert_eq!(entry.envelope.delay_warned_at_ms, Some(1_700_000_000_000));
     assert_eq!(entry.envelope.reverse_path, env.reverse_path);
     assert_eq!(entry.envelope.params, env.params);
     assert!(
@@ -563,4 +569,25 @@ pub async fn remove_refuses_a_leased_message_until_its_lease_runs_out<Q: Queue>(
     let later = SystemTime::now() + Duration::from_secs(60);
     assert_lease_lost(q.defer(&stale, later, vec![], "x".into()).await, &env.id);
     assert!(q.list().await.unwrap().is_empty());
+}
+
+pub async fn stats_count_the_messages_and_name_the_oldest<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+    let q = make().await;
+    assert_eq!(q.queue_stats().await.unwrap(), QueueStats::default());
+    let (old, young) = (envelope(&["a"]), envelope(&["b"]));
+    q.enqueue(&young, &body("young")).await.unwrap();
+    q.enqueue(&old, &body("old")).await.unwrap();
+    let stats = q.queue_stats().await.unwrap();
+    assert_eq!((stats.messages, stats.oldest), (2, Some(old.id.clone())));
+    // Leased and deferred messages are still queued.
+    let lease = q.take(Duration::from_secs(60)).await.unwrap().expect("due");
+    assert_eq!(q.queue_stats().await.unwrap().messages, 2);
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    q.defer(&lease, later, lease.envelope.recipients.clone(), "x".into())
+        .await
+        .unwrap();
+    assert_eq!(q.queue_stats().await.unwrap().messages, 2);
+    q.remove(&old.id).await.unwrap().expect("removed");
+    let stats = q.queue_stats().await.unwrap();
+    assert_eq!((stats.messages, stats.oldest), (1, Some(young.id)));
 }

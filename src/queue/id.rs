@@ -47,6 +47,15 @@ impl QueueId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the id was generated, in milliseconds since the Unix epoch: the first 10
+    /// characters hold 50 bits, the 48 of the time below 2 zero bits.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.0.bytes().take(10).fold(0, |ms, b| {
+            let digit = ALPHABET.iter().position(|a| *a == b).unwrap_or(0);
+            (ms << 5) | digit as u64
+        })
+    }
 }
 
 fn encode(mut value: u128) -> String {
@@ -83,5 +92,18 @@ mod tests {
         assert_eq!(QueueId::parse(id.as_str()), Some(id.clone()));
         assert_eq!(QueueId::parse(&id.as_str().to_lowercase()), Some(id));
         assert_eq!(QueueId::parse("short"), None);
+    }
+
+    #[test]
+    fn the_timestamp_is_the_generation_time() {
+        let before = crate::queue::unix_ms(SystemTime::now());
+        let id = QueueId::generate();
+        let after = crate::queue::unix_ms(SystemTime::now());
+        // The counter may carry an earlier millisecond forward, never a later one.
+        assert!(id.timestamp_ms() <= after, "{id}");
+        assert!(id.timestamp_ms() + 1_000 >= before, "{id}");
+        // The example id of the ULID specification: 2016-07-30T23:54:10.259Z.
+        let example = QueueId::parse("01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap();
+        assert_eq!(example.timestamp_ms(), 1_469_922_850_259);
     }
 }

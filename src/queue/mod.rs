@@ -36,6 +36,11 @@ pub struct Envelope {
     pub attempts: u32,
     /// The reason of the last deferral, for `sluice queue show` and bounces.
     pub last_error: Option<String>,
+    /// When the sender was sent its one delay warning (`retry.delayWarning`), in
+    /// milliseconds since the Unix epoch; stored so that a restart does not warn again.
+    /// Absent in envelopes written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_warned_at_ms: Option<u64>,
 }
 
 /// A message taken from the queue for delivery. Until it is acked or deferred, no other
@@ -57,6 +62,14 @@ pub struct QueueEntry {
     /// When the message is next due, in milliseconds since the Unix epoch.
     pub due_at_ms: u64,
     pub leased: bool,
+}
+
+/// How many messages are queued and which has waited longest: the queue gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub messages: u64,
+    /// The smallest id; ids sort by acceptance time ([`QueueId::timestamp_ms`]).
+    pub oldest: Option<QueueId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +103,9 @@ pub trait Queue: Send + Sync + 'static {
     async fn ack(&self, lease: &Lease) -> Result<(), QueueError>;
 
     /// Puts a message back until `until`, with the recipients still to deliver to and the
-    /// reason of this deferral; `attempts` is incremented.
+    /// reason of this deferral; `attempts` is incremented. The rest of the envelope is
+    /// stored as `lease.envelope` has it, so the holder may note more there (the worker
+    /// records its delay warning that way).
     async fn defer(
         &self,
         lease: &Lease,
@@ -119,6 +134,17 @@ pub trait Queue: Send + Sync + 'static {
     /// such message; [`QueueError::Busy`] when it is leased (a lease that has run out does
     /// not count: its holder's ack will find [`QueueError::LeaseLost`]).
     async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
+
+    /// The size of the queue and its oldest message, for metrics scraped every few
+    /// seconds. This default reads every envelope; a backend should answer from what it
+    /// keeps in memory.
+    async fn queue_stats(&self) -> Result<QueueStats, QueueError> {
+        let list = self.list().await?;
+        Ok(QueueStats {
+            messages: list.len() as u64,
+            oldest: list.into_iter().map(|e| e.envelope.id).min(),
+        })
+    }
 }
 
 /// Milliseconds since the Unix epoch, the time unit of envelopes.
@@ -126,4 +152,21 @@ pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_without_a_delay_warning_read_and_write_as_before() {
+        let mut envelope = conformance::envelope(&["a"]);
+        let json = serde_json::to_value(&envelope).unwrap();
+        assert!(json.get("delay_warned_at_ms").is_none(), "{json}");
+        let old: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(old, envelope);
+        envelope.delay_warned_at_ms = Some(1_700_000_000_000);
+        let json = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
+    }
 }

@@ -130,6 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         queue: Some(spool.clone()),
+        hostname: config.hostname.clone(),
     };
     let admin_addr = start_admin(&config, admin_state, &stop).await?;
     let reload = Arc::new(tokio::sync::Notify::new());

@@ -10,10 +10,13 @@
 //! | `POST /queue/<id>/retry` | makes the message due now: `{"id", "retried": true}` |
 //! | `POST /queue/retry` | makes every waiting message due now: `{"retried": n, "skipped": n}` |
 //! | `DELETE /queue/<id>` | removes the message durably: `{"envelope": Envelope, "size": n}` |
+//! | `DELETE /queue/<id>?bounce=1` | the same, and its sender gets a failure DSN: `{…, "bounce": id or null}` |
 //!
 //! An unknown id is 404, a message being delivered (leased) 409, a known path with the
-//! wrong method 405 with `Allow`. `DELETE ?bounce=1` is 501 for now (nothing is deleted):
-//! bounces need the DSN builder.
+//! wrong method 405 with `Allow`.
+//!
+//! `GET /metrics` refreshes the queue gauges from [`Queue::queue_stats`] first: the scrape is
+//! the only reader, so that is as fresh as they can be and costs nothing in between.
 //!
 //! The listener has no authentication: it belongs on loopback (or behind a
 //! NetworkPolicy). So that a web page in a browser on the same host cannot change the
@@ -26,10 +29,12 @@
 
 use super::metrics::Metrics;
 use super::readiness::Readiness;
-use crate::queue::{Queue, QueueError, QueueId};
+use crate::delivery::Outcome;
+use crate::delivery::dsn::{self, ReportKind};
+use crate::queue::{Envelope, Queue, QueueError, QueueId, unix_ms};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +48,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub queue: Option<Arc<dyn Queue>>,
+    /// Our host name: the reporting MTA of the bounces that `DELETE ?bounce=1` sends.
+    pub hostname: String,
 }
 
 #[derive(Debug)]
@@ -245,10 +252,15 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
     match (request.method, &resource) {
         ("GET", Resource::Health) => Response::text("200 OK", "ok\n"),
         ("GET", Resource::Ready) => readyz(&state.readiness),
-        ("GET", Resource::Metrics) => Response {
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            ..Response::text("200 OK", state.metrics.render())
-        },
+        ("GET", Resource::Metrics) => {
+            if let Some(queue) = &state.queue {
+                refresh_queue_gauges(queue.as_ref(), &state.metrics).await;
+            }
+            Response {
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                ..Response::text("200 OK", state.metrics.render())
+            }
+        }
         (method, _) if !resource.allows(method) => Response {
             allow: Some(resource.allow()),
             ..Response::text("405 Method Not Allowed", "method not allowed\n")
@@ -257,8 +269,23 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
             let Some(queue) = &state.queue else {
                 return Response::not_found("no queue here");
             };
-            queue_route(queue.as_ref(), method, resource, &request).await
+            queue_route(queue.as_ref(), method, resource, &request, &state.hostname).await
         }
+    }
+}
+
+/// Sets the queue gauges; when the queue cannot say, they keep their last values and
+/// the scrape is answered all the same.
+async fn refresh_queue_gauges(queue: &dyn Queue, metrics: &Metrics) {
+    match queue.queue_stats().await {
+        Ok(stats) => {
+            let now = unix_ms(SystemTime::now());
+            let age = stats
+                .oldest
+                .map_or(0, |id| now.saturating_sub(id.timestamp_ms()));
+            metrics.set_queue(stats.messages, Duration::from_millis(age));
+        }
+        Err(e) => tracing::warn!(error = %e, "queue statistics unavailable for /metrics"),
     }
 }
 
@@ -267,6 +294,7 @@ async fn queue_route(
     method: &str,
     resource: &Resource,
     request: &Request<'_>,
+    hostname: &str,
 ) -> Response {
     match (method, resource) {
         ("GET", Resource::Queue) => match queue.list().await {
@@ -276,10 +304,9 @@ async fn queue_route(
         ("GET", Resource::Message(id)) => show(queue, id).await,
         ("POST", Resource::Retry(id)) => retry(queue, id).await,
         ("POST", Resource::RetryAll) => retry_all(queue).await,
-        ("DELETE", Resource::Message(_)) if request.flag("bounce") => Response::text(
-            "501 Not Implemented",
-            "bouncing is not available yet; nothing was deleted\n",
-        ),
+        ("DELETE", Resource::Message(id)) if request.flag("bounce") => {
+            delete_and_bounce(queue, id, hostname).await
+        }
         ("DELETE", Resource::Message(id)) => delete(queue, id).await,
         _ => Response::not_found("not found"),
     }
@@ -332,6 +359,102 @@ async fn delete(queue: &dyn Queue, id: &QueueId) -> Response {
         }
         Ok(None) => Response::not_found(format_args!("no message {id}")),
         Err(e) => Response::queue_error(e),
+    }
+}
+
+/// The enhanced status code of recipients whose message the operator deleted: no
+/// subject of RFC 3463 covers an administrative decision (X.7.x is about the sender's
+/// authorization), so only the class is known: permanent, X.0.0.
+pub const DELETED_STATUS: &str = "5.0.0";
+/// The diagnostic of such a bounce (shown as `X-Sluice; …`).
+pub const DELETED_REASON: &str = "message deleted by the mail system administrator";
+
+/// `DELETE /queue/<id>?bounce=1`: removes the message and queues, for its sender, a
+/// failure DSN about every recipient still left (the envelope's recipients: those
+/// delivered or bounced earlier are gone from it). None for a null reverse-path or when
+/// every recipient's NOTIFY excludes FAILURE: [`dsn::build`] decides.
+///
+/// The order is read, queue the DSN, remove, so that no crash can lose both: a crash
+/// between the two durable writes leaves the message and a DSN too many, and the
+/// operator, who got no answer, sees the message still listed. The other order would
+/// lose the message and its bounce in that place. When the removal then fails (the
+/// worker took the message meanwhile, it was delivered, the queue failed) the DSN is
+/// withdrawn, so that the sender is not told of a failure that did not happen; only a
+/// DSN that the worker has already taken (it is due at once) still goes out, and that is
+/// logged.
+async fn delete_and_bounce(queue: &dyn Queue, id: &QueueId, hostname: &str) -> Response {
+    let (entry, content) = match queue.inspect(id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Response::not_found(format_args!("no message {id}")),
+        Err(e) => return Response::queue_error(e),
+    };
+    if entry.leased {
+        return Response::queue_error(QueueError::Busy(id.clone()));
+    }
+    let dsn = bounce(&entry.envelope, &content, hostname);
+    if let Some((envelope, message)) = &dsn
+        && let Err(e) = queue.enqueue(envelope, message).await
+    {
+        return Response::queue_error(e);
+    }
+    let dsn_id = dsn.map(|(envelope, _)| envelope.id);
+    let removed = queue.remove(id).await;
+    if let (Some(dsn_id), false) = (&dsn_id, matches!(removed, Ok(Some(_)))) {
+        withdraw(queue, id, dsn_id).await;
+    }
+    match removed {
+        Ok(Some((envelope, content))) => {
+            if envelope != entry.envelope {
+                // Attempted between our read and the removal: the DSN may name a
+                // recipient that has been delivered since.
+                tracing::warn!(queue_id = %id, "message changed while being deleted; its bounce lists the recipients it had before");
+            }
+            tracing::info!(queue_id = %id, notification = ?dsn_id, "message deleted with a bounce");
+            Response::json(&serde_json::json!({
+                "envelope": envelope,
+                "size": content.len(),
+                "bounce": dsn_id,
+            }))
+        }
+        Ok(None) => Response::not_found(format_args!("no message {id}")),
+        Err(e) => Response::queue_error(e),
+    }
+}
+
+/// The failure DSN about every recipient of a deleted message.
+fn bounce(envelope: &Envelope, content: &[u8], hostname: &str) -> Option<(Envelope, Vec<u8>)> {
+    let reports: Vec<_> = envelope
+        .recipients
+        .iter()
+        .map(|r| {
+            let outcome = Outcome::Failed {
+                remote_mta: None,
+                status: DELETED_STATUS.to_string(),
+                reply: DELETED_REASON.to_string(),
+            };
+            (r.clone(), outcome)
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    dsn::build(
+        envelope,
+        &reports,
+        ReportKind::Failure,
+        content,
+        hostname,
+        now,
+    )
+}
+
+/// Takes back the DSN of a deletion that did not happen.
+async fn withdraw(queue: &dyn Queue, id: &QueueId, dsn_id: &QueueId) {
+    match queue.remove(dsn_id).await {
+        Ok(_) => {
+            tracing::info!(queue_id = %id, notification = %dsn_id, "deletion failed; its bounce was withdrawn")
+        }
+        Err(e) => {
+            tracing::error!(queue_id = %id, notification = %dsn_id, error = %e, "deletion failed, but its bounce could not be withdrawn and will be sent")
+        }
     }
 }
 
@@ -409,6 +532,7 @@ mod tests {
             metrics: Arc::default(),
             readiness: Arc::default(),
             queue: Some(spool.clone()),
+            hostname: "relay.test".into(),
         };
         let (leased, deferred) = (envelope(&["a"]), envelope(&["b"]));
         spool.enqueue(&leased, b"one").await.unwrap();
@@ -439,8 +563,13 @@ mod tests {
         assert_eq!(call(&state, &format!("PUT /queue/{a}")).await.0, 405);
         assert_eq!(call(&state, "DELETE /queue").await.0, 405);
         assert_eq!(
-            call(&state, &format!("DELETE /queue/{b}?bounce=1")).await.0,
-            501
+            call(&state, &format!("DELETE /queue/{a}?bounce=1")).await.0,
+            409
+        );
+        assert_eq!(
+            spool.queue_stats().await.unwrap().messages,
+            2,
+            "no bounce queued"
         );
         let head = format!("DELETE /queue/{b} HTTP/1.1\r\nOrigin: http://evil\r\n\r\n");
         assert_eq!(route(head.as_bytes(), &state).await.status, "403 Forbidden");
@@ -460,5 +589,102 @@ mod tests {
         assert_eq!(call(&state, &format!("GET /queue/{b}")).await.0, 404);
         spool.ack(&lease).await.unwrap();
         assert_eq!(call(&state, "GET /queue").await, (200, "[]\n".into()));
+    }
+
+    #[tokio::test]
+    async fn delete_with_bounce_queues_a_failure_dsn_to_the_sender_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path()).await.unwrap());
+        let state = AdminState {
+            metrics: Arc::default(),
+            readiness: Arc::default(),
+            queue: Some(spool.clone()),
+            hostname: "relay.test".into(),
+        };
+        let mut original = envelope(&["a", "b"]);
+        // NOTIFY=SUCCESS,FAILURE on the first, none on the second: both are reported.
+        original.recipients[1].notify = None;
+        let mut null_sender = envelope(&["c"]);
+        null_sender.reverse_path = None;
+        spool
+            .enqueue(&original, b"Subject: x\r\n\r\nhi\r\n")
+            .await
+            .unwrap();
+        spool.enqueue(&null_sender, b"hi\r\n").await.unwrap();
+
+        let (status, body) = call(&state, &format!("DELETE /queue/{}?bounce=1", original.id)).await;
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["envelope"]["id"], original.id.as_str());
+        let dsn_id = QueueId::parse(answer["bounce"].as_str().unwrap()).unwrap();
+        let (entry, message) = spool.inspect(&dsn_id).await.unwrap().expect("DSN queued");
+        assert_eq!(entry.envelope.reverse_path, None);
+        let to: Vec<_> = entry
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| &r.address)
+            .collect();
+        assert_eq!(to, [original.reverse_path.as_ref().unwrap()]);
+        let text = String::from_utf8_lossy(&message);
+        for needle in [
+            "Reporting-MTA: dns; relay.test\r\n",
+            "Final-Recipient: rfc822; a@example.net\r\nAction: failed\r\nStatus: 5.0.0\r\n",
+            "Final-Recipient: rfc822; b@example.net\r\nAction: failed\r\nStatus: 5.0.0\r\n",
+            "Diagnostic-Code: X-Sluice; message deleted by the mail system administrator\r\n",
+        ] {
+            assert!(text.contains(needle), "{needle:?} in\n{text}");
+        }
+        assert!(spool.inspect(&original.id).await.unwrap().is_none());
+
+        // A bounce is never bounced: deleted, nothing queued.
+        let (status, body) = call(
+            &state,
+            &format!("DELETE /queue/{}?bounce=1", null_sender.id),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"bounce\": null"), "{body}");
+        let left: Vec<_> = spool
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.envelope.id)
+            .collect();
+        assert_eq!(left, [dsn_id]);
+        let unknown = QueueId::generate();
+        assert_eq!(
+            call(&state, &format!("DELETE /queue/{unknown}?bounce=1"))
+                .await
+                .0,
+            404
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_carry_the_queue_gauges() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path()).await.unwrap());
+        let state = AdminState {
+            metrics: Arc::default(),
+            readiness: Arc::default(),
+            queue: Some(spool.clone()),
+            hostname: "relay.test".into(),
+        };
+        let old = envelope(&["a"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        spool.enqueue(&envelope(&["b"]), b"x").await.unwrap();
+        spool.enqueue(&old, b"x").await.unwrap();
+        let (status, text) = call(&state, "GET /metrics").await;
+        assert_eq!(status, 200);
+        assert!(text.contains("\nsluice_queue_messages 2\n"), "{text}");
+        let age: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_queue_oldest_age_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((0.05..60.0).contains(&age), "{age}: the older id counts");
     }
 }

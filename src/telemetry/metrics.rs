@@ -15,6 +15,12 @@
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
 //! | `sluice_delivery_seconds` | histogram | | from acceptance to successful delivery, per recipient |
+//! | `sluice_queue_messages` | gauge | | messages in the queue (waiting, deferred or being delivered) |
+//! | `sluice_queue_oldest_age_seconds` | gauge | | how long the oldest queued message has been in the queue (by its queue id); 0 when the queue is empty |
+//!
+//! The queue gauges are set by whoever owns the queue view, the admin listener, just
+//! before it renders a scrape ([`Metrics::set_queue`]), so they are as fresh as the
+//! scrape and cost nothing in between.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -169,6 +175,8 @@ pub struct Metrics {
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
     pub delivery_seconds: Histogram,
+    pub queue_messages: AtomicU64,
+    pub queue_oldest_age_ms: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -187,11 +195,20 @@ impl Default for Metrics {
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
             delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
+            queue_messages: AtomicU64::new(0),
+            queue_oldest_age_ms: AtomicU64::new(0),
         }
     }
 }
 
 impl Metrics {
+    /// Sets the queue gauges: `messages` queued, the oldest `oldest_age` old.
+    pub fn set_queue(&self, messages: u64, oldest_age: Duration) {
+        self.queue_messages.store(messages, Ordering::Relaxed);
+        let ms = u64::try_from(oldest_age.as_millis()).unwrap_or(u64::MAX);
+        self.queue_oldest_age_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str| {
@@ -275,6 +292,16 @@ impl Metrics {
         );
         self.delivery_seconds
             .render(&mut out, "sluice_delivery_seconds");
+        let messages = self.queue_messages.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_queue_messages Messages in the queue.\n# TYPE sluice_queue_messages gauge\nsluice_queue_messages {messages}"
+        );
+        let age = self.queue_oldest_age_ms.load(Ordering::Relaxed) as f64 / 1e3;
+        let _ = writeln!(
+            out,
+            "# HELP sluice_queue_oldest_age_seconds Age of the oldest queued message.\n# TYPE sluice_queue_oldest_age_seconds gauge\nsluice_queue_oldest_age_seconds {age}"
+        );
         out
     }
 }
@@ -300,5 +327,22 @@ mod tests {
         let text = m.render();
         assert!(text.contains("sluice_deliveries_total{route=\"mx\",status=\"sent\"} 2\n"));
         assert_eq!(m.deliveries.get("mx", "sent"), 2);
+    }
+
+    #[test]
+    fn renders_the_queue_gauges_in_seconds() {
+        let m = Metrics::default();
+        let text = m.render();
+        assert!(text.contains("\nsluice_queue_messages 0\n"), "{text}");
+        assert!(
+            text.contains("\nsluice_queue_oldest_age_seconds 0\n"),
+            "{text}"
+        );
+        m.set_queue(3, Duration::from_millis(90_250));
+        let text = m.render();
+        assert!(text.contains("# TYPE sluice_queue_messages gauge\nsluice_queue_messages 3\n"));
+        assert!(text.contains(
+            "# TYPE sluice_queue_oldest_age_seconds gauge\nsluice_queue_oldest_age_seconds 90.25\n"
+        ));
     }
 }

@@ -20,6 +20,7 @@ fn envelope(params: MailParams) -> Envelope {
         authenticated_user: None,
         attempts: 0,
         last_error: None,
+        delay_warned_at_ms: None,
     }
 }
 

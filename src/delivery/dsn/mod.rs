@@ -172,6 +172,7 @@ impl<'a> Report<'a> {
             authenticated_user: None,
             attempts: 0,
             last_error: None,
+            delay_warned_at_ms: None,
         };
         (envelope, message)
     }

@@ -7,8 +7,8 @@
 //! takeable: its due time, or the end of its lease while it is leased. A lease that runs
 //! out therefore needs no timer: the message is just at the front of `ready` again.
 
-use crate::queue::QueueId;
-use std::collections::{BTreeSet, HashMap};
+use crate::queue::{QueueId, QueueStats};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -48,7 +48,10 @@ struct Meta {
 
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    entries: HashMap<QueueId, Meta>,
+    /// Ordered by id, that is by acceptance time, so the oldest message is at the front.
+    entries: BTreeMap<QueueId, Meta>,
+    /// How many `entries` are `Pending`: not in the queue yet.
+    pending: usize,
     ready: BTreeSet<(u64, QueueId)>,
     last_token: u64,
 }
@@ -71,6 +74,19 @@ impl Index {
         self.entries.len()
     }
 
+    /// The messages whose enqueue is committed, and the oldest of them. Pending
+    /// enqueues are new, so the search for the first committed entry stops at once.
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            messages: self.entries.len().saturating_sub(self.pending) as u64,
+            oldest: self
+                .entries
+                .iter()
+                .find(|(_, m)| m.state != State::Pending)
+                .map(|(id, _)| id.clone()),
+        }
+    }
+
     /// Reserves `id` for an enqueue; false if the id is already in the queue.
     pub fn reserve(&mut self, id: &QueueId, size: u64) -> bool {
         if self.entries.contains_key(id) {
@@ -82,6 +98,7 @@ impl Index {
             state: State::Pending,
         };
         self.entries.insert(id.clone(), meta);
+        self.pending += 1;
         true
     }
 
@@ -92,6 +109,7 @@ impl Index {
         {
             meta.due_at_ms = due_at_ms;
             meta.state = State::Ready;
+            self.pending -= 1;
             self.ready.insert((due_at_ms, id.clone()));
         }
     }
@@ -104,6 +122,7 @@ impl Index {
             .is_some_and(|m| m.state == State::Pending)
         {
             self.entries.remove(id);
+            self.pending -= 1;
         }
     }
 
@@ -142,7 +161,11 @@ impl Index {
             let at = match meta.state {
                 State::Ready => meta.due_at_ms,
                 State::Leased { until_ms, .. } => until_ms,
-                State::Pending | State::Settling { .. } | State::Removing => return,
+                State::Pending => {
+                    self.pending -= 1;
+                    return;
+                }
+                State::Settling { .. } | State::Removing => return,
             };
             self.ready.remove(&(at, id.clone()));
         }
@@ -350,5 +373,45 @@ mod tests {
         index.commit_remove(&b);
         assert_eq!(index.len(), 1);
         assert_eq!(index.take(120, 100).map(|(i, _)| i), Some(a));
+    }
+
+    #[test]
+    fn stats_count_committed_messages_and_name_the_oldest() {
+        let mut index = Index::default();
+        assert_eq!(index.stats(), QueueStats::default());
+        let (a, b, c) = (
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+        );
+        assert!(index.reserve(&a, 1));
+        assert!(index.reserve(&b, 1));
+        assert!(index.reserve(&c, 1));
+        assert_eq!(
+            index.stats().messages,
+            0,
+            "pending enqueues are not queued yet"
+        );
+        index.commit_enqueue(&c, 5);
+        index.commit_enqueue(&b, 5);
+        let stats = index.stats();
+        assert_eq!((stats.messages, stats.oldest), (2, Some(b.clone())));
+        index.abort_enqueue(&a);
+        let (taken, token) = index.take(5, 10).unwrap();
+        assert_eq!(taken, b);
+        assert_eq!(
+            index.stats().oldest,
+            Some(b.clone()),
+            "a lease stays queued"
+        );
+        index.begin_settle(&b, token).unwrap();
+        index.commit_ack(&b);
+        assert_eq!(
+            index.stats(),
+            QueueStats {
+                messages: 1,
+                oldest: Some(c)
+            }
+        );
     }
 }

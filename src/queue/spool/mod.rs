@@ -24,7 +24,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-use crate::queue::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, unix_ms};
+use crate::queue::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
 use committer::{Done, Op, Request};
@@ -478,5 +478,13 @@ impl Queue for Spool {
         let envelope = store::parse_envelope(id.as_str(), &removed.envelope)?;
         tracing::info!(%id, "message removed from the spool");
         Ok(Some((envelope, removed.body)))
+    }
+
+    /// From the index alone: no database read.
+    async fn queue_stats(&self) -> Result<QueueStats, QueueError> {
+        if lock(&self.requests).is_none() {
+            return Err(QueueError::Closed);
+        }
+        Ok(self.shared.lock_index().stats())
     }
 }

@@ -34,6 +34,7 @@ impl Session {
             authenticated_user: self.user.clone(),
             attempts: 0,
             last_error: None,
+            delay_warned_at_ms: None,
         };
         self.transaction = Some(Transaction {
             envelope,

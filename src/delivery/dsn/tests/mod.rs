@@ -55,6 +55,7 @@ fn envelope(sender: Option<&str>, params: MailParams) -> Envelope {
         authenticated_user: Some("alice".into()),
         attempts: 3,
         last_error: None,
+        delay_warned_at_ms: None,
     }
 }
 
