@@ -12,7 +12,7 @@ use super::outcome::Outcome;
 use super::retry::{NextAttempt, RetrySchedule};
 use super::route;
 use crate::policy::PolicySnapshot;
-use crate::queue::{Lease, Queue, QueueError, unix_ms};
+use crate::queue::{Envelope, Lease, Queue, QueueError, unix_ms};
 use crate::smtp::address::Recipient;
 use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
@@ -116,62 +116,70 @@ impl Worker {
         }
     }
 
-    /// Maps the outcomes onto the queue: the one place where mail leaves the queue. The
-    /// lease's envelope is `&mut` only to note a delay warning for the defer to store.
+    /// Maps the outcomes onto the queue: the one place where mail leaves the queue.
     async fn settle(
         &self,
         lease: &mut Lease,
         results: Vec<(Recipient, Outcome)>,
     ) -> Result<(), QueueError> {
         let now = SystemTime::now();
-        let envelope = &lease.envelope;
+        let plan = self.plan(&lease.envelope, results, now);
+        // Notifications are queued before the message is acked or deferred, so that a
+        // crash in between repeats the delivery rather than losing the bounce.
+        self.notify(lease, &plan.failed, ReportKind::Failure)
+            .await?;
+        self.notify(lease, &plan.delivered, ReportKind::Success)
+            .await?;
+        if plan.warn {
+            // Due even when NOTIFY rules it out for every recipient (no DSN then): the
+            // point is passed, once.
+            self.notify(lease, &plan.deferred, ReportKind::Delay)
+                .await?;
+            lease.envelope.delay_warned_at_ms = Some(unix_ms(now));
+        }
+        match plan.next {
+            Some(NextAttempt::At(at)) => {
+                let reason = plan
+                    .deferred
+                    .first()
+                    .map(|(_, o)| o.reply().to_string())
+                    .unwrap_or_default();
+                let remaining = plan.deferred.into_iter().map(|(r, _)| r).collect();
+                self.queue.defer(lease, at, remaining, reason).await
+            }
+            None | Some(NextAttempt::Expired) => self.queue.ack(lease).await,
+        }
+    }
+
+    /// Sorts the outcomes of an attempt into what to report and what to retry.
+    fn plan(
+        &self,
+        envelope: &Envelope,
+        results: Vec<(Recipient, Outcome)>,
+        now: SystemTime,
+    ) -> Plan {
         let received = UNIX_EPOCH + Duration::from_millis(envelope.received_at_ms);
         let (deferred, settled): (Vec<_>, Vec<_>) = results
             .into_iter()
             .partition(|(_, o)| matches!(o, Outcome::Deferred { .. }));
-        let next = match deferred.is_empty() {
-            true => None,
-            false => Some(
-                self.retry
-                    .next_attempt(envelope.attempts + 1, received, now),
-            ),
-        };
+        let next = (!deferred.is_empty()).then(|| {
+            self.retry
+                .next_attempt(envelope.attempts + 1, received, now)
+        });
         let warned = envelope.delay_warned_at_ms.is_some();
         let warn = matches!(next, Some(NextAttempt::At(_)))
             && self.retry.delay_warning_due(received, now, warned);
-        let mut failed: Vec<_> = settled
-            .iter()
-            .filter(|(_, o)| o.is_failed())
-            .cloned()
-            .collect();
+        let (mut failed, delivered): (Vec<_>, Vec<_>) =
+            settled.into_iter().partition(|(_, o)| o.is_failed());
         if matches!(next, Some(NextAttempt::Expired)) {
             failed.extend(deferred.iter().map(|(r, o)| (r.clone(), expired(o))));
         }
-        let delivered: Vec<_> = settled
-            .into_iter()
-            .filter(|(_, o)| o.is_delivered())
-            .collect();
-        // Notifications are queued before the message is acked or deferred, so that a
-        // crash in between repeats the delivery rather than losing the bounce.
-        self.notify(lease, &failed, ReportKind::Failure).await?;
-        self.notify(lease, &delivered, ReportKind::Success).await?;
-        if warn {
-            // Queued before the defer that records it, like the others: a crash in
-            // between warns twice rather than never. Due even when NOTIFY rules it out
-            // for every recipient (no DSN then): the point is passed, once.
-            self.notify(lease, &deferred, ReportKind::Delay).await?;
-            lease.envelope.delay_warned_at_ms = Some(unix_ms(now));
-        }
-        match next {
-            Some(NextAttempt::At(at)) => {
-                let reason = deferred
-                    .first()
-                    .map(|(_, o)| o.reply().to_string())
-                    .unwrap_or_default();
-                let remaining = deferred.into_iter().map(|(r, _)| r).collect();
-                self.queue.defer(lease, at, remaining, reason).await
-            }
-            None | Some(NextAttempt::Expired) => self.queue.ack(lease).await,
+        Plan {
+            failed,
+            delivered,
+            deferred,
+            next,
+            warn,
         }
     }
 
@@ -249,6 +257,18 @@ fn route_kind(destination: &route::Destination) -> &'static str {
             Delivery::Webhook { .. } => "webhook",
         },
     }
+}
+
+/// What an attempt's outcomes mean for the message: whom to report to, and what to
+/// retry when.
+struct Plan {
+    failed: Vec<(Recipient, Outcome)>,
+    delivered: Vec<(Recipient, Outcome)>,
+    deferred: Vec<(Recipient, Outcome)>,
+    /// `None` when nothing is left to retry.
+    next: Option<NextAttempt>,
+    /// Send the one delay warning now.
+    warn: bool,
 }
 
 /// A recipient still deferred when the message's lifetime ends fails with 4.4.7.
