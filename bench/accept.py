@@ -25,22 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
-import select
 import shutil
 import signal
-import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import (
+    CLK_TCK, REPO, START_TIMEOUT, BenchError, Relay, _on_signal, build, cargo_target_dir,
+    cpu_seconds, ehlo_check, free_port, histogram, histogram_delta, labeled, launch_relay, log,
+    log_problems, quantile, raise_fd_limit, read_line, run_source, spawn, stop, stop_all,
+    verdict, vmrss_kib, wait_for_port,
+)
 
 # Reference figures for this kind of 2-core machine (from the issue).
 POSTFIX_MSGS_PER_S = 500.0
@@ -49,207 +47,6 @@ POSTFIX_CPU_MS_PER_MSG = 3.8
 GOAL_MSGS_PER_S = 3 * POSTFIX_MSGS_PER_S
 GOAL_CPU_MS_PER_MSG = 1.0
 GOAL_IDLE_KIB_PER_CONN = 64.0
-
-SENDER = "bench@sender.test"
-RECIPIENT = "rcpt@foreign.test"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-BUILD_TIMEOUT = 1800
-START_TIMEOUT = 30
-STOP_TIMEOUT = 20
-
-
-class BenchError(Exception):
-    """A measurement could not be made or is not valid; the message says why."""
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------
-# Child processes: every one started is registered here and stopped on exit.
-
-_children: list[subprocess.Popen] = []
-
-
-def spawn(cmd: list[str], **kw) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, **kw)
-    _children.append(p)
-    return p
-
-
-def stop(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
-    """Signals one child we started and waits for it, killing it if it will not go."""
-    if p.poll() is None:
-        try:
-            p.send_signal(sig)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log(f"pid {p.pid} ignored signal {sig} for {timeout}s; killing it")
-            p.kill()
-            p.wait(timeout=10)
-    if p in _children:
-        _children.remove(p)
-    return p.returncode
-
-
-def stop_all() -> None:
-    for p in list(_children):
-        try:
-            stop(p, timeout=5)
-        except Exception as e:  # cleanup must go on
-            log(f"could not stop pid {p.pid}: {e}")
-
-
-def _on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-# ---------------------------------------------------------------------------------------
-# Small helpers.
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"pid {proc.pid} exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15, clock ticks)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def vmrss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS in /proc/{pid}/status")
-
-
-def raise_fd_limit(needed: int) -> int:
-    """Raises the soft RLIMIT_NOFILE (inherited by the children) as far as allowed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(needed, soft)
-    for target_hard in (max(hard, want), hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, target_hard), target_hard))
-            break
-        except (ValueError, OSError):
-            continue
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft
-
-
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-# ---------------------------------------------------------------------------------------
-# Prometheus text format: enough to read counters and one histogram.
-
-def scrape(admin_port: int) -> dict[str, float]:
-    url = f"http://127.0.0.1:{admin_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
-    except OSError as e:
-        raise BenchError(f"cannot read {url}: {e}") from e
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            continue
-    return out
-
-
-def histogram(metrics: dict[str, float], name: str) -> tuple[list[tuple[float, float]], float, float]:
-    """Returns ([(upper bound, cumulative count)], count, sum) of a histogram."""
-    buckets = []
-    pattern = re.compile(re.escape(name) + r'_bucket\{le="([^"]+)"\}')
-    for key, value in metrics.items():
-        m = pattern.fullmatch(key)
-        if m:
-            buckets.append((float(m.group(1)), value))  # float("+Inf") is inf
-    if not buckets:
-        raise BenchError(f"histogram {name} not found in /metrics")
-    buckets.sort()
-    return buckets, metrics.get(f"{name}_count", 0.0), metrics.get(f"{name}_sum", 0.0)
-
-
-def histogram_delta(after, before):
-    (ba, ca, sa), (bb, cb, sb) = after, before
-    prev = dict(bb)
-    return [(le, c - prev.get(le, 0.0)) for le, c in ba], ca - cb, sa - sb
-
-
-def quantile(buckets: list[tuple[float, float]], count: float, q: float) -> tuple[float, float]:
-    """The q-quantile of a cumulative histogram: (upper bound of its bucket, linear
-    interpolation inside the bucket as Prometheus' histogram_quantile does). Seconds."""
-    if count <= 0:
-        return float("nan"), float("nan")
-    rank = q * count
-    lower, below = 0.0, 0.0
-    for le, cumulative in buckets:
-        if cumulative >= rank:
-            if le == float("inf"):
-                return le, lower  # beyond the last finite bound: only a lower bound is known
-            inside = cumulative - below
-            frac = (rank - below) / inside if inside else 1.0
-            return le, lower + (le - lower) * frac
-        lower, below = le, cumulative
-    return float("inf"), lower
-
-
-def counter_sum(metrics: dict[str, float], prefix: str) -> float:
-    return sum(v for k, v in metrics.items() if k == prefix or k.startswith(prefix + "{"))
-
-
-def labeled(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if k.startswith(prefix + "{") and v}
-
-
-# ---------------------------------------------------------------------------------------
-# Build and the relay.
-
-def cargo_target_dir() -> Path:
-    out = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
-        cwd=REPO, check=True, capture_output=True, text=True, timeout=120,
-    ).stdout
-    return Path(json.loads(out)["target_directory"])
-
-
-def build() -> None:
-    log("cargo build --release --bin sluice --example idle_connections")
-    r = subprocess.run(
-        ["cargo", "build", "--release", "--bin", "sluice", "--example", "idle_connections"],
-        cwd=REPO, timeout=BUILD_TIMEOUT,
-    )
-    if r.returncode != 0:
-        raise BenchError(f"cargo build failed with {r.returncode}")
 
 
 POLICY = """\
@@ -284,29 +81,6 @@ log: text
 """
 
 
-@dataclass
-class Relay:
-    dir: Path
-    proc: subprocess.Popen
-    smtp: int
-    admin: int
-    log_path: Path
-    stopped: bool = False
-    exit_code: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def metrics(self) -> dict[str, float]:
-        return scrape(self.admin)
-
-    def shutdown(self) -> None:
-        if not self.stopped:
-            self.exit_code = stop(self.proc, signal.SIGTERM, timeout=STOP_TIMEOUT)
-            self.stopped = True
-
-
 def start_relay(binary: Path, workdir: Path, name: str, max_conn: int) -> Relay:
     d = workdir / name
     d.mkdir()
@@ -316,89 +90,7 @@ def start_relay(binary: Path, workdir: Path, name: str, max_conn: int) -> Relay:
     while admin == smtp:
         admin = free_port()
     (d / "sluice.yaml").write_text(CONFIG.format(smtp=smtp, admin=admin, max_conn=max_conn))
-    log_path = d / "relay.log"
-    env = dict(os.environ, NO_COLOR="1")
-    with open(log_path, "wb") as logf:
-        proc = spawn(
-            [str(binary), "standalone", "--config", str(d / "sluice.yaml")],
-            cwd=d, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
-        )
-    relay = Relay(d, proc, smtp, admin, log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    url = f"http://127.0.0.1:{admin}/readyz"
-    while True:
-        if proc.poll() is not None:
-            raise BenchError(f"relay exited with {proc.returncode} at start:\n{tail(log_path)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"relay not ready after {START_TIMEOUT}s:\n{tail(log_path)}")
-        time.sleep(0.05)
-    ehlo_check(smtp)  # the listener answers, and lazy initialisation is done
-    log(f"relay {name}: pid {proc.pid}, smtp 127.0.0.1:{smtp}, admin 127.0.0.1:{admin}")
-    return relay
-
-
-def ehlo_check(port: int, timeout: float = 10) -> float:
-    """One new session: greeting, EHLO, QUIT. Returns seconds taken; raises on failure."""
-    started = time.monotonic()
-    try:
-        with smtplib.SMTP("127.0.0.1", port, local_hostname="check.bench.test", timeout=timeout) as s:
-            code, _ = s.ehlo()
-            if code != 250:
-                raise BenchError(f"EHLO answered {code}")
-    except (OSError, smtplib.SMTPException) as e:
-        raise BenchError(f"new session to 127.0.0.1:{port} failed: {e!r}") from e
-    return time.monotonic() - started
-
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def log_problems(path: Path) -> list[str]:
-    lines = []
-    for line in path.read_text(errors="replace").splitlines():
-        line = ANSI.sub("", line)
-        if re.search(r"\b(WARN|ERROR)\b", line):
-            lines.append(line)
-    return lines
-
-
-# ---------------------------------------------------------------------------------------
-# The measurements.
-
-@dataclass
-class SourceRun:
-    wall: float
-    client_cpu: float
-    stderr: str
-
-
-def run_source(port: int, args) -> SourceRun:
-    cmd = [
-        args.smtp_source, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
-        "-f", SENDER, "-t", RECIPIENT, "-M", "source.bench.test",
-    ]
-    if args.reuse:
-        cmd.append("-d")
-    cmd.append(f"127.0.0.1:{port}")
-    log(" ".join(cmd) + f"  (load average {os.getloadavg()[0]:.2f})")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.source_timeout)
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"smtp-source did not finish within {args.source_timeout}s") from e
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if r.returncode != 0:
-        raise BenchError(f"smtp-source exited with {r.returncode}: {r.stderr.strip()[-2000:]}")
-    return SourceRun(wall, cpu, r.stderr.strip())
+    return launch_relay(binary, d, name, smtp, admin)
 
 
 def sink_reference(args, workdir: Path) -> dict:
@@ -475,24 +167,6 @@ def throughput(args, binary: Path, workdir: Path) -> dict:
         errors.append(f"refused connections: {refused}")
     result["errors"] = errors
     return result
-
-
-def read_line(stream, timeout: float) -> str:
-    """One line from a child's stdout, within a time limit."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    fd = stream.fileno()
-    while not buf.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BenchError(f"no line from the child within {timeout}s (got {buf!r})")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 1)
-            if not chunk:
-                raise BenchError(f"the child closed its output (got {buf!r})")
-            buf += chunk
-    return buf.decode().strip()
 
 
 def idle(args, binary: Path, example: Path, workdir: Path) -> dict:
@@ -575,10 +249,6 @@ def idle(args, binary: Path, example: Path, workdir: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------
 # Summary.
-
-def verdict(ok: bool | None) -> str:
-    return "-" if ok is None else ("PASS" if ok else "FAIL")
-
 
 def summary(args, res: dict) -> tuple[str, bool]:
     rows = []
@@ -670,7 +340,7 @@ def main() -> int:
                              f"RLIMIT_NOFILE allows {got} (lower --idle or raise `ulimit -Hn`)")
 
     if not args.skip_build:
-        build()
+        build("--bin", "sluice", "--example", "idle_connections")
     target = cargo_target_dir() / "release"
     binary, example = target / "sluice", target / "examples" / "idle_connections"
     for f in (binary, example):
