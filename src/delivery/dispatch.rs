@@ -49,7 +49,7 @@ impl Dispatcher {
     pub fn new(settings: DispatchSettings, resolver: Arc<dyn Resolver>) -> Self {
         Dispatcher {
             resolver,
-            pool: Pool::default(),
+            pool: Pool::new(settings.per_destination.max(1)),
             caps: Mutex::new(HashMap::new()),
             connections: Semaphore::new(settings_max(&settings)),
             settings,

@@ -10,11 +10,12 @@ use tokio::sync::Mutex;
 
 /// Servers commonly drop idle clients after a minute or so; stay well below.
 const MAX_IDLE: Duration = Duration::from_secs(30);
-const MAX_IDLE_PER_HOST: usize = 8;
 
-#[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
+    /// As many as may be open to one destination, so that a burst that used them all
+    /// finds them all again.
+    max_idle_per_host: usize,
 }
 
 /// Connections are interchangeable only with the same address, name and settings.
@@ -31,6 +32,13 @@ fn key(addr: SocketAddr, name: &str, config: &ClientConfig) -> String {
 }
 
 impl Pool {
+    pub fn new(max_idle_per_host: usize) -> Self {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            max_idle_per_host,
+        }
+    }
+
     /// An idle connection that still answers RSET, or a new one.
     pub async fn connect(
         &self,
@@ -60,7 +68,7 @@ impl Pool {
         let mut idle = self.idle.lock().await;
         let list = idle.entry(key).or_default();
         list.retain(|(_, since)| since.elapsed() < MAX_IDLE);
-        if list.len() < MAX_IDLE_PER_HOST {
+        if list.len() < self.max_idle_per_host {
             list.push((conn, Instant::now()));
         }
     }
