@@ -1,0 +1,214 @@
+//! The admin HTTP listener: `/healthz` (the process is alive), `/readyz` (every readiness
+//! latch released and not draining), `/metrics` (Prometheus text format), and the queue
+//! API that `sluice queue` talks to, since the spool belongs to the running process and
+//! cannot be opened beside it (as postqueue talks to showq):
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /queue` | every message, oldest first, as a JSON array of `QueueEntry` |
+//! | `GET /queue/<id>` | `{"entry": QueueEntry, "message": content}` |
+//! | `POST /queue/<id>/retry` | makes the message due now: `{"id", "retried": true}` |
+//! | `POST /queue/retry` | makes every waiting message due now: `{"retried": n, "skipped": n}` |
+//! | `DELETE /queue/<id>` | removes the message durably: `{"envelope": Envelope, "size": n}` |
+//! | `DELETE /queue/<id>?bounce=1` | the same, and its sender gets a failure DSN: `{…, "bounce": id or null}` |
+//!
+//! An unknown id is 404, a message being delivered (leased) 409, a known path with the
+//! wrong method 405 with `Allow`.
+//!
+//! `GET /metrics` refreshes the queue gauges from [`Queue::queue_stats`] first: the scrape is
+//! the only reader, so that is as fresh as they can be and costs nothing in between.
+//!
+//! The listener has no authentication: it belongs on loopback (or behind a
+//! NetworkPolicy). So that a web page in a browser on the same host cannot change the
+//! queue, requests that change something are refused when they carry an `Origin` header,
+//! which browsers always send with them and `sluice queue` never does.
+//!
+//! Probes, scrapers and the queue tools send one small request each; a minimal HTTP/1.1
+//! responder that reads one bounded request head (no body) and closes is all they need,
+//! so no HTTP framework is pulled in for it.
+
+mod queue;
+mod request;
+#[cfg(test)]
+mod tests;
+
+use super::metrics::Metrics;
+use super::readiness::Readiness;
+use crate::queue::{Queue, QueueError, unix_ms};
+use queue::queue_route;
+use request::{Request, Resource};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const MAX_REQUEST_HEAD: usize = 8192;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const TEXT: &str = "text/plain; charset=utf-8";
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub queue: Option<Arc<dyn Queue>>,
+    /// Our host name: the reporting MTA of the bounces that `DELETE ?bounce=1` sends.
+    pub hostname: String,
+}
+
+#[derive(Debug)]
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
+}
+
+impl Response {
+    fn text(status: &'static str, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: TEXT,
+            body: body.into(),
+            allow: None,
+        }
+    }
+
+    fn json(value: &impl Serialize) -> Response {
+        match serde_json::to_string_pretty(value) {
+            Ok(json) => Response {
+                status: "200 OK",
+                content_type: "application/json",
+                body: json + "\n",
+                allow: None,
+            },
+            Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
+        }
+    }
+
+    fn not_found(what: impl std::fmt::Display) -> Response {
+        Response::text("404 Not Found", format!("{what}\n"))
+    }
+
+    fn queue_error(e: QueueError) -> Response {
+        match e {
+            QueueError::Busy(_) => Response::text("409 Conflict", format!("{e}\n")),
+            e => Response::text("503 Service Unavailable", format!("{e}\n")),
+        }
+    }
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve(stream, &state)).await;
+        });
+    }
+}
+
+async fn serve(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let response = loop {
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break route(&head, state).await;
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if head.len() + n > MAX_REQUEST_HEAD {
+            break Response::text("431 Request Header Fields Too Large", "request too large\n");
+        }
+        head.extend_from_slice(&buf[..n]);
+    };
+    let allow = response
+        .allow
+        .map(|a| format!("Allow: {a}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(response.body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+async fn route(head: &[u8], state: &AdminState) -> Response {
+    let Some(request) = Request::parse(head) else {
+        return Response::text("400 Bad Request", "bad request\n");
+    };
+    let Some(resource) = Resource::parse(request.path) else {
+        return Response::not_found("not found");
+    };
+    if request.method != "GET" && request.origin {
+        return Response::text("403 Forbidden", "cross-origin requests are refused\n");
+    }
+    match (request.method, &resource) {
+        ("GET", Resource::Health) => Response::text("200 OK", "ok\n"),
+        ("GET", Resource::Ready) => readyz(&state.readiness),
+        ("GET", Resource::Metrics) => {
+            if let Some(queue) = &state.queue {
+                refresh_queue_gauges(queue.as_ref(), &state.metrics).await;
+            }
+            Response {
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                ..Response::text("200 OK", state.metrics.render())
+            }
+        }
+        (method, _) if !resource.allows(method) => Response {
+            allow: Some(resource.allow()),
+            ..Response::text("405 Method Not Allowed", "method not allowed\n")
+        },
+        (method, resource) => {
+            let Some(queue) = &state.queue else {
+                return Response::not_found("no queue here");
+            };
+            queue_route(queue.as_ref(), method, resource, &request, &state.hostname).await
+        }
+    }
+}
+
+/// Sets the queue gauges; when the queue cannot say, they keep their last values and
+/// the scrape is answered all the same.
+async fn refresh_queue_gauges(queue: &dyn Queue, metrics: &Metrics) {
+    match queue.queue_stats().await {
+        Ok(stats) => {
+            let now = unix_ms(SystemTime::now());
+            let age = stats
+                .oldest
+                .map_or(0, |id| now.saturating_sub(id.timestamp_ms()));
+            metrics.set_queue(stats.messages, Duration::from_millis(age));
+        }
+        Err(e) => tracing::warn!(error = %e, "queue statistics unavailable for /metrics"),
+    }
+}
+fn readyz(readiness: &Readiness) -> Response {
+    if readiness.is_ready() {
+        return Response::text("200 OK", "ready\n");
+    }
+    let why = if readiness.is_draining() {
+        "draining\n".to_string()
+    } else {
+        format!("waiting for {:?}\n", readiness.pending())
+    };
+    Response::text("503 Service Unavailable", why)
+}

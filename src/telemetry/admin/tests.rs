@@ -1,0 +1,218 @@
+//! Tests of the admin listener's routes, against a real spool.
+
+use super::*;
+use crate::queue::conformance::envelope;
+use crate::queue::spool::Spool;
+use crate::queue::{Queue, QueueId};
+use std::time::SystemTime;
+
+#[test]
+fn request_lines_parse_strictly() {
+    let r = Request::parse(b"DELETE /queue/X?bounce=1 HTTP/1.1\r\nOrigin: http://a\r\n\r\n");
+    let r = r.unwrap();
+    assert_eq!(
+        (r.method, r.path, r.query),
+        ("DELETE", "/queue/X", Some("bounce=1"))
+    );
+    assert!(r.origin && r.flag("bounce") && !r.flag("other"));
+    let plain = Request::parse(b"GET /queue?bounce=0 HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    assert!(!plain.origin && !plain.flag("bounce"));
+    for bad in [
+        &b"GET /queue\r\n\r\n"[..],
+        b"GET  /queue HTTP/1.1\r\n",
+        b"GET / SPDY/3\r\n",
+        b"\xff / HTTP/1.1\r\n",
+    ] {
+        assert_eq!(
+            Request::parse(bad),
+            None,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let id = QueueId::generate();
+    assert_eq!(
+        Resource::parse(&format!("/queue/{id}/retry")),
+        Some(Resource::Retry(id.clone()))
+    );
+    assert_eq!(
+        Resource::parse(&format!("/queue/{id}")),
+        Some(Resource::Message(id))
+    );
+    assert_eq!(Resource::parse("/queue/retry"), Some(Resource::RetryAll));
+    assert_eq!(Resource::parse("/queue/nonsense"), None);
+    assert_eq!(Resource::parse("/queue/retry/retry"), None);
+}
+
+async fn call(state: &AdminState, line: &str) -> (u16, String) {
+    let response = route(
+        format!("{line} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        state,
+    )
+    .await;
+    (response.status[..3].parse().unwrap(), response.body)
+}
+
+#[tokio::test]
+async fn queue_routes_retry_delete_and_refuse_what_they_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path()).await.unwrap());
+    let state = AdminState {
+        metrics: Arc::default(),
+        readiness: Arc::default(),
+        queue: Some(spool.clone()),
+        hostname: "relay.test".into(),
+    };
+    let (leased, deferred) = (envelope(&["a"]), envelope(&["b"]));
+    spool.enqueue(&leased, b"one").await.unwrap();
+    spool.enqueue(&deferred, b"two").await.unwrap();
+    let lease = spool.take(Duration::from_secs(60)).await.unwrap().unwrap();
+    let other = spool.take(Duration::from_secs(60)).await.unwrap().unwrap();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    spool
+        .defer(&other, later, vec![], "451 x".into())
+        .await
+        .unwrap();
+    let unknown = QueueId::generate();
+    let (a, b) = (&leased.id, &deferred.id);
+
+    assert_eq!(call(&state, &format!("POST /queue/{a}/retry")).await.0, 409);
+    assert_eq!(call(&state, &format!("DELETE /queue/{a}")).await.0, 409);
+    assert_eq!(
+        call(&state, &format!("POST /queue/{unknown}/retry"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(&state, &format!("DELETE /queue/{unknown}")).await.0,
+        404
+    );
+    assert_eq!(call(&state, "GET /queue/retry").await.0, 405);
+    assert_eq!(call(&state, &format!("PUT /queue/{a}")).await.0, 405);
+    assert_eq!(call(&state, "DELETE /queue").await.0, 405);
+    assert_eq!(
+        call(&state, &format!("DELETE /queue/{a}?bounce=1")).await.0,
+        409
+    );
+    assert_eq!(
+        spool.queue_stats().await.unwrap().messages,
+        2,
+        "no bounce queued"
+    );
+    let head = format!("DELETE /queue/{b} HTTP/1.1\r\nOrigin: http://evil\r\n\r\n");
+    assert_eq!(route(head.as_bytes(), &state).await.status, "403 Forbidden");
+
+    let (status, body) = call(&state, "POST /queue/retry").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "{\n  \"retried\": 1,\n  \"skipped\": 1\n}\n")
+    );
+    assert_eq!(call(&state, &format!("POST /queue/{b}/retry")).await.0, 200);
+    let (status, body) = call(&state, &format!("DELETE /queue/{b}")).await;
+    assert_eq!(status, 200, "{body}");
+    let removed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(removed["envelope"]["id"], b.as_str());
+    assert_eq!(removed["envelope"]["last_error"], "451 x");
+    assert_eq!(removed["size"], 3);
+    assert_eq!(call(&state, &format!("GET /queue/{b}")).await.0, 404);
+    spool.ack(&lease).await.unwrap();
+    assert_eq!(call(&state, "GET /queue").await, (200, "[]\n".into()));
+}
+
+#[tokio::test]
+async fn delete_with_bounce_queues_a_failure_dsn_to_the_sender_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path()).await.unwrap());
+    let state = AdminState {
+        metrics: Arc::default(),
+        readiness: Arc::default(),
+        queue: Some(spool.clone()),
+        hostname: "relay.test".into(),
+    };
+    let mut original = envelope(&["a", "b"]);
+    // NOTIFY=SUCCESS,FAILURE on the first, none on the second: both are reported.
+    original.recipients[1].notify = None;
+    let mut null_sender = envelope(&["c"]);
+    null_sender.reverse_path = None;
+    spool
+        .enqueue(&original, b"Subject: x\r\n\r\nhi\r\n")
+        .await
+        .unwrap();
+    spool.enqueue(&null_sender, b"hi\r\n").await.unwrap();
+
+    let (status, body) = call(&state, &format!("DELETE /queue/{}?bounce=1", original.id)).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["envelope"]["id"], original.id.as_str());
+    let dsn_id = QueueId::parse(answer["bounce"].as_str().unwrap()).unwrap();
+    let (entry, message) = spool.inspect(&dsn_id).await.unwrap().expect("DSN queued");
+    assert_eq!(entry.envelope.reverse_path, None);
+    let to: Vec<_> = entry
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| &r.address)
+        .collect();
+    assert_eq!(to, [original.reverse_path.as_ref().unwrap()]);
+    let text = String::from_utf8_lossy(&message);
+    for needle in [
+        "Reporting-MTA: dns; relay.test\r\n",
+        "Final-Recipient: rfc822; a@example.net\r\nAction: failed\r\nStatus: 5.0.0\r\n",
+        "Final-Recipient: rfc822; b@example.net\r\nAction: failed\r\nStatus: 5.0.0\r\n",
+        "Diagnostic-Code: X-Sluice; message deleted by the mail system administrator\r\n",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in\n{text}");
+    }
+    assert!(spool.inspect(&original.id).await.unwrap().is_none());
+
+    // A bounce is never bounced: deleted, nothing queued.
+    let (status, body) = call(
+        &state,
+        &format!("DELETE /queue/{}?bounce=1", null_sender.id),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"bounce\": null"), "{body}");
+    let left: Vec<_> = spool
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    assert_eq!(left, [dsn_id]);
+    let unknown = QueueId::generate();
+    assert_eq!(
+        call(&state, &format!("DELETE /queue/{unknown}?bounce=1"))
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn metrics_carry_the_queue_gauges() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path()).await.unwrap());
+    let state = AdminState {
+        metrics: Arc::default(),
+        readiness: Arc::default(),
+        queue: Some(spool.clone()),
+        hostname: "relay.test".into(),
+    };
+    let old = envelope(&["a"]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    spool.enqueue(&envelope(&["b"]), b"x").await.unwrap();
+    spool.enqueue(&old, b"x").await.unwrap();
+    let (status, text) = call(&state, "GET /metrics").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\nsluice_queue_messages 2\n"), "{text}");
+    let age: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_queue_oldest_age_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.05..60.0).contains(&age), "{age}: the older id counts");
+}
