@@ -93,8 +93,9 @@ impl Default for JetStreamOptions {
     }
 }
 
-/// Room left in a message for its headers and the protocol line, under the max payload.
-const HEADER_ROOM: usize = 16 * 1024;
+/// Room left under the max payload for the protocol line and the small headers; the
+/// envelope header is counted twice on top, leaving it room to grow on deferrals.
+const HEADER_ROOM: usize = 4 * 1024;
 /// How many too-early messages one `take` naks before it gives up for now.
 const MAX_EARLY_PER_TAKE: usize = 256;
 
@@ -130,6 +131,15 @@ impl JetStreamQueue {
         let client = async_nats::connect(url)
             .await
             .map_err(|e| QueueError::Storage(format!("connecting to NATS at {url}: {e}")))?;
+        Self::with_client(client, options).await
+    }
+
+    /// As [`JetStreamQueue::connect`], over a client the caller connected (credentials,
+    /// TLS, several server URLs: `async_nats::ConnectOptions`).
+    pub async fn with_client(
+        client: async_nats::Client,
+        options: JetStreamOptions,
+    ) -> Result<Self, QueueError> {
         let max_payload = client.server_info().max_payload;
         let js = jetstream::new(client);
         let replicas = options.replicas.max(1);
@@ -366,7 +376,16 @@ fn keep_lease(
 #[async_trait]
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
-        let limit = self.max_payload.saturating_sub(HEADER_ROOM);
+        let envelope_len = serde_json::to_string(envelope).map_or(0, |json| json.len());
+        let limit = self
+            .max_payload
+            .checked_sub(HEADER_ROOM + 2 * envelope_len)
+            .ok_or_else(|| {
+                QueueError::Full(format!(
+                    "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
+                    envelope.id, self.max_payload
+                ))
+            })?;
         let body_object = if body.len() > limit {
             let name = envelope.id.to_string();
             self.bodies

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::queue::conformance::{envelope, queue_conformance_tests, take_within};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 use tempfile::TempDir;
@@ -13,20 +13,18 @@ use tempfile::TempDir;
 /// A `nats-server -js` of one test.
 pub struct NatsServer {
     child: Option<Child>,
-    port: u16,
+    /// The port the server chose (`-p -1`, read from its ports file): never one picked
+    /// here and released, which a parallel test could pick too and share the server.
+    port: Option<u16>,
     store: TempDir,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
         let store = tempfile::tempdir().expect("temporary store directory");
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let mut server = NatsServer {
             child: None,
-            port,
+            port: None,
             store,
         };
         server.spawn();
@@ -34,30 +32,43 @@ impl NatsServer {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.port.expect("started"))
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+        let port = self.port.map_or("-1".to_string(), |p| p.to_string());
+        let mut child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(self.store.path().join("js"))
+            .arg("--ports_file_dir")
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server on PATH (scripts/install-test-deps installs it)");
-        self.child = Some(child);
+        let ports_file = self
+            .store
+            .path()
+            .join(format!("nats-server_{}.ports", child.id()));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
+        let port = loop {
+            if let Some(status) = child.try_wait().expect("nats-server status") {
+                panic!("nats-server exited at start: {status}");
+            }
+            let listed = std::fs::read_to_string(&ports_file)
+                .ok()
+                .and_then(|text| text.split("127.0.0.1:").nth(1).map(str::to_string))
+                .and_then(|rest| rest.split('"').next().and_then(|p| p.parse::<u16>().ok()));
+            if let Some(port) = listed
+                && TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+            {
+                break port;
+            }
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        self.port = Some(port);
+        self.child = Some(child);
     }
 
     fn stop(&mut self) {
@@ -67,7 +78,8 @@ impl NatsServer {
         }
     }
 
-    /// Kills the server (as `kill -9` would) and starts it again on the same store.
+    /// Kills the server (as `kill -9` would) and starts it again on the same store and
+    /// port.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -184,5 +196,18 @@ async fn a_lease_longer_than_ack_wait_is_kept_alive() {
         "redelivered while the lease was kept"
     );
     q.ack(&lease).await.unwrap();
+    assert!(q.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_too_large_for_a_message_is_refused_as_full() {
+    let server = NatsServer::start();
+    let q = queue(&server).await;
+    let mut env = envelope(&["a"]);
+    env.helo = "h".repeat(q.max_payload);
+    match q.enqueue(&env, b"x").await {
+        Err(QueueError::Full(text)) => assert!(text.contains("max payload"), "{text}"),
+        other => panic!("expected Full, got {other:?}"),
+    }
     assert!(q.list().await.unwrap().is_empty());
 }
