@@ -13,7 +13,8 @@
 //! Semantics and their limits, as the trait asks them of a backend:
 //! - `enqueue` returns after the PubAck; `Nats-Msg-Id` is the queue id, so a publish
 //!   retried within the stream's duplicate window (2 minutes) is stored once.
-//! - `take(lease)` fetches one message (no wait). Leases are kept in memory, keyed by
+//! - `take(lease)` fetches one message, waiting at most `fetch_wait` (50 ms) when there
+//!   is none: a `None` costs that long. Leases are kept in memory, keyed by
 //!   token: when `lease` runs out, this process naks the message so that it is due again;
 //!   a lease longer than `ack_wait` is kept alive with in-progress acks. If the process
 //!   dies, the server makes the message due again after `ack_wait`.
@@ -72,6 +73,10 @@ pub struct JetStreamOptions {
     /// The server-side lease: how long a message taken by a process that died stays
     /// invisible. Longer leases are kept alive with in-progress acks.
     pub ack_wait: Duration,
+    /// How long `take` waits for a message before it answers `None`. Not zero: the
+    /// server signals its consumers of a stored message asynchronously, after the PubAck,
+    /// so a no-wait fetch right after an enqueue may find nothing (seen under load).
+    pub fetch_wait: Duration,
     /// How often `wait_for_work` returns when nothing happened through this handle.
     pub poll_interval: Duration,
     /// The most entries `list` returns.
@@ -87,6 +92,7 @@ impl Default for JetStreamOptions {
             bodies_bucket: "sluice-bodies".into(),
             replicas: 1,
             ack_wait: Duration::from_secs(30),
+            fetch_wait: Duration::from_millis(50),
             poll_interval: Duration::from_secs(1),
             list_limit: 10_000,
         }
@@ -419,8 +425,9 @@ impl Queue for JetStreamQueue {
         for _ in 0..MAX_EARLY_PER_TAKE {
             let mut batch = self
                 .consumer
-                .fetch()
+                .batch()
                 .max_messages(1)
+                .expires(self.options.fetch_wait)
                 .messages()
                 .await
                 .map_err(err("fetching"))?;
