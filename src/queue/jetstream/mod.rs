@@ -20,13 +20,17 @@
 //!   dies, the server makes the message due again after `ack_wait`.
 //! - `defer` cannot change a stored message: it publishes the updated envelope as a new
 //!   message (same subject, `Sluice-Not-Before` = the due time) and then acks the old one.
-//!   A crash between the two leaves both: the mail is attempted twice (at-least-once).
-//!   `take` naks, with the remaining delay, every message fetched before its due time.
+//!   A crash (or a failed ack) between the two leaves both: the old copy, with the old
+//!   envelope (all its recipients), comes back after `ack_wait` and is attempted again
+//!   beside the new one: at-least-once, so a recipient may get the mail twice. While two
+//!   copies exist, `list`/`inspect` show the newest. `take` naks, with the remaining
+//!   delay, every message fetched before its due time.
 //! - `retry_now` republishes a deferred message without its due time and deletes the old
 //!   one; `remove` purges the message's subject. Both only know the leases of *this*
-//!   process: a lease held by another pod is not seen (`remove` would delete a message
-//!   being delivered there; that holder's ack then fails). `list`/`inspect` likewise
-//!   report `leased` for this process's leases only.
+//!   process: a lease held by another pod is not seen, so `remove` may delete a message
+//!   being delivered there (that delivery still happens, beside the bounce of the
+//!   removed copy). `list`/`inspect` likewise report `leased` for this process's leases
+//!   only: `sluice queue list`, a process of its own, shows none leased.
 //! - `list` and `queue_stats` read the per-subject counts of the stream (one subject per
 //!   queue id), `list` then each message by subject, without consuming; `list` stops at
 //!   `JetStreamOptions::list_limit` entries.
@@ -146,7 +150,11 @@ impl JetStreamQueue {
         client: async_nats::Client,
         options: JetStreamOptions,
     ) -> Result<Self, QueueError> {
-        let max_payload = client.server_info().max_payload;
+        // Not yet known when the client connects in the background: assume the default.
+        let max_payload = match client.server_info().max_payload {
+            0 => 1024 * 1024,
+            known => known,
+        };
         let js = jetstream::new(client);
         let replicas = options.replicas.max(1);
         js.create_or_update_stream(stream::Config {
