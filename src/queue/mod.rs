@@ -9,6 +9,7 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 mod id;
+pub mod jetstream;
 pub mod spool;
 
 pub use id::QueueId;

@@ -1,0 +1,629 @@
+//! The JetStream backend of [`Queue`]: the queue of the Kubernetes roles.
+//!
+//! Layout (ARCHITECTURE.md, "The queue"):
+//! - one work-queue stream (`JetStreamOptions::stream`, file storage, `replicas`) holding
+//!   one message per queued mail on the subject `PREFIX.QUEUEID`, the envelope in headers
+//!   ([`codec`]) and the body as payload;
+//! - bodies too large for the server's max payload go to the Object Store bucket
+//!   `JetStreamOptions::bodies_bucket` under the queue id, and the message refers to them;
+//! - one durable pull consumer shared by every worker: explicit ack, `ack_wait` as the
+//!   server-side bound of a lease, unlimited deliveries and unlimited ack-pending (deferred
+//!   messages wait as pending naks).
+//!
+//! Semantics and their limits, as the trait asks them of a backend:
+//! - `enqueue` returns after the PubAck; `Nats-Msg-Id` is the queue id, so a publish
+//!   retried within the stream's duplicate window (2 minutes) is stored once.
+//! - `take(lease)` fetches one message, waiting at most `fetch_wait` (50 ms) when there
+//!   is none: a `None` costs that long. Leases are kept in memory, keyed by
+//!   token: when `lease` runs out, this process naks the message so that it is due again;
+//!   a lease longer than `ack_wait` is kept alive with in-progress acks. If the process
+//!   dies, the server makes the message due again after `ack_wait`.
+//! - `defer` cannot change a stored message: it publishes the updated envelope as a new
+//!   message (same subject, `Sluice-Not-Before` = the due time) and then acks the old one.
+//!   A crash (or a failed ack) between the two leaves both: the old copy, with the old
+//!   envelope (all its recipients), comes back after `ack_wait` and is attempted again
+//!   beside the new one: at-least-once, so a recipient may get the mail twice. While two
+//!   copies exist, `list`/`inspect` show the newest. `take` naks, with the remaining
+//!   delay, every message fetched before its due time.
+//! - `retry_now` republishes a deferred message without its due time and deletes the old
+//!   one; `remove` purges the message's subject. Both only know the leases of *this*
+//!   process: a lease held by another pod is not seen, so `remove` may delete a message
+//!   being delivered there (that delivery still happens, beside the bounce of the
+//!   removed copy). `list`/`inspect` likewise report `leased` for this process's leases
+//!   only: `sluice queue list`, a process of its own, shows none leased.
+//! - `list` and `queue_stats` read the per-subject counts of the stream (one subject per
+//!   queue id), `list` then each message by subject, without consuming; `list` stops at
+//!   `JetStreamOptions::list_limit` entries.
+//! - `wait_for_work` wakes on enqueue/defer/retry made through this handle, otherwise
+//!   after `poll_interval` (or `max` if shorter): work enqueued by other pods is noticed
+//!   within `poll_interval`.
+
+pub mod codec;
+#[cfg(test)]
+mod tests;
+
+use super::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
+use crate::smtp::address::Recipient;
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, PullConsumer, pull},
+    object_store::{self, ObjectStore},
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use async_trait::async_trait;
+use codec::Meta;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Where and how the queue lives in JetStream.
+#[derive(Debug, Clone)]
+pub struct JetStreamOptions {
+    /// The work-queue stream of queued messages.
+    pub stream: String,
+    /// Messages are published on `PREFIX.QUEUEID`; the stream holds `PREFIX.>`.
+    pub subject_prefix: String,
+    /// The durable pull consumer shared by all workers.
+    pub consumer: String,
+    /// The Object Store bucket for bodies larger than the server's max payload.
+    pub bodies_bucket: String,
+    /// Stream (and bucket) replicas: 3 in production, 1 in tests.
+    pub replicas: usize,
+    /// The server-side lease: how long a message taken by a process that died stays
+    /// invisible. Longer leases are kept alive with in-progress acks.
+    pub ack_wait: Duration,
+    /// How long `take` waits for a message before it answers `None`. Not zero: the
+    /// server signals its consumers of a stored message asynchronously, after the PubAck,
+    /// so a no-wait fetch right after an enqueue may find nothing (seen under load).
+    pub fetch_wait: Duration,
+    /// How often `wait_for_work` returns when nothing happened through this handle.
+    pub poll_interval: Duration,
+    /// The most entries `list` returns.
+    pub list_limit: usize,
+}
+
+impl Default for JetStreamOptions {
+    fn default() -> Self {
+        JetStreamOptions {
+            stream: "SLUICE_MESSAGES".into(),
+            subject_prefix: "sluice.msg".into(),
+            consumer: "sluice-workers".into(),
+            bodies_bucket: "sluice-bodies".into(),
+            replicas: 1,
+            ack_wait: Duration::from_secs(30),
+            fetch_wait: Duration::from_millis(50),
+            poll_interval: Duration::from_secs(1),
+            list_limit: 10_000,
+        }
+    }
+}
+
+/// Room left under the max payload for the protocol line and the small headers; the
+/// envelope header is counted twice on top, leaving it room to grow on deferrals.
+const HEADER_ROOM: usize = 4 * 1024;
+/// How many too-early messages one `take` naks before it gives up for now.
+const MAX_EARLY_PER_TAKE: usize = 256;
+
+struct Held {
+    id: QueueId,
+    seq: u64,
+    message: Arc<jetstream::Message>,
+    keeper: JoinHandle<()>,
+}
+
+type Leases = Arc<Mutex<HashMap<u64, Held>>>;
+
+pub struct JetStreamQueue {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    consumer: PullConsumer,
+    bodies: ObjectStore,
+    options: JetStreamOptions,
+    max_payload: usize,
+    leases: Leases,
+    next_token: AtomicU64,
+    work: Arc<Notify>,
+}
+
+fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
+    move |e| QueueError::Storage(format!("jetstream {what}: {e}"))
+}
+
+impl JetStreamQueue {
+    /// Connects to `url`, creates or updates the stream, the consumer and the bodies
+    /// bucket (idempotent: every pod does it at start).
+    pub async fn connect(url: &str, options: JetStreamOptions) -> Result<Self, QueueError> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| QueueError::Storage(format!("connecting to NATS at {url}: {e}")))?;
+        Self::with_client(client, options).await
+    }
+
+    /// As [`JetStreamQueue::connect`], over a client the caller connected (credentials,
+    /// TLS, several server URLs: `async_nats::ConnectOptions`).
+    pub async fn with_client(
+        client: async_nats::Client,
+        options: JetStreamOptions,
+    ) -> Result<Self, QueueError> {
+        // Not yet known when the client connects in the background: assume the default.
+        let max_payload = match client.server_info().max_payload {
+            0 => 1024 * 1024,
+            known => known,
+        };
+        let js = jetstream::new(client);
+        let replicas = options.replicas.max(1);
+        js.create_or_update_stream(stream::Config {
+            name: options.stream.clone(),
+            subjects: vec![format!("{}.>", options.subject_prefix)],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            // Refuse rather than drop: invariant 1.
+            discard: DiscardPolicy::New,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(err("creating the stream"))?;
+        let stream = js
+            .get_stream(&options.stream)
+            .await
+            .map_err(err("opening the stream"))?;
+        let consumer_config = pull::Config {
+            durable_name: Some(options.consumer.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: -1,
+            filter_subject: format!("{}.>", options.subject_prefix),
+            ..Default::default()
+        };
+        let consumer: PullConsumer = match stream.get_consumer(&options.consumer).await {
+            Ok(consumer) => {
+                stream
+                    .update_consumer(consumer_config)
+                    .await
+                    .map_err(err("updating the consumer"))?;
+                consumer
+            }
+            Err(_) => stream
+                .create_consumer(consumer_config)
+                .await
+                .map_err(err("creating the consumer"))?,
+        };
+        let bodies = match js.get_object_store(&options.bodies_bucket).await {
+            Ok(bucket) => bucket,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: options.bodies_bucket.clone(),
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(err("creating the bodies bucket"))?,
+        };
+        Ok(JetStreamQueue {
+            js,
+            stream,
+            consumer,
+            bodies,
+            options,
+            max_payload,
+            leases: Arc::default(),
+            next_token: AtomicU64::new(1),
+            work: Arc::new(Notify::new()),
+        })
+    }
+
+    fn subject(&self, id: &QueueId) -> String {
+        format!("{}.{}", self.options.subject_prefix, id)
+    }
+
+    /// Publishes one queue message and waits for the PubAck.
+    async fn publish(&self, meta: &Meta, msg_id: &str, body: &[u8]) -> Result<(), QueueError> {
+        let headers = codec::encode(meta, msg_id)?;
+        let payload = if meta.body_object.is_some() {
+            bytes::Bytes::new()
+        } else {
+            bytes::Bytes::copy_from_slice(body)
+        };
+        let ack = self
+            .js
+            .publish_with_headers(self.subject(&meta.envelope.id), headers, payload)
+            .await
+            .map_err(err("publishing"))?;
+        ack.await.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("maximum") || text.contains("limit") {
+                QueueError::Full(format!("jetstream refused the message: {text}"))
+            } else {
+                QueueError::Storage(format!("jetstream publish not acknowledged: {text}"))
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The newest stored message of `id`, with its stream sequence.
+    async fn last(&self, id: &QueueId) -> Result<Option<(u64, Meta, bytes::Bytes)>, QueueError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&self.subject(id))
+            .await
+        {
+            Ok(message) => {
+                let meta = codec::decode(Some(&message.headers), message.payload.len())?;
+                Ok(Some((message.sequence, meta, message.payload)))
+            }
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+            Err(e) => Err(QueueError::Storage(format!("jetstream get {id}: {e}"))),
+        }
+    }
+
+    async fn body(&self, meta: &Meta, payload: bytes::Bytes) -> Result<Vec<u8>, QueueError> {
+        let Some(name) = &meta.body_object else {
+            return Ok(payload.to_vec());
+        };
+        let mut object = self
+            .bodies
+            .get(name)
+            .await
+            .map_err(err("reading a body object"))?;
+        let mut body = Vec::with_capacity(meta.body_size as usize);
+        object
+            .read_to_end(&mut body)
+            .await
+            .map_err(err("reading a body object"))?;
+        Ok(body)
+    }
+
+    async fn delete_body(&self, name: Option<&str>) {
+        if let Some(name) = name
+            && let Err(e) = self.bodies.delete(name).await
+        {
+            tracing::warn!(object = %name, error = %e, "could not delete a body object");
+        }
+    }
+
+    fn leased_seqs(&self) -> Vec<u64> {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.values().map(|h| h.seq).collect()
+    }
+
+    fn is_leased(&self, id: &QueueId) -> bool {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.values().any(|h| &h.id == id)
+    }
+
+    /// Takes the lease of `token` away from the map (and its keeper task), or `LeaseLost`.
+    fn release(&self, token: u64, id: &QueueId) -> Result<Held, QueueError> {
+        let held = {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            leases.remove(&token)
+        };
+        let held = held.ok_or_else(|| QueueError::LeaseLost(id.clone()))?;
+        held.keeper.abort();
+        Ok(held)
+    }
+
+    /// The queue ids with messages in the stream (one subject each), sorted.
+    async fn ids(&self) -> Result<Vec<QueueId>, QueueError> {
+        let filter = format!("{}.>", self.options.subject_prefix);
+        let mut subjects = self
+            .stream
+            .info_with_subjects(&filter)
+            .await
+            .map_err(err("reading stream subjects"))?;
+        let prefix = format!("{}.", self.options.subject_prefix);
+        let mut ids = Vec::new();
+        while let Some(entry) = subjects.next().await {
+            let (subject, count) = entry.map_err(err("reading stream subjects"))?;
+            if count == 0 {
+                continue;
+            }
+            if let Some(id) = subject.strip_prefix(&prefix).and_then(QueueId::parse) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn entry(&self, seq: u64, meta: Meta, leased: &[u64]) -> QueueEntry {
+        QueueEntry {
+            due_at_ms: meta.not_before_ms.unwrap_or(meta.envelope.received_at_ms),
+            size: meta.body_size,
+            leased: leased.contains(&seq),
+            envelope: meta.envelope,
+        }
+    }
+}
+
+/// Keeps a lease: in-progress acks while it is longer than `ack_wait`, then a nak that
+/// makes the message due again, unless ack or defer took it first (and aborted this).
+fn keep_lease(
+    leases: Leases,
+    token: u64,
+    message: Arc<jetstream::Message>,
+    lease: Duration,
+    ack_wait: Duration,
+    work: Arc<Notify>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + lease;
+        let beat = (ack_wait / 3).max(Duration::from_millis(100));
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            let left = until - now;
+            if left <= beat {
+                tokio::time::sleep(left).await;
+                break;
+            }
+            tokio::time::sleep(beat).await;
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                tracing::warn!(error = %e, "could not extend a JetStream lease");
+            }
+        }
+        let expired = {
+            let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
+            leases.remove(&token).is_some()
+        };
+        if expired {
+            if let Err(e) = message.double_ack_with(AckKind::Nak(None)).await {
+                tracing::warn!(error = %e, "could not return an expired lease");
+            }
+            work.notify_waiters();
+        }
+    })
+}
+
+#[async_trait]
+impl Queue for JetStreamQueue {
+    async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
+        let envelope_len = serde_json::to_string(envelope).map_or(0, |json| json.len());
+        let limit = self
+            .max_payload
+            .checked_sub(HEADER_ROOM + 2 * envelope_len)
+            .ok_or_else(|| {
+                QueueError::Full(format!(
+                    "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
+                    envelope.id, self.max_payload
+                ))
+            })?;
+        let body_object = if body.len() > limit {
+            let name = envelope.id.to_string();
+            self.bodies
+                .put(name.as_str(), &mut &body[..])
+                .await
+                .map_err(err("storing a large body"))?;
+            Some(name)
+        } else {
+            None
+        };
+        let meta = Meta {
+            envelope: envelope.clone(),
+            not_before_ms: None,
+            body_size: body.len() as u64,
+            body_object,
+        };
+        self.publish(&meta, envelope.id.as_str(), body).await?;
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        let wait = max.min(self.options.poll_interval);
+        tokio::select! {
+            _ = self.work.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+
+    async fn take(&self, lease: Duration) -> Result<Option<Lease>, QueueError> {
+        for _ in 0..MAX_EARLY_PER_TAKE {
+            let mut batch = self
+                .consumer
+                .batch()
+                .max_messages(1)
+                .expires(self.options.fetch_wait)
+                .messages()
+                .await
+                .map_err(err("fetching"))?;
+            let message = match batch.next().await {
+                None => return Ok(None),
+                Some(message) => message.map_err(err("fetching"))?,
+            };
+            let seq = message.info().map_err(err("message info"))?.stream_sequence;
+            let meta = match codec::decode(message.headers.as_ref(), message.payload.len()) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    // Not ours to deliver: set it aside for an hour rather than spin on it.
+                    tracing::error!(seq, error = %e, "undecodable queue message");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(3600))))
+                        .await;
+                    continue;
+                }
+            };
+            let now = unix_ms(SystemTime::now());
+            if let Some(due) = meta.not_before_ms
+                && due > now
+            {
+                let delay = Duration::from_millis(due - now);
+                message
+                    .ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(err("nak of a message not yet due"))?;
+                continue;
+            }
+            let body = match self.body(&meta, message.payload.clone()).await {
+                Ok(body) => body,
+                Err(e) => {
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(60))))
+                        .await;
+                    return Err(e);
+                }
+            };
+            let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+            let message = Arc::new(message);
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let keeper = keep_lease(
+                self.leases.clone(),
+                token,
+                message.clone(),
+                lease,
+                self.options.ack_wait,
+                self.work.clone(),
+            );
+            leases.insert(
+                token,
+                Held {
+                    id: meta.envelope.id.clone(),
+                    seq,
+                    message,
+                    keeper,
+                },
+            );
+            return Ok(Some(Lease {
+                envelope: meta.envelope,
+                body,
+                token,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
+        let held = self.release(lease.token, &lease.envelope.id)?;
+        held.message
+            .double_ack()
+            .await
+            .map_err(err("acknowledging"))?;
+        // Once no message of this id is left, neither is a use for its body object.
+        let object = held
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(codec::BODY_OBJECT))
+            .map(|v| v.as_str().to_string());
+        if let Some(name) = object
+            && let Ok(None) = self.last(&held.id).await
+        {
+            self.delete_body(Some(&name)).await;
+        }
+        Ok(())
+    }
+
+    async fn defer(
+        &self,
+        lease: &Lease,
+        until: SystemTime,
+        remaining: Vec<Recipient>,
+        reason: String,
+    ) -> Result<(), QueueError> {
+        let held = self.release(lease.token, &lease.envelope.id)?;
+        let old = codec::decode(held.message.headers.as_ref(), held.message.payload.len())?;
+        let mut envelope = lease.envelope.clone();
+        envelope.recipients = remaining;
+        envelope.attempts += 1;
+        envelope.last_error = Some(reason);
+        let msg_id = format!("{}.{}", envelope.id, envelope.attempts);
+        let meta = Meta {
+            envelope,
+            not_before_ms: Some(unix_ms(until)),
+            body_size: old.body_size,
+            body_object: old.body_object,
+        };
+        if let Err(e) = self.publish(&meta, &msg_id, &held.message.payload).await {
+            // Nothing changed: the old message is due again.
+            let _ = held.message.ack_with(AckKind::Nak(None)).await;
+            return Err(e);
+        }
+        if let Err(e) = held.message.double_ack().await {
+            // The new message is stored; the old one comes back after ack_wait and is
+            // delivered once more (at-least-once).
+            tracing::warn!(id = %held.id, error = %e, "deferred, but the old message was not acked");
+        }
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
+        let leased = self.leased_seqs();
+        let mut out = Vec::new();
+        for id in self.ids().await? {
+            if out.len() >= self.options.list_limit {
+                break;
+            }
+            if let Some((seq, meta, _)) = self.last(&id).await? {
+                out.push(self.entry(seq, meta, &leased));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn inspect(&self, id: &QueueId) -> Result<Option<(QueueEntry, Vec<u8>)>, QueueError> {
+        let Some((seq, meta, payload)) = self.last(id).await? else {
+            return Ok(None);
+        };
+        let body = self.body(&meta, payload).await?;
+        Ok(Some((self.entry(seq, meta, &self.leased_seqs()), body)))
+    }
+
+    async fn retry_now(&self, id: &QueueId) -> Result<bool, QueueError> {
+        if self.is_leased(id) {
+            return Ok(false);
+        }
+        let Some((seq, mut meta, payload)) = self.last(id).await? else {
+            return Ok(false);
+        };
+        let now = unix_ms(SystemTime::now());
+        if meta.not_before_ms.is_some_and(|due| due > now) {
+            meta.not_before_ms = None;
+            let msg_id = format!("{}.{}.r{seq}", id, meta.envelope.attempts);
+            self.publish(&meta, &msg_id, &payload).await?;
+            self.stream
+                .delete_message(seq)
+                .await
+                .map_err(err("deleting the deferred copy"))?;
+        }
+        self.work.notify_waiters();
+        Ok(true)
+    }
+
+    async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError> {
+        if self.is_leased(id) {
+            return Err(QueueError::Busy(id.clone()));
+        }
+        let Some((_, meta, payload)) = self.last(id).await? else {
+            return Ok(None);
+        };
+        let body = self.body(&meta, payload).await?;
+        self.stream
+            .purge()
+            .filter(self.subject(id))
+            .await
+            .map_err(err("purging a message"))?;
+        self.delete_body(meta.body_object.as_deref()).await;
+        Ok(Some((meta.envelope, body)))
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, QueueError> {
+        let ids = self.ids().await?;
+        Ok(QueueStats {
+            messages: ids.len() as u64,
+            oldest: ids.into_iter().next(),
+        })
+    }
+}
