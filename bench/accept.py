@@ -28,12 +28,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import (
+    run_main,
     CLK_TCK, REPO, START_TIMEOUT, BenchError, Relay, _on_signal, build, cargo_target_dir,
     cpu_seconds, ehlo_check, free_port, histogram, histogram_delta, labeled, launch_relay, log,
     log_problems, quantile, raise_fd_limit, read_line, run_source, spawn, stop, stop_all,
@@ -410,12 +410,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        stop_all()
-        print(f"bench: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except BaseException:
-        stop_all()
-        raise
+    run_main(main)

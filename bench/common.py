@@ -433,3 +433,17 @@ def start_sink(smtp_sink: str, log_path: Path, counters: bool = True, backlog: i
     sink = Sink(proc, port, log_path)
     wait_for_port(port, proc, START_TIMEOUT)
     return sink
+
+
+def run_main(main) -> None:
+    """Runs a benchmark's main(): its return value is the exit status; every process it
+    started is stopped on the way out, whatever ends it (error, Ctrl-C)."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        stop_all()
+        print(f"bench: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except BaseException:
+        stop_all()
+        raise

@@ -36,13 +36,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from common import (
+    run_main,
     CLK_TCK, RECIPIENT, REPO, SENDER, START_TIMEOUT, BenchError, Sink, _on_signal, build,
     cargo_target_dir, cleanup_done, cpu_seconds, free_port, histogram, histogram_delta, labeled,
     launch_relay, log, log_problems, on_cleanup, quantile, spawn, start_sink, stop, stop_all,
@@ -788,12 +788,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        stop_all()
-        print(f"bench: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except BaseException:
-        stop_all()
-        raise
+    run_main(main)

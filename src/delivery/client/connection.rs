@@ -34,17 +34,7 @@ impl Connection {
         config: &ClientConfig,
     ) -> Result<Connection, ClientError> {
         let remote = format!("{server_name}[{}]:{}", addr.ip(), addr.port());
-        let duration = config.timeouts.connect;
-        let tcp = tokio::time::timeout(duration, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                command: "connect",
-                duration,
-            })?
-            .map_err(|source| ClientError::Connect {
-                remote: remote.clone(),
-                source,
-            })?;
+        let tcp = within_connect_timeout(config, &remote, TcpStream::connect(addr)).await?;
         // Pipelined commands go out in one write anyway; small writes should not wait.
         let _ = tcp.set_nodelay(true);
         Connection::open(Box::new(tcp), server_name, remote, config).await
@@ -57,17 +47,7 @@ impl Connection {
         config: &ClientConfig,
     ) -> Result<Connection, ClientError> {
         let remote = format!("unix:{}", path.display());
-        let duration = config.timeouts.connect;
-        let stream = tokio::time::timeout(duration, UnixStream::connect(path))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                command: "connect",
-                duration,
-            })?
-            .map_err(|source| ClientError::Connect {
-                remote: remote.clone(),
-                source,
-            })?;
+        let stream = within_connect_timeout(config, &remote, UnixStream::connect(path)).await?;
         Connection::open(Box::new(stream), "localhost", remote, config).await
     }
 
@@ -204,4 +184,23 @@ pub(super) fn rejected(wire: &Wire, command: &'static str, reply: Reply) -> Clie
         command,
         reply,
     }
+}
+
+/// A connect attempt bounded by the configured connect timeout, with its errors named.
+async fn within_connect_timeout<S>(
+    config: &ClientConfig,
+    remote: &str,
+    connect: impl std::future::Future<Output = std::io::Result<S>>,
+) -> Result<S, ClientError> {
+    let duration = config.timeouts.connect;
+    tokio::time::timeout(duration, connect)
+        .await
+        .map_err(|_| ClientError::Timeout {
+            command: "connect",
+            duration,
+        })?
+        .map_err(|source| ClientError::Connect {
+            remote: remote.to_string(),
+            source,
+        })
 }
