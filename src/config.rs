@@ -26,6 +26,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub log: LogFormat,
+    /// NATS, for the JetStream queue and the policy bucket (`sluice ingress`,
+    /// `sluice worker`, `sluice standalone --jetstream`).
+    #[serde(default)]
+    pub nats: crate::nats::NatsConfig,
 }
 
 /// The delivery worker of `sluice standalone`.
@@ -202,6 +206,7 @@ impl Config {
         self.delivery.secrets_dir.iter_mut().for_each(join);
         self.delivery.ca_file.iter_mut().for_each(join);
         self.policies.iter_mut().for_each(join);
+        self.nats.resolve_paths(base);
         if let Some(tls) = self.tls.as_mut() {
             join(&mut tls.cert_file);
             join(&mut tls.key_file);

@@ -9,7 +9,8 @@
 //! | [`delivery`] | the worker: routing, MX, the outbound SMTP client, retries, bounces, local delivery |
 //! | [`filter`] | trace headers and content checks on messages passing through |
 //! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials |
-//! | [`queue`] | the `Queue` trait and the embedded spool backend |
+//! | [`nats`] | connecting to NATS: URLs, credentials, TLS, connection state |
+//! | [`queue`] | the `Queue` trait and its backends: the embedded spool, JetStream |
 //! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
 //! | [`config`] | the process configuration file of `sluice standalone` |
 //! | [`standalone`] | the one-process relay: wiring, reloads, signals and drain |
@@ -21,6 +22,7 @@ pub mod config;
 pub mod delivery;
 pub mod filter;
 pub mod ingress;
+pub mod nats;
 pub mod policy;
 pub mod queue;
 pub mod smtp;

@@ -1,5 +1,6 @@
 //! Command-line interface: subcommands and their arguments.
 
+mod nats;
 mod policy;
 mod queue;
 

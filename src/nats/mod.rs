@@ -1,0 +1,199 @@
+//! Connecting to NATS: server URLs, credentials and TLS as the Kubernetes roles take them
+//! (`nats:` in the configuration file, or `SLUICE_NATS_…` variables), and the
+//! connection's state, which the roles' readiness follows.
+
+use crate::units::serde_duration;
+use anyhow::Context;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach NATS and how to lay out what Sluice keeps there.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// One or more server URLs, comma-separated (`nats://…`, `tls://…`).
+    pub url: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A file holding an NKey seed (`SU…`).
+    pub nkey_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and NKey seed), as `nsc` writes it.
+    pub creds_file: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the servers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for servers that verify clients.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Refuse to talk to a server without TLS.
+    pub tls_required: bool,
+    /// Replicas of the streams and buckets Sluice creates: 3 in production.
+    pub replicas: usize,
+    /// How long a message taken by a worker that died stays invisible before another
+    /// worker gets it.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub ack_wait: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            user: None,
+            password: None,
+            token: None,
+            nkey_file: None,
+            creds_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            tls_required: false,
+            replicas: 1,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the connection reports, as it happens: the roles' readiness follows `Connected`
+/// and `Disconnected`.
+pub type StateCallback = Arc<dyn Fn(bool) + Send + Sync>;
+
+impl NatsConfig {
+    /// Makes relative file paths relative to `base` (the configuration file's directory).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        for path in [
+            &mut self.nkey_file,
+            &mut self.creds_file,
+            &mut self.ca_file,
+            &mut self.cert_file,
+            &mut self.key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    /// The configured URLs; an error when there are none.
+    pub fn urls(&self) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+        let text = self
+            .url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .context("no NATS server configured (SLUICE_NATS_URL, --nats-url or nats.url)")?;
+        text.split(',')
+            .map(|u| {
+                u.trim()
+                    .parse::<async_nats::ServerAddr>()
+                    .with_context(|| format!("NATS URL {u:?}"))
+            })
+            .collect()
+    }
+
+    /// Connects in the background: the client keeps trying (here at start and after
+    /// every loss) and `on_state` hears each connect and disconnect. Only bad settings
+    /// (unreadable files, malformed URLs) are errors.
+    pub async fn connect(
+        &self,
+        name: &str,
+        on_state: StateCallback,
+    ) -> anyhow::Result<async_nats::Client> {
+        let urls = self.urls()?;
+        let options = self
+            .options()
+            .await?
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .event_callback(move |event| {
+                let on_state = on_state.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            on_state(true);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("disconnected from NATS; reconnecting");
+                            on_state(false);
+                        }
+                        other => tracing::info!(event = %other, "NATS"),
+                    }
+                }
+            });
+        options
+            .connect(urls)
+            .await
+            .context("setting up the NATS connection")
+    }
+
+    /// Credentials and TLS, without the connection behaviour.
+    async fn options(&self) -> anyhow::Result<async_nats::ConnectOptions> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(file) = &self.creds_file {
+            options = options
+                .credentials_file(file)
+                .await
+                .with_context(|| format!("reading NATS credentials {}", file.display()))?;
+        }
+        if let Some(file) = &self.nkey_file {
+            let seed = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the NKey seed {}", file.display()))?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => {
+                options = options.user_and_password(user.clone(), password.clone())
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("a NATS user needs a password, and a password a user"),
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                options = options.add_client_certificate(cert.clone(), key.clone())
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("a NATS client certificate needs its key, and a key its certificate"),
+        }
+        Ok(options.require_tls(self.tls_required))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_a_comma_separated_list() {
+        let config = NatsConfig {
+            url: Some("nats://127.0.0.1:4222, tls://127.0.0.2:4223".into()),
+            ..Default::default()
+        };
+        assert_eq!(config.urls().unwrap().len(), 2);
+        let none = NatsConfig::default();
+        assert!(none.urls().unwrap_err().to_string().contains("SLUICE_NATS_URL"));
+    }
+
+    #[tokio::test]
+    async fn half_given_credentials_are_refused() {
+        let config = NatsConfig {
+            url: Some("nats://127.0.0.1:1".into()),
+            user: Some("u".into()),
+            ..Default::default()
+        };
+        let err = config.connect("t", Arc::new(|_| {})).await.unwrap_err();
+        assert!(format!("{err:#}").contains("password"), "{err:#}");
+    }
+}
