@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod nats;
 pub mod scripted;
 pub mod sink;
 pub mod smtp;

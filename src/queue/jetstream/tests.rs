@@ -5,92 +5,10 @@
 
 use super::*;
 use crate::queue::conformance::{envelope, queue_conformance_tests, take_within};
-use std::net::{Ipv4Addr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
-use tempfile::TempDir;
 
-/// A `nats-server -js` of one test.
-pub struct NatsServer {
-    child: Option<Child>,
-    /// The port the server chose (`-p -1`, read from its ports file): never one picked
-    /// here and released, which a parallel test could pick too and share the server.
-    port: Option<u16>,
-    store: TempDir,
-}
-
-impl NatsServer {
-    pub fn start() -> Self {
-        let store = tempfile::tempdir().expect("temporary store directory");
-        let mut server = NatsServer {
-            child: None,
-            port: None,
-            store,
-        };
-        server.spawn();
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port.expect("started"))
-    }
-
-    fn spawn(&mut self) {
-        let port = self.port.map_or("-1".to_string(), |p| p.to_string());
-        let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-            .arg(self.store.path().join("js"))
-            .arg("--ports_file_dir")
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH (scripts/install-test-deps installs it)");
-        let ports_file = self
-            .store
-            .path()
-            .join(format!("nats-server_{}.ports", child.id()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            if let Some(status) = child.try_wait().expect("nats-server status") {
-                panic!("nats-server exited at start: {status}");
-            }
-            let listed = std::fs::read_to_string(&ports_file)
-                .ok()
-                .and_then(|text| text.split("127.0.0.1:").nth(1).map(str::to_string))
-                .and_then(|rest| rest.split('"').next().and_then(|p| p.parse::<u16>().ok()));
-            if let Some(port) = listed
-                && TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
-            {
-                break port;
-            }
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        self.port = Some(port);
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Kills the server (as `kill -9` would) and starts it again on the same store and
-    /// port.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+#[path = "../../../tests/common/nats.rs"]
+mod nats_server;
+use nats_server::NatsServer;
 
 async fn queue(server: &NatsServer) -> JetStreamQueue {
     JetStreamQueue::connect(&server.url(), JetStreamOptions::default())
