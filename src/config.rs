@@ -1,6 +1,9 @@
-//! The process configuration of `sluice standalone`: listeners, TLS files, the spool
-//! directory, the admin address, limits and the RelayPolicy files. (The relay rules
-//! themselves live in RelayPolicy documents, see [`crate::policy`].)
+//! The process configuration: listeners, TLS files, the spool directory, the admin
+//! address, limits, delivery, NATS and the RelayPolicy files. `sluice standalone` reads
+//! it from a file; `sluice ingress` and `sluice worker` may start from one and take
+//! flags and `SLUICE_…` variables over it. Which parts are needed depends on the role
+//! ([`Config::validate`]). (The relay rules themselves live in RelayPolicy documents,
+//! see [`crate::policy`].)
 
 use crate::smtp::session::ListenerKind;
 use crate::units::{serde_duration, serde_size};
@@ -15,10 +18,17 @@ pub struct Config {
     /// Our name in greetings and Received headers; the machine's host name by default.
     #[serde(default = "default_hostname")]
     pub hostname: String,
+    /// Needed by the roles that accept mail (standalone, ingress).
+    #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
     pub tls: Option<TlsConfig>,
+    /// The embedded spool of `sluice standalone` (without `--jetstream`).
+    #[serde(default)]
     pub spool: PathBuf,
     pub admin: Option<SocketAddr>,
+    /// RelayPolicy files, for `sluice standalone`; the other roles read the compiled
+    /// policy from NATS (`sluice policy push`).
+    #[serde(default)]
     pub policies: Vec<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
@@ -26,13 +36,56 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub log: LogFormat,
+    /// Where to write the bound addresses (admin, then each listener by name) as JSON,
+    /// once each is bound: for scripts and tests that bind port 0.
+    #[serde(default)]
+    pub ports_file: Option<PathBuf>,
     /// NATS, for the JetStream queue and the policy bucket (`sluice ingress`,
     /// `sluice worker`, `sluice standalone --jetstream`).
     #[serde(default)]
     pub nats: crate::nats::NatsConfig,
 }
 
-/// The delivery worker of `sluice standalone`.
+/// Which process reads the configuration: each needs different parts of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `sluice standalone`: everything in one process, on the spool or (`--jetstream`)
+    /// on NATS, with policy from files.
+    Standalone { jetstream: bool },
+    /// `sluice ingress`: listeners only, queue and policy in NATS.
+    Ingress,
+    /// `sluice worker`: delivery only, queue and policy in NATS.
+    Worker,
+}
+
+impl Role {
+    pub fn accepts_mail(self) -> bool {
+        !matches!(self, Role::Worker)
+    }
+
+    pub fn delivers(self) -> bool {
+        !matches!(self, Role::Ingress)
+    }
+
+    pub fn uses_nats(self) -> bool {
+        !matches!(self, Role::Standalone { jetstream: false })
+    }
+
+    /// Policy from the configured files; otherwise from the NATS bucket.
+    pub fn policy_from_files(self) -> bool {
+        matches!(self, Role::Standalone { .. })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standalone { .. } => "standalone",
+            Role::Ingress => "ingress",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// The delivery worker.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DeliveryConfig {
@@ -175,9 +228,41 @@ pub enum ConfigError {
     Invalid { path: PathBuf, problem: String },
 }
 
+impl Default for Config {
+    /// What the roles start from without a file: nothing but defaults.
+    fn default() -> Self {
+        Config {
+            hostname: default_hostname(),
+            listeners: Vec::new(),
+            tls: None,
+            spool: PathBuf::new(),
+            admin: None,
+            policies: Vec::new(),
+            limits: Limits::default(),
+            delivery: DeliveryConfig::default(),
+            log: LogFormat::default(),
+            ports_file: None,
+            nats: Default::default(),
+        }
+    }
+}
+
 impl Config {
-    /// Reads the file; relative paths in it are taken relative to the file's directory.
+    /// Reads the file as `sluice standalone` needs it: see [`Config::read`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::read(path)?;
+        config
+            .validate(Role::Standalone { jetstream: false })
+            .map_err(|problem| ConfigError::Invalid {
+                path: path.to_owned(),
+                problem,
+            })?;
+        Ok(config)
+    }
+
+    /// Reads the file without checking it against a role; relative paths in it are taken
+    /// relative to the file's directory.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
             error,
@@ -189,16 +274,13 @@ impl Config {
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
-        config.validate().map_err(|problem| ConfigError::Invalid {
-            path: path.to_owned(),
-            problem,
-        })?;
         Ok(config)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
         let join = |p: &mut PathBuf| {
-            if p.is_relative() {
+            // An empty path is a setting left out, not the file's directory.
+            if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         };
@@ -206,6 +288,7 @@ impl Config {
         self.delivery.secrets_dir.iter_mut().for_each(join);
         self.delivery.ca_file.iter_mut().for_each(join);
         self.policies.iter_mut().for_each(join);
+        self.ports_file.iter_mut().for_each(join);
         self.nats.resolve_paths(base);
         if let Some(tls) = self.tls.as_mut() {
             join(&mut tls.cert_file);
@@ -213,12 +296,19 @@ impl Config {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
-        if self.listeners.is_empty() {
+    /// Checks that the configuration has what `role` needs and that its limits make sense.
+    pub fn validate(&self, role: Role) -> Result<(), String> {
+        if role.accepts_mail() && self.listeners.is_empty() {
             return Err("at least one listener is needed".into());
         }
-        if self.policies.is_empty() {
+        if role.policy_from_files() && self.policies.is_empty() {
             return Err("at least one RelayPolicy file is needed in `policies`".into());
+        }
+        if !role.uses_nats() && self.spool.as_os_str().is_empty() {
+            return Err("`spool` (the spool directory) is needed".into());
+        }
+        if role.uses_nats() {
+            self.nats.urls().map_err(|e| e.to_string())?;
         }
         let implicit_tls = self
             .listeners

@@ -13,7 +13,7 @@
 //! | [`queue`] | the `Queue` trait and its backends: the embedded spool, JetStream |
 //! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
 //! | [`config`] | the process configuration file of `sluice standalone` |
-//! | [`standalone`] | the one-process relay: wiring, reloads, signals and drain |
+//! | [`roles`] | the processes (standalone, ingress, worker): wiring, reloads, readiness, signals and drain |
 //! | [`units`] | sizes and durations as written in configuration |
 //! | [`watch`] | noticing changed configuration files |
 #![forbid(unsafe_code)]
@@ -25,8 +25,8 @@ pub mod ingress;
 pub mod nats;
 pub mod policy;
 pub mod queue;
+pub mod roles;
 pub mod smtp;
-pub mod standalone;
 pub mod telemetry;
 pub mod units;
 pub mod watch;

@@ -3,10 +3,11 @@
 mod nats;
 mod policy;
 mod queue;
+mod role;
 
 use clap::{Parser, Subcommand};
-use sluice::config::Config;
-use std::path::PathBuf;
+use role::{CommonArgs, IngressArgs, WorkerArgs};
+use sluice::config::{Config, Role};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -18,11 +19,33 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the relay in one process on the embedded spool.
+    /// Run the relay in one process on the embedded spool (or on JetStream with
+    /// --jetstream), policy from the configured files.
     Standalone {
-        /// The process configuration (listeners, TLS, spool, admin, limits, policy files).
-        #[arg(long, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Queue in NATS JetStream (nats.url, --nats-url or SLUICE_NATS_URL) instead of
+        /// the embedded spool.
+        #[arg(long, env = "SLUICE_JETSTREAM")]
+        jetstream: bool,
+        #[command(flatten)]
+        ingress: IngressArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Accept mail and publish it to JetStream; policy from the NATS bucket sluice-policy.
+    Ingress {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        ingress: IngressArgs,
+    },
+    /// Deliver mail from JetStream; policy from the NATS bucket sluice-policy.
+    Worker {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
     },
     /// Inspect and prepare RelayPolicy rules.
     Policy {
@@ -40,16 +63,40 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Standalone { config } => {
-            let config = Config::load(&config)?;
-            sluice::telemetry::init_logging(config.log);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(sluice::standalone::run(config))?;
-            Ok(ExitCode::SUCCESS)
+        Command::Standalone {
+            common,
+            jetstream,
+            ingress,
+            worker,
+        } => {
+            let role = Role::Standalone { jetstream };
+            let mut config = common.config()?;
+            ingress.apply(&mut config);
+            worker.apply(&mut config);
+            serve(config, role)
+        }
+        Command::Ingress { common, ingress } => {
+            let mut config = common.config()?;
+            ingress.apply(&mut config);
+            serve(config, Role::Ingress)
+        }
+        Command::Worker { common, worker } => {
+            let mut config = common.config()?;
+            worker.apply(&mut config);
+            serve(config, Role::Worker)
         }
         Command::Policy { command } => policy::run(command),
         Command::Queue { command } => queue::run(command),
     }
+}
+
+/// Runs a role until it is stopped.
+fn serve(config: Config, role: Role) -> anyhow::Result<ExitCode> {
+    config.validate(role).map_err(anyhow::Error::msg)?;
+    sluice::telemetry::init_logging(config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(sluice::roles::run(config, role))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ use crate::queue::Queue;
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::readiness::{Latch, Readiness};
 use connection::Connection;
 use io::Io;
 use limits::ConnectionLimits;
@@ -42,6 +43,9 @@ pub struct Shared {
     pub policy: watch::Receiver<Arc<PolicySnapshot>>,
     pub tls: Option<Arc<TlsStore>>,
     pub metrics: Arc<Metrics>,
+    /// While the queue's latch is withdrawn (JetStream unreachable), new sessions are
+    /// refused with 421: nothing they sent could be acknowledged.
+    pub readiness: Arc<Readiness>,
     pub limits: Arc<ConnectionLimits>,
     pub timeouts: Timeouts,
     pub max_command_line: usize,
@@ -107,6 +111,19 @@ async fn handle(
             return;
         }
     };
+    if !shared.readiness.is_released(Latch::Queue) {
+        shared.metrics.connections_refused.inc("queue_unavailable");
+        let reply = Reply::new(
+            421,
+            "4.3.0",
+            format!(
+                "{} Service not available: the queue is unreachable, try again later",
+                listener.session.hostname
+            ),
+        );
+        refuse(tcp, reply).await;
+        return;
+    }
     shared.metrics.connections.inc(listener_label(&listener));
     shared
         .metrics

@@ -165,7 +165,9 @@ impl NatsConfig {
                 options = options.add_client_certificate(cert.clone(), key.clone())
             }
             (None, None) => {}
-            _ => anyhow::bail!("a NATS client certificate needs its key, and a key its certificate"),
+            _ => {
+                anyhow::bail!("a NATS client certificate needs its key, and a key its certificate")
+            }
         }
         Ok(options.require_tls(self.tls_required))
     }
@@ -183,7 +185,12 @@ mod tests {
         };
         assert_eq!(config.urls().unwrap().len(), 2);
         let none = NatsConfig::default();
-        assert!(none.urls().unwrap_err().to_string().contains("SLUICE_NATS_URL"));
+        assert!(
+            none.urls()
+                .unwrap_err()
+                .to_string()
+                .contains("SLUICE_NATS_URL")
+        );
     }
 
     #[tokio::test]

@@ -136,6 +136,12 @@ pub trait Queue: Send + Sync + 'static {
     /// not count: its holder's ack will find [`QueueError::LeaseLost`]).
     async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
 
+    /// Whether the store answers now, for readiness and for refusing connections while
+    /// it does not. The embedded spool always does.
+    async fn check(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// The size of the queue and its oldest message, for metrics scraped every few
     /// seconds. This default reads every envelope; a backend should answer from what it
     /// keeps in memory.

@@ -1,5 +1,6 @@
 //! Readiness as a set of latches released by start-up steps (listeners bound, TLS loaded,
-//! policy loaded, queue open) and withdrawn when the process starts draining.
+//! policy loaded, queue open), the queue's latch withdrawn while the queue is unreachable
+//! (JetStream), and all of it withdrawn for good when the process starts draining.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,6 +23,15 @@ pub struct Readiness {
 impl Readiness {
     pub fn release(&self, latch: Latch) {
         self.released[latch as usize].store(true, Ordering::Release);
+    }
+
+    /// Takes a latch back: the process is not ready until it is released again.
+    pub fn withdraw(&self, latch: Latch) {
+        self.released[latch as usize].store(false, Ordering::Release);
+    }
+
+    pub fn is_released(&self, latch: Latch) -> bool {
+        self.released[latch as usize].load(Ordering::Acquire)
     }
 
     /// Once draining, the process is never ready again: the load balancer must move on.
@@ -57,6 +67,10 @@ mod tests {
             assert!(!r.is_ready());
             r.release(latch);
         }
+        assert!(r.is_ready());
+        r.withdraw(Latch::Queue);
+        assert!(!r.is_ready() && !r.is_released(Latch::Queue));
+        r.release(Latch::Queue);
         assert!(r.is_ready());
         r.start_draining();
         assert!(!r.is_ready());

@@ -9,8 +9,9 @@ pub mod sink;
 pub mod smtp;
 
 use sluice::config::Config;
+use sluice::config::Role;
 use sluice::policy::hash_password;
-use sluice::standalone::{self, Running};
+use sluice::roles::{self, Running};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -118,7 +119,9 @@ pub async fn start(limits: &str) -> Relay {
 pub async fn start_with(config_yaml: &str, policy_yaml: &str) -> Relay {
     let (dir, config_path, ca_pem) = prepare_with(config_yaml, policy_yaml);
     let config = Config::load(&config_path).expect("config");
-    let running = standalone::start(config).await.expect("start relay");
+    let running = roles::start(config, Role::Standalone { jetstream: false })
+        .await
+        .expect("start relay");
     let addr = |name: &str| {
         running
             .listeners

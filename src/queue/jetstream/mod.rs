@@ -221,6 +221,22 @@ impl JetStreamQueue {
         })
     }
 
+    /// Hands back every lease this process holds (a nak each), so that other workers
+    /// get the messages now rather than after `ack_wait`: what a worker does when it
+    /// stops before its deliveries are settled.
+    pub async fn release_all(&self) {
+        let held: Vec<Held> = {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            leases.drain().map(|(_, held)| held).collect()
+        };
+        for held in held {
+            held.keeper.abort();
+            if let Err(e) = held.message.ack_with(AckKind::Nak(None)).await {
+                tracing::warn!(id = %held.id, error = %e, "could not hand back a lease");
+            }
+        }
+    }
+
     fn subject(&self, id: &QueueId) -> String {
         format!("{}.{}", self.options.subject_prefix, id)
     }
@@ -617,6 +633,14 @@ impl Queue for JetStreamQueue {
             .map_err(err("purging a message"))?;
         self.delete_body(meta.body_object.as_deref()).await;
         Ok(Some((meta.envelope, body)))
+    }
+
+    async fn check(&self) -> Result<(), QueueError> {
+        self.stream
+            .get_info()
+            .await
+            .map(|_| ())
+            .map_err(err("reading the stream's state"))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, QueueError> {

@@ -48,11 +48,21 @@ const MAX_REQUEST_HEAD: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// The queue behind `/queue` and the queue gauges, once there is one.
+pub type QueueSlot = Arc<std::sync::OnceLock<Arc<dyn Queue>>>;
+
+/// A slot already holding `queue`.
+pub fn queue_slot(queue: Arc<dyn Queue>) -> QueueSlot {
+    Arc::new(std::sync::OnceLock::from(queue))
+}
+
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
-    pub queue: Option<Arc<dyn Queue>>,
+    /// Filled in once the queue is open: the probes are answered before that (a role
+    /// waiting for NATS is alive but not ready).
+    pub queue: QueueSlot,
     /// Our host name: the reporting MTA of the bounces that `DELETE ?bounce=1` sends.
     pub hostname: String,
 }
@@ -166,7 +176,7 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
         ("GET", Resource::Health) => Response::text("200 OK", "ok\n"),
         ("GET", Resource::Ready) => readyz(&state.readiness),
         ("GET", Resource::Metrics) => {
-            if let Some(queue) = &state.queue {
+            if let Some(queue) = state.queue.get() {
                 refresh_queue_gauges(queue.as_ref(), &state.metrics).await;
             }
             Response {
@@ -179,7 +189,7 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
             ..Response::text("405 Method Not Allowed", "method not allowed\n")
         },
         (method, resource) => {
-            let Some(queue) = &state.queue else {
+            let Some(queue) = state.queue.get() else {
                 return Response::not_found("no queue here");
             };
             queue_route(queue.as_ref(), method, resource, &request, &state.hostname).await

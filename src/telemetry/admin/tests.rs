@@ -60,7 +60,7 @@ async fn queue_routes_retry_delete_and_refuse_what_they_must() {
     let state = AdminState {
         metrics: Arc::default(),
         readiness: Arc::default(),
-        queue: Some(spool.clone()),
+        queue: queue_slot(spool.clone()),
         hostname: "relay.test".into(),
     };
     let (leased, deferred) = (envelope(&["a"]), envelope(&["b"]));
@@ -127,7 +127,7 @@ async fn delete_with_bounce_queues_a_failure_dsn_to_the_sender_only() {
     let state = AdminState {
         metrics: Arc::default(),
         readiness: Arc::default(),
-        queue: Some(spool.clone()),
+        queue: queue_slot(spool.clone()),
         hostname: "relay.test".into(),
     };
     let mut original = envelope(&["a", "b"]);
@@ -198,7 +198,7 @@ async fn metrics_carry_the_queue_gauges() {
     let state = AdminState {
         metrics: Arc::default(),
         readiness: Arc::default(),
-        queue: Some(spool.clone()),
+        queue: queue_slot(spool.clone()),
         hostname: "relay.test".into(),
     };
     let old = envelope(&["a"]);

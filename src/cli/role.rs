@@ -1,0 +1,157 @@
+//! `sluice standalone`, `sluice ingress` and `sluice worker`: the configuration file
+//! (optional for the Kubernetes roles) with flags and `SLUICE_…` variables over it, as a
+//! pod spec sets them.
+
+use super::nats::NatsArgs;
+use clap::Args;
+use sluice::config::{Config, ListenerConfig, LogFormat, TlsConfig};
+use sluice::smtp::session::ListenerKind;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What every role takes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// The process configuration file; flags and variables override what it says.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Our name in greetings, Received headers and bounces.
+    #[arg(long, env = "SLUICE_HOSTNAME")]
+    hostname: Option<String>,
+    /// The admin listener (/healthz, /readyz, /metrics, /queue), e.g. 0.0.0.0:9090.
+    #[arg(long, env = "SLUICE_ADMIN")]
+    admin: Option<SocketAddr>,
+    /// Log format: text or json.
+    #[arg(long, env = "SLUICE_LOG", value_parser = parse_log)]
+    log: Option<LogFormat>,
+    /// How long SIGTERM waits for sessions and deliveries to finish (e.g. 25s).
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", value_parser = sluice::units::parse_duration)]
+    shutdown_grace: Option<Duration>,
+    /// Write the bound addresses here as JSON (for scripts binding port 0).
+    #[arg(long, env = "SLUICE_PORTS_FILE")]
+    ports_file: Option<PathBuf>,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+/// The listeners and TLS of the roles that accept mail.
+#[derive(Args, Debug, Clone, Default)]
+pub struct IngressArgs {
+    /// The relay listener (port 25 style: MX traffic and trusted clients).
+    #[arg(long, env = "SLUICE_SMTP")]
+    smtp: Option<SocketAddr>,
+    /// The submission listener (port 587 style: STARTTLS and AUTH).
+    #[arg(long, env = "SLUICE_SUBMISSION")]
+    submission: Option<SocketAddr>,
+    /// The implicit-TLS submission listener (port 465 style).
+    #[arg(long, env = "SLUICE_SUBMISSIONS")]
+    submissions: Option<SocketAddr>,
+    /// Certificate chain (PEM), with --tls-key.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The largest message accepted (e.g. 25Mi).
+    #[arg(long, env = "SLUICE_MAX_MESSAGE_SIZE", value_parser = sluice::units::parse_size)]
+    max_message_size: Option<u64>,
+}
+
+/// The delivery settings of the roles that deliver.
+#[derive(Args, Debug, Clone, Default)]
+pub struct WorkerArgs {
+    /// Messages in delivery at once.
+    #[arg(long, env = "SLUICE_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// The port of MX hosts (25; another only for tests).
+    #[arg(long, env = "SLUICE_MX_PORT")]
+    mx_port: Option<u16>,
+    /// A DNS server to ask instead of those in /etc/resolv.conf.
+    #[arg(long, env = "SLUICE_NAMESERVER")]
+    nameserver: Option<SocketAddr>,
+    /// Secrets referenced by the policy, as DIR/NAME/KEY (a mounted Secret).
+    #[arg(long, env = "SLUICE_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for smarthosts and webhooks.
+    #[arg(long, env = "SLUICE_CA_FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+fn parse_log(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("{other:?}: expected text or json")),
+    }
+}
+
+fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+    if let Some(value) = flag {
+        *field = value.clone();
+    }
+}
+
+impl CommonArgs {
+    /// The file (or the defaults), with the flags over it.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::read(path)?,
+            None => Config::default(),
+        };
+        set(&mut config.hostname, &self.hostname);
+        set(&mut config.log, &self.log);
+        set(&mut config.limits.shutdown_grace, &self.shutdown_grace);
+        if self.admin.is_some() {
+            config.admin = self.admin;
+        }
+        if self.ports_file.is_some() {
+            config.ports_file.clone_from(&self.ports_file);
+        }
+        self.nats.apply(&mut config.nats);
+        Ok(config)
+    }
+}
+
+impl IngressArgs {
+    pub fn apply(&self, config: &mut Config) {
+        for (name, kind, address) in [
+            ("smtp", ListenerKind::Relay, self.smtp),
+            ("submission", ListenerKind::Submission, self.submission),
+            ("submissions", ListenerKind::Submissions, self.submissions),
+        ] {
+            let Some(address) = address else { continue };
+            // A flag replaces the file's listener of the same name.
+            config.listeners.retain(|l| l.name != name);
+            config.listeners.push(ListenerConfig {
+                name: name.into(),
+                address,
+                kind,
+                allow_plaintext_auth: false,
+            });
+        }
+        if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsConfig {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            });
+        }
+        set(&mut config.limits.max_message_size, &self.max_message_size);
+    }
+}
+
+impl WorkerArgs {
+    pub fn apply(&self, config: &mut Config) {
+        let delivery = &mut config.delivery;
+        set(&mut delivery.concurrency, &self.concurrency);
+        set(&mut delivery.mx_port, &self.mx_port);
+        if self.nameserver.is_some() {
+            delivery.nameserver = self.nameserver;
+        }
+        if self.secrets_dir.is_some() {
+            delivery.secrets_dir.clone_from(&self.secrets_dir);
+        }
+        if self.ca_file.is_some() {
+            delivery.ca_file.clone_from(&self.ca_file);
+        }
+    }
+}

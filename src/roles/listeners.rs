@@ -1,0 +1,116 @@
+//! The SMTP side of a role that accepts mail: the state its connections share, and its
+//! listening sockets.
+
+use crate::config::{Config, ListenerConfig};
+use crate::ingress::limits::ConnectionLimits;
+use crate::ingress::tls::TlsStore;
+use crate::ingress::{self, Listener, Shared, Timeouts};
+use crate::policy::PolicySnapshot;
+use crate::queue::Queue;
+use crate::smtp::session::{ListenerKind, SessionConfig};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::readiness::Readiness;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The certificate, when TLS is configured.
+pub fn load_tls(config: &Config) -> anyhow::Result<Option<Arc<TlsStore>>> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| TlsStore::load(t.cert_file.clone(), t.key_file.clone()).context("loading TLS"))
+        .transpose()
+}
+
+pub fn shared(
+    config: &Config,
+    queue: Arc<dyn Queue>,
+    policy: watch::Receiver<Arc<PolicySnapshot>>,
+    tls: Option<Arc<TlsStore>>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        queue,
+        policy,
+        tls,
+        metrics,
+        readiness,
+        limits: ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        ),
+        timeouts: Timeouts {
+            command: config.limits.command_timeout,
+            data: config.limits.data_timeout,
+            auth_failure_delay: config.limits.auth_failure_delay,
+        },
+        max_command_line: config.limits.max_command_line,
+    })
+}
+
+/// Binds every configured listener and serves it until `drain`; returns the bound
+/// addresses by listener name.
+pub async fn bind(
+    config: &Config,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    drain: &CancellationToken,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("binding listener {} to {}", l.name, l.address))?;
+        bound.push((l.name.clone(), socket.local_addr()?));
+        let listener = Arc::new(Listener {
+            name: l.name.clone(),
+            session: Arc::new(session_config(config, l, shared.tls.is_some())),
+        });
+        tokio::spawn(ingress::serve(
+            socket,
+            listener,
+            shared.clone(),
+            tracker.clone(),
+            drain.clone(),
+            stop.clone(),
+        ));
+    }
+    Ok(bound)
+}
+
+fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> SessionConfig {
+    SessionConfig {
+        hostname: config.hostname.clone(),
+        kind: l.kind,
+        tls_available: tls_available && l.kind != ListenerKind::Submissions,
+        allow_plaintext_auth: l.allow_plaintext_auth,
+        max_message_size: config.limits.max_message_size,
+        max_recipients: config.limits.max_recipients,
+        max_data_line: config.limits.max_data_line,
+        max_errors: config.limits.max_errors,
+    }
+}
+
+/// Starts the admin listener, when one is configured.
+pub async fn admin(
+    config: &Config,
+    state: crate::telemetry::admin::AdminState,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = config.admin else {
+        return Ok(None);
+    };
+    let socket = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener to {addr}"))?;
+    let local = socket.local_addr()?;
+    tokio::spawn(crate::telemetry::admin::run(socket, state, stop.clone()));
+    Ok(Some(local))
+}

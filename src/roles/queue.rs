@@ -1,0 +1,138 @@
+//! Opening the queue a role works on: the embedded spool, or JetStream over a NATS
+//! connection that is retried until it works; and, for JetStream, the health probe that
+//! readiness and the ingress's 421 follow.
+
+use crate::config::{Config, Role};
+use crate::queue::Queue;
+use crate::queue::jetstream::{JetStreamOptions, JetStreamQueue};
+use crate::queue::spool::Spool;
+use crate::telemetry::readiness::{Latch, Readiness};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the JetStream probe asks, and how long it waits for an answer.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Between two attempts at setting up the stream while NATS is not there yet.
+const SETUP_RETRY: Duration = Duration::from_secs(1);
+
+/// The open queue, with what closing it needs.
+#[derive(Clone)]
+pub enum Backend {
+    Spool(Arc<Spool>),
+    JetStream {
+        queue: Arc<JetStreamQueue>,
+        client: async_nats::Client,
+    },
+}
+
+impl Backend {
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        match self {
+            Backend::Spool(spool) => spool.clone(),
+            Backend::JetStream { queue, .. } => queue.clone(),
+        }
+    }
+
+    pub fn nats(&self) -> Option<&async_nats::Client> {
+        match self {
+            Backend::Spool(_) => None,
+            Backend::JetStream { client, .. } => Some(client),
+        }
+    }
+
+    /// After the worker stopped: hands back leases still held (JetStream), then flushes
+    /// and closes the store.
+    pub async fn close(&self) {
+        match self {
+            Backend::Spool(spool) => spool.close().await,
+            Backend::JetStream { queue, client } => {
+                queue.release_all().await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+            }
+        }
+    }
+}
+
+/// Opens the role's queue. For JetStream this waits, retrying, until NATS answers and the
+/// stream is set up; the queue latch is released then, and from then on follows the
+/// connection and [`probe`].
+pub async fn open(
+    config: &Config,
+    role: Role,
+    readiness: &Arc<Readiness>,
+) -> anyhow::Result<Backend> {
+    if !role.uses_nats() {
+        let spool = Spool::open(&config.spool)
+            .await
+            .context("opening the spool")?;
+        readiness.release(Latch::Queue);
+        return Ok(Backend::Spool(Arc::new(spool)));
+    }
+    let on_state = {
+        let readiness = readiness.clone();
+        Arc::new(move |connected: bool| {
+            // Released again by the probe once JetStream answers, not by the connection
+            // alone: a connected server may still have no JetStream quorum.
+            if !connected {
+                readiness.withdraw(Latch::Queue);
+            }
+        })
+    };
+    let name = format!("sluice-{}-{}", role.name(), config.hostname);
+    let client = config.nats.connect(&name, on_state).await?;
+    let options = JetStreamOptions {
+        replicas: config.nats.replicas,
+        ack_wait: config.nats.ack_wait,
+        ..JetStreamOptions::default()
+    };
+    let mut attempt = 0u32;
+    let queue = loop {
+        match JetStreamQueue::with_client(client.clone(), options.clone()).await {
+            Ok(queue) => break queue,
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 || attempt.is_multiple_of(30) {
+                    tracing::warn!(error = %e, attempt, "JetStream not available yet; retrying");
+                }
+                tokio::time::sleep(SETUP_RETRY).await;
+            }
+        }
+    };
+    readiness.release(Latch::Queue);
+    tracing::info!(stream = %options.stream, replicas = options.replicas, "JetStream queue ready");
+    Ok(Backend::JetStream {
+        queue: Arc::new(queue),
+        client,
+    })
+}
+
+/// Asks the queue whether it answers, every second, until `stop`, and keeps the queue
+/// latch in step: a JetStream that is unreachable or too slow makes the process unready
+/// (the Service stops routing to it) and the ingress refuses new sessions with 421.
+pub async fn probe(queue: Arc<dyn Queue>, readiness: Arc<Readiness>, stop: CancellationToken) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, queue.check()).await;
+        let now_healthy = matches!(answer, Ok(Ok(())));
+        if now_healthy {
+            readiness.release(Latch::Queue);
+        } else {
+            readiness.withdraw(Latch::Queue);
+        }
+        if now_healthy != healthy {
+            match answer {
+                Ok(Ok(())) => tracing::info!("queue reachable again"),
+                Ok(Err(e)) => tracing::error!(error = %e, "queue unreachable; not ready"),
+                Err(_) => tracing::error!("queue too slow to answer; not ready"),
+            }
+            healthy = now_healthy;
+        }
+    }
+}
