@@ -5,10 +5,7 @@
 
 use super::*;
 use crate::queue::conformance::{envelope, queue_conformance_tests, take_within};
-
-#[path = "../../../tests/common/nats.rs"]
-mod nats_server;
-use nats_server::NatsServer;
+use crate::testing::nats::NatsServer;
 
 async fn queue(server: &NatsServer) -> JetStreamQueue {
     JetStreamQueue::connect(&server.url(), JetStreamOptions::default())
