@@ -7,6 +7,7 @@ mod io;
 pub mod limits;
 pub mod tls;
 
+use crate::events::EventSink;
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::smtp::reply::Reply;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub policy: watch::Receiver<Arc<PolicySnapshot>>,
     pub tls: Option<Arc<TlsStore>>,
     pub metrics: Arc<Metrics>,
+    /// Where the `accepted` event of each queued message goes.
+    pub events: Arc<dyn EventSink>,
     pub limits: Arc<ConnectionLimits>,
     pub timeouts: Timeouts,
     pub max_command_line: usize,

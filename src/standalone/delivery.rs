@@ -5,6 +5,7 @@ use crate::delivery::client::{ClientConfig, Timeouts, TlsMode, system_roots};
 use crate::delivery::dispatch::{DispatchSettings, Dispatcher};
 use crate::delivery::dns::{Resolver, SystemResolver};
 use crate::delivery::worker::Worker;
+use crate::events::LogOnly;
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::telemetry::metrics::Metrics;
@@ -65,6 +66,7 @@ pub fn worker(
         settings.retry.clone(),
         settings.concurrency,
         metrics,
+        Arc::new(LogOnly),
     )))
 }
 

@@ -5,6 +5,7 @@
 mod delivery;
 
 use crate::config::{Config, ListenerConfig};
+use crate::events::LogOnly;
 use crate::ingress::limits::ConnectionLimits;
 use crate::ingress::tls::TlsStore;
 use crate::ingress::{self, Listener, Shared, Timeouts};
@@ -80,6 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         policy: policy_rx,
         tls: tls.clone(),
         metrics: metrics.clone(),
+        events: Arc::new(LogOnly),
         limits: ConnectionLimits::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
