@@ -266,3 +266,75 @@ async fn a_recipient_deferred_past_the_lifetime_expires_on_record() {
     let events = s.events.events.lock().unwrap().clone();
     assert!(events[1].reply.contains("451 4.3.0"), "{:?}", events[1]);
 }
+
+/// The whole path on JetStream: a worker fetched the message, delivered to `a` (its
+/// event is on record) and died; after ack_wait the next worker delivers to `d` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_worker_died_on_jetstream_only_the_rest_is_delivered() {
+    use crate::events::jetstream::{JetStreamEvents, subject};
+    use crate::queue::jetstream::{JetStreamOptions, JetStreamQueue};
+    use async_nats::jetstream::consumer::PullConsumer;
+    use futures_util::StreamExt;
+
+    let server = crate::testing::nats::NatsServer::start();
+    let options = JetStreamOptions {
+        ack_wait: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let queue = JetStreamQueue::connect(&server.url(), options.clone())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let s = setup(Recorded::default(), RetrySchedule::default()).await;
+    let events = JetStreamEvents::open(js.clone(), 1, s.metrics.clone())
+        .await
+        .unwrap();
+    let env = plain(&["a", "d"]);
+    queue
+        .enqueue(&env, b"Subject: t\r\n\r\nhi\r\n")
+        .await
+        .unwrap();
+
+    // The worker that died: fetched, never acked; its delivery to `a` is on record.
+    let stream = js.get_stream(&options.stream).await.unwrap();
+    let consumer: PullConsumer = stream.get_consumer(&options.consumer).await.unwrap();
+    let mut fetched = consumer.fetch().max_messages(1).messages().await.unwrap();
+    fetched.next().await.expect("fetched").unwrap();
+    let delivered = DeliveryEvent::about(
+        EventKind::Delivered,
+        &env,
+        Some(&env.recipients[0]),
+        SystemTime::now(),
+    );
+    let json = serde_json::to_vec(&delivered).unwrap();
+    let ack = js.publish(subject(&env.id, EventKind::Delivered), json.into());
+    ack.await.unwrap().await.unwrap();
+
+    let worker = Worker::new(
+        Arc::new(queue),
+        s.worker.policy.clone(),
+        s.worker.dispatcher.clone(),
+        RetrySchedule::default(),
+        1,
+        s.metrics.clone(),
+        events.clone(),
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.clone().run(stop.clone()));
+    let received = s.sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 1, "delivered after ack_wait");
+    assert_eq!(rcpt_lines(&s.sink), vec!["RCPT TO:<d@example.net>"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while worker.queue.queue_stats().await.unwrap().messages > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never acked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+    assert_eq!(s.metrics.queue_redeliveries.load(Ordering::SeqCst), 1);
+    let suppressed = &s.metrics.delivery_duplicates_suppressed;
+    assert_eq!(suppressed.load(Ordering::SeqCst), 1);
+    events.close(Duration::from_secs(5)).await;
+    let recorded = events.delivered(&env.id).await;
+    assert_eq!(recorded, vec!["a@example.net", "d@example.net"]);
+}
