@@ -16,7 +16,6 @@
 //! | `error.rs` | `PolicyError` |
 //! | `*_tests.rs`, `tests.rs` | unit tests too long to sit beside their code; shared fixtures |
 
-pub mod bucket;
 mod compile;
 mod decision;
 mod documents;
