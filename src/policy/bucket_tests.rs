@@ -6,11 +6,7 @@ use crate::nats::NatsConfig;
 use crate::policy::tests::{compile, example, policy};
 use std::time::Instant;
 
-// The JetStream queue's tests hold their own copy of the harness, private to them.
-#[allow(clippy::duplicate_mod)]
-#[path = "../../tests/common/nats.rs"]
-mod nats_server;
-use nats_server::NatsServer;
+use crate::testing::nats::NatsServer;
 
 async fn context(server: &NatsServer) -> jetstream::Context {
     let config = NatsConfig {
