@@ -44,6 +44,7 @@ fn envelope() -> Envelope {
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
+        trace: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn envelope(recipients: &[&str]) -> Envelope {
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
+        trace: None,
     }
 }
 

@@ -92,6 +92,7 @@ fn envelope(params: MailParams) -> Envelope {
         attempts: 7,
         last_error: None,
         delay_warned_at_ms: None,
+        trace: None,
     }
 }
 

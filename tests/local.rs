@@ -42,6 +42,7 @@ fn envelope(sender: Option<&str>, rcpts: &[&str]) -> (Envelope, Vec<Recipient>) 
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
+        trace: None,
     };
     (envelope, recipients)
 }

@@ -299,6 +299,7 @@ impl Worker {
         }
         tracing::info!(
             queue_id = %lease.envelope.id,
+            trace_id = lease.envelope.trace.map(|t| t.trace_id()).unwrap_or_default(),
             to = %recipient.address,
             relay = outcome.remote_mta().unwrap_or("none"),
             delay = format!("{:.1}", delay.as_secs_f64()),

@@ -109,6 +109,7 @@ mod tests {
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,
+            trace: None,
         }
     }
 

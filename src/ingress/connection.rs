@@ -298,6 +298,7 @@ impl Connection {
                 client = %self.peer,
                 listener = %self.listener.name,
                 user = envelope.authenticated_user.as_deref().unwrap_or(""),
+                trace_id = envelope.trace.map(|t| t.trace_id()).unwrap_or_default(),
                 "accepted"
             );
         }

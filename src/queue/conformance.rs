@@ -100,6 +100,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
+        trace: None,
     }
 }
 

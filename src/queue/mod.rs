@@ -42,6 +42,10 @@ pub struct Envelope {
     /// Absent in envelopes written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_warned_at_ms: Option<u64>,
+    /// The message's W3C trace context, started by the ingress that accepted it.
+    /// Absent in envelopes written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::telemetry::trace::TraceParent>,
 }
 
 /// A message taken from the queue for delivery. Until it is acked or deferred, no other

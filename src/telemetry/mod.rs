@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod metrics;
 pub mod readiness;
+pub mod trace;
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;

@@ -26,6 +26,7 @@ fn entry(id: &str, sender: Option<Mailbox>, recipients: &[&str]) -> QueueEntry {
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,
+            trace: None,
         },
         size: 1500,
         due_at_ms: 1_700_000_000_000,

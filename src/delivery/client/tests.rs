@@ -21,6 +21,7 @@ fn envelope(params: MailParams) -> Envelope {
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
+        trace: None,
     }
 }
 

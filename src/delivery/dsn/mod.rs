@@ -173,6 +173,8 @@ impl<'a> Report<'a> {
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,
+            // The bounce continues the original message's trace.
+            trace: self.envelope.trace.map(|t| t.child()),
         };
         (envelope, message)
     }

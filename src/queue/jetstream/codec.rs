@@ -20,6 +20,9 @@ pub const ENVELOPE: &str = "Sluice-Envelope";
 pub const NOT_BEFORE: &str = "Sluice-Not-Before";
 pub const BODY_SIZE: &str = "Sluice-Body-Size";
 pub const BODY_OBJECT: &str = "Sluice-Body-Object";
+/// The envelope's trace context under its W3C name, for NATS tooling and tracing
+/// instrumentation; the envelope header stays the record.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// What the headers of one stored message say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,9 @@ pub fn encode(meta: &Meta, msg_id: &str) -> Result<HeaderMap, QueueError> {
     }
     if let Some(object) = &meta.body_object {
         headers.insert(BODY_OBJECT, object.as_str());
+    }
+    if let Some(trace) = &meta.envelope.trace {
+        headers.insert(TRACEPARENT, trace.to_string().as_str());
     }
     Ok(headers)
 }
@@ -87,10 +93,17 @@ mod tests {
         meta.envelope.last_error = Some("451 4.7.1 \"quoted\"\r\nsecond line".into());
         let headers = encode(&meta, "X").unwrap();
         assert_eq!(decode(Some(&headers), 12).unwrap(), meta);
+        assert!(headers.get(TRACEPARENT).is_none());
         meta.not_before_ms = Some(1_700_000_000_000);
         meta.body_object = Some("OBJ".into());
+        let trace = crate::telemetry::trace::TraceParent::new_root();
+        meta.envelope.trace = Some(trace);
         let headers = encode(&meta, "X.1").unwrap();
         assert_eq!(headers.get(MSG_ID).unwrap().as_str(), "X.1");
+        assert_eq!(
+            headers.get(TRACEPARENT).unwrap().as_str(),
+            trace.to_string()
+        );
         assert_eq!(decode(Some(&headers), 0).unwrap(), meta);
         assert!(decode(None, 0).is_err());
     }

@@ -6,6 +6,7 @@ use crate::policy::ClientInfo;
 use crate::queue::{Envelope, QueueId};
 use crate::smtp::address::{MailParams, Mailbox, Notify, Orcpt, Recipient, ReversePath};
 use crate::smtp::reply::Reply;
+use crate::telemetry::trace::TraceParent;
 
 impl Session {
     pub(super) fn mail(&mut self, reverse_path: ReversePath, mut params: MailParams) -> Step {
@@ -35,6 +36,7 @@ impl Session {
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,
+            trace: Some(TraceParent::new_root()),
         };
         self.transaction = Some(Transaction {
             envelope,

@@ -131,6 +131,7 @@ fn trusted_client_relays_and_gets_queue_id_only_after_enqueue() {
     );
     assert!(envelope.recipients[0].notify.is_some_and(|n| n.failure));
     assert_eq!(envelope.params.envid.as_deref(), Some("x+y"));
+    assert!(envelope.trace.is_some(), "each message starts a trace");
     let text = String::from_utf8(message).unwrap();
     assert!(
         text.starts_with("Received: from client.test ([10.1.2.3])"),

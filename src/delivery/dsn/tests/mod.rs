@@ -56,6 +56,7 @@ fn envelope(sender: Option<&str>, params: MailParams) -> Envelope {
         attempts: 3,
         last_error: None,
         delay_warned_at_ms: None,
+        trace: None,
     }
 }
 
@@ -111,4 +112,32 @@ fn recipient_blocks(message: &str) -> Vec<String> {
 
 fn dsn(env: &Envelope, reports: &[(Recipient, Outcome)], kind: ReportKind) -> Option<String> {
     build(env, reports, kind, ORIGINAL, "relay.example.net", now()).map(|(_, m)| text_of(&m))
+}
+
+#[test]
+fn a_bounce_continues_the_trace_of_its_message() {
+    let mut env = envelope(Some("sender@example.com"), MailParams::default());
+    let untraced = build(
+        &env,
+        &[(rcpt("a@x.example", None), failed("550 5.1.1 no"))],
+        ReportKind::Failure,
+        ORIGINAL,
+        "relay.example.net",
+        now(),
+    );
+    assert_eq!(untraced.unwrap().0.trace, None);
+    let trace = crate::telemetry::trace::TraceParent::new_root();
+    env.trace = Some(trace);
+    let (dsn, _) = build(
+        &env,
+        &[(rcpt("a@x.example", None), failed("550 5.1.1 no"))],
+        ReportKind::Failure,
+        ORIGINAL,
+        "relay.example.net",
+        now(),
+    )
+    .unwrap();
+    let continued = dsn.trace.expect("traced");
+    assert_eq!(continued.trace_id(), trace.trace_id());
+    assert_ne!(continued, trace, "a step of its own in the trace");
 }
