@@ -16,15 +16,23 @@ pub struct NatsServer {
     /// here and released, which a parallel test could pick too and share the server.
     port: Option<u16>,
     store: TempDir,
+    /// More arguments: authentication, TLS, a configuration file.
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server started with these arguments besides the usual ones.
+    pub fn start_with(extra: &[&str]) -> Self {
         let store = tempfile::tempdir().expect("temporary store directory");
         let mut server = NatsServer {
             child: None,
             port: None,
             store,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn();
         server
@@ -41,6 +49,7 @@ impl NatsServer {
             .arg(self.store.path().join("js"))
             .arg("--ports_file_dir")
             .arg(self.store.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
