@@ -18,6 +18,8 @@
 //!   token: when `lease` runs out, this process naks the message so that it is due again;
 //!   a lease longer than `ack_wait` is kept alive with in-progress acks. If the process
 //!   dies, the server makes the message due again after `ack_wait`.
+//! - `Lease::redelivered` comes from the server's delivery count, less the early nak a
+//!   deferred copy usually gets; an approximation, see [`lapsed_before`].
 //! - `defer` cannot change a stored message: it publishes the updated envelope as a new
 //!   message (same subject, `Sluice-Not-Before` = the due time) and then acks the old one.
 //!   A crash (or a failed ack) between the two leaves both: the old copy, with the old
@@ -403,6 +405,29 @@ fn keep_lease(
     })
 }
 
+/// Whether an earlier delivery of this stored message ended without ack or defer: a
+/// lease that lapsed (its holder died, or `keep_lease` returned it) or a failed defer.
+///
+/// The server counts every delivery, and `take` naks a deferred copy fetched before its
+/// due time, which is no lapse. So a copy stored before it was due is taken to have been
+/// fetched early once, as happens whenever workers wait for work: the consumer hands the
+/// new copy out at once, and the nak holds it back until it is due. This errs both ways:
+/// - a lapse is missed when no worker fetched such a copy before it was due (all busy or
+///   down for the whole deferral) and its first lease then lapsed;
+/// - a lapse is seen where there was none when a copy was fetched early twice (two pods
+///   whose clocks disagree) or when `take` nak'd it after a failed body read; the worker
+///   then merely looks up the delivery events for nothing.
+fn lapsed_before(
+    delivered: i64,
+    due_ms: Option<u64>,
+    stored: async_nats::datetime::DateTime,
+) -> bool {
+    let stored_early = due_ms.is_some_and(|ms| {
+        async_nats::datetime::from_nanos(i128::from(ms) * 1_000_000).is_ok_and(|due| stored < due)
+    });
+    delivered > if stored_early { 2 } else { 1 }
+}
+
 #[async_trait]
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
@@ -459,7 +484,8 @@ impl Queue for JetStreamQueue {
                 None => return Ok(None),
                 Some(message) => message.map_err(err("fetching"))?,
             };
-            let seq = message.info().map_err(err("message info"))?.stream_sequence;
+            let info = message.info().map_err(err("message info"))?;
+            let (seq, delivered, stored) = (info.stream_sequence, info.delivered, info.published);
             let meta = match codec::decode(message.headers.as_ref(), message.payload.len()) {
                 Ok(meta) => meta,
                 Err(e) => {
@@ -511,10 +537,12 @@ impl Queue for JetStreamQueue {
                     keeper,
                 },
             );
+            let redelivered = lapsed_before(delivered, meta.not_before_ms, stored);
             return Ok(Some(Lease {
                 envelope: meta.envelope,
                 body,
                 token,
+                redelivered,
             }));
         }
         Ok(None)

@@ -5,10 +5,7 @@
 
 use super::*;
 use crate::queue::conformance::{envelope, queue_conformance_tests, take_within};
-
-#[path = "../../../tests/common/nats.rs"]
-mod nats_server;
-use nats_server::NatsServer;
+use crate::testing::nats::NatsServer;
 
 async fn queue(server: &NatsServer) -> JetStreamQueue {
     JetStreamQueue::connect(&server.url(), JetStreamOptions::default())
@@ -128,4 +125,40 @@ async fn an_envelope_too_large_for_a_message_is_refused_as_full() {
         other => panic!("expected Full, got {other:?}"),
     }
     assert!(q.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_taker_died_comes_back_redelivered_after_ack_wait() {
+    let server = NatsServer::start();
+    let options = JetStreamOptions {
+        ack_wait: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let q = JetStreamQueue::connect(&server.url(), options.clone())
+        .await
+        .unwrap();
+    let env = envelope(&["a"]);
+    q.enqueue(&env, b"taken").await.unwrap();
+    {
+        // Another worker's fetch, never acked nor kept alive: that worker died.
+        let other = JetStreamQueue::connect(&server.url(), options)
+            .await
+            .unwrap();
+        let mut batch = other
+            .consumer
+            .fetch()
+            .max_messages(1)
+            .messages()
+            .await
+            .unwrap();
+        let taken = batch.next().await.expect("fetched").unwrap();
+        assert_eq!(taken.info().unwrap().delivered, 1);
+    }
+    assert!(q.take(MINUTE).await.unwrap().is_none(), "still leased");
+    let lease = take_within(&q, MINUTE, Duration::from_secs(5))
+        .await
+        .expect("due again after ack_wait");
+    assert_eq!(lease.envelope.id, env.id);
+    assert!(lease.redelivered);
+    q.ack(&lease).await.unwrap();
 }
