@@ -31,22 +31,19 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from common import (
     run_main,
-    CLK_TCK, RECIPIENT, REPO, SENDER, START_TIMEOUT, BenchError, Sink, _on_signal, build,
-    cargo_target_dir, cleanup_done, cpu_seconds, free_port, histogram, histogram_delta, labeled,
-    launch_relay, log, log_problems, on_cleanup, quantile, spawn, start_sink, stop, stop_all,
-    tail,
+    CLK_TCK, POLICY, BenchError, _on_signal, add_load_args, add_postfix_args,
+    add_tool_args, add_wait_args, build, cargo_target_dir, ceiling, check_tools, commit,
+    cpu_seconds, drive, free_port, histogram, histogram_delta, labeled, launch_relay, log,
+    log_problems, postfix_run, queue_len, quantile, sink_sessions, start_sink, stop_all, tail,
+    wait_until,
 )
 
 # Reference figures measured on this machine with the same load (from the task): Postfix
@@ -55,124 +52,9 @@ from common import (
 POSTFIX_REFERENCE_MSGS_PER_S = 400.0
 GOAL_RATIO = 3.0
 
-POLL = 0.02  # how often the sink's counter is read while the load runs, s
-
-# ---------------------------------------------------------------------------------------
-# The shared driver: the load at a relay, until the sink has every message.
-
-
-def drive(args, port: int, sink: Sink, alive) -> dict:
-    """Runs smtp-source at 127.0.0.1:port and watches the sink's counter until it has
-    received every message (or a time limit passes). `alive()` raises if the relay died.
-    Times are monotonic seconds from the start of smtp-source."""
-    cmd = [
-        args.smtp_source, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
-        "-f", SENDER, "-t", RECIPIENT, "-M", "source.bench.test",
-    ]
-    if args.reuse:
-        cmd.append("-d")
-    cmd.append(f"127.0.0.1:{port}")
-    base_msgs, base_sess = sink.counters()
-    log(" ".join(cmd) + f"  (load average {os.getloadavg()[0]:.2f})")
-    err_path = sink.log_path.with_name(sink.log_path.stem + "-source.err")
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(err_path, "wb") as errf:
-        t0 = time.monotonic()
-        src = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
-    source_end = last = None
-    client_cpu = float("nan")
-    got = 0
-    while True:
-        now = time.monotonic()
-        if source_end is None and src.poll() is not None:
-            source_end = now - t0
-            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-            stop(src)  # reaped already; only forgets it
-            if src.returncode != 0:
-                raise BenchError(f"smtp-source exited with {src.returncode}: "
-                                 f"{err_path.read_text(errors='replace').strip()[-2000:]}")
-        got = sink.counters()[0] - base_msgs
-        if got >= args.messages and last is None:
-            last = now - t0
-        if last is not None and source_end is not None:
-            break
-        if source_end is None and now - t0 > args.source_timeout:
-            raise BenchError(f"smtp-source did not finish within {args.source_timeout}s "
-                             f"(the sink has {got} messages)")
-        if source_end is not None and now - t0 - source_end > args.deliver_timeout:
-            raise BenchError(f"the sink has {got} of {args.messages} messages "
-                             f"{args.deliver_timeout}s after the last one was accepted")
-        alive()
-        time.sleep(POLL)
-    msgs, _ = sink.counters()
-    sink.base_sessions = base_sess
-    log(f"accepted in {source_end:.2f}s, all {args.messages} at the sink after {last:.2f}s")
-    return {
-        "source_s": source_end,
-        "last_delivered_s": last,
-        "accept_msgs_per_s": args.messages / source_end,
-        "e2e_msgs_per_s": args.messages / last,
-        "sink_messages": msgs - base_msgs,
-        "client_cpu_s": client_cpu,
-        "source_stderr": err_path.read_text(errors="replace").strip(),
-    }
-
-
-def sink_sessions(sink: Sink) -> int:
-    """SMTP sessions the sink served during the load. smtp-sink counts a session when it
-    ends, so this is read after the relay has stopped (and closed its cached connections),
-    once the counter has stopped moving (bounded)."""
-    deadline = time.monotonic() + 5
-    last = sink.counters()[1]
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = sink.counters()[1]
-        if now == last:
-            break
-        last = now
-    return last - sink.base_sessions
-
-
-def wait_until(what: str, check, timeout: float, interval: float = 0.2):
-    """Polls check() until it returns a true value; raises after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = check()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not so after {timeout}s")
-        time.sleep(interval)
-
-
-def ceiling(args, workdir: Path) -> dict:
-    sink = start_sink(args.smtp_sink, workdir / "ceiling-sink.log")
-    try:
-        r = drive(args, sink.port, sink, lambda: None)
-        r["sink_sessions"] = sink_sessions(sink)
-    finally:
-        sink.close()
-    log(f"ceiling: {r['e2e_msgs_per_s']:.0f} msg/s")
-    return r
-
 
 # ---------------------------------------------------------------------------------------
 # Sluice.
-
-POLICY = """\
-apiVersion: sluice.dev/v1alpha1
-kind: RelayPolicy
-metadata:
-  name: bench
-  namespace: mail
-spec:
-  trustedNetworks: ["127.0.0.1/32"]
-  # Every domain goes to the smtp-sink.
-  routes:
-    - domains: ["*"]
-      smarthost: {{ host: "127.0.0.1", port: {sink}, tls: opportunistic }}
-"""
 
 CONFIG = """\
 hostname: relay.bench.test
@@ -196,10 +78,6 @@ delivery:
 log: text
 """
 
-
-def queue_len(admin: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/queue", timeout=30) as r:
-        return len(json.loads(r.read()))
 
 
 def sluice_run(args, binary: Path, workdir: Path, concurrency: int, per_destination: int) -> dict:
@@ -290,285 +168,6 @@ def sluice_run(args, binary: Path, workdir: Path, concurrency: int, per_destinat
     r["errors"] = errors
     log(f"{name}: {r['e2e_msgs_per_s']:.0f} msg/s end to end, {r['cpu_ms_per_msg']:.3f} ms CPU/msg, "
         f"p99 <= {r['delivery_p99_bucket_ms']:g} ms, sink sessions {r['sink_sessions']}")
-    return r
-
-
-# ---------------------------------------------------------------------------------------
-# Postfix: a private instance in the temporary directory.
-
-POSTFIX_MAIN = """\
-# A private Postfix instance for bench/deliver.py: a relay for 127.0.0.0/8 to smtp-sink.
-compatibility_level = 3.6
-queue_directory = {dir}/queue
-data_directory = {dir}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-# No local delivery: nothing is local, and mail to a local address would fail.
-mydestination =
-local_recipient_maps =
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-# Everything to the sink, no MX lookup ([]), opportunistic TLS as Sluice's route.
-relayhost = [127.0.0.1]:{sink}
-smtp_tls_security_level = may
-default_process_limit = {process_limit}
-default_destination_concurrency_limit = {dest_concurrency}
-smtp_destination_concurrency_limit = {dest_concurrency}
-# No syslog here: postlogd writes the log (Postfix 3.4+).
-maillog_file = {dir}/maillog
-maillog_file_prefixes = /var, /dev/stdout, {dir}
-"""
-
-# master.cf: Debian's services that a relay uses, none chrooted (the queue directory is
-# not set up as a chroot jail), smtpd on a free loopback port.
-POSTFIX_MASTER = """\
-127.0.0.1:{smtp} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """Fields 3... of /proc/PID/stat (index 0 is field 3, state), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()
-
-
-def process_tree(root: int) -> dict[int, list[str]]:
-    """The root and every process below it, by pid: their /proc stat fields."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            f = proc_stat(int(entry))
-            if f is not None:
-                stats[int(entry)] = f
-    children: dict[int, list[int]] = {}
-    for pid, f in stats.items():
-        children.setdefault(int(f[1]), []).append(pid)
-    tree, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats and pid not in tree:
-            tree[pid] = stats[pid]
-            todo += children.get(pid, [])
-    return tree
-
-
-def tree_cpu_seconds(tree: dict[int, list[str]]) -> float:
-    """utime+stime+cutime+cstime (fields 14-17) summed over a process tree: the live
-    processes' own time plus everything their exited, waited-for children used."""
-    return sum(sum(int(x) for x in f[11:15]) for f in tree.values()) / CLK_TCK
-
-
-class Postfix:
-    def __init__(self, args, d: Path, sink_port: int):
-        self.args, self.d = args, d
-        self.etc = d / "etc"
-        self.smtp = free_port()
-        self.master_pid: int | None = None
-        self.seen: dict[int, str] = {}  # pid -> start time, every process of the instance seen
-        self.etc.mkdir(parents=True)
-        (d / "queue").mkdir()
-        (d / "data").mkdir()
-        shutil.chown(d / "data", "postfix")
-        (self.etc / "main.cf").write_text(POSTFIX_MAIN.format(
-            dir=d, sink=sink_port, process_limit=args.postfix_process_limit,
-            dest_concurrency=args.postfix_concurrency))
-        (self.etc / "master.cf").write_text(POSTFIX_MASTER.format(smtp=self.smtp))
-
-    def cmd(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        tool, rest = argv[0], argv[1:]
-        full = [str(Path(self.args.postfix).with_name(tool)), "-c", str(self.etc), *rest]
-        try:
-            return subprocess.run(full, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise BenchError(f"{' '.join(full)} did not finish within {timeout}s") from e
-
-    def start(self) -> None:
-        for what in ("check", "start"):
-            r = self.cmd("postfix", what)
-            if r.returncode != 0:
-                raise BenchError(f"postfix {what} failed ({r.returncode}): {r.stderr.strip()}\n"
-                                 f"{tail(self.d / 'maillog')}")
-            if r.stderr.strip():
-                log(f"postfix {what}: {r.stderr.strip()}")
-        on_cleanup(self.stop)
-        pid_file = self.d / "queue" / "pid" / "master.pid"
-
-        def master_pid():
-            try:
-                pid = int(pid_file.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                return None
-            return pid if proc_stat(pid) is not None else None
-
-        self.master_pid = wait_until("Postfix master running", master_pid, START_TIMEOUT, 0.05)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                with socket_conn(self.smtp):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"Postfix smtpd not listening on {self.smtp}:\n"
-                                     f"{tail(self.d / 'maillog')}")
-                time.sleep(0.05)
-        log(f"postfix: master pid {self.master_pid}, smtpd 127.0.0.1:{self.smtp}, config {self.etc}")
-
-    def remember(self) -> dict[int, list[str]]:
-        tree = process_tree(self.master_pid)
-        for pid, f in tree.items():
-            self.seen[pid] = f[19]  # field 22, start time
-        return tree
-
-    def cpu(self) -> tuple[float, int]:
-        tree = self.remember()
-        return tree_cpu_seconds(tree), len(tree)
-
-    def alive(self) -> None:
-        if proc_stat(self.master_pid) is None:
-            raise BenchError(f"the Postfix master exited:\n{tail(self.d / 'maillog')}")
-
-    def queue_empty(self) -> bool:
-        r = self.cmd("postqueue", "-p", timeout=30)
-        return r.returncode == 0 and "Mail queue is empty" in r.stdout
-
-    def settings(self) -> str:
-        return self.cmd("postconf", "-n").stdout
-
-    def stop(self) -> None:
-        """`postfix stop`, then SIGKILL to whatever of the instance is still there."""
-        if self.master_pid is None:
-            return
-        self.remember()
-        try:
-            r = self.cmd("postfix", "stop", timeout=30)
-            if r.returncode != 0:
-                log(f"postfix stop failed ({r.returncode}): {r.stderr.strip()}")
-        except BenchError as e:
-            log(str(e))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(self.still(pid, st) for pid, st in self.seen.items()):
-            time.sleep(0.1)
-        for pid, st in self.seen.items():
-            if self.still(pid, st):
-                log(f"postfix process {pid} still there after postfix stop; killing it")
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        self.master_pid = None
-        cleanup_done(self.stop)
-
-    @staticmethod
-    def still(pid: int, start_time: str) -> bool:
-        f = proc_stat(pid)
-        return f is not None and f[19] == start_time and f[0] != "Z"
-
-
-def socket_conn(port: int):
-    return socket.create_connection(("127.0.0.1", port), timeout=1)
-
-
-def postfix_log(path: Path) -> dict:
-    """Deliveries and their delays (arrival -> delivery, s) from the Postfix log."""
-    sent, delays, problems = 0, [], []
-    for line in path.read_text(errors="replace").splitlines():
-        if "status=sent" in line:
-            sent += 1
-            m = re.search(r"\bdelay=([0-9.]+),", line)
-            if m:
-                delays.append(float(m.group(1)))
-        if re.search(r"\b(warning|error|fatal|panic):", line):
-            problems.append(line)
-    return {"sent": sent, "delays": sorted(delays), "problems": problems}
-
-
-def exact_quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-def postfix_run(args, workdir: Path) -> dict:
-    d = workdir / "postfix"
-    d.mkdir()
-    sink = start_sink(args.smtp_sink, d / "sink.log")
-    pf = Postfix(args, d, sink.port)
-    try:
-        pf.start()
-        settings = pf.settings()
-        cpu0, procs0 = pf.cpu()
-        r = drive(args, pf.smtp, sink, pf.alive)
-        wait_until("the Postfix queue is empty", pf.queue_empty, args.settle_timeout, 0.5)
-        cpu1, procs1 = pf.cpu()
-        pf.stop()
-        r["sink_sessions"] = sink_sessions(sink)
-    finally:
-        pf.stop()
-        sink.close()
-    lg = postfix_log(d / "maillog")
-    cpu = cpu1 - cpu0
-    delays = lg["delays"]
-    # The same delays counted into Sluice's histogram buckets, for a like-for-like p99.
-    bounds = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, float("inf")]
-    buckets = [(b, float(sum(1 for x in delays if x <= b))) for b in bounds]
-    bp99 = quantile(buckets, float(len(delays)), 0.99)
-    r.update({
-        "postfix_version": subprocess.run([str(Path(args.postfix).with_name("postconf")), "-d", "-h",
-                                           "mail_version"], capture_output=True, text=True).stdout.strip(),
-        "settings": settings,
-        "process_limit": args.postfix_process_limit,
-        "destination_concurrency": args.postfix_concurrency,
-        "cpu_s": cpu,
-        "cpu_ms_per_msg": cpu * 1000 / args.messages,
-        "cpu_cores_busy": cpu / r["last_delivered_s"],
-        "processes_before_after": [procs0, procs1],
-        "log_sent": lg["sent"],
-        "delay_p50_ms": exact_quantile(delays, 0.5) * 1000,
-        "delay_p99_ms": exact_quantile(delays, 0.99) * 1000,
-        "delay_max_ms": (delays[-1] * 1000) if delays else float("nan"),
-        "delay_mean_ms": (sum(delays) / len(delays) * 1000) if delays else float("nan"),
-        "delay_p99_bucket_ms": bp99[0] * 1000,
-        "log_problems": lg["problems"],
-        "maillog": str(d / "maillog"),
-    })
-    errors = []
-    if r["sink_messages"] != args.messages:
-        errors.append(f"postfix: the sink received {r['sink_messages']} messages, not {args.messages}")
-    if lg["sent"] != args.messages:
-        errors.append(f"postfix: its log shows {lg['sent']} deliveries, not {args.messages}")
-    r["errors"] = errors
-    log(f"postfix: {r['e2e_msgs_per_s']:.0f} msg/s end to end, {r['cpu_ms_per_msg']:.3f} ms CPU/msg, "
-        f"p99 {r['delay_p99_ms']:.0f} ms, sink sessions {r['sink_sessions']}")
     return r
 
 
@@ -666,48 +265,27 @@ def parse_variant(text: str) -> tuple[int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=20000, help="smtp-source -m (default 20000)")
-    ap.add_argument("--sessions", type=int, default=20, help="smtp-source -s (default 20)")
-    ap.add_argument("--size", type=int, default=4096, help="smtp-source -l, payload bytes (default 4096)")
-    ap.add_argument("--reuse", action="store_true",
-                    help="smtp-source -d: several messages per connection (the issue's load opens one per message)")
+    add_load_args(ap)
     ap.add_argument("--concurrency", type=int, default=100,
                     help="Sluice delivery.concurrency for the headline run (default 100, the default)")
     ap.add_argument("--per-destination", type=int, default=20,
                     help="Sluice delivery.perDestination for the headline run (default 20, the default)")
     ap.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="C/P",
                     help="also run Sluice with concurrency C and perDestination P (repeatable)")
-    ap.add_argument("--postfix-process-limit", type=int, default=100,
-                    help="Postfix default_process_limit (default 100, Postfix's default)")
-    ap.add_argument("--postfix-concurrency", type=int, default=20,
-                    help="Postfix (smtp_|default_)destination_concurrency_limit (default 20)")
-    ap.add_argument("--source-timeout", type=float, default=600, help="longest smtp-source run, s")
-    ap.add_argument("--deliver-timeout", type=float, default=300,
-                    help="longest wait for the sink after the last message was accepted, s")
-    ap.add_argument("--settle-timeout", type=float, default=60,
-                    help="longest wait for an empty queue after the sink has everything, s")
+    add_postfix_args(ap)
+    add_wait_args(ap)
     ap.add_argument("--skip-build", action="store_true", help="use the binary already built")
     ap.add_argument("--skip-ceiling", action="store_true", help="skip smtp-source -> smtp-sink")
     ap.add_argument("--skip-sluice", action="store_true", help="skip the Sluice runs")
     ap.add_argument("--skip-postfix", action="store_true", help="skip the Postfix run")
     ap.add_argument("--json", type=Path, help="also write every figure to this file as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, spools, logs)")
-    ap.add_argument("--smtp-source", default=shutil.which("smtp-source") or "/usr/sbin/smtp-source")
-    ap.add_argument("--smtp-sink", default=shutil.which("smtp-sink") or "/usr/sbin/smtp-sink")
-    ap.add_argument("--postfix", default=shutil.which("postfix") or "/usr/sbin/postfix",
-                    help="the postfix command; postqueue and postconf are taken from beside it")
+    add_tool_args(ap)
     args = ap.parse_args()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    for tool in (args.smtp_source, args.smtp_sink):
-        if not os.access(tool, os.X_OK):
-            raise BenchError(f"{tool} not found: apt-get install postfix (its smtp-source and smtp-sink)")
-    if not args.skip_postfix:
-        if os.geteuid() != 0:
-            raise BenchError("running a private Postfix instance needs root (or --skip-postfix)")
-        if not os.access(args.postfix, os.X_OK):
-            raise BenchError(f"{args.postfix} not found: apt-get install postfix, or --skip-postfix")
+    check_tools(args, postfix=not args.skip_postfix)
 
     if not args.skip_sluice:
         if not args.skip_build:
@@ -721,8 +299,7 @@ def main() -> int:
     log(f"work directory {workdir} (configs, spools, logs)")
     res: dict = {"machine": {"cpus": os.cpu_count(), "clk_tck": CLK_TCK, "kernel": os.uname().release,
                              "loadavg_at_start": os.getloadavg()},
-                 "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                          capture_output=True, text=True).stdout.strip(),
+                 "commit": commit(),
                  "load": {"messages": args.messages, "sessions": args.sessions, "size": args.size,
                           "reuse": args.reuse}}
     errors: list[str] = []
