@@ -54,7 +54,9 @@ fn accepted(policy: &PolicySnapshot, client: &str, recipient: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_writes_the_compiled_policy_where_the_roles_read_it() {
     let server = NatsServer::start();
-    let (dir, config, _) = common::prepare("{}");
+    // A configuration written for the ingress and worker roles: no listeners, no spool.
+    let (dir, config, _) =
+        common::prepare_with("policies: [policy.yaml]\n", &common::policy_yaml());
     let (code, text) = push(&config, &server.url()).await;
     assert_eq!(code, 0, "{text}");
     let expected = PolicySnapshot::load_files(&[dir.path().join("policy.yaml")]).unwrap();

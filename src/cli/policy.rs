@@ -70,8 +70,20 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The configuration as far as the policy tools need it: its RelayPolicy files (and
+/// NATS), whatever role it was written for.
+fn policy_config(path: &Path) -> anyhow::Result<Config> {
+    let config = Config::read(path)?;
+    anyhow::ensure!(
+        !config.policies.is_empty(),
+        "{}: `policies` names no RelayPolicy file",
+        path.display()
+    );
+    Ok(config)
+}
+
 fn push(config: &Path, nats: &NatsArgs) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(config)?;
+    let mut config = policy_config(config)?;
     nats.apply(&mut config.nats);
     // Compiled before NATS is asked anything: an invalid policy writes nothing.
     let policy = match PolicySnapshot::load_files(&config.policies) {
@@ -106,7 +118,7 @@ fn check(
     from: &str,
     to: &str,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config)?;
+    let config = policy_config(config)?;
     let policy = PolicySnapshot::load_files(&config.policies)?;
     let reverse_path = parse_reverse_path(from)?;
     let forward_path = parse_forward_path(to)?;

@@ -196,7 +196,7 @@ fn admin_address(target: &Target) -> anyhow::Result<SocketAddr> {
         .config
         .as_deref()
         .context("--config or --admin is needed")?;
-    let config = Config::load(path)?;
+    let config = Config::read(path)?;
     let Some(mut addr) = config.admin else {
         bail!(
             "{}: no `admin` address is configured; the queue tools reach the relay through it",
