@@ -57,9 +57,8 @@ SENT = 'sluice_deliveries_total{route="smarthost",status="sent"}'
 # addresses and the NATS URL are given as flags (`--smtp 127.0.0.1:0 --admin 127.0.0.1:0
 # --ports-file F --nats-url URL`); `policies` is what `sluice policy push` reads for the
 # ingress and worker roles, and what standalone reads itself. The file's listener (which
-# --smtp replaces) and spool (which the JetStream roles do not open) are there because
-# `sluice policy push` checks the file as `sluice standalone` would, and refuses one
-# without them.
+# --smtp replaces) and spool are for the standalone variants; the JetStream roles ignore
+# the spool.
 CONFIG = """\
 hostname: relay.bench.test
 listeners:
