@@ -37,13 +37,14 @@
 //!   queue id), `list` then each message by subject, without consuming; `list` stops at
 //!   `JetStreamOptions::list_limit` entries.
 //! - `wait_for_work` long-polls the consumer (a pull request the server holds for up to
-//!   `poll_interval`, or `max` if shorter) in a task of its own, so that work published
-//!   by any pod wakes it at once; the message that request brings is parked for the next
-//!   `take`. It also wakes on enqueue/defer/retry made through this handle. A parked
-//!   message is out of the server's hands like a lease: `release_all` naks it, and if
-//!   the process dies it comes back after `ack_wait`.
+//!   `poll_interval`, or `max` if shorter), so that work published by any pod wakes a
+//!   worker at once; the message it brings is parked for the next `take` ([`fetch`]).
+//!   It also wakes on enqueue/defer/retry made through this handle. A parked message is
+//!   out of the server's hands like a lease: `release_all` naks it, and if the process
+//!   dies it comes back after `ack_wait`.
 
 pub mod codec;
+mod fetch;
 #[cfg(test)]
 mod tests;
 
@@ -57,9 +58,10 @@ use async_nats::jetstream::{
 };
 use async_trait::async_trait;
 use codec::Meta;
+use fetch::Fetcher;
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
@@ -126,17 +128,13 @@ type Leases = Arc<Mutex<HashMap<u64, Held>>>;
 pub struct JetStreamQueue {
     js: jetstream::Context,
     stream: stream::Stream,
-    consumer: PullConsumer,
     bodies: ObjectStore,
     options: JetStreamOptions,
     max_payload: usize,
     leases: Leases,
     next_token: AtomicU64,
     work: Arc<Notify>,
-    /// Messages a `wait_for_work` long-poll brought, for the next `take`.
-    parked: Arc<Mutex<Vec<jetstream::Message>>>,
-    /// Whether a long-poll is in flight: one at a time.
-    polling: Arc<AtomicBool>,
+    fetcher: Fetcher,
 }
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
@@ -217,18 +215,18 @@ impl JetStreamQueue {
                 .await
                 .map_err(err("creating the bodies bucket"))?,
         };
+        let work = Arc::new(Notify::new());
+        let fetcher = Fetcher::new(consumer, work.clone(), options.fetch_wait, options.ack_wait);
         Ok(JetStreamQueue {
             js,
             stream,
-            consumer,
             bodies,
             options,
             max_payload,
             leases: Arc::default(),
             next_token: AtomicU64::new(1),
-            work: Arc::new(Notify::new()),
-            parked: Arc::default(),
-            polling: Arc::default(),
+            work,
+            fetcher,
         })
     }
 
@@ -246,55 +244,7 @@ impl JetStreamQueue {
                 tracing::warn!(id = %held.id, error = %e, "could not hand back a lease");
             }
         }
-        let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|e| e.into_inner()));
-        for message in parked {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-        }
-    }
-
-    /// Starts a long-poll of the consumer unless one is in flight: a pull request that the
-    /// server answers with the next message as soon as there is one, or empty after
-    /// `wait`. It runs in a task of its own so that a caller giving up on the wait cannot
-    /// drop a message the server already sent.
-    fn long_poll(&self, wait: Duration) {
-        if self.polling.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (consumer, parked) = (self.consumer.clone(), self.parked.clone());
-        let (polling, work) = (self.polling.clone(), self.work.clone());
-        tokio::spawn(async move {
-            let batch = consumer.batch().max_messages(1).expires(wait).messages();
-            if let Ok(mut batch) = batch.await
-                && let Some(Ok(message)) = batch.next().await
-            {
-                parked
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(message);
-            }
-            polling.store(false, Ordering::Release);
-            work.notify_waiters();
-        });
-    }
-
-    /// One message, waiting at most `fetch_wait`.
-    async fn fetch(&self) -> Result<Option<jetstream::Message>, QueueError> {
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(1)
-            .expires(self.options.fetch_wait)
-            .messages()
-            .await
-            .map_err(err("fetching"))?;
-        match batch.next().await {
-            None => Ok(None),
-            Some(message) => message.map(Some).map_err(err("fetching")),
-        }
-    }
-
-    fn unpark(&self) -> Option<jetstream::Message> {
-        self.parked.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        self.fetcher.drain().await;
     }
 
     fn subject(&self, id: &QueueId) -> String {
@@ -526,15 +476,10 @@ impl Queue for JetStreamQueue {
         let notified = self.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if !self
-            .parked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
+        if self.fetcher.has_parked() {
             return;
         }
-        self.long_poll(wait);
+        self.fetcher.long_poll(wait);
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep(wait) => {}
@@ -543,12 +488,10 @@ impl Queue for JetStreamQueue {
 
     async fn take(&self, lease: Duration) -> Result<Option<Lease>, QueueError> {
         for _ in 0..MAX_EARLY_PER_TAKE {
-            let message = match self.unpark() {
-                Some(message) => message,
-                None => match self.fetch().await? {
-                    Some(message) => message,
-                    None => return Ok(None),
-                },
+            let message = match self.fetcher.next().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(QueueError::Storage(format!("jetstream fetching: {e}"))),
             };
             let info = message.info().map_err(err("message info"))?;
             let (seq, delivered, stored) = (info.stream_sequence, info.delivered, info.published);
@@ -725,6 +668,7 @@ impl Queue for JetStreamQueue {
             .filter(self.subject(id))
             .await
             .map_err(err("purging a message"))?;
+        self.fetcher.forget(&self.subject(id));
         self.delete_body(meta.body_object.as_deref()).await;
         Ok(Some((meta.envelope, body)))
     }

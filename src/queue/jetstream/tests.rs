@@ -141,16 +141,15 @@ async fn a_message_whose_taker_died_comes_back_redelivered_after_ack_wait() {
     q.enqueue(&env, b"taken").await.unwrap();
     {
         // Another worker's fetch, never acked nor kept alive: that worker died.
-        let other = JetStreamQueue::connect(&server.url(), options)
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let consumer: PullConsumer = jetstream::new(client)
+            .get_stream(&options.stream)
+            .await
+            .unwrap()
+            .get_consumer(&options.consumer)
             .await
             .unwrap();
-        let mut batch = other
-            .consumer
-            .fetch()
-            .max_messages(1)
-            .messages()
-            .await
-            .unwrap();
+        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
         let taken = batch.next().await.expect("fetched").unwrap();
         assert_eq!(taken.info().unwrap().delivered, 1);
     }
@@ -226,4 +225,18 @@ async fn a_message_parked_by_a_long_poll_is_handed_back_on_release() {
         .await
         .expect("handed back");
     assert_eq!(lease.envelope.id, e.id);
+}
+
+#[tokio::test]
+async fn a_removed_message_is_not_delivered_from_the_parking() {
+    let server = NatsServer::start();
+    let q = queue(&server).await;
+    let e = envelope(&["a"]);
+    q.enqueue(&e, b"body").await.unwrap();
+    q.wait_for_work(Duration::from_secs(5)).await;
+    assert!(q.remove(&e.id).await.unwrap().is_some());
+    assert!(
+        q.take(MINUTE).await.unwrap().is_none(),
+        "removed means gone"
+    );
 }
