@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod mail;
 pub mod nats;
+pub mod roles;
 pub mod scripted;
 pub mod sink;
 pub mod smtp;
@@ -11,7 +13,7 @@ pub mod smtp;
 use sluice::config::Config;
 use sluice::config::Role;
 use sluice::policy::hash_password;
-use sluice::roles::{self, Running};
+use sluice::roles::Running;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -119,7 +121,7 @@ pub async fn start(limits: &str) -> Relay {
 pub async fn start_with(config_yaml: &str, policy_yaml: &str) -> Relay {
     let (dir, config_path, ca_pem) = prepare_with(config_yaml, policy_yaml);
     let config = Config::load(&config_path).expect("config");
-    let running = roles::start(config, Role::Standalone { jetstream: false })
+    let running = sluice::roles::start(config, Role::Standalone { jetstream: false })
         .await
         .expect("start relay");
     let addr = |name: &str| {
