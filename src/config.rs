@@ -391,4 +391,47 @@ mod tests {
         let implicit = MINIMAL.replace("kind: relay", "kind: submissions");
         assert!(load(&implicit).unwrap_err().to_string().contains("tls"));
     }
+
+    #[test]
+    fn each_role_needs_its_own_parts() {
+        let worker = Config::default();
+        let err = worker.validate(Role::Worker).unwrap_err();
+        assert!(err.contains("SLUICE_NATS_URL"), "{err}");
+        let mut worker = Config::default();
+        worker.nats.url = Some("nats://127.0.0.1:4222".into());
+        assert_eq!(worker.validate(Role::Worker), Ok(()));
+        // An ingress needs listeners, but neither spool nor policy files.
+        let err = worker.validate(Role::Ingress).unwrap_err();
+        assert!(err.contains("listener"), "{err}");
+        let text = "listeners: [{name: smtp, address: '127.0.0.1:2525', kind: relay}]\nnats: {url: 'nats://127.0.0.1:4222', ackWait: 5s, replicas: 3}\n";
+        let ingress = load_unchecked(text);
+        assert_eq!(ingress.validate(Role::Ingress), Ok(()));
+        assert_eq!(ingress.nats.ack_wait, Duration::from_secs(5));
+        assert!(
+            ingress.spool.as_os_str().is_empty(),
+            "an absent spool stays absent"
+        );
+        // Standalone on JetStream needs policy files but no spool; on the spool, both.
+        let err = ingress
+            .validate(Role::Standalone { jetstream: true })
+            .unwrap_err();
+        assert!(err.contains("policies"), "{err}");
+        let mut standalone = ingress.clone();
+        standalone.policies = vec!["policy.yaml".into()];
+        assert_eq!(
+            standalone.validate(Role::Standalone { jetstream: true }),
+            Ok(())
+        );
+        let err = standalone
+            .validate(Role::Standalone { jetstream: false })
+            .unwrap_err();
+        assert!(err.contains("spool"), "{err}");
+    }
+
+    fn load_unchecked(text: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, text).unwrap();
+        Config::read(&path).unwrap()
+    }
 }

@@ -3,8 +3,10 @@
 
 mod common;
 
+use common::nats::NatsServer;
 use common::smtp::Client;
-use sluice::queue::QueueEntry;
+use sluice::queue::jetstream::{JetStreamOptions, JetStreamQueue};
+use sluice::queue::{Queue, QueueEntry};
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +60,45 @@ async fn send(addr: SocketAddr, from: &str, to: &[&str], subject: &str) -> Strin
 #[tokio::test]
 async fn list_show_retry_and_delete_a_running_relays_queue() {
     let relay = common::start("{}").await;
+    let (_, second) = list_show_retry_and_delete(&relay).await;
+    // The deletion was durable: after a restart only the second message is there.
+    let left = relay.stop_and_list().await;
+    let ids: Vec<&str> = left.iter().map(|(e, _)| e.envelope.id.as_str()).collect();
+    assert_eq!(ids, vec![second.as_str()]);
+}
+
+/// The same tools against a relay whose queue is in JetStream: through its admin
+/// listener, as `kubectl exec … sluice queue` would reach a pod's.
+#[tokio::test]
+async fn the_tools_work_the_same_on_a_jetstream_queue() {
+    let nats = NatsServer::start();
+    let relay = common::start_on_jetstream("{}", &nats.url()).await;
+    let (_, second) = list_show_retry_and_delete(&relay).await;
+    let stream = JetStreamQueue::connect(&nats.url(), JetStreamOptions::default())
+        .await
+        .unwrap();
+    let left: Vec<String> = stream
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id.to_string())
+        .collect();
+    assert_eq!(
+        left,
+        [second],
+        "deleted from the stream, not only from a view"
+    );
+}
+
+#[tokio::test]
+async fn delete_bounce_on_a_jetstream_queue() {
+    let nats = NatsServer::start();
+    delete_bounce(&common::start_on_jetstream("{}", &nats.url()).await).await;
+}
+
+/// Sends two messages, then lists, shows, retries and deletes the first; returns both ids.
+async fn list_show_retry_and_delete(relay: &common::Relay) -> (String, String) {
     let config = relay.dir.path().join("sluice.yaml");
     let admin = Some(relay.admin);
     let first = send(
@@ -150,11 +191,7 @@ async fn list_show_retry_and_delete_a_running_relays_queue() {
     let wrong = http(relay.admin, "PUT", &format!("/queue/{second}")).await;
     assert!(wrong.starts_with("HTTP/1.1 405"), "{wrong}");
     assert!(wrong.contains("\r\nAllow: GET, DELETE\r\n"), "{wrong}");
-
-    // The deletion was durable: after a restart only the second message is there.
-    let left = relay.stop_and_list().await;
-    let ids: Vec<&str> = left.iter().map(|(e, _)| e.envelope.id.as_str()).collect();
-    assert_eq!(ids, vec![second.as_str()]);
+    (first, second)
 }
 
 #[tokio::test]
@@ -195,7 +232,10 @@ async fn the_admin_address_must_be_known_and_reachable() {
 
 #[tokio::test]
 async fn delete_bounce_queues_a_dsn_to_the_sender_and_plain_delete_none() {
-    let relay = common::start("{}").await;
+    delete_bounce(&common::start("{}").await).await;
+}
+
+async fn delete_bounce(relay: &common::Relay) {
     let config = relay.dir.path().join("sluice.yaml");
     let admin = Some(relay.admin);
     let quiet = send(relay.relay, "a@sender.test", &["b@foreign.test"], "quiet").await;

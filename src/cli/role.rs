@@ -155,3 +155,69 @@ impl WorkerArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Ingress {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        ingress: IngressArgs,
+    }
+
+    #[test]
+    fn flags_go_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.yaml");
+        std::fs::write(
+            &file,
+            "hostname: from-file\nlisteners: [{name: smtp, address: '127.0.0.1:25', kind: relay}, {name: other, address: '127.0.0.1:26', kind: relay}]\nnats: {url: 'nats://file:4222', replicas: 3}\n",
+        )
+        .unwrap();
+        let args = Ingress::try_parse_from([
+            "ingress",
+            "--config",
+            file.to_str().unwrap(),
+            "--smtp",
+            "127.0.0.1:2525",
+            "--nats-url",
+            "nats://flag:4222",
+            "--max-message-size",
+            "10Mi",
+        ])
+        .unwrap();
+        let mut config = args.common.config().unwrap();
+        args.ingress.apply(&mut config);
+        assert_eq!(config.hostname, "from-file");
+        assert_eq!(config.nats.url.as_deref(), Some("nats://flag:4222"));
+        assert_eq!(
+            config.nats.replicas, 3,
+            "what no flag says stays as the file says"
+        );
+        let smtp: Vec<_> = config
+            .listeners
+            .iter()
+            .filter(|l| l.name == "smtp")
+            .collect();
+        assert_eq!(
+            smtp.len(),
+            1,
+            "the flag replaces the file's listener of that name"
+        );
+        assert_eq!(smtp[0].address, "127.0.0.1:2525".parse().unwrap());
+        assert!(config.listeners.iter().any(|l| l.name == "other"));
+        assert_eq!(config.limits.max_message_size, 10 << 20);
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key() {
+        let err = Ingress::try_parse_from(["ingress", "--tls-cert", "cert.pem"])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+    }
+}

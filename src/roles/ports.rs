@@ -43,3 +43,32 @@ impl PortsFile {
             .with_context(|| format!("writing the ports file {}", path.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_grows_as_sockets_are_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ports.json");
+        let read = || -> BTreeMap<String, String> {
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        };
+        let admin: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        let mut file = PortsFile::new(Some(path.clone()), Some(admin)).unwrap();
+        assert_eq!(
+            read().get("admin").map(String::as_str),
+            Some("127.0.0.1:9090")
+        );
+        assert_eq!(read().len(), 1);
+        file.add(&[("smtp".into(), "127.0.0.1:2525".parse().unwrap())])
+            .unwrap();
+        assert_eq!(
+            read().get("smtp").map(String::as_str),
+            Some("127.0.0.1:2525")
+        );
+        assert_eq!(read().len(), 2);
+        assert!(!path.with_extension("tmp").exists());
+    }
+}

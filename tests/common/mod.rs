@@ -119,9 +119,29 @@ pub async fn start(limits: &str) -> Relay {
 
 /// A relay from the given process configuration and policy (YAML texts).
 pub async fn start_with(config_yaml: &str, policy_yaml: &str) -> Relay {
+    start_as(
+        config_yaml,
+        policy_yaml,
+        Role::Standalone { jetstream: false },
+    )
+    .await
+}
+
+/// `sluice standalone --jetstream` on the NATS server at `url`, delivery off.
+pub async fn start_on_jetstream(limits: &str, url: &str) -> Relay {
+    let config = format!("{}nats: {{ url: \"{url}\" }}\n", config_yaml(limits));
+    start_as(
+        &config,
+        &policy_yaml(),
+        Role::Standalone { jetstream: true },
+    )
+    .await
+}
+
+pub async fn start_as(config_yaml: &str, policy_yaml: &str, role: Role) -> Relay {
     let (dir, config_path, ca_pem) = prepare_with(config_yaml, policy_yaml);
-    let config = Config::load(&config_path).expect("config");
-    let running = sluice::roles::start(config, Role::Standalone { jetstream: false })
+    let config = Config::read(&config_path).expect("config");
+    let running = sluice::roles::start(config, role)
         .await
         .expect("start relay");
     let addr = |name: &str| {
