@@ -171,7 +171,7 @@ impl NatsCluster {
                     panic!("nats-server {} exited at start: {status}", node.name);
                 }
             }
-            if let Ok(client) = async_nats::connect(self.urls()).await {
+            if let Ok(client) = async_nats::connect(self.url_list()).await {
                 break client;
             }
             assert!(Instant::now() < deadline, "the NATS cluster did not start");
@@ -200,17 +200,21 @@ impl NatsCluster {
 
     /// Every server's client URL, comma-separated, as `--nats-url` takes them.
     pub fn urls(&self) -> String {
-        let urls: Vec<String> = self
-            .nodes
+        self.url_list().join(",")
+    }
+
+    /// The same as a list, as `async_nats::connect` takes them (it reads a string as
+    /// one URL).
+    fn url_list(&self) -> Vec<String> {
+        self.nodes
             .iter()
             .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
-            .collect();
-        urls.join(",")
+            .collect()
     }
 
     /// The server leading `stream` and the stream's replica count.
     pub async fn stream_leader(&self, stream: &str) -> (String, usize) {
-        let client = async_nats::connect(self.urls()).await.expect("connect");
+        let client = async_nats::connect(self.url_list()).await.expect("connect");
         let js = async_nats::jetstream::new(client);
         let mut handle = js.get_stream(stream).await.expect("the stream exists");
         let info = handle.info().await.expect("stream info");
