@@ -24,11 +24,20 @@ const WITHIN: Duration = Duration::from_secs(120);
 /// The clients retry on the other ingress: all but a handful of messages get through.
 const MIN_ACCEPTED: usize = MESSAGES * 99 / 100;
 
+/// A remote server that takes 50 ms over each message: every worker always has
+/// deliveries in flight, so the one killed surely dies holding leases.
+struct Slow;
+impl Replies for Slow {
+    fn hold(&self, _t: &Transaction, _completed: usize) -> Duration {
+        Duration::from_millis(50)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_killed_mid_run_loses_nothing() {
     let _heavy = common::roles::exclusive().await;
     let nats = NatsServer::start();
-    let sink = Sink::start(AcceptAll).await;
+    let sink = Sink::start(Slow).await;
     // Every role sets the shared consumer's ack_wait when it starts: all must agree.
     let args = ["--nats-ack-wait", "2s"];
     let mut fleet = Fleet::start(&nats.url(), sink.addr.port(), (2, 3), &args, &[]).await;

@@ -218,8 +218,8 @@ pub struct Tally {
     /// Message-IDs answered 250.
     pub accepted: Mutex<Vec<String>>,
     accepted_count: AtomicUsize,
-    /// Every attempt that did not end in 250, with what happened.
-    pub failed: Mutex<Vec<(String, Outcome)>>,
+    /// Every attempt that did not end in 250, with what happened and when.
+    pub failed: Mutex<Vec<(String, Outcome, Instant)>>,
     next: AtomicUsize,
 }
 
@@ -238,14 +238,17 @@ impl Tally {
                 self.accepted.lock().unwrap().push(id.to_string());
                 self.accepted_count.fetch_add(1, Ordering::SeqCst);
             }
-            other => self.failed.lock().unwrap().push((id.to_string(), other)),
+            other => {
+                let failure = (id.to_string(), other, Instant::now());
+                self.failed.lock().unwrap().push(failure);
+            }
         }
     }
 }
 
-/// How many times a load client tries one message (each try with a new Message-ID)
+/// How long a load client keeps trying one message (each try with a new Message-ID)
 /// before it gives up on it: enough to ride out a dead ingress or a NATS leader election.
-const ATTEMPTS: usize = 30;
+const KEEP_TRYING: Duration = Duration::from_secs(30);
 
 /// Sends messages `0..total` from `clients` concurrent sessions, spread over `targets`
 /// and reused while they work; a session that fails is replaced by one to the next
@@ -268,7 +271,8 @@ async fn load_client(targets: Vec<SocketAddr>, client: usize, total: usize, tall
         if n >= total {
             break;
         }
-        for attempt in 0..ATTEMPTS {
+        let first_try = Instant::now();
+        for attempt in 0.. {
             let id = format!("m{n}.{attempt}@load.test");
             let outcome = match session.as_mut() {
                 Some(open) => open.send(FROM, TO, &message(&id)).await,
@@ -283,7 +287,7 @@ async fn load_client(targets: Vec<SocketAddr>, client: usize, total: usize, tall
             };
             let accepted = outcome == Outcome::Accepted;
             tally.record(&id, outcome);
-            if accepted {
+            if accepted || first_try.elapsed() > KEEP_TRYING {
                 break;
             }
             // The session may be unusable (421, reset): start afresh elsewhere.
@@ -301,7 +305,7 @@ async fn load_client(targets: Vec<SocketAddr>, client: usize, total: usize, tall
 pub fn failure_summary(tally: &Tally) -> String {
     let failed = tally.failed.lock().unwrap();
     let mut kinds: HashMap<String, usize> = HashMap::new();
-    for (_, outcome) in failed.iter() {
+    for (_, outcome, _) in failed.iter() {
         let kind = match outcome {
             Outcome::Refused(reply) => reply.chars().take(9).collect(),
             Outcome::Broken(why) => why.split(':').next().unwrap_or_default().to_string(),
@@ -309,5 +313,11 @@ pub fn failure_summary(tally: &Tally) -> String {
         };
         *kinds.entry(kind).or_insert(0) += 1;
     }
-    format!("{} failed attempts: {kinds:?}", failed.len())
+    let first = failed.iter().map(|f| f.2).min();
+    let last = failed.iter().map(|f| f.2).max();
+    let span = first.zip(last).map(|(a, b)| b - a).unwrap_or_default();
+    format!(
+        "{} failed attempts over {span:.1?}: {kinds:?}",
+        failed.len()
+    )
 }
