@@ -7,8 +7,9 @@
 //! | [`smtp`] | the protocol free of I/O: commands, replies, DATA/BDAT framing, SASL, the session state machine |
 //! | [`ingress`] | listeners, TLS, the per-connection task, connection limits, the hand-off to the queue |
 //! | [`delivery`] | the worker: routing, MX, the outbound SMTP client, retries, bounces, local delivery |
+//! | [`events`] | delivery events (accepted, delivered, deferred, bounced, expired) and where they go: the log, or a JetStream stream |
 //! | [`filter`] | trace headers and content checks on messages passing through |
-//! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials |
+//! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials, the snapshot in NATS KV |
 //! | [`nats`] | connecting to NATS: URLs, credentials, TLS, connection state |
 //! | [`queue`] | the `Queue` trait and its backends: the embedded spool, JetStream |
 //! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
@@ -20,6 +21,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod events;
 pub mod filter;
 pub mod ingress;
 pub mod nats;
@@ -28,5 +30,7 @@ pub mod queue;
 pub mod roles;
 pub mod smtp;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod units;
 pub mod watch;

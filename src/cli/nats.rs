@@ -68,11 +68,4 @@ impl NatsArgs {
             config.ack_wait = ack_wait;
         }
     }
-
-    /// The flags alone, over the defaults: for tools run without a configuration file.
-    pub fn config(&self) -> NatsConfig {
-        let mut config = NatsConfig::default();
-        self.apply(&mut config);
-        config
-    }
 }

@@ -1,8 +1,11 @@
-//! `sluice policy check` (would this be relayed, and by which rule) and
-//! `sluice policy hash-password` (a hash for the `passwordHash` field).
+//! `sluice policy check` (would this be relayed, and by which rule),
+//! `sluice policy hash-password` (a hash for the `passwordHash` field) and
+//! `sluice policy push` (the compiled policy into NATS, for the Kubernetes roles).
 
+use super::nats::NatsArgs;
 use clap::Subcommand;
 use sluice::config::Config;
+use sluice::policy::bucket::{BUCKET, PolicyBucket};
 use sluice::policy::{ClientInfo, PolicySnapshot, hash_password};
 use sluice::smtp::address::{Mailbox, ReversePath};
 use sluice::smtp::command::{Command, parse_command};
@@ -33,6 +36,17 @@ pub enum PolicyCommand {
     },
     /// Read a password from standard input (one line) and print its argon2id hash.
     HashPassword,
+    /// Compile the policy files of a configuration and write the snapshot to the NATS KV
+    /// bucket `sluice-policy`, which the ingress and worker pods follow. Exits 0 when
+    /// written, 1 when the policy is invalid (nothing is written), 2 when NATS cannot be
+    /// reached or refuses the write.
+    Push {
+        /// The process configuration: its `policies` and its `nats` section.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
 }
 
 pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
@@ -52,7 +66,37 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             println!("{}", hash_password(password));
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCommand::Push { config, nats } => push(&config, &nats),
     }
+}
+
+fn push(config: &Path, nats: &NatsArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(config)?;
+    nats.apply(&mut config.nats);
+    // Compiled before NATS is asked anything: an invalid policy writes nothing.
+    let policy = match PolicySnapshot::load_files(&config.policies) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("sluice: invalid policy, nothing pushed: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let kv_revision = runtime.block_on(async {
+        let client = config.nats.connect_now("sluice policy push").await?;
+        let js = async_nats::jetstream::new(client);
+        PolicyBucket::open(&js, config.nats.replicas)
+            .await?
+            .push(&policy)
+            .await
+    })?;
+    println!(
+        "pushed policy revision {} to {BUCKET} (KV revision {kv_revision})",
+        policy.revision()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(

@@ -35,6 +35,15 @@ impl Outcome {
         matches!(self, Outcome::Failed { .. })
     }
 
+    /// The server that answered, whatever the kind.
+    pub fn remote_mta(&self) -> Option<&str> {
+        match self {
+            Outcome::Delivered { remote_mta, .. }
+            | Outcome::Deferred { remote_mta, .. }
+            | Outcome::Failed { remote_mta, .. } => remote_mta.as_deref(),
+        }
+    }
+
     /// The reply line, whatever the kind.
     pub fn reply(&self) -> &str {
         match self {

@@ -5,17 +5,27 @@
 //! outlived its lifetime. A message deferred past `retry.delayWarning` also earns its
 //! sender one "delayed" DSN about the deferred recipients; the envelope records it
 //! (`delay_warned_at_ms`, written by the defer), so a restart does not warn again.
+//!
+//! Every outcome is also a delivery event ([`EventSink`]): delivered, deferred and bounced
+//! as each destination answers, expired when the message outlives its lifetime. A lease
+//! marked `redelivered` (an earlier holder died or overran its lease) first asks the
+//! events which recipients were delivered already, and does not deliver to them again.
+//! That narrows the duplicates of at-least-once delivery to a worker dying between a
+//! remote's 250 and the publication of its event.
 
 use super::dispatch::Dispatcher;
 use super::dsn::{self, ReportKind};
 use super::outcome::Outcome;
 use super::retry::{NextAttempt, RetrySchedule};
 use super::route;
+use crate::events::{DeliveryEvent, EventKind, EventSink};
 use crate::policy::PolicySnapshot;
 use crate::queue::{Envelope, Lease, Queue, QueueError, unix_ms};
 use crate::smtp::address::Recipient;
 use crate::telemetry::metrics::Metrics;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +45,7 @@ pub struct Worker {
     hostname: String,
     in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    events: Arc<dyn EventSink>,
 }
 
 impl Worker {
@@ -45,6 +56,7 @@ impl Worker {
         retry: RetrySchedule,
         concurrency: usize,
         metrics: Arc<Metrics>,
+        events: Arc<dyn EventSink>,
     ) -> Arc<Worker> {
         let hostname = dispatcher.hostname().to_string();
         Arc::new(Worker {
@@ -55,6 +67,7 @@ impl Worker {
             hostname,
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
             metrics,
+            events,
         })
     }
 
@@ -97,10 +110,9 @@ impl Worker {
 
     async fn process(&self, mut lease: Lease) {
         let policy = self.policy.borrow().clone();
+        let (mut results, pending) = self.delivered_before(&lease).await;
         let envelope = &lease.envelope;
-        let mut results = Vec::with_capacity(envelope.recipients.len());
-        for (destination, recipients) in route::group_by_destination(&policy, &envelope.recipients)
-        {
+        for (destination, recipients) in route::group_by_destination(&policy, &pending) {
             let outcomes = self
                 .dispatcher
                 .deliver(&destination, envelope, &recipients, &lease.body)
@@ -114,6 +126,44 @@ impl Worker {
             // Not acked: the message comes back when its lease runs out.
             tracing::error!(queue_id = %lease.envelope.id, error = %e, "settling a delivery failed");
         }
+    }
+
+    /// Splits the recipients into those a delivered event records, as delivered, and
+    /// those still to deliver. Only a redelivered lease asks: otherwise every earlier
+    /// holder settled, and the envelope lists only what is left. Recorded recipients count
+    /// as delivered for the success DSN too: their holder died before it settled, so
+    /// before it could queue that DSN (unless it died right between the two).
+    async fn delivered_before(&self, lease: &Lease) -> (Vec<(Recipient, Outcome)>, Vec<Recipient>) {
+        let recipients = lease.envelope.recipients.clone();
+        if !lease.redelivered {
+            return (Vec::new(), recipients);
+        }
+        self.metrics
+            .queue_redeliveries
+            .fetch_add(1, Ordering::Relaxed);
+        let id = &lease.envelope.id;
+        let recorded: HashSet<String> = self.events.delivered(id).await.into_iter().collect();
+        let (mut done, mut pending) = (Vec::new(), Vec::new());
+        for recipient in recipients {
+            if !recorded.contains(&recipient.address.to_string()) {
+                pending.push(recipient);
+                continue;
+            }
+            tracing::info!(
+                queue_id = %id,
+                to = %recipient.address,
+                "not delivered again: an earlier attempt delivered it"
+            );
+            let outcome = Outcome::Delivered {
+                remote_mta: None,
+                reply: "delivered by an earlier attempt".to_string(),
+            };
+            done.push((recipient, outcome));
+        }
+        self.metrics
+            .delivery_duplicates_suppressed
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        (done, pending)
     }
 
     /// Maps the outcomes onto the queue: the one place where mail leaves the queue.
@@ -147,7 +197,20 @@ impl Worker {
                 let remaining = plan.deferred.into_iter().map(|(r, _)| r).collect();
                 self.queue.defer(lease, at, remaining, reason).await
             }
-            None | Some(NextAttempt::Expired) => self.queue.ack(lease).await,
+            Some(NextAttempt::Expired) => {
+                self.queue.ack(lease).await?;
+                for (recipient, outcome) in &plan.deferred {
+                    self.emit(
+                        EventKind::Expired,
+                        lease,
+                        recipient,
+                        &expired(outcome),
+                        None,
+                    );
+                }
+                Ok(())
+            }
+            None => self.queue.ack(lease).await,
         }
     }
 
@@ -208,7 +271,9 @@ impl Worker {
         Ok(())
     }
 
-    /// One log line per recipient and attempt, with what a Postfix admin greps for.
+    /// One log line and one event per recipient and attempt, with what a Postfix admin
+    /// greps for. The event goes out before the message is settled: the sooner a
+    /// delivery is on record, the smaller the window for a duplicate.
     fn record(
         &self,
         lease: &Lease,
@@ -219,13 +284,13 @@ impl Worker {
         let delay = SystemTime::now()
             .duration_since(UNIX_EPOCH + Duration::from_millis(lease.envelope.received_at_ms))
             .unwrap_or_default();
-        let (status, relay) = match outcome {
-            Outcome::Delivered { remote_mta, .. } => ("sent", remote_mta),
-            Outcome::Deferred { remote_mta, .. } => ("deferred", remote_mta),
-            Outcome::Failed { remote_mta, .. } => ("bounced", remote_mta),
+        let (status, kind) = match outcome {
+            Outcome::Delivered { .. } => ("sent", EventKind::Delivered),
+            Outcome::Deferred { .. } => ("deferred", EventKind::Deferred),
+            Outcome::Failed { .. } => ("bounced", EventKind::Bounced),
         };
-        let kind = route_kind(destination);
-        self.metrics.deliveries.inc(kind, status);
+        self.emit(kind, lease, recipient, outcome, Some(destination));
+        self.metrics.deliveries.inc(route_kind(destination), status);
         self.metrics
             .delivery_replies
             .inc(reply_class(outcome.reply()));
@@ -235,13 +300,31 @@ impl Worker {
         tracing::info!(
             queue_id = %lease.envelope.id,
             to = %recipient.address,
-            relay = relay.as_deref().unwrap_or("none"),
+            relay = outcome.remote_mta().unwrap_or("none"),
             delay = format!("{:.1}", delay.as_secs_f64()),
             attempts = lease.envelope.attempts + 1,
             status,
             reply = outcome.reply(),
             "delivery"
         );
+    }
+
+    /// The event of `recipient`'s `outcome` in this attempt.
+    fn emit(
+        &self,
+        kind: EventKind,
+        lease: &Lease,
+        recipient: &Recipient,
+        outcome: &Outcome,
+        destination: Option<&route::Destination>,
+    ) {
+        let about = DeliveryEvent::about(kind, &lease.envelope, Some(recipient), SystemTime::now());
+        self.events.emit(DeliveryEvent {
+            reply: outcome.reply().to_string(),
+            relay: outcome.remote_mta().map(str::to_string),
+            route: destination.map(route::Destination::label),
+            ..about
+        });
     }
 }
 
@@ -293,3 +376,7 @@ fn reply_class(reply: &str) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

@@ -8,6 +8,7 @@
 use super::io::Io;
 use super::tls::tls_info;
 use super::{Listener, Shared};
+use crate::events::DeliveryEvent;
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{AuthOutcome, Session, Step};
@@ -281,6 +282,8 @@ impl Connection {
         let metrics = &self.shared.metrics;
         metrics.enqueue_seconds.observe(started.elapsed());
         if result.is_ok() {
+            let accepted = DeliveryEvent::accepted(&envelope, std::time::SystemTime::now());
+            self.shared.events.emit(accepted);
             metrics
                 .messages_accepted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -7,6 +7,7 @@ mod io;
 pub mod limits;
 pub mod tls;
 
+use crate::events::EventSink;
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::smtp::reply::Reply;
@@ -46,6 +47,8 @@ pub struct Shared {
     /// While the queue's latch is withdrawn (JetStream unreachable), new sessions are
     /// refused with 421: nothing they sent could be acknowledged.
     pub readiness: Arc<Readiness>,
+    /// Where the `accepted` event of each queued message goes.
+    pub events: Arc<dyn EventSink>,
     pub limits: Arc<ConnectionLimits>,
     pub timeouts: Timeouts,
     pub max_command_line: usize,

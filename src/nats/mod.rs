@@ -56,6 +56,9 @@ impl Default for NatsConfig {
     }
 }
 
+/// How long one attempt on one server may take, TLS and handshake included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the connection reports, as it happens: the roles' readiness follows `Connected`
 /// and `Disconnected`.
 pub type StateCallback = Arc<dyn Fn(bool) + Send + Sync>;
@@ -110,7 +113,7 @@ impl NatsConfig {
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2))
+            .connection_timeout(CONNECT_TIMEOUT)
             .event_callback(move |event| {
                 let on_state = on_state.clone();
                 async move {
@@ -131,6 +134,24 @@ impl NatsConfig {
             .connect(urls)
             .await
             .context("setting up the NATS connection")
+    }
+
+    /// Connects once, now, for the tools: one run is one attempt, so an unreachable
+    /// server should be a prompt error that names it, not the roles' endless retry.
+    pub async fn connect_now(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        let urls = self.urls()?;
+        // Host and port only: a URL may carry a password.
+        let shown: Vec<String> = urls
+            .iter()
+            .map(|u| format!("{}:{}", u.host(), u.port()))
+            .collect();
+        self.options()
+            .await?
+            .name(name)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(urls)
+            .await
+            .with_context(|| format!("cannot reach NATS at {}", shown.join(", ")))
     }
 
     /// Credentials and TLS, without the connection behaviour.
@@ -202,5 +223,28 @@ mod tests {
         };
         let err = config.connect("t", Arc::new(|_| {})).await.unwrap_err();
         assert!(format!("{err:#}").contains("password"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn connect_now_fails_at_once_naming_the_server_without_its_password() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let config = NatsConfig {
+            url: Some(format!("nats://u:secret@127.0.0.1:{port}")),
+            ..Default::default()
+        };
+        let attempt = config.connect_now("t");
+        let err = tokio::time::timeout(Duration::from_secs(5), attempt)
+            .await
+            .expect("no retrying")
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&format!("cannot reach NATS at 127.0.0.1:{port}")),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
     }
 }

@@ -1,19 +1,407 @@
-//! TEMPORARY STUB (not to be committed)
-use super::PolicySnapshot;
+//! The compiled policy in the NATS KV bucket `sluice-policy`: `sluice policy push` (and
+//! later the operator) writes the [`PolicySnapshot`] there, and the ingress and worker
+//! pods read and follow it. The pods keep nothing on local disk (ARCHITECTURE.md), so the
+//! bucket is where the rules in force live, and following its key swaps them within
+//! seconds of a push, without a restart.
+//!
+//! The value is JSON with a format number beside the snapshot,
+//! `{"format":1,"snapshot":{…}}`: a pod reads the number first and refuses a value of a
+//! newer format by that number, instead of misreading it. Only a valid snapshot replaces
+//! the one in force; an unreadable value or a deleted key leaves it in force, so a bad
+//! write cannot take the rules away from running pods.
+
 use std::sync::Arc;
-pub struct PolicyBucket;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, KeyValueError};
+use async_nats::jetstream::{self, ErrorCode, kv};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};
+use crate::telemetry::metrics::Metrics;
+
+pub const BUCKET: &str = "sluice-policy";
+pub const KEY: &str = "snapshot";
+
+/// The layout of the stored value. A change that an older pod would misread, in the
+/// wrapper or in the snapshot, gets a new number.
+const FORMAT: u32 = 1;
+
+/// Values kept per key: enough for a pod that starts after a bad write to find the valid
+/// snapshot the running pods still hold, and for a person to see the last few pushes.
+const HISTORY: i64 = 5;
+
+/// How long one exchange with NATS may take before it is given up and tried again: a
+/// request sent as the connection drops is never answered, and the client would wait out
+/// its whole request timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a watch checks whether the client reconnected under it. After a server
+/// restart the server has forgotten the watch's consumer, and the client's own watch
+/// notices only when idle heartbeats are missed, 10 s later.
+const RECONNECT_CHECK: Duration = Duration::from_millis(200);
+
+/// The pauses between attempts after a failure: short, so that a pod follows again
+/// within a second or so of NATS coming back.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The policy bucket, opened.
+pub struct PolicyBucket {
+    store: kv::Store,
+    /// The client's counters, whose count of connects tells a watch of a reconnect.
+    statistics: Arc<async_nats::Statistics>,
+}
+
 impl PolicyBucket {
-    pub async fn open(
-        _js: &async_nats::jetstream::Context,
-        _replicas: usize,
-    ) -> anyhow::Result<Self> {
-        anyhow::bail!("stub")
+    /// Gets the bucket, creating it when missing (idempotent; every pod and the push tool
+    /// may race to create it). `replicas` as configured (1 in tests, 3 in production); an
+    /// existing bucket is used as it is.
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
+        let store = match js.get_key_value(BUCKET).await {
+            Ok(store) => store,
+            Err(e) if is_missing(&e) => create(js, replicas).await?,
+            Err(e) => return Err(e).context(format!("opening the NATS KV bucket {BUCKET}")),
+        };
+        let statistics = js.client().statistics();
+        Ok(PolicyBucket { store, statistics })
     }
+
+    /// Writes the snapshot; returns the KV revision.
+    pub async fn push(&self, snapshot: &PolicySnapshot) -> anyhow::Result<u64> {
+        let value = serde_json::to_vec(&Stored {
+            format: FORMAT,
+            snapshot,
+        })?;
+        self.store
+            .put(KEY, value.into())
+            .await
+            .with_context(|| format!("writing the policy to the NATS KV bucket {BUCKET}"))
+    }
+
+    /// The newest valid snapshot, if any: values written after it that cannot be read
+    /// are passed over, as the running pods pass over them.
+    pub async fn latest(&self) -> anyhow::Result<Option<PolicySnapshot>> {
+        let scan = scan(&self.store)
+            .await
+            .context("reading the policy history from NATS")?;
+        Ok(scan.newest.map(|(_, snapshot)| snapshot))
+    }
+
+    /// Waits (until `stop` is cancelled: then `None`) for the first valid snapshot, then
+    /// follows the key in a task until `stop`, sending each new valid snapshot into the
+    /// returned channel. Refused values are logged and counted
+    /// (`sluice_policy_reloads_total{result="invalid"}`), applied ones too (`applied`).
+    /// NATS errors and broken watches (server restart, disconnect) do not end following:
+    /// the watch is opened again after a short pause and resumes where it stopped.
     pub async fn follow(
         self,
-        _m: Arc<crate::telemetry::metrics::Metrics>,
-        _s: tokio_util::sync::CancellationToken,
-    ) -> Option<tokio::sync::watch::Receiver<Arc<PolicySnapshot>>> {
-        None
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Option<watch::Receiver<Arc<PolicySnapshot>>> {
+        let mut follower = Follower {
+            store: self.store,
+            statistics: self.statistics,
+            metrics,
+            revision: 0,
+            watch: None,
+        };
+        let (revision, first) = follower.first(&stop).await?;
+        tracing::info!(
+            revision = first.revision(),
+            kv_revision = revision,
+            "policy loaded from NATS"
+        );
+        let (tx, rx) = watch::channel(Arc::new(first));
+        tokio::spawn(async move { follower.run(tx, stop).await });
+        Some(rx)
     }
 }
+
+/// The stored value.
+#[derive(Serialize)]
+struct Stored<'a> {
+    format: u32,
+    snapshot: &'a PolicySnapshot,
+}
+
+/// The format number alone, read before anything else.
+#[derive(Deserialize)]
+struct Format {
+    format: u32,
+}
+
+#[derive(Deserialize)]
+struct Loaded {
+    snapshot: PolicySnapshot,
+}
+
+/// Why a stored value was refused.
+#[derive(Debug, thiserror::Error)]
+enum ValueError {
+    #[error("format {0}, and this sluice reads format {FORMAT}: upgrade it")]
+    Format(u32),
+    #[error("snapshot layout {0}, and this sluice reads layout {SNAPSHOT_FORMAT}: upgrade it")]
+    SnapshotFormat(u32),
+    #[error("not a policy snapshot: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn decode(value: &[u8]) -> Result<PolicySnapshot, ValueError> {
+    let Format { format } = serde_json::from_slice(value)?;
+    if format != FORMAT {
+        return Err(ValueError::Format(format));
+    }
+    let Loaded { snapshot } = serde_json::from_slice(value)?;
+    if snapshot.format() != SNAPSHOT_FORMAT {
+        return Err(ValueError::SnapshotFormat(snapshot.format()));
+    }
+    Ok(snapshot)
+}
+
+/// The snapshot an entry holds; `None` for a deletion, which holds none.
+fn read(entry: &kv::Entry) -> Option<Result<PolicySnapshot, ValueError>> {
+    (entry.operation == kv::Operation::Put).then(|| decode(&entry.value))
+}
+
+fn refuse(metrics: &Metrics, revision: u64, error: &ValueError) {
+    tracing::error!(
+        kv_revision = revision,
+        error = %error,
+        "policy from NATS refused; the policy in force stays"
+    );
+    metrics.policy_reloads.inc("invalid");
+}
+
+fn is_missing(error: &KeyValueError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<GetStreamError>())
+        .is_some_and(|e| {
+            matches!(e.kind(), GetStreamErrorKind::JetStream(js)
+                if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
+        })
+}
+
+async fn create(js: &jetstream::Context, replicas: usize) -> anyhow::Result<kv::Store> {
+    let config = kv::Config {
+        bucket: BUCKET.to_string(),
+        description: "Sluice: the compiled relay policy".to_string(),
+        history: HISTORY,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another pod or the push tool created it first, maybe with other settings.
+        Err(create) => js
+            .get_key_value(BUCKET)
+            .await
+            .map_err(|_| create)
+            .with_context(|| format!("creating the NATS KV bucket {BUCKET}")),
+    }
+}
+
+/// What the key's history holds.
+#[derive(Default)]
+struct Scan {
+    /// The newest valid snapshot, with its KV revision.
+    newest: Option<(u64, PolicySnapshot)>,
+    /// The values written after it that were refused.
+    refused: Vec<(u64, ValueError)>,
+    /// The key's newest revision; 0 when it was never written.
+    revision: u64,
+}
+
+async fn scan(store: &kv::Store) -> anyhow::Result<Scan> {
+    let mut history = store.history(KEY).await?;
+    let mut scan = Scan::default();
+    while let Some(entry) = history.try_next().await? {
+        scan.revision = entry.revision;
+        match read(&entry) {
+            Some(Ok(snapshot)) => {
+                scan.newest = Some((entry.revision, snapshot));
+                scan.refused.clear();
+            }
+            Some(Err(error)) => scan.refused.push((entry.revision, error)),
+            None => {}
+        }
+    }
+    Ok(scan)
+}
+
+/// Follows the key from one revision on, through broken watches.
+struct Follower {
+    store: kv::Store,
+    statistics: Arc<async_nats::Statistics>,
+    metrics: Arc<Metrics>,
+    /// The last revision handled: a watch opened again resumes after it.
+    revision: u64,
+    watch: Option<OpenWatch>,
+}
+
+struct OpenWatch {
+    watch: kv::Watch,
+    /// The client's connects when the watch was opened.
+    connects: u64,
+}
+
+impl Follower {
+    /// The newest valid snapshot of the key's history, or else the first one written.
+    async fn first(&mut self, stop: &CancellationToken) -> Option<(u64, PolicySnapshot)> {
+        let mut backoff = Backoff::default();
+        let scan = loop {
+            let result = tokio::select! {
+                _ = stop.cancelled() => return None,
+                result = bounded("reading the policy history", scan(&self.store)) => result,
+            };
+            match result {
+                Ok(scan) => break scan,
+                Err(e) => {
+                    backoff
+                        .pause(stop, "reading the policy from NATS", e)
+                        .await?
+                }
+            }
+        };
+        for (revision, error) in &scan.refused {
+            refuse(&self.metrics, *revision, error);
+        }
+        self.revision = scan.revision;
+        match scan.newest {
+            Some(found) => Some(found),
+            None => self.next(stop).await,
+        }
+    }
+
+    /// Sends each new valid snapshot until `stop`, or until no receiver is left.
+    async fn run(mut self, tx: watch::Sender<Arc<PolicySnapshot>>, stop: CancellationToken) {
+        while let Some((revision, snapshot)) = self.next(&stop).await {
+            tracing::info!(
+                revision = snapshot.revision(),
+                kv_revision = revision,
+                "policy updated from NATS"
+            );
+            self.metrics.policy_reloads.inc("applied");
+            if tx.send(Arc::new(snapshot)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The next valid snapshot written after `self.revision`; `None` once `stop` is
+    /// cancelled.
+    async fn next(&mut self, stop: &CancellationToken) -> Option<(u64, PolicySnapshot)> {
+        let mut backoff = Backoff::default();
+        loop {
+            let result = tokio::select! {
+                _ = stop.cancelled() => return None,
+                result = self.next_entry() => result,
+            };
+            let entry = match result {
+                Ok(entry) => entry,
+                Err(e) => {
+                    backoff
+                        .pause(stop, "following the policy in NATS", e)
+                        .await?;
+                    continue;
+                }
+            };
+            backoff = Backoff::default();
+            self.revision = entry.revision;
+            match read(&entry) {
+                Some(Ok(snapshot)) => return Some((entry.revision, snapshot)),
+                Some(Err(error)) => refuse(&self.metrics, entry.revision, &error),
+                None => tracing::warn!(
+                    kv_revision = entry.revision,
+                    "policy deleted in NATS; the policy in force stays"
+                ),
+            }
+        }
+    }
+
+    /// The next entry of the watch, opening it after the last revision handled when
+    /// there is none; a broken watch is dropped, for the next call to open again.
+    async fn next_entry(&mut self) -> anyhow::Result<kv::Entry> {
+        let open = match self.watch.take() {
+            Some(open) => open,
+            None => open_watch(&self.store, &self.statistics, self.revision + 1).await?,
+        };
+        let OpenWatch { watch, connects } = self.watch.insert(open);
+        let broken = loop {
+            tokio::select! {
+                entry = watch.next() => match entry {
+                    Some(Ok(entry)) => return Ok(entry),
+                    Some(Err(e)) => break anyhow::Error::new(e).context("the watch broke"),
+                    None => break anyhow::anyhow!("the watch ended"),
+                },
+                _ = tokio::time::sleep(RECONNECT_CHECK) => {
+                    if self.statistics.connects.load(Ordering::Relaxed) != *connects {
+                        break anyhow::anyhow!("reconnected to NATS, which may have lost the watch");
+                    }
+                }
+            }
+        };
+        self.watch = None;
+        Err(broken)
+    }
+}
+
+/// A watch on the key from revision `from` on.
+async fn open_watch(
+    store: &kv::Store,
+    statistics: &async_nats::Statistics,
+    from: u64,
+) -> anyhow::Result<OpenWatch> {
+    // Counted first, so that a reconnect while opening is noticed too.
+    let connects = statistics.connects.load(Ordering::Relaxed);
+    let open = async { Ok(store.watch_from_revision(KEY, from).await?) };
+    let watch = bounded("opening a watch", open).await?;
+    Ok(OpenWatch { watch, connects })
+}
+
+/// `work`, or an error when it takes longer than [`ATTEMPT_TIMEOUT`].
+async fn bounded<T>(
+    what: &str,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, work).await {
+        Ok(result) => result.with_context(|| what.to_string()),
+        Err(_) => anyhow::bail!("{what}: no answer from NATS within {ATTEMPT_TIMEOUT:?}"),
+    }
+}
+
+/// The pause after a failure: longer after each one, up to [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(FIRST_BACKOFF)
+    }
+}
+
+impl Backoff {
+    /// Logs the failure and pauses; `None` when `stop` is cancelled meanwhile.
+    async fn pause(
+        &mut self,
+        stop: &CancellationToken,
+        what: &str,
+        error: anyhow::Error,
+    ) -> Option<()> {
+        tracing::warn!(error = format!("{error:#}"), "{what}; trying again");
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(self.0) => {}
+        }
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        Some(())
+    }
+}
+
+#[cfg(test)]
+#[path = "bucket_tests.rs"]
+mod tests;

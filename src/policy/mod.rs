@@ -11,6 +11,7 @@
 //! | `merge.rs` | merging documents, conflict rules |
 //! | `rules.rs` | the compiled rules inside a snapshot |
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
+//! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `password.rs` | hashing, verifying and validating password hashes |
 //! | `error.rs` | `PolicyError` |

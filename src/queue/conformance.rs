@@ -27,6 +27,7 @@ macro_rules! queue_conformance_tests {
         $crate::queue::conformance::queue_conformance_tests!(@ $ctx, $make;
             enqueue_take_ack_removes_the_message,
             take_leases_the_message_until_the_lease_runs_out,
+            only_a_lease_after_a_lapsed_one_is_redelivered,
             defer_hides_until_due_and_updates_the_envelope,
             stale_lease_is_lost,
             list_is_oldest_first,
@@ -183,6 +184,41 @@ pub async fn take_leases_the_message_until_the_lease_runs_out<Q: Queue>(
     assert_ne!(first.token, second.token);
     q.ack(&second).await.unwrap();
     assert!(q.list().await.unwrap().is_empty());
+}
+
+pub async fn only_a_lease_after_a_lapsed_one_is_redelivered<Q: Queue>(
+    make: impl AsyncFnOnce() -> Q,
+) {
+    let q = make().await;
+    let env = envelope(&["a"]);
+    q.enqueue(&env, &body("again")).await.unwrap();
+    let short = Duration::from_millis(200);
+    let first = q.take(short).await.unwrap().expect("due");
+    assert!(!first.redelivered, "a fresh message");
+    let lapsed = take_within(&q, short, PATIENCE).await.expect("due again");
+    assert!(lapsed.redelivered, "re-leased after its lease ran out");
+
+    // A deferral settles what the holder did; its next lease is an ordinary one, whether
+    // the deferred message was looked at before it was due or not.
+    let soon = SystemTime::now() + Duration::from_millis(400);
+    let recipients = env.recipients.clone();
+    q.defer(&lapsed, soon, recipients.clone(), "451 soon".into())
+        .await
+        .unwrap();
+    let deferred = take_within(&q, short, PATIENCE).await.expect("due");
+    assert!(!deferred.redelivered, "a deferral is no lapse");
+    let lapsed = take_within(&q, short, PATIENCE).await.expect("due again");
+    assert!(lapsed.redelivered, "a deferred message whose lease ran out");
+    q.defer(&lapsed, SystemTime::now(), recipients, "451 now".into())
+        .await
+        .unwrap();
+    let deferred = take_within(&q, short, PATIENCE).await.expect("due");
+    assert!(!deferred.redelivered, "a deferral due at once is no lapse");
+    let lapsed = take_within(&q, Duration::from_secs(60), PATIENCE)
+        .await
+        .expect("due again");
+    assert!(lapsed.redelivered);
+    q.ack(&lapsed).await.unwrap();
 }
 
 pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(

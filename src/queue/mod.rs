@@ -53,6 +53,11 @@ pub struct Lease {
     /// Identifies this lease, so that a stale holder cannot ack a message re-leased to
     /// someone else.
     pub token: u64,
+    /// True when the backend knows that an earlier lease of this stored message ended
+    /// without ack or defer: its holder died or its lease lapsed, possibly after some
+    /// recipients took the message. A possible duplicate: the worker looks up what was
+    /// delivered before. Each backend documents how far it can know this.
+    pub redelivered: bool,
 }
 
 /// One line of `sluice queue list`.

@@ -5,6 +5,7 @@ use crate::delivery::client::{ClientConfig, Timeouts, TlsMode, system_roots};
 use crate::delivery::dispatch::{DispatchSettings, Dispatcher};
 use crate::delivery::dns::{Resolver, SystemResolver};
 use crate::delivery::worker::Worker;
+use crate::events::EventSink;
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::telemetry::metrics::Metrics;
@@ -21,6 +22,7 @@ pub fn worker(
     queue: Arc<dyn Queue>,
     policy: watch::Receiver<Arc<PolicySnapshot>>,
     metrics: Arc<Metrics>,
+    events: Arc<dyn EventSink>,
 ) -> anyhow::Result<Option<Arc<Worker>>> {
     let settings = &config.delivery;
     if !settings.enabled {
@@ -65,6 +67,7 @@ pub fn worker(
         settings.retry.clone(),
         settings.concurrency,
         metrics,
+        events,
     )))
 }
 

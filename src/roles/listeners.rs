@@ -2,6 +2,7 @@
 //! listening sockets.
 
 use crate::config::{Config, ListenerConfig};
+use crate::events::EventSink;
 use crate::ingress::limits::ConnectionLimits;
 use crate::ingress::tls::TlsStore;
 use crate::ingress::{self, Listener, Shared, Timeouts};
@@ -34,6 +35,7 @@ pub fn shared(
     tls: Option<Arc<TlsStore>>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    events: Arc<dyn EventSink>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         queue,
@@ -41,6 +43,7 @@ pub fn shared(
         tls,
         metrics,
         readiness,
+        events,
         limits: ConnectionLimits::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,

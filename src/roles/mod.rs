@@ -71,7 +71,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         false => None,
     };
     readiness.release(Latch::Tls);
-    let backend = queue::open(&config, role, &readiness).await?;
+    let backend = queue::open(&config, role, &readiness, &metrics).await?;
     let _ = slot.set(backend.queue());
     let Some(policy) = reload::policy(&config, role, backend.nats(), &metrics, &stop).await? else {
         anyhow::bail!("stopped before a policy arrived");
@@ -86,13 +86,20 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             tls.clone(),
             metrics.clone(),
             readiness.clone(),
+            backend.events(),
         );
         bound = listeners::bind(&config, &shared, &tracker, &drain, &stop).await?;
         ports.add(&bound)?;
     }
     readiness.release(Latch::Listeners);
     let worker = match role.delivers() {
-        true => delivery::worker(&config, backend.queue(), policy.rx.clone(), metrics.clone())?,
+        true => delivery::worker(
+            &config,
+            backend.queue(),
+            policy.rx.clone(),
+            metrics.clone(),
+            backend.events(),
+        )?,
         false => None,
     }
     .map(|worker| {

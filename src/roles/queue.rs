@@ -1,11 +1,15 @@
-//! Opening the queue a role works on: the embedded spool, or JetStream over a NATS
-//! connection that is retried until it works; and, for JetStream, the health probe that
+//! Opening the queue a role works on, with its delivery events: the embedded spool (events
+//! in the log only), or JetStream over a NATS connection that is retried until it works
+//! (events in the stream `SLUICE_EVENTS`); and, for JetStream, the health probe that
 //! readiness and the ingress's 421 follow.
 
 use crate::config::{Config, Role};
+use crate::events::jetstream::JetStreamEvents;
+use crate::events::{EventSink, LogOnly};
 use crate::queue::Queue;
 use crate::queue::jetstream::{JetStreamOptions, JetStreamQueue};
 use crate::queue::spool::Spool;
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use anyhow::Context;
 use std::sync::Arc;
@@ -24,15 +28,26 @@ pub enum Backend {
     Spool(Arc<Spool>),
     JetStream {
         queue: Arc<JetStreamQueue>,
+        events: Arc<JetStreamEvents>,
         client: async_nats::Client,
     },
 }
+
+/// How long closing waits for delivery events still to be published.
+const EVENTS_FLUSH: Duration = Duration::from_secs(2);
 
 impl Backend {
     pub fn queue(&self) -> Arc<dyn Queue> {
         match self {
             Backend::Spool(spool) => spool.clone(),
             Backend::JetStream { queue, .. } => queue.clone(),
+        }
+    }
+
+    pub fn events(&self) -> Arc<dyn EventSink> {
+        match self {
+            Backend::Spool(_) => Arc::new(LogOnly),
+            Backend::JetStream { events, .. } => events.clone(),
         }
     }
 
@@ -48,8 +63,13 @@ impl Backend {
     pub async fn close(&self) {
         match self {
             Backend::Spool(spool) => spool.close().await,
-            Backend::JetStream { queue, client } => {
+            Backend::JetStream {
+                queue,
+                events,
+                client,
+            } => {
                 queue.release_all().await;
+                events.close(EVENTS_FLUSH).await;
                 let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
             }
         }
@@ -63,6 +83,7 @@ pub async fn open(
     config: &Config,
     role: Role,
     readiness: &Arc<Readiness>,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Backend> {
     if !role.uses_nats() {
         let spool = Spool::open(&config.spool)
@@ -89,9 +110,9 @@ pub async fn open(
         ..JetStreamOptions::default()
     };
     let mut attempt = 0u32;
-    let queue = loop {
-        match JetStreamQueue::with_client(client.clone(), options.clone()).await {
-            Ok(queue) => break queue,
+    let (queue, events) = loop {
+        match set_up(&client, &options, metrics).await {
+            Ok(both) => break both,
             Err(e) => {
                 attempt += 1;
                 if attempt == 1 || attempt.is_multiple_of(30) {
@@ -105,8 +126,22 @@ pub async fn open(
     tracing::info!(stream = %options.stream, replicas = options.replicas, "JetStream queue ready");
     Ok(Backend::JetStream {
         queue: Arc::new(queue),
+        events,
         client,
     })
+}
+
+/// The queue's stream, consumer and bucket, and the events stream: created or updated
+/// by whichever process comes first.
+async fn set_up(
+    client: &async_nats::Client,
+    options: &JetStreamOptions,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(JetStreamQueue, Arc<JetStreamEvents>)> {
+    let queue = JetStreamQueue::with_client(client.clone(), options.clone()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let events = JetStreamEvents::open(js, options.replicas, metrics.clone()).await?;
+    Ok((queue, events))
 }
 
 /// Asks the queue whether it answers, every second, until `stop`, and keeps the queue

@@ -15,6 +15,9 @@
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
 //! | `sluice_delivery_seconds` | histogram | | from acceptance to successful delivery, per recipient |
+//! | `sluice_queue_redeliveries_total` | counter | | messages handed out again after an earlier lease lapsed without ack or defer (its worker died or overran its lease); each may be delivered twice, when that worker died between the remote's 250 and the record of it |
+//! | `sluice_delivery_duplicates_suppressed_total` | counter | | recipients of such messages not delivered again because a delivery event records them as delivered |
+//! | `sluice_events_lost_total` | counter | `reason` (`backlog_full`, `publish_failed`, `closed`) | delivery events dropped: the publishing backlog was full, the events stream did not acknowledge them, or they came after the sink was closed |
 //! | `sluice_queue_messages` | gauge | | messages in the queue (waiting, deferred or being delivered) |
 //! | `sluice_queue_oldest_age_seconds` | gauge | | how long the oldest queued message has been in the queue (by its queue id); 0 when the queue is empty |
 //!
@@ -175,6 +178,9 @@ pub struct Metrics {
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
     pub delivery_seconds: Histogram,
+    pub queue_redeliveries: AtomicU64,
+    pub delivery_duplicates_suppressed: AtomicU64,
+    pub events_lost: LabeledCounter,
     pub queue_messages: AtomicU64,
     pub queue_oldest_age_ms: AtomicU64,
 }
@@ -195,6 +201,9 @@ impl Default for Metrics {
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
             delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
+            queue_redeliveries: AtomicU64::new(0),
+            delivery_duplicates_suppressed: AtomicU64::new(0),
+            events_lost: LabeledCounter::default(),
             queue_messages: AtomicU64::new(0),
             queue_oldest_age_ms: AtomicU64::new(0),
         }
@@ -292,6 +301,30 @@ impl Metrics {
         );
         self.delivery_seconds
             .render(&mut out, "sluice_delivery_seconds");
+        counter(
+            &mut out,
+            "sluice_queue_redeliveries_total",
+            "Messages handed out again after a lease lapsed.",
+        );
+        let redeliveries = self.queue_redeliveries.load(Ordering::Relaxed);
+        let _ = writeln!(out, "sluice_queue_redeliveries_total {redeliveries}");
+        counter(
+            &mut out,
+            "sluice_delivery_duplicates_suppressed_total",
+            "Recipients not delivered again: an event records them as delivered.",
+        );
+        let suppressed = self.delivery_duplicates_suppressed.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "sluice_delivery_duplicates_suppressed_total {suppressed}"
+        );
+        counter(
+            &mut out,
+            "sluice_events_lost_total",
+            "Delivery events dropped, by reason.",
+        );
+        self.events_lost
+            .render(&mut out, "sluice_events_lost_total", "reason");
         let messages = self.queue_messages.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
@@ -327,6 +360,30 @@ mod tests {
         let text = m.render();
         assert!(text.contains("sluice_deliveries_total{route=\"mx\",status=\"sent\"} 2\n"));
         assert_eq!(m.deliveries.get("mx", "sent"), 2);
+    }
+
+    #[test]
+    fn renders_the_redelivery_duplicate_and_event_loss_counters() {
+        let m = Metrics::default();
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE sluice_queue_redeliveries_total counter\nsluice_queue_redeliveries_total 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nsluice_delivery_duplicates_suppressed_total 0\n"));
+        m.queue_redeliveries.fetch_add(2, Ordering::Relaxed);
+        m.delivery_duplicates_suppressed
+            .fetch_add(3, Ordering::Relaxed);
+        m.events_lost.inc("backlog_full");
+        let text = m.render();
+        assert!(
+            text.contains("\nsluice_queue_redeliveries_total 2\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "# TYPE sluice_delivery_duplicates_suppressed_total counter\nsluice_delivery_duplicates_suppressed_total 3\n"
+        ));
+        assert!(text.contains("\nsluice_events_lost_total{reason=\"backlog_full\"} 1\n"));
     }
 
     #[test]

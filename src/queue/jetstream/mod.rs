@@ -18,6 +18,8 @@
 //!   token: when `lease` runs out, this process naks the message so that it is due again;
 //!   a lease longer than `ack_wait` is kept alive with in-progress acks. If the process
 //!   dies, the server makes the message due again after `ack_wait`.
+//! - `Lease::redelivered` comes from the server's delivery count, less the early nak a
+//!   deferred copy usually gets; an approximation, see [`lapsed_before`].
 //! - `defer` cannot change a stored message: it publishes the updated envelope as a new
 //!   message (same subject, `Sluice-Not-Before` = the due time) and then acks the old one.
 //!   A crash (or a failed ack) between the two leaves both: the old copy, with the old
@@ -34,9 +36,12 @@
 //! - `list` and `queue_stats` read the per-subject counts of the stream (one subject per
 //!   queue id), `list` then each message by subject, without consuming; `list` stops at
 //!   `JetStreamOptions::list_limit` entries.
-//! - `wait_for_work` wakes on enqueue/defer/retry made through this handle, otherwise
-//!   after `poll_interval` (or `max` if shorter): work enqueued by other pods is noticed
-//!   within `poll_interval`.
+//! - `wait_for_work` long-polls the consumer (a pull request the server holds for up to
+//!   `poll_interval`, or `max` if shorter) in a task of its own, so that work published
+//!   by any pod wakes it at once; the message that request brings is parked for the next
+//!   `take`. It also wakes on enqueue/defer/retry made through this handle. A parked
+//!   message is out of the server's hands like a lease: `release_all` naks it, and if
+//!   the process dies it comes back after `ack_wait`.
 
 pub mod codec;
 #[cfg(test)]
@@ -54,7 +59,7 @@ use async_trait::async_trait;
 use codec::Meta;
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
@@ -81,7 +86,7 @@ pub struct JetStreamOptions {
     /// server signals its consumers of a stored message asynchronously, after the PubAck,
     /// so a no-wait fetch right after an enqueue may find nothing (seen under load).
     pub fetch_wait: Duration,
-    /// How often `wait_for_work` returns when nothing happened through this handle.
+    /// The longest `wait_for_work` holds a pull request open before it returns anyway.
     pub poll_interval: Duration,
     /// The most entries `list` returns.
     pub list_limit: usize,
@@ -128,6 +133,10 @@ pub struct JetStreamQueue {
     leases: Leases,
     next_token: AtomicU64,
     work: Arc<Notify>,
+    /// Messages a `wait_for_work` long-poll brought, for the next `take`.
+    parked: Arc<Mutex<Vec<jetstream::Message>>>,
+    /// Whether a long-poll is in flight: one at a time.
+    polling: Arc<AtomicBool>,
 }
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
@@ -218,6 +227,8 @@ impl JetStreamQueue {
             leases: Arc::default(),
             next_token: AtomicU64::new(1),
             work: Arc::new(Notify::new()),
+            parked: Arc::default(),
+            polling: Arc::default(),
         })
     }
 
@@ -235,6 +246,55 @@ impl JetStreamQueue {
                 tracing::warn!(id = %held.id, error = %e, "could not hand back a lease");
             }
         }
+        let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|e| e.into_inner()));
+        for message in parked {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+
+    /// Starts a long-poll of the consumer unless one is in flight: a pull request that the
+    /// server answers with the next message as soon as there is one, or empty after
+    /// `wait`. It runs in a task of its own so that a caller giving up on the wait cannot
+    /// drop a message the server already sent.
+    fn long_poll(&self, wait: Duration) {
+        if self.polling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (consumer, parked) = (self.consumer.clone(), self.parked.clone());
+        let (polling, work) = (self.polling.clone(), self.work.clone());
+        tokio::spawn(async move {
+            let batch = consumer.batch().max_messages(1).expires(wait).messages();
+            if let Ok(mut batch) = batch.await
+                && let Some(Ok(message)) = batch.next().await
+            {
+                parked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(message);
+            }
+            polling.store(false, Ordering::Release);
+            work.notify_waiters();
+        });
+    }
+
+    /// One message, waiting at most `fetch_wait`.
+    async fn fetch(&self) -> Result<Option<jetstream::Message>, QueueError> {
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(1)
+            .expires(self.options.fetch_wait)
+            .messages()
+            .await
+            .map_err(err("fetching"))?;
+        match batch.next().await {
+            None => Ok(None),
+            Some(message) => message.map(Some).map_err(err("fetching")),
+        }
+    }
+
+    fn unpark(&self) -> Option<jetstream::Message> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
     fn subject(&self, id: &QueueId) -> String {
@@ -403,6 +463,29 @@ fn keep_lease(
     })
 }
 
+/// Whether an earlier delivery of this stored message ended without ack or defer: a
+/// lease that lapsed (its holder died, or `keep_lease` returned it) or a failed defer.
+///
+/// The server counts every delivery, and `take` naks a deferred copy fetched before its
+/// due time, which is no lapse. So a copy stored before it was due is taken to have been
+/// fetched early once, as happens whenever workers wait for work: the consumer hands the
+/// new copy out at once, and the nak holds it back until it is due. This errs both ways:
+/// - a lapse is missed when no worker fetched such a copy before it was due (all busy or
+///   down for the whole deferral) and its first lease then lapsed;
+/// - a lapse is seen where there was none when a copy was fetched early twice (two pods
+///   whose clocks disagree) or when `take` nak'd it after a failed body read; the worker
+///   then merely looks up the delivery events for nothing.
+fn lapsed_before(
+    delivered: i64,
+    due_ms: Option<u64>,
+    stored: async_nats::datetime::DateTime,
+) -> bool {
+    let stored_early = due_ms.is_some_and(|ms| {
+        async_nats::datetime::from_nanos(i128::from(ms) * 1_000_000).is_ok_and(|due| stored < due)
+    });
+    delivered > if stored_early { 2 } else { 1 }
+}
+
 #[async_trait]
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
@@ -439,27 +522,36 @@ impl Queue for JetStreamQueue {
 
     async fn wait_for_work(&self, max: Duration) {
         let wait = max.min(self.options.poll_interval);
+        // Registered before looking, so that a long-poll ending in between still wakes us.
+        let notified = self.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return;
+        }
+        self.long_poll(wait);
         tokio::select! {
-            _ = self.work.notified() => {}
+            _ = notified => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 
     async fn take(&self, lease: Duration) -> Result<Option<Lease>, QueueError> {
         for _ in 0..MAX_EARLY_PER_TAKE {
-            let mut batch = self
-                .consumer
-                .batch()
-                .max_messages(1)
-                .expires(self.options.fetch_wait)
-                .messages()
-                .await
-                .map_err(err("fetching"))?;
-            let message = match batch.next().await {
-                None => return Ok(None),
-                Some(message) => message.map_err(err("fetching"))?,
+            let message = match self.unpark() {
+                Some(message) => message,
+                None => match self.fetch().await? {
+                    Some(message) => message,
+                    None => return Ok(None),
+                },
             };
-            let seq = message.info().map_err(err("message info"))?.stream_sequence;
+            let info = message.info().map_err(err("message info"))?;
+            let (seq, delivered, stored) = (info.stream_sequence, info.delivered, info.published);
             let meta = match codec::decode(message.headers.as_ref(), message.payload.len()) {
                 Ok(meta) => meta,
                 Err(e) => {
@@ -511,10 +603,12 @@ impl Queue for JetStreamQueue {
                     keeper,
                 },
             );
+            let redelivered = lapsed_before(delivered, meta.not_before_ms, stored);
             return Ok(Some(Lease {
                 envelope: meta.envelope,
                 body,
                 token,
+                redelivered,
             }));
         }
         Ok(None)

@@ -5,10 +5,7 @@
 
 use super::*;
 use crate::queue::conformance::{envelope, queue_conformance_tests, take_within};
-
-#[path = "../../../tests/common/nats.rs"]
-mod nats_server;
-use nats_server::NatsServer;
+use crate::testing::nats::NatsServer;
 
 async fn queue(server: &NatsServer) -> JetStreamQueue {
     JetStreamQueue::connect(&server.url(), JetStreamOptions::default())
@@ -128,4 +125,105 @@ async fn an_envelope_too_large_for_a_message_is_refused_as_full() {
         other => panic!("expected Full, got {other:?}"),
     }
     assert!(q.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_taker_died_comes_back_redelivered_after_ack_wait() {
+    let server = NatsServer::start();
+    let options = JetStreamOptions {
+        ack_wait: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let q = JetStreamQueue::connect(&server.url(), options.clone())
+        .await
+        .unwrap();
+    let env = envelope(&["a"]);
+    q.enqueue(&env, b"taken").await.unwrap();
+    {
+        // Another worker's fetch, never acked nor kept alive: that worker died.
+        let other = JetStreamQueue::connect(&server.url(), options)
+            .await
+            .unwrap();
+        let mut batch = other
+            .consumer
+            .fetch()
+            .max_messages(1)
+            .messages()
+            .await
+            .unwrap();
+        let taken = batch.next().await.expect("fetched").unwrap();
+        assert_eq!(taken.info().unwrap().delivered, 1);
+    }
+    assert!(q.take(MINUTE).await.unwrap().is_none(), "still leased");
+    let lease = take_within(&q, MINUTE, Duration::from_secs(5))
+        .await
+        .expect("due again after ack_wait");
+    assert_eq!(lease.envelope.id, env.id);
+    assert!(lease.redelivered);
+    q.ack(&lease).await.unwrap();
+}
+
+#[tokio::test]
+async fn work_published_by_another_pod_wakes_a_waiting_worker_at_once() {
+    let server = NatsServer::start();
+    // A poll interval far longer than the bound below: only the long-poll can wake it.
+    let options = JetStreamOptions {
+        poll_interval: Duration::from_secs(20),
+        ..JetStreamOptions::default()
+    };
+    let worker = JetStreamQueue::connect(&server.url(), options.clone())
+        .await
+        .unwrap();
+    let ingress = JetStreamQueue::connect(&server.url(), options)
+        .await
+        .unwrap();
+    assert!(worker.take(MINUTE).await.unwrap().is_none());
+    let (worker, ingress) = (Arc::new(worker), Arc::new(ingress));
+    let waiting = {
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            worker.wait_for_work(Duration::from_secs(20)).await;
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = envelope(&["a"]);
+    ingress.enqueue(&e, b"body").await.unwrap();
+    let waited = waiting.await.unwrap();
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    // The message the long-poll brought is the next take's, not lost or held.
+    let lease = worker.take(MINUTE).await.unwrap().unwrap();
+    assert_eq!(lease.envelope.id, e.id);
+    assert!(!lease.redelivered);
+    worker.ack(&lease).await.unwrap();
+    assert!(worker.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_message_parked_by_a_long_poll_is_handed_back_on_release() {
+    let server = NatsServer::start();
+    let options = JetStreamOptions {
+        ack_wait: Duration::from_secs(60),
+        ..JetStreamOptions::default()
+    };
+    let stopping = JetStreamQueue::connect(&server.url(), options.clone())
+        .await
+        .unwrap();
+    let other = JetStreamQueue::connect(&server.url(), options)
+        .await
+        .unwrap();
+    let e = envelope(&["a"]);
+    other.enqueue(&e, b"body").await.unwrap();
+    stopping.wait_for_work(Duration::from_secs(5)).await;
+    assert!(
+        other.take(MINUTE).await.unwrap().is_none(),
+        "parked by the long-poll, so held from the others"
+    );
+    stopping.release_all().await;
+    // Well before the minute of ack_wait, the other worker gets it.
+    let lease = take_within(&other, MINUTE, Duration::from_secs(5))
+        .await
+        .expect("handed back");
+    assert_eq!(lease.envelope.id, e.id);
 }

@@ -6,6 +6,9 @@
 //! `ready` orders every message that `take` may hand out by the time it becomes
 //! takeable: its due time, or the end of its lease while it is leased. A lease that runs
 //! out therefore needs no timer: the message is just at the front of `ready` again.
+//! `take` notes when it re-leases a message whose lease ran out (`Meta::lapsed`), so that
+//! the new holder knows the old one may have delivered it; like leases, that note is lost
+//! with the process.
 
 use crate::queue::{QueueId, QueueStats};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +47,9 @@ struct Meta {
     due_at_ms: u64,
     size: u64,
     state: State,
+    /// A lease ran out without ack or defer since the message was enqueued or last
+    /// deferred: its holder may have delivered some recipients already.
+    lapsed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +72,7 @@ impl Index {
                 due_at_ms,
                 size,
                 state: State::Ready,
+                lapsed: false,
             },
         );
     }
@@ -96,6 +103,7 @@ impl Index {
             due_at_ms: 0,
             size,
             state: State::Pending,
+            lapsed: false,
         };
         self.entries.insert(id.clone(), meta);
         self.pending += 1;
@@ -137,6 +145,8 @@ impl Index {
         let token = self.last_token;
         let until_ms = now_ms.saturating_add(lease_ms.max(1));
         let meta = self.entries.get_mut(&id)?;
+        // Leased and in `ready` means its lease ran out: the holder neither acked nor deferred.
+        meta.lapsed |= matches!(meta.state, State::Leased { .. });
         meta.state = State::Leased { token, until_ms };
         self.ready.insert((until_ms, id.clone()));
         Some((id, token))
@@ -213,8 +223,15 @@ impl Index {
         {
             meta.due_at_ms = due_at_ms;
             meta.state = State::Ready;
+            meta.lapsed = false;
             self.ready.insert((due_at_ms, id.clone()));
         }
+    }
+
+    /// Whether an earlier lease of `id` ran out since it was enqueued or last deferred
+    /// (see `Meta::lapsed`); asked by `take` right after it leased `id`.
+    pub fn lapsed(&self, id: &QueueId) -> bool {
+        self.entries.get(id).is_some_and(|m| m.lapsed)
     }
 
     /// Makes `id` due at `now_ms` if it is waiting; true when it is now takeable. A held
@@ -323,6 +340,29 @@ mod tests {
         assert_eq!(index.begin_settle(&a, t2), Some(1));
         index.commit_ack(&a);
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_message_taken_after_its_lease_ran_out_is_lapsed_until_deferred() {
+        let mut index = Index::default();
+        let id = QueueId::generate();
+        index.load(id.clone(), 0, 1);
+        let (_, first) = index.take(0, 10).unwrap();
+        assert!(!index.lapsed(&id), "a first lease");
+        index.release(&id, first);
+        let (_, released) = index.take(0, 10).unwrap();
+        assert!(!index.lapsed(&id), "released unread: no holder saw it");
+        let (_, second) = index.take(10, 10).unwrap();
+        assert_ne!(released, second);
+        assert!(index.lapsed(&id));
+        index.begin_settle(&id, second).unwrap();
+        index.abort_settle(&id);
+        assert!(index.lapsed(&id), "still the same unsettled lease");
+        index.begin_settle(&id, second).unwrap();
+        index.commit_defer(&id, 30);
+        assert!(!index.lapsed(&id), "the holder settled what it did");
+        index.take(30, 10).unwrap();
+        assert!(!index.lapsed(&id));
     }
 
     #[test]

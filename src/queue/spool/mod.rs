@@ -10,8 +10,11 @@
 //!   [`committer`]); many concurrent SMTP sessions share each fsync.
 //! * **Scheduling**: an in-memory [`index`] of due times and leases, rebuilt at open from
 //!   a small table. Leases are never written down: after a crash every leased message is
-//!   due again (at-least-once delivery). Nor are retries (`retry_now` moves a due time in
-//!   the index only): a retry is a hint, and after a restart the stored schedule applies.
+//!   due again (at-least-once delivery). Hence `Lease::redelivered` covers the leases
+//!   that ran out in this process only: after a crash nothing tells the spool that a
+//!   message was being delivered, and its next lease is not marked. Nor are retries
+//!   written (`retry_now` moves a due time in the index only): a retry is a hint, and
+//!   after a restart the stored schedule applies.
 //! * **Exclusivity**: the directory is locked (`lock` file, `flock`) while open; a
 //!   second opener, in this process or another, gets a clear error.
 //!
@@ -347,7 +350,13 @@ impl Queue for Spool {
         let db = self.database()?;
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         loop {
-            let Some((id, token)) = self.shared.lock_index().take(now_ms(), lease_ms) else {
+            let taken = {
+                let mut index = self.shared.lock_index();
+                index
+                    .take(now_ms(), lease_ms)
+                    .map(|(id, token)| (index.lapsed(&id), id, token))
+            };
+            let Some((redelivered, id, token)) = taken else {
                 return Ok(None);
             };
             // If this future is dropped from here on, the lease simply runs out.
@@ -362,6 +371,7 @@ impl Queue for Spool {
                         envelope,
                         body,
                         token,
+                        redelivered,
                     }));
                 }
                 Ok(None) => {

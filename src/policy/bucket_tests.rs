@@ -1,0 +1,254 @@
+//! The policy bucket against a real `nats-server`, one per test (see
+//! `tests/common/nats.rs`).
+
+use super::*;
+use crate::nats::NatsConfig;
+use crate::policy::tests::{compile, example, policy};
+use std::time::Instant;
+
+use crate::testing::nats::NatsServer;
+
+async fn context(server: &NatsServer) -> jetstream::Context {
+    let config = NatsConfig {
+        url: Some(server.url()),
+        ..Default::default()
+    };
+    let client = config
+        .connect_now("test")
+        .await
+        .expect("the test nats-server");
+    jetstream::new(client)
+}
+
+/// The bucket on a connection of its own, as each pod has.
+async fn open(server: &NatsServer) -> PolicyBucket {
+    PolicyBucket::open(&context(server).await, 1)
+        .await
+        .expect("the bucket")
+}
+
+/// A snapshot other than the example.
+fn other() -> PolicySnapshot {
+    compile(&[&policy("mail/other", "  mode: open")]).expect("compiles")
+}
+
+/// Polls until `done` holds; fails the test after `within`.
+async fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn holds(rx: &watch::Receiver<Arc<PolicySnapshot>>, snapshot: &PolicySnapshot) -> bool {
+    rx.borrow().revision() == snapshot.revision()
+}
+
+#[test]
+fn the_value_is_versioned_and_a_newer_format_is_refused_by_its_number() {
+    let stored = Stored {
+        format: FORMAT,
+        snapshot: &example(),
+    };
+    let value = serde_json::to_value(&stored).unwrap();
+    let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["format", "snapshot"]);
+    assert_eq!(decode(value.to_string().as_bytes()).unwrap(), example());
+
+    let mut newer = value.clone();
+    newer["format"] = 2.into();
+    newer["snapshot"] = serde_json::json!({"something": "else entirely"});
+    let err = decode(newer.to_string().as_bytes()).unwrap_err();
+    assert!(matches!(err, ValueError::Format(2)), "{err}");
+    assert!(
+        err.to_string().contains("this sluice reads format 1"),
+        "{err}"
+    );
+
+    let mut inner = value;
+    inner["snapshot"]["format"] = 2.into();
+    let err = decode(inner.to_string().as_bytes()).unwrap_err();
+    assert!(matches!(err, ValueError::SnapshotFormat(2)), "{err}");
+
+    let err = decode(b"not json").unwrap_err();
+    assert!(matches!(err, ValueError::Json(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_is_idempotent_and_leaves_an_existing_bucket_as_it_is() {
+    let server = NatsServer::start();
+    let js = context(&server).await;
+    // Pods starting together all race to create it.
+    let (a, b, c) = tokio::join!(
+        PolicyBucket::open(&js, 1),
+        PolicyBucket::open(&js, 1),
+        PolicyBucket::open(&js, 1)
+    );
+    let (a, _, _) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!(a.store.status().await.unwrap().history(), HISTORY);
+    assert_eq!(a.latest().await.unwrap(), None);
+    a.push(&example()).await.unwrap();
+    // A single server cannot hold 3 replicas: only an existing bucket can be opened so.
+    let existing = PolicyBucket::open(&js, 3).await.unwrap();
+    assert_eq!(existing.latest().await.unwrap(), Some(example()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reaches_followers_within_two_seconds() {
+    let server = NatsServer::start();
+    let pusher = open(&server).await;
+    let first = example();
+    assert_eq!(pusher.push(&first).await.unwrap(), 1);
+    let metrics = Arc::new(Metrics::default());
+    let stop = CancellationToken::new();
+    let rx = open(&server)
+        .await
+        .follow(metrics.clone(), stop.clone())
+        .await
+        .expect("the pushed snapshot");
+    assert_eq!(**rx.borrow(), first);
+
+    let second = other();
+    assert_eq!(pusher.push(&second).await.unwrap(), 2);
+    eventually(Duration::from_secs(2), "the second push followed", || {
+        holds(&rx, &second)
+    })
+    .await;
+    assert_eq!(**rx.borrow(), second);
+    assert_eq!(metrics.policy_reloads.get("applied"), 1);
+    assert_eq!(metrics.policy_reloads.get("invalid"), 0);
+    assert_eq!(pusher.latest().await.unwrap(), Some(second));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_value_is_refused_and_the_snapshot_in_force_stays() {
+    let server = NatsServer::start();
+    let pusher = open(&server).await;
+    let first = example();
+    pusher.push(&first).await.unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let stop = CancellationToken::new();
+    let rx = open(&server)
+        .await
+        .follow(metrics.clone(), stop.clone())
+        .await
+        .unwrap();
+
+    pusher.store.put(KEY, "not json".into()).await.unwrap();
+    let newer = serde_json::json!({"format": 2, "snapshot": {}}).to_string();
+    pusher.store.put(KEY, newer.into()).await.unwrap();
+    eventually(Duration::from_secs(2), "two refusals", || {
+        metrics.policy_reloads.get("invalid") == 2
+    })
+    .await;
+    assert_eq!(**rx.borrow(), first);
+    assert_eq!(metrics.policy_reloads.get("applied"), 0);
+    assert_eq!(pusher.latest().await.unwrap(), Some(first.clone()));
+
+    // A pod starting now takes the snapshot the running ones hold.
+    let late_metrics = Arc::new(Metrics::default());
+    let late = open(&server)
+        .await
+        .follow(late_metrics.clone(), stop.clone())
+        .await
+        .unwrap();
+    assert_eq!(**late.borrow(), first);
+    assert_eq!(late_metrics.policy_reloads.get("invalid"), 2);
+
+    // Following goes on after a refusal.
+    let second = other();
+    pusher.push(&second).await.unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "the next valid push followed",
+        || holds(&rx, &second) && holds(&late, &second),
+    )
+    .await;
+    stop.cancel();
+}
+
+/// Pushes through a connection that may still be coming back from a server restart.
+async fn push_when_reconnected(pusher: &PolicyBucket, snapshot: &PolicySnapshot) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = pusher.push(snapshot).await {
+        assert!(
+            Instant::now() < deadline,
+            "no push after the restart: {e:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_survives_server_restarts() {
+    let mut server = NatsServer::start();
+    let pusher = open(&server).await;
+    let first = example();
+    pusher.push(&first).await.unwrap();
+    let stop = CancellationToken::new();
+    let rx = open(&server)
+        .await
+        .follow(Arc::new(Metrics::default()), stop.clone())
+        .await
+        .unwrap();
+    // Let the watch settle: the restart should hit an established one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The restarted server has forgotten the watch, which the client alone would notice
+    // only after 10 s of missed heartbeats.
+    server.restart();
+    let second = other();
+    push_when_reconnected(&pusher, &second).await;
+    eventually(Duration::from_secs(5), "the push after a restart", || {
+        holds(&rx, &second)
+    })
+    .await;
+
+    // A longer outage: watches cannot be opened meanwhile.
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_again();
+    push_when_reconnected(&pusher, &first).await;
+    eventually(Duration::from_secs(5), "the push after an outage", || {
+        holds(&rx, &first)
+    })
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_waits_for_a_first_snapshot() {
+    let server = NatsServer::start();
+    let pusher = open(&server).await;
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let waiting = tokio::spawn(open(&server).await.follow(metrics, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "nothing to follow yet");
+    pusher.push(&example()).await.unwrap();
+    let rx = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the first push ends the wait")
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(**rx.borrow(), example());
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_gives_up_when_stopped_before_any_snapshot() {
+    let server = NatsServer::start();
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let waiting = tokio::spawn(open(&server).await.follow(metrics, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "nothing to follow yet");
+    stop.cancel();
+    let followed = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("stop ends the wait")
+        .unwrap();
+    assert!(followed.is_none());
+}
