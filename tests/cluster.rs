@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::fleet::Fleet;
 use common::mail::{self, Tally};
 use common::nats::NatsCluster;
-use common::roles::Fleet;
 use common::sink::{AcceptAll, Sink};
 use std::sync::Arc;
 use std::time::Duration;

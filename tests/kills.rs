@@ -10,9 +10,10 @@
 
 mod common;
 
+use common::fleet::Fleet;
 use common::mail::{self, Outcome, Session, Tally};
 use common::nats::NatsServer;
-use common::roles::{Fleet, READY_WITHIN, RoleProcess};
+use common::roles::{READY_WITHIN, RoleProcess};
 use common::sink::{AcceptAll, Replies, Sink, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,12 @@ async fn worker_killed_mid_run_loses_nothing() {
     fleet
         .all_accepted_delivered("worker SIGKILL", load, &tally, &sink, bounds)
         .await;
+    // The killed worker held leases (the sink is slow): the survivors got them again.
+    let redelivered = fleet.redeliveries().await.unwrap_or(0.0);
+    assert!(
+        redelivered >= 1.0,
+        "no redelivery after a worker died holding leases"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

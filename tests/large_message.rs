@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::fleet::Fleet;
 use common::mail::{self, Outcome, Session};
 use common::nats::NatsServer;
-use common::roles::Fleet;
 use common::sink::{AcceptAll, Sink};
 use std::time::{Duration, Instant};
 

@@ -6,9 +6,10 @@
 
 mod common;
 
+use common::fleet::Fleet;
 use common::mail::{self, Outcome, Session};
 use common::nats::NatsServer;
-use common::roles::{Fleet, RoleProcess};
+use common::roles::RoleProcess;
 use common::sink::{AcceptAll, Sink};
 use std::time::Duration;
 use tokio::time::Instant;

@@ -6,9 +6,10 @@
 
 mod common;
 
+use common::fleet::Fleet;
 use common::mail::{self, Tally};
 use common::nats::NatsServer;
-use common::roles::{Fleet, metric_sum};
+use common::roles::metric_sum;
 use common::sink::{AcceptAll, Sink};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

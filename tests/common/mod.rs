@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod fleet;
 pub mod mail;
 pub mod nats;
 pub mod roles;
