@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod fleet;
+pub mod mail;
 pub mod nats;
+pub mod roles;
 pub mod scripted;
 pub mod sink;
 pub mod smtp;
@@ -11,7 +14,7 @@ pub mod smtp;
 use sluice::config::Config;
 use sluice::config::Role;
 use sluice::policy::hash_password;
-use sluice::roles::{self, Running};
+use sluice::roles::Running;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -139,7 +142,9 @@ pub async fn start_on_jetstream(limits: &str, url: &str) -> Relay {
 pub async fn start_as(config_yaml: &str, policy_yaml: &str, role: Role) -> Relay {
     let (dir, config_path, ca_pem) = prepare_with(config_yaml, policy_yaml);
     let config = Config::read(&config_path).expect("config");
-    let running = roles::start(config, role).await.expect("start relay");
+    let running = sluice::roles::start(config, role)
+        .await
+        .expect("start relay");
     let addr = |name: &str| {
         running
             .listeners

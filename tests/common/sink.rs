@@ -28,6 +28,11 @@ pub trait Replies: Send + Sync + 'static {
     fn data(&self, _t: &Transaction, _completed: usize) -> String {
         "250 2.0.0 Ok: queued".into()
     }
+    /// How long to sit on the reply to the end of data (the transaction is recorded
+    /// first): a slow remote server, for tests that stop a worker mid-delivery.
+    fn hold(&self, _t: &Transaction, _completed: usize) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Takes everything.
@@ -141,7 +146,9 @@ async fn session(
                 t.data = read_data(&mut io).await;
                 let completed = store.lock().unwrap().len();
                 let reply = replies.data(&t, completed);
+                let hold = replies.hold(&t, completed);
                 store.lock().unwrap().push(std::mem::take(&mut t));
+                tokio::time::sleep(hold).await;
                 reply
             }
             "RSET" => {
