@@ -107,6 +107,7 @@ pub async fn open(
     let options = JetStreamOptions {
         replicas: config.nats.replicas,
         ack_wait: config.nats.ack_wait,
+        manage_consumer: role.delivers(),
         ..JetStreamOptions::default()
     };
     let mut attempt = 0u32;

@@ -92,6 +92,10 @@ pub struct JetStreamOptions {
     pub poll_interval: Duration,
     /// The most entries `list` returns.
     pub list_limit: usize,
+    /// Whether this process's settings (`ack_wait`) are written to an existing
+    /// consumer: true for the processes that take messages, false for an ingress, which
+    /// would otherwise undo the workers' `ack_wait` with its own.
+    pub manage_consumer: bool,
 }
 
 impl Default for JetStreamOptions {
@@ -106,6 +110,7 @@ impl Default for JetStreamOptions {
             fetch_wait: Duration::from_millis(50),
             poll_interval: Duration::from_secs(1),
             list_limit: 10_000,
+            manage_consumer: true,
         }
     }
 }
@@ -113,6 +118,10 @@ impl Default for JetStreamOptions {
 /// Room left under the max payload for the protocol line and the small headers; the
 /// envelope header is counted twice on top, leaving it room to grow on deferrals.
 const HEADER_ROOM: usize = 4 * 1024;
+/// How long a refused message is watched for, to be withdrawn if it reaches the stream.
+const WITHDRAW_FOR: Duration = Duration::from_secs(300);
+/// Between two looks at the connection while withdrawing, and between the two purges.
+const WITHDRAW_RETRY: Duration = Duration::from_secs(1);
 /// How many too-early messages one `take` naks before it gives up for now.
 const MAX_EARLY_PER_TAKE: usize = 256;
 
@@ -191,13 +200,14 @@ impl JetStreamQueue {
             ..Default::default()
         };
         let consumer: PullConsumer = match stream.get_consumer(&options.consumer).await {
-            Ok(consumer) => {
+            Ok(consumer) if options.manage_consumer => {
                 stream
                     .update_consumer(consumer_config)
                     .await
                     .map_err(err("updating the consumer"))?;
                 consumer
             }
+            Ok(consumer) => consumer,
             Err(_) => stream
                 .create_consumer(consumer_config)
                 .await
@@ -245,6 +255,34 @@ impl JetStreamQueue {
             }
         }
         self.fetcher.drain().await;
+    }
+
+    /// After a publish without acknowledgement (the sender is answered 451): the message
+    /// may still reach the stream, from the client's buffer once it reconnects or from a
+    /// server that stored it and could not answer. Purges it once connected, and again a
+    /// little later, so that a message refused is not delivered as well. Best effort: a
+    /// worker quick enough may still deliver it (a duplicate, since the sender retries).
+    fn withdraw_later(&self, meta: Meta) {
+        let (stream, bodies, client) = (self.stream.clone(), self.bodies.clone(), self.js.client());
+        let subject = self.subject(&meta.envelope.id);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + WITHDRAW_FOR;
+            let mut purged = 0;
+            while purged < 2 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(WITHDRAW_RETRY).await;
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    continue;
+                }
+                if stream.purge().filter(&subject).await.is_ok() {
+                    purged += 1;
+                }
+            }
+            if purged > 0
+                && let Some(name) = meta.body_object
+            {
+                let _ = bodies.delete(&name).await;
+            }
+        });
     }
 
     fn subject(&self, id: &QueueId) -> String {
@@ -439,6 +477,11 @@ fn lapsed_before(
 #[async_trait]
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
+        // While disconnected the client would buffer the publish and send it after
+        // reconnecting, long after the sender was told 451: refuse before publishing.
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(QueueError::Storage("not connected to NATS".into()));
+        }
         let envelope_len = serde_json::to_string(envelope).map_or(0, |json| json.len());
         let limit = self
             .max_payload
@@ -465,7 +508,10 @@ impl Queue for JetStreamQueue {
             body_size: body.len() as u64,
             body_object,
         };
-        self.publish(&meta, envelope.id.as_str(), body).await?;
+        if let Err(e) = self.publish(&meta, envelope.id.as_str(), body).await {
+            self.withdraw_later(meta);
+            return Err(e);
+        }
         self.work.notify_waiters();
         Ok(())
     }

@@ -240,3 +240,83 @@ async fn a_removed_message_is_not_delivered_from_the_parking() {
         "removed means gone"
     );
 }
+
+#[tokio::test]
+async fn an_enqueue_while_disconnected_is_refused_and_never_stored_later() {
+    let mut server = NatsServer::start();
+    let q = queue(&server).await;
+    server.stop();
+    let client = async_nats::connect(server.url()).await;
+    assert!(client.is_err(), "the server is down");
+    // The queue's own client notices the loss at once (the socket closes).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let e = envelope(&["a"]);
+    loop {
+        let started = tokio::time::Instant::now();
+        let refused = q.enqueue(&e, b"body").await.is_err();
+        assert!(refused, "stored while the server is down?");
+        if started.elapsed() < Duration::from_millis(500) {
+            break; // refused at once, without a publish waiting for its acknowledgement
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused at once"
+        );
+    }
+    server.start_again();
+    let other = queue(&server).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        other.list().await.unwrap().is_empty(),
+        "a refused message was stored"
+    );
+}
+
+#[tokio::test]
+async fn a_message_whose_publish_failed_is_withdrawn_if_it_reached_the_stream() {
+    let server = NatsServer::start();
+    let q = queue(&server).await;
+    let e = envelope(&["a"]);
+    q.enqueue(&e, b"body").await.unwrap();
+    // As if its acknowledgement had been lost: stored, but the sender was told 451.
+    q.withdraw_later(Meta {
+        envelope: e.clone(),
+        not_before_ms: None,
+        body_size: 4,
+        body_object: None,
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !q.list().await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never withdrawn");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn only_the_processes_that_take_messages_set_the_consumers_ack_wait() {
+    let server = NatsServer::start();
+    let worker = JetStreamOptions {
+        ack_wait: Duration::from_secs(2),
+        ..JetStreamOptions::default()
+    };
+    let _worker = JetStreamQueue::connect(&server.url(), worker.clone())
+        .await
+        .unwrap();
+    let ingress = JetStreamOptions {
+        manage_consumer: false,
+        ..JetStreamOptions::default()
+    };
+    let _ingress = JetStreamQueue::connect(&server.url(), ingress)
+        .await
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut consumer: PullConsumer = jetstream::new(client)
+        .get_stream(&worker.stream)
+        .await
+        .unwrap()
+        .get_consumer(&worker.consumer)
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.config.ack_wait, Duration::from_secs(2));
+}
