@@ -45,6 +45,7 @@
 
 pub mod codec;
 mod fetch;
+mod lease;
 #[cfg(test)]
 mod tests;
 
@@ -60,13 +61,12 @@ use async_trait::async_trait;
 use codec::Meta;
 use fetch::Fetcher;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use lease::{Held, Leases, keep_lease, lapsed_before};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 /// Where and how the queue lives in JetStream.
 #[derive(Debug, Clone)]
@@ -124,15 +124,6 @@ const WITHDRAW_FOR: Duration = Duration::from_secs(300);
 const WITHDRAW_RETRY: Duration = Duration::from_secs(1);
 /// How many too-early messages one `take` naks before it gives up for now.
 const MAX_EARLY_PER_TAKE: usize = 256;
-
-struct Held {
-    id: QueueId,
-    seq: u64,
-    message: Arc<jetstream::Message>,
-    keeper: JoinHandle<()>,
-}
-
-type Leases = Arc<Mutex<HashMap<u64, Held>>>;
 
 pub struct JetStreamQueue {
     js: jetstream::Context,
@@ -408,70 +399,6 @@ impl JetStreamQueue {
             envelope: meta.envelope,
         }
     }
-}
-
-/// Keeps a lease: in-progress acks while it is longer than `ack_wait`, then a nak that
-/// makes the message due again, unless ack or defer took it first (and aborted this).
-fn keep_lease(
-    leases: Leases,
-    token: u64,
-    message: Arc<jetstream::Message>,
-    lease: Duration,
-    ack_wait: Duration,
-    work: Arc<Notify>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let until = tokio::time::Instant::now() + lease;
-        let beat = (ack_wait / 3).max(Duration::from_millis(100));
-        loop {
-            let now = tokio::time::Instant::now();
-            if now >= until {
-                break;
-            }
-            let left = until - now;
-            if left <= beat {
-                tokio::time::sleep(left).await;
-                break;
-            }
-            tokio::time::sleep(beat).await;
-            if let Err(e) = message.ack_with(AckKind::Progress).await {
-                tracing::warn!(error = %e, "could not extend a JetStream lease");
-            }
-        }
-        let expired = {
-            let mut leases = leases.lock().unwrap_or_else(|e| e.into_inner());
-            leases.remove(&token).is_some()
-        };
-        if expired {
-            if let Err(e) = message.double_ack_with(AckKind::Nak(None)).await {
-                tracing::warn!(error = %e, "could not return an expired lease");
-            }
-            work.notify_waiters();
-        }
-    })
-}
-
-/// Whether an earlier delivery of this stored message ended without ack or defer: a
-/// lease that lapsed (its holder died, or `keep_lease` returned it) or a failed defer.
-///
-/// The server counts every delivery, and `take` naks a deferred copy fetched before its
-/// due time, which is no lapse. So a copy stored before it was due is taken to have been
-/// fetched early once, as happens whenever workers wait for work: the consumer hands the
-/// new copy out at once, and the nak holds it back until it is due. This errs both ways:
-/// - a lapse is missed when no worker fetched such a copy before it was due (all busy or
-///   down for the whole deferral) and its first lease then lapsed;
-/// - a lapse is seen where there was none when a copy was fetched early twice (two pods
-///   whose clocks disagree) or when `take` nak'd it after a failed body read; the worker
-///   then merely looks up the delivery events for nothing.
-fn lapsed_before(
-    delivered: i64,
-    due_ms: Option<u64>,
-    stored: async_nats::datetime::DateTime,
-) -> bool {
-    let stored_early = due_ms.is_some_and(|ms| {
-        async_nats::datetime::from_nanos(i128::from(ms) * 1_000_000).is_ok_and(|due| stored < due)
-    });
-    delivered > if stored_early { 2 } else { 1 }
 }
 
 #[async_trait]
