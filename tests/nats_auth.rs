@@ -1,5 +1,6 @@
 //! The roles reach NATS as a Kubernetes Secret would let them: user and password, a
-//! token, an NKey seed file, and TLS with a private CA. Each against a real `nats-server`
+//! token, an NKey seed file, a `.creds` file (user JWT and seed, with an operator, its
+//! accounts and the user made here), and TLS with a private CA. Each against a real `nats-server`
 //! set up to demand it, and each also refused when the credentials are wrong, so that a
 //! setting that is silently ignored would fail here.
 
@@ -140,5 +141,105 @@ async fn tls_with_a_private_ca() {
     reaches(&config).await.unwrap();
     // Without our CA the server's certificate is not trusted.
     config.ca_file = None;
+    assert!(config.connect_now("test").await.is_err());
+}
+
+/// base64url without padding, as JWTs are written.
+fn b64url(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
+}
+
+/// A NATS JWT (version 2 claims) about `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: serde_json::Value) -> String {
+    let header = b64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let jti: String = (0..52)
+        .map(|_| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[rand::random_range(0..32)]))
+        .collect();
+    let claims = serde_json::json!({
+        "jti": jti,
+        "iat": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        "iss": issuer.public_key(),
+        "name": subject,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64url(&signature))
+}
+
+/// A user of `account` as a `.creds` file, the way `nsc` writes one.
+fn creds(account: &nkeys::KeyPair, path: &Path) {
+    let user = nkeys::KeyPair::new_user();
+    let claims = serde_json::json!({"pub": {}, "sub": {}, "subs": -1, "data": -1,
+        "payload": -1, "type": "user", "version": 2});
+    let user_jwt = jwt(account, &user.public_key(), claims);
+    let text = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn creds_file_of_an_operator_mode_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = nkeys::KeyPair::new_operator();
+    // JetStream (the harness starts every server with it) needs a system account.
+    let (account, system) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let account_jwt = |account: &nkeys::KeyPair| {
+        let claims = serde_json::json!({"limits": {"subs": -1, "data": -1, "payload": -1,
+            "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1},
+            "default_permissions": {"pub": {}, "sub": {}}, "type": "account", "version": 2});
+        format!(
+            "  {}: {}\n",
+            account.public_key(),
+            jwt(&operator, &account.public_key(), claims)
+        )
+    };
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: {operator_jwt}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n{}{}}}\n",
+            system.public_key(),
+            account_jwt(&account),
+            account_jwt(&system),
+        ),
+    )
+    .unwrap();
+    let server = NatsServer::start_with(&["-c", conf.to_str().unwrap()]);
+    let file = dir.path().join("user.creds");
+    creds(&account, &file);
+    let mut config = NatsConfig {
+        url: url(&server),
+        creds_file: Some(file.clone()),
+        ..Default::default()
+    };
+    reaches(&config).await.unwrap();
+    // A user of an account this server does not know.
+    creds(&nkeys::KeyPair::new_account(), &file);
+    assert!(config.connect_now("test").await.is_err());
+    config.creds_file = Some(dir.path().join("missing.creds"));
     assert!(config.connect_now("test").await.is_err());
 }
