@@ -26,6 +26,8 @@ pub struct Fetcher {
     parked: Parked,
     /// Whether a long-poll is in flight: one at a time.
     polling: Arc<AtomicBool>,
+    /// Set by `drain`: no more long-polls.
+    closed: AtomicBool,
     /// Woken when messages are parked.
     work: Arc<Notify>,
     fetch_wait: Duration,
@@ -43,6 +45,7 @@ impl Fetcher {
             consumer,
             parked: Arc::default(),
             polling: Arc::default(),
+            closed: AtomicBool::new(false),
             work,
             fetch_wait,
             ack_wait,
@@ -77,7 +80,7 @@ impl Fetcher {
     /// soon as there is a message, or empty after `wait`. Its task parks what comes, so
     /// that a caller giving up on the wait cannot strand a message.
     pub fn long_poll(&self, wait: Duration) {
-        if self.polling.swap(true, Ordering::AcqRel) {
+        if self.closed.load(Ordering::Acquire) || self.polling.swap(true, Ordering::AcqRel) {
             return;
         }
         let (consumer, parked) = (self.consumer.clone(), self.parked.clone());
@@ -92,8 +95,15 @@ impl Fetcher {
         });
     }
 
-    /// Hands every parked message back to the server.
-    pub async fn drain(&self) {
+    /// Hands every parked message back to the server, once the long-poll in flight (at
+    /// most `within`) is over and none will follow: a pull request still open would
+    /// bring a message handed back, or any other, right back to this process.
+    pub async fn drain(&self, within: Duration) {
+        self.closed.store(true, Ordering::Release);
+        let deadline = Instant::now() + within;
+        while self.polling.load(Ordering::Acquire) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let parked = std::mem::take(&mut *self.lock());
         for (_, message) in parked {
             let _ = message.ack_with(AckKind::Nak(None)).await;

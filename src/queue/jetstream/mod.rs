@@ -233,8 +233,11 @@ impl JetStreamQueue {
 
     /// Hands back every lease this process holds (a nak each), so that other workers
     /// get the messages now rather than after `ack_wait`: what a worker does when it
-    /// stops before its deliveries are settled.
+    /// stops before its deliveries are settled. The long-poll ends first (within
+    /// `poll_interval`), so that what is handed back cannot come straight back here.
     pub async fn release_all(&self) {
+        let poll = self.options.poll_interval + Duration::from_secs(1);
+        self.fetcher.drain(poll).await;
         let held: Vec<Held> = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             leases.drain().map(|(_, held)| held).collect()
@@ -245,7 +248,6 @@ impl JetStreamQueue {
                 tracing::warn!(id = %held.id, error = %e, "could not hand back a lease");
             }
         }
-        self.fetcher.drain().await;
     }
 
     /// After a publish without acknowledgement (the sender is answered 451): the message

@@ -320,3 +320,35 @@ async fn only_the_processes_that_take_messages_set_the_consumers_ack_wait() {
     let info = consumer.info().await.unwrap();
     assert_eq!(info.config.ack_wait, Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn a_lease_handed_back_does_not_go_to_the_stopping_workers_own_long_poll() {
+    let server = NatsServer::start();
+    let options = JetStreamOptions {
+        ack_wait: Duration::from_secs(60),
+        ..JetStreamOptions::default()
+    };
+    let stopping = Arc::new(
+        JetStreamQueue::connect(&server.url(), options.clone())
+            .await
+            .unwrap(),
+    );
+    let e = envelope(&["a"]);
+    stopping.enqueue(&e, b"body").await.unwrap();
+    let _lease = stopping.take(MINUTE).await.unwrap().expect("due");
+    // The worker waits for more work: a pull request of its own is open on the server.
+    let waiting = {
+        let stopping = stopping.clone();
+        tokio::spawn(async move { stopping.wait_for_work(Duration::from_secs(1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stopping.release_all().await;
+    let _ = waiting.await;
+    let other = JetStreamQueue::connect(&server.url(), options)
+        .await
+        .unwrap();
+    let lease = take_within(&other, MINUTE, Duration::from_secs(5))
+        .await
+        .expect("handed back to the others, not to the stopping worker's long-poll");
+    assert_eq!(lease.envelope.id, e.id);
+}
