@@ -6,10 +6,8 @@
 mod common;
 
 use common::fleet::Fleet;
-use common::mail::{self, Tally};
 use common::nats::NatsCluster;
 use common::sink::{AcceptAll, Sink};
-use std::sync::Arc;
 use std::time::Duration;
 
 const MESSAGES: usize = 1_500;
@@ -26,13 +24,7 @@ async fn losing_the_stream_leader_loses_no_accepted_message() {
     let (leader, replicas) = cluster.stream_leader("SLUICE_MESSAGES").await;
     assert_eq!(replicas, 3, "--nats-replicas 3 did not reach the stream");
 
-    let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(mail::run_load(
-        fleet.smtp_addrs(),
-        MESSAGES,
-        CLIENTS,
-        tally.clone(),
-    ));
+    let (tally, load) = fleet.start_load(MESSAGES, CLIENTS);
     fleet.until_accepted(&tally, MESSAGES / 3, WITHIN).await;
     // The leader is the node whose loss hurts most: the stream must elect another one
     // from the two replicas left, with nothing acknowledged missing.

@@ -11,11 +11,10 @@
 mod common;
 
 use common::fleet::Fleet;
-use common::mail::{self, Outcome, Session, Tally};
+use common::mail::{self, Outcome, Session};
 use common::nats::NatsServer;
 use common::roles::{READY_WITHIN, RoleProcess};
 use common::sink::{AcceptAll, Replies, Sink, Transaction};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -39,16 +38,10 @@ async fn worker_killed_mid_run_loses_nothing() {
     let _heavy = common::roles::exclusive().await;
     let nats = NatsServer::start();
     let sink = Sink::start(Slow).await;
-    // Every role sets the shared consumer's ack_wait when it starts: all must agree.
+    // The workers set the shared consumer's ack_wait when they start: all must agree.
     let args = ["--nats-ack-wait", "2s"];
     let mut fleet = Fleet::start(&nats.url(), sink.addr.port(), (2, 3), &args, &[]).await;
-    let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(mail::run_load(
-        fleet.smtp_addrs(),
-        MESSAGES,
-        CLIENTS,
-        tally.clone(),
-    ));
+    let (tally, load) = fleet.start_load(MESSAGES, CLIENTS);
 
     fleet.until_accepted(&tally, MESSAGES / 3, WITHIN).await;
     // Mid-run a worker holds leases on messages in delivery: they must come back.
@@ -80,13 +73,7 @@ async fn ingress_killed_mid_transaction_loses_nothing() {
     let (head, tail) = content.split_at(content.len() / 2);
     open.write(head).await.expect("first half");
 
-    let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(mail::run_load(
-        fleet.smtp_addrs(),
-        MESSAGES,
-        CLIENTS,
-        tally.clone(),
-    ));
+    let (tally, load) = fleet.start_load(MESSAGES, CLIENTS);
     fleet.until_accepted(&tally, MESSAGES / 3, WITHIN).await;
     fleet.ingresses[0].kill();
 

@@ -7,11 +7,9 @@
 mod common;
 
 use common::fleet::Fleet;
-use common::mail::{self, Tally};
 use common::nats::NatsServer;
 use common::roles::metric_sum;
 use common::sink::{AcceptAll, Sink};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MESSAGES: usize = 5_000;
@@ -27,13 +25,7 @@ async fn two_ingresses_and_three_workers_deliver_every_accepted_message() {
     let fleet = Fleet::start(&nats.url(), sink.addr.port(), (2, 3), &[], &[]).await;
     let started = Instant::now();
 
-    let tally = Arc::new(Tally::default());
-    let load = tokio::spawn(mail::run_load(
-        fleet.smtp_addrs(),
-        MESSAGES,
-        CLIENTS,
-        tally.clone(),
-    ));
+    let (tally, load) = fleet.start_load(MESSAGES, CLIENTS);
     // Nothing is broken on purpose here: every message must be accepted at once.
     fleet
         .all_accepted_delivered("scale-out", load, &tally, &sink, (MESSAGES, WITHIN))

@@ -8,6 +8,7 @@ use super::roles::{
 };
 use super::sink::Sink;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -70,6 +71,18 @@ impl Fleet {
     /// The relay listeners of the ingresses, in order.
     pub fn smtp_addrs(&self) -> Vec<SocketAddr> {
         self.ingresses.iter().map(RoleProcess::smtp).collect()
+    }
+
+    /// Starts `mail::run_load` over the ingresses: `total` messages from `clients`
+    /// sessions, in the background; its tally fills as replies come.
+    pub fn start_load(
+        &self,
+        total: usize,
+        clients: usize,
+    ) -> (Arc<Tally>, tokio::task::JoinHandle<()>) {
+        let tally = Arc::new(Tally::default());
+        let load = mail::run_load(self.smtp_addrs(), total, clients, tally.clone());
+        (tally, tokio::spawn(load))
     }
 
     /// A worker metric summed over the workers still running (a killed one took its
