@@ -621,7 +621,34 @@ def ceiling(args, workdir: Path, sources: int = 1, name: str = "ceiling") -> dic
 
 
 # ---------------------------------------------------------------------------------------
-# The RelayPolicy the benchmarks give Sluice, and its queue.
+# The process configuration and RelayPolicy the benchmarks give Sluice, and its queue.
+
+def sluice_config(concurrency: int, per_destination: int, dns: int, smtp: int = 0,
+                  admin: int | None = None) -> str:
+    """The process configuration of a delivering relay: a relay listener on `smtp` (0 when
+    a flag gives it), the admin listener when `admin` is given, limits out of the way."""
+    admin_line = f'admin: "127.0.0.1:{admin}"\n' if admin is not None else ""
+    return f"""\
+hostname: relay.bench.test
+listeners:
+  - {{ name: smtp, address: "127.0.0.1:{smtp}", kind: relay }}
+spool: spool
+{admin_line}policies: [policy.yaml]
+limits:
+  maxConnections: 20000
+  maxConnectionsPerIp: 20000
+  shutdownGrace: 5s
+delivery:
+  enabled: true
+  concurrency: {concurrency}
+  perDestination: {per_destination}
+  # The route's smarthost is an IP address: nothing is looked up. Should anything be,
+  # ask a loopback port where no server listens rather than the machine's resolver.
+  nameserver: "127.0.0.1:{dns}"
+  connectTimeout: 10s
+log: text
+"""
+
 
 POLICY = """\
 apiVersion: sluice.dev/v1alpha1

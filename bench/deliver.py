@@ -42,8 +42,8 @@ from common import (
     CLK_TCK, POLICY, BenchError, _on_signal, add_load_args, add_postfix_args,
     add_tool_args, add_wait_args, build, cargo_target_dir, ceiling, check_tools, commit,
     cpu_seconds, drive, free_port, histogram, histogram_delta, labeled, launch_relay, log,
-    log_problems, postfix_run, queue_len, quantile, sink_sessions, start_sink, stop_all, tail,
-    wait_until,
+    log_problems, postfix_run, queue_len, quantile, sink_sessions, sluice_config, start_sink,
+    stop_all, tail, wait_until,
 )
 
 # Reference figures measured on this machine with the same load (from the task): Postfix
@@ -56,27 +56,6 @@ GOAL_RATIO = 3.0
 # ---------------------------------------------------------------------------------------
 # Sluice.
 
-CONFIG = """\
-hostname: relay.bench.test
-listeners:
-  - {{ name: smtp, address: "127.0.0.1:{smtp}", kind: relay }}
-spool: spool
-admin: "127.0.0.1:{admin}"
-policies: [policy.yaml]
-limits:
-  maxConnections: 20000
-  maxConnectionsPerIp: 20000
-  shutdownGrace: 5s
-delivery:
-  enabled: true
-  concurrency: {concurrency}
-  perDestination: {per_destination}
-  # The route's smarthost is an IP address: nothing is looked up. Should anything be,
-  # ask a loopback port where no server listens rather than the machine's resolver.
-  nameserver: "127.0.0.1:{dns}"
-  connectTimeout: 10s
-log: text
-"""
 
 
 
@@ -89,8 +68,8 @@ def sluice_run(args, binary: Path, workdir: Path, concurrency: int, per_destinat
     while len({smtp, admin, dns, sink.port}) < 4:
         admin, dns = free_port(), free_port()
     (d / "policy.yaml").write_text(POLICY.format(sink=sink.port))
-    (d / "sluice.yaml").write_text(CONFIG.format(
-        smtp=smtp, admin=admin, dns=dns, concurrency=concurrency, per_destination=per_destination))
+    (d / "sluice.yaml").write_text(sluice_config(
+        concurrency, per_destination, dns=dns, smtp=smtp, admin=admin))
     relay = launch_relay(binary, d, name, smtp, admin)
     sent = 'sluice_deliveries_total{route="smarthost",status="sent"}'
 

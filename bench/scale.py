@@ -48,37 +48,17 @@ from common import (
     add_postfix_args, add_tool_args, add_wait_args, build, cargo_target_dir, ceiling,
     check_tools, commit, cpu_seconds, drive, free_port, histogram, histogram_delta, labeled,
     launch_role, log, log_problems, postfix_run, queue_len, quantile, sink_sessions, spawn,
-    start_sink, stop, stop_all, tail, wait_for_port, wait_until,
+    sluice_config, start_sink, stop, stop_all, tail, wait_for_port, wait_until,
 )
 
 SENT = 'sluice_deliveries_total{route="smarthost",status="sent"}'
 
-# The process configuration every Sluice process of a variant reads. Listener and admin
+# Every Sluice process of a variant reads `common.sluice_config(...)`. Listener and admin
 # addresses and the NATS URL are given as flags (`--smtp 127.0.0.1:0 --admin 127.0.0.1:0
 # --ports-file F --nats-url URL`); `policies` is what `sluice policy push` reads for the
 # ingress and worker roles, and what standalone reads itself. The file's listener (which
 # --smtp replaces) and spool are for the standalone variants; the JetStream roles ignore
 # the spool.
-CONFIG = """\
-hostname: relay.bench.test
-listeners:
-  - {{ name: smtp, address: "127.0.0.1:0", kind: relay }}
-spool: spool
-policies: [policy.yaml]
-limits:
-  maxConnections: 20000
-  maxConnectionsPerIp: 20000
-  shutdownGrace: 5s
-delivery:
-  enabled: true
-  concurrency: {concurrency}
-  perDestination: {per_destination}
-  # The route's smarthost is an IP address: nothing is looked up. Should anything be,
-  # ask a loopback port where no server listens rather than the machine's resolver.
-  nameserver: "127.0.0.1:{dns}"
-  connectTimeout: 10s
-log: text
-"""
 
 
 @dataclass
@@ -233,9 +213,8 @@ def sluice_variant(args, binary: Path, workdir: Path, v: Variant) -> dict:
     d.mkdir()
     sink = start_sink(args.smtp_sink, d / "sink.log")
     (d / "policy.yaml").write_text(POLICY.format(sink=sink.port))
-    (d / "sluice.yaml").write_text(CONFIG.format(
-        concurrency=args.concurrency,
-        per_destination=args.per_destination, dns=free_port()))
+    (d / "sluice.yaml").write_text(sluice_config(
+        args.concurrency, args.per_destination, dns=free_port()))
     cfg = ["--config", str(d / "sluice.yaml")]
     procs = Procs()
     r: dict = {"variant": v.key, "title": v.title}
