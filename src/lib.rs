@@ -11,6 +11,7 @@
 //! | [`filter`] | trace headers and content checks on messages passing through |
 //! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials, the snapshot in NATS KV |
 //! | [`nats`] | connecting to NATS: URLs, credentials, TLS, connection state |
+//! | [`operator`] | `sluice operator`: the CRD, RelayPolicies and Secrets from the Kubernetes API into the snapshot in NATS, status, leader election |
 //! | [`queue`] | the `Queue` trait and its backends: the embedded spool, JetStream |
 //! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
 //! | [`config`] | the process configuration file of `sluice standalone` |
@@ -25,6 +26,7 @@ pub mod events;
 pub mod filter;
 pub mod ingress;
 pub mod nats;
+pub mod operator;
 pub mod policy;
 pub mod queue;
 pub mod roles;

@@ -4,7 +4,16 @@
 //!
 //! These types only describe the shape of the input; `compile.rs` validates the values
 //! (domains, CIDRs, hashes, quantities) and turns them into the compiled rules.
+//!
+//! The same types generate the `relaypolicies.sluice.dev` CustomResourceDefinition
+//! (`sluice crd`): [`RelayPolicySpec`] derives kube's `CustomResource`, which makes
+//! [`RelayPolicyResource`], the object the operator reads from the API server. The schema
+//! refuses what it can before an object is stored (enums, required fields, lengths, list
+//! sizes, and CEL rules for "exactly one of"); what it cannot (CIDR syntax, hash formats,
+//! conflicts across policies) `compile.rs` and the operator report.
 
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::password::StoredHash;
@@ -41,8 +50,29 @@ pub struct ObjectMeta {
 }
 
 /// The rules of one RelayPolicy. Unknown fields are rejected so that a typo (say
-/// `trustedNetwork`) is an error rather than a silently missing rule.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `trustedNetwork`) is an error rather than a silently missing rule; the API server's
+/// structural schema prunes them instead, so `kubectl apply` of a typo warns there.
+///
+/// List sizes are bounded in the schema so that no single object can make the operator
+/// or the snapshot unreasonably large; the API server's own object size limit (about
+/// 1.5 MiB) comes first for most of them anyway.
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "RelayPolicy",
+    root = "RelayPolicyResource",
+    namespaced,
+    status = "RelayPolicyStatus",
+    shortname = "rp",
+    category = "sluice",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Users","type":"integer","jsonPath":".status.users"}"#,
+    printcolumn = r#"{"name":"Domains","type":"integer","jsonPath":".status.domains"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.revision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelayPolicySpec {
     /// Defaults to `authenticated`: an open relay has to be written out.
@@ -50,14 +80,19 @@ pub struct RelayPolicySpec {
     pub mode: Mode,
     /// CIDRs or bare addresses (a bare address is a /32 or /128).
     #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 43)))]
     pub trusted_networks: Vec<String>,
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub local_domains: Vec<LocalDomainSpec>,
     #[serde(default)]
+    #[schemars(length(max = 1024), inner(length(min = 1, max = 254)))]
     pub relay_domains: Vec<String>,
     #[serde(default)]
+    #[schemars(length(max = 2048))]
     pub users: Vec<UserSpec>,
     #[serde(default)]
+    #[schemars(length(max = 128))]
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
     pub limits: LimitsSpec,
@@ -66,7 +101,7 @@ pub struct RelayPolicySpec {
 }
 
 /// Who may relay to foreign domains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Foreign domains only for authenticated sessions and trusted networks.
@@ -86,16 +121,19 @@ impl std::fmt::Display for Mode {
 }
 
 /// A domain whose mail is ours, and how it is handed to local software.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalDomainSpec {
+    #[schemars(length(min = 1, max = 254))]
     pub domain: String,
     pub delivery: DeliverySpec,
 }
 
 /// Exactly one of the fields must be set. It is a struct of options rather than a serde
-/// enum so that "two kinds given" and "none given" get a clear error of our own.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// enum so that "two kinds given" and "none given" get a clear error of our own; in the
+/// CRD a CEL rule says the same before the object is stored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(EXACTLY_ONE_DELIVERY).message("exactly one of lmtp, maildir, webhook must be set"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliverySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,39 +144,57 @@ pub struct DeliverySpec {
     pub webhook: Option<WebhookSpec>,
 }
 
+/// The CEL rule of [`DeliverySpec`]; `has()` on an absent optional field is false.
+pub const EXACTLY_ONE_DELIVERY: &str = "(has(self.lmtp) ? 1 : 0) + (has(self.maildir) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1";
+
+/// The CEL rule of [`UserSpec`].
+pub const EXACTLY_ONE_PASSWORD: &str = "has(self.passwordHash) != has(self.passwordSecretRef)";
+
+/// The CEL rule of [`SmarthostSpec`]: the schema already requires both fields; this also
+/// refuses the empty host and port 0 that a generated manifest tends to produce.
+pub const SMARTHOST_HOST_AND_PORT: &str = "size(self.host) > 0 && self.port > 0";
+
 /// LMTP delivery: `host:port` or the absolute path of a Unix socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LmtpSpec {
+    #[schemars(length(min = 1, max = 4096))]
     pub address: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaildirSpec {
+    #[schemars(length(min = 1, max = 4096))]
     pub path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^/\s]"))]
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret_ref: Option<SecretKeyRef>,
 }
 
 /// A key in a Secret of the policy's namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
 /// A SASL user. Exactly one of `passwordHash` / `passwordSecretRef`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(EXACTLY_ONE_PASSWORD).message("exactly one of passwordHash and passwordSecretRef must be set"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserSpec {
+    /// The SASL user name: no spaces or control characters.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^\s\x00-\x1f\x7f]+$"))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<StoredHash>,
@@ -146,23 +202,28 @@ pub struct UserSpec {
     pub password_secret_ref: Option<SecretKeyRef>,
     /// Full addresses or `@domain`. Empty means any sender (see `compile.rs`).
     #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 320)))]
     pub allowed_senders: Vec<String>,
 }
 
 /// Recipient domains sent through one smarthost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSpec {
     /// `example.com`, `*.example.com` (subdomains only) or `*` (everything).
+    #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 256)))]
     pub domains: Vec<String>,
     pub smarthost: SmarthostSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(SMARTHOST_HOST_AND_PORT).message("a smarthost needs a host and a port from 1 to 65535"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmarthostSpec {
+    #[schemars(length(min = 1, max = 255))]
     pub host: String,
     /// Required: 25, 465 and 587 are all common, so no default would be right for most.
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// Defaults to `starttls-required`: credentials and mail should not leave in clear
     /// text unless someone asked for it.
@@ -173,7 +234,7 @@ pub struct SmarthostSpec {
 }
 
 /// Outbound TLS requirement towards a smarthost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     #[default]
@@ -183,29 +244,34 @@ pub enum TlsMode {
 }
 
 /// Username and password of a smarthost, as two keys of one Secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsSecretRef {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    #[schemars(length(min = 1, max = 253))]
     pub username_key: String,
+    #[schemars(length(min = 1, max = 253))]
     pub password_key: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitsSpec {
     /// A Kubernetes quantity: `25Mi`, `10M` or a plain byte count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_size: Option<Quantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_recipients: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetrySpec {
     /// `5d`, `12h`, `30m`, `90s` or combinations such as `1d12h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^([0-9]+[dhms])+$"))]
     pub max_lifetime: Option<String>,
 }
 
@@ -222,6 +288,20 @@ pub enum Quantity {
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(QuantityVisitor)
+    }
+}
+
+/// In the CRD, an int-or-string as Kubernetes writes quantities.
+impl JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+        })
     }
 }
 
@@ -251,4 +331,45 @@ impl RelayPolicy {
             _ => self.metadata.name.clone(),
         }
     }
+}
+
+/// What the operator reports on each RelayPolicy (written by server-side apply under the
+/// field manager `sluice-operator`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (True when the policy's rules are in the snapshot in force), and
+    /// `Conflict` while another policy disagrees with it.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Users the policy defines.
+    #[serde(default)]
+    pub users: u32,
+    /// Local and relay domains the policy defines.
+    #[serde(default)]
+    pub domains: u32,
+    /// The revision of the snapshot in force that includes this policy's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// A status condition, as Kubernetes' `metav1.Condition` spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase word a program can match on.
+    pub reason: String,
+    /// What a person should know, and do.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339; when `status` last changed.
+    pub last_transition_time: String,
 }

@@ -64,6 +64,23 @@ impl StoredHash {
     }
 }
 
+/// In the CRD: a crypt-style string (`$argon2id$…`, `$2b$…`, `$6$…`); which schemes and
+/// parameters are acceptable is checked when compiling, and reported in status.
+impl schemars::JsonSchema for StoredHash {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StoredHash".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 512,
+            "pattern": "^\\$",
+        })
+    }
+}
+
 impl fmt::Debug for StoredHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match scheme_of(&self.0) {
