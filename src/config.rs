@@ -107,6 +107,10 @@ pub struct DeliveryConfig {
     /// Secrets referenced by the policy, as `{dir}/{name}/{key}`: the layout of a
     /// Kubernetes Secret mounted as a volume.
     pub secrets_dir: Option<PathBuf>,
+    /// The key that opens smarthost credentials and webhook keys sealed by the operator
+    /// in the snapshot (see `policy::sealed`); workers in Kubernetes have it, ingress
+    /// pods do not.
+    pub secrets_key_file: Option<PathBuf>,
     /// Extra CA certificates (PEM) trusted for smarthosts and webhooks, beside the
     /// system's.
     pub ca_file: Option<PathBuf>,
@@ -128,6 +132,7 @@ impl Default for DeliveryConfig {
             local_names: Vec::new(),
             retry: Default::default(),
             secrets_dir: None,
+            secrets_key_file: None,
             ca_file: None,
             connect_timeout: Duration::from_secs(30),
             webhook_timeout: Duration::from_secs(30),
@@ -286,6 +291,7 @@ impl Config {
         };
         join(&mut self.spool);
         self.delivery.secrets_dir.iter_mut().for_each(join);
+        self.delivery.secrets_key_file.iter_mut().for_each(join);
         self.delivery.ca_file.iter_mut().for_each(join);
         self.policies.iter_mut().for_each(join);
         self.ports_file.iter_mut().for_each(join);

@@ -72,6 +72,10 @@ pub struct WorkerArgs {
     /// Secrets referenced by the policy, as DIR/NAME/KEY (a mounted Secret).
     #[arg(long, env = "SLUICE_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
+    /// The key file that opens the smarthost credentials and webhook keys the operator
+    /// sealed into the policy snapshot (at least 32 bytes).
+    #[arg(long, env = "SLUICE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Extra CA certificates (PEM) trusted for smarthosts and webhooks.
     #[arg(long, env = "SLUICE_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -149,6 +153,9 @@ impl WorkerArgs {
         }
         if self.secrets_dir.is_some() {
             delivery.secrets_dir.clone_from(&self.secrets_dir);
+        }
+        if self.secrets_key_file.is_some() {
+            delivery.secrets_key_file.clone_from(&self.secrets_key_file);
         }
         if self.ca_file.is_some() {
             delivery.ca_file.clone_from(&self.ca_file);

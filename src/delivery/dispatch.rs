@@ -9,6 +9,7 @@ use super::mx;
 use super::outcome::Outcome;
 use super::pool::Pool;
 use super::route::Destination;
+use crate::policy::sealed::{Sealed, SecretsKey, context};
 use crate::policy::{Delivery, Smarthost};
 use crate::queue::Envelope;
 use crate::smtp::address::Recipient;
@@ -34,6 +35,8 @@ pub struct DispatchSettings {
     /// Where `secretRef`s resolve in standalone: `{dir}/{name}/{key}`, the layout of a
     /// Kubernetes Secret mounted as a volume.
     pub secrets_dir: Option<PathBuf>,
+    /// Opens the secrets the operator sealed into the snapshot (Kubernetes).
+    pub secrets_key: Option<Arc<SecretsKey>>,
     pub webhook_timeout: Duration,
 }
 
@@ -102,24 +105,25 @@ impl Dispatcher {
             Delivery::Webhook {
                 url,
                 signing_secret_ref,
+                signing_secret,
             } => {
                 // A named secret that cannot be read defers, as a smarthost's missing
                 // credentials do: posting unsigned instead would have a verifying
                 // receiver refuse (a 4xx, so a bounce) or an unverifying one take it.
-                let signing_secret = match signing_secret_ref {
-                    None => None,
-                    Some(r) => match self.secret(&r.name, &r.key) {
+                let signing_secret = match (signing_secret, signing_secret_ref) {
+                    (Some(sealed), _) => match self.open(&context::webhook(url), sealed) {
+                        Ok(key) => Some(key.into_bytes()),
+                        Err(reply) => return same(rcpts, deferred(reply)),
+                    },
+                    (None, None) => None,
+                    (None, Some(r)) => match self.secret(&r.name, &r.key) {
                         Some(secret) => Some(secret.into_bytes()),
                         None => {
                             let reply = format!(
                                 "webhook signing secret not found (secret {}, key {})",
                                 r.name, r.key
                             );
-                            let outcome = Outcome::Deferred {
-                                remote_mta: None,
-                                reply,
-                            };
-                            return same(rcpts, outcome);
+                            return same(rcpts, deferred(reply));
                         }
                     },
                 };
@@ -168,27 +172,9 @@ impl Dispatcher {
         rcpts: &[Recipient],
         body: &[u8],
     ) -> Vec<Outcome> {
-        let credentials = match &s.credentials_secret_ref {
-            None => None,
-            Some(r) => match (
-                self.secret(&r.name, &r.username_key),
-                self.secret(&r.name, &r.password_key),
-            ) {
-                (Some(u), Some(p)) => Some((u, p)),
-                _ => {
-                    let reply = format!(
-                        "credentials for smarthost {} not found (secret {})",
-                        s.host, r.name
-                    );
-                    return same(
-                        rcpts,
-                        Outcome::Deferred {
-                            remote_mta: None,
-                            reply,
-                        },
-                    );
-                }
-            },
+        let credentials = match self.smarthost_credentials(s) {
+            Ok(credentials) => credentials,
+            Err(reply) => return same(rcpts, deferred(reply)),
         };
         let config = ClientConfig {
             tls: TlsMode::from(s.tls),
@@ -297,6 +283,50 @@ impl Dispatcher {
             .collect())
     }
 
+    /// A smarthost's username and password: sealed in the snapshot (Kubernetes), or read
+    /// from the secrets directory (files). `Err` is the reply of the deferral.
+    fn smarthost_credentials(&self, s: &Smarthost) -> Result<Option<(String, String)>, String> {
+        if let Some(sealed) = &s.credentials {
+            let part = |part: &str, value: &Sealed| {
+                self.open(&context::smarthost(&s.host, s.port, part), value)
+            };
+            return Ok(Some((
+                part("username", &sealed.username)?,
+                part("password", &sealed.password)?,
+            )));
+        }
+        let Some(r) = &s.credentials_secret_ref else {
+            return Ok(None);
+        };
+        match (
+            self.secret(&r.name, &r.username_key),
+            self.secret(&r.name, &r.password_key),
+        ) {
+            (Some(u), Some(p)) => Ok(Some((u, p))),
+            _ => Err(format!(
+                "credentials for smarthost {} not found (secret {})",
+                s.host, r.name
+            )),
+        }
+    }
+
+    /// Opens a sealed secret; `Err` is the reply of the deferral. A worker without the
+    /// key defers rather than bounces: the key is a deployment mistake to fix, and the
+    /// mail can wait for it.
+    fn open(&self, context: &str, sealed: &Sealed) -> Result<String, String> {
+        let Some(key) = &self.settings.secrets_key else {
+            return Err(format!(
+                "cannot open the sealed secret for {context}: this worker has no --secrets-key-file"
+            ));
+        };
+        let bytes = key
+            .open(context, sealed)
+            .map_err(|e| format!("cannot open the sealed secret for {context}: {e}"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("the sealed secret for {context} is not UTF-8"))?;
+        Ok(text.trim_end_matches(['\r', '\n']).to_string())
+    }
+
     fn secret(&self, name: &str, key: &str) -> Option<String> {
         let dir = self.settings.secrets_dir.as_ref()?;
         let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\0']) && s != "." && s != "..";
@@ -310,6 +340,13 @@ impl Dispatcher {
 
 fn settings_max(settings: &DispatchSettings) -> usize {
     settings.max_connections.max(1)
+}
+
+fn deferred(reply: String) -> Outcome {
+    Outcome::Deferred {
+        remote_mta: None,
+        reply,
+    }
 }
 
 fn same(rcpts: &[Recipient], outcome: Outcome) -> Vec<Outcome> {

@@ -93,6 +93,7 @@ async fn setup(events: Recorded, retry: RetrySchedule) -> Setup {
         mx_port: 25,
         client: ClientConfig::new("relay.test"),
         secrets_dir: None,
+        secrets_key: None,
         webhook_timeout: Duration::from_secs(5),
     };
     let dir = tempfile::tempdir().unwrap();

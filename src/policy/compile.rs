@@ -12,12 +12,15 @@ use super::model::{
 };
 use super::parse;
 use super::password::{StoredHash, validate_hash};
-use super::rules::{AllowedSenders, Delivery, Limits, Retry, Route, Smarthost, User};
+use super::rules::{
+    AllowedSenders, Delivery, Limits, Retry, Route, SealedCredentials, Smarthost, User,
+};
+use super::sealed::{Sealed, context};
 
-/// Resolves `passwordSecretRef`s. The operator implements it over the Kubernetes API;
+/// Resolves Secret references. The operator implements it over the Kubernetes API;
 /// files compiled outside Kubernetes use [`NoSecrets`].
 pub trait SecretSource {
-    /// The password hash stored in the referenced Secret key of `namespace`.
+    /// A password hash for the password in the referenced Secret key of `namespace`.
     /// `Ok(None)` means this source cannot resolve Secrets at all; `Err` carries why a
     /// Secret that should be there is not usable (missing, no such key).
     fn password_hash(
@@ -25,10 +28,24 @@ pub trait SecretSource {
         namespace: Option<&str>,
         secret: &SecretKeyRef,
     ) -> Result<Option<String>, String>;
+
+    /// The value of a Secret key sealed for `context` (see `sealed.rs`), for smarthost
+    /// credentials and webhook keys. `Ok(None)`: this source leaves them to the worker,
+    /// which reads them from its secrets directory (files); the default.
+    fn sealed(
+        &self,
+        _namespace: Option<&str>,
+        _name: &str,
+        _key: &str,
+        _context: &str,
+    ) -> Result<Option<Sealed>, String> {
+        Ok(None)
+    }
 }
 
-/// The secret source for files: there are no Secrets, so every reference fails with an
-/// error telling the admin to use `passwordHash`.
+/// The secret source for files: there are no Secrets, so every password reference fails
+/// with an error telling the admin to use `passwordHash`, and smarthost and webhook
+/// secrets are read by the worker from its secrets directory.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoSecrets;
 
@@ -68,12 +85,14 @@ pub fn compile_document(
         networks: each(at, "spec.trustedNetworks", &spec.trusted_networks, |n| {
             parse::network(n)
         })?,
-        local_domains: indexed(&spec.local_domains, |i, d| local_domain(at, i, d))?,
+        local_domains: indexed(&spec.local_domains, |i, d| {
+            local_domain(at, i, d, namespace, secrets)
+        })?,
         relay_domains: each(at, "spec.relayDomains", &spec.relay_domains, |d| {
             parse::domain(d)
         })?,
         users: indexed(&spec.users, |i, u| user(at, i, u, &id, namespace, secrets))?,
-        routes: indexed(&spec.routes, |i, r| route(at, i, r, &id))?,
+        routes: indexed(&spec.routes, |i, r| route(at, i, r, &id, namespace, secrets))?,
         limits: limits(at, spec)?,
         retry: Retry {
             max_lifetime_secs: match &spec.retry.max_lifetime {
@@ -146,13 +165,45 @@ fn local_domain(
     at: &Location,
     i: usize,
     spec: &LocalDomainSpec,
+    namespace: Option<&str>,
+    secrets: &dyn SecretSource,
 ) -> Result<(String, Delivery), PolicyError> {
     let field = format!("spec.localDomains[{i}]");
     let domain = parse::domain(&spec.domain)
         .map_err(|r| PolicyError::invalid(at, format!("{field}.domain"), r))?;
-    let delivery = delivery(&spec.delivery)
+    let mut delivery = delivery(&spec.delivery)
         .map_err(|r| PolicyError::invalid(at, format!("{field}.delivery"), r))?;
+    if let Delivery::Webhook {
+        url,
+        signing_secret_ref: Some(r),
+        signing_secret,
+    } = &mut delivery
+    {
+        let field = format!("{field}.delivery.webhook.signingSecretRef");
+        *signing_secret = sealed(at, &field, namespace, secrets, &r.name, &r.key, || {
+            context::webhook(url)
+        })?;
+    }
     Ok((domain, delivery))
+}
+
+/// A Secret key sealed by `secrets`, or `None` where the worker reads it itself.
+fn sealed(
+    at: &Location,
+    field: &str,
+    namespace: Option<&str>,
+    secrets: &dyn SecretSource,
+    name: &str,
+    key: &str,
+    context: impl FnOnce() -> String,
+) -> Result<Option<Sealed>, PolicyError> {
+    secrets
+        .sealed(namespace, name, key, &context())
+        .map_err(|reason| PolicyError::SecretUnavailable {
+            at: at.clone(),
+            field: field.to_string(),
+            reason,
+        })
 }
 
 fn delivery(spec: &DeliverySpec) -> Result<Delivery, String> {
@@ -177,6 +228,7 @@ fn delivery(spec: &DeliverySpec) -> Result<Delivery, String> {
             Ok(Delivery::Webhook {
                 url: w.url.clone(),
                 signing_secret_ref: w.signing_secret_ref.clone(),
+                signing_secret: None,
             })
         }
         (None, None, None) => {
@@ -280,11 +332,22 @@ fn resolve(
             field,
             secret: format!("{}/{}", r.name, r.key),
         }),
-        Err(reason) => Err(PolicyError::invalid(at, field, reason)),
+        Err(reason) => Err(PolicyError::SecretUnavailable {
+            at: at.clone(),
+            field,
+            reason,
+        }),
     }
 }
 
-fn route(at: &Location, i: usize, spec: &RouteSpec, policy: &str) -> Result<Route, PolicyError> {
+fn route(
+    at: &Location,
+    i: usize,
+    spec: &RouteSpec,
+    policy: &str,
+    namespace: Option<&str>,
+    secrets: &dyn SecretSource,
+) -> Result<Route, PolicyError> {
     let field = format!("spec.routes[{i}]");
     if spec.domains.is_empty() {
         return Err(PolicyError::invalid(
@@ -299,7 +362,13 @@ fn route(at: &Location, i: usize, spec: &RouteSpec, policy: &str) -> Result<Rout
         &spec.domains,
         parse::domain_pattern,
     )?;
-    let smarthost = smarthost(at, &format!("{field}.smarthost"), &spec.smarthost)?;
+    let smarthost = smarthost(
+        at,
+        &format!("{field}.smarthost"),
+        &spec.smarthost,
+        namespace,
+        secrets,
+    )?;
     Ok(Route {
         domains,
         smarthost,
@@ -307,7 +376,13 @@ fn route(at: &Location, i: usize, spec: &RouteSpec, policy: &str) -> Result<Rout
     })
 }
 
-fn smarthost(at: &Location, field: &str, s: &SmarthostSpec) -> Result<Smarthost, PolicyError> {
+fn smarthost(
+    at: &Location,
+    field: &str,
+    s: &SmarthostSpec,
+    namespace: Option<&str>,
+    secrets: &dyn SecretSource,
+) -> Result<Smarthost, PolicyError> {
     let host =
         parse::host(&s.host).map_err(|r| PolicyError::invalid(at, format!("{field}.host"), r))?;
     if s.port == 0 {
@@ -328,11 +403,32 @@ fn smarthost(at: &Location, field: &str, s: &SmarthostSpec) -> Result<Smarthost,
             "name, usernameKey and passwordKey must not be empty",
         ));
     }
+    let credentials = match &s.credentials_secret_ref {
+        None => None,
+        Some(c) => {
+            let field = format!("{field}.credentialsSecretRef");
+            let part = |key: &str, part: &str| {
+                sealed(at, &field, namespace, secrets, &c.name, key, || {
+                    context::smarthost(&host, s.port, part)
+                })
+            };
+            match (
+                part(&c.username_key, "username")?,
+                part(&c.password_key, "password")?,
+            ) {
+                (Some(username), Some(password)) => {
+                    Some(SealedCredentials { username, password })
+                }
+                _ => None,
+            }
+        }
+    };
     Ok(Smarthost {
         host,
         port: s.port,
         tls: s.tls,
         credentials_secret_ref: s.credentials_secret_ref.clone(),
+        credentials,
     })
 }
 

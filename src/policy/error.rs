@@ -70,6 +70,14 @@ pub enum PolicyError {
         secret: String,
     },
 
+    /// A referenced Secret is missing or unusable (operator only: files have none).
+    #[error("{at}: field {field}: {reason}")]
+    SecretUnavailable {
+        at: Location,
+        field: String,
+        reason: String,
+    },
+
     /// Two documents (or two entries) say different things about the same item. The
     /// locations are boxed to keep `Result<_, PolicyError>` small.
     #[error("conflict: {what}: {first} and {second}")]

@@ -14,6 +14,7 @@
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `password.rs` | hashing, verifying and validating password hashes |
+//! | `sealed.rs` | smarthost credentials and webhook keys sealed in the snapshot for the workers |
 //! | `error.rs` | `PolicyError` |
 //! | `*_tests.rs`, `tests.rs` | unit tests too long to sit beside their code; shared fixtures |
 
@@ -27,6 +28,7 @@ pub mod model;
 mod parse;
 mod password;
 mod rules;
+pub mod sealed;
 mod snapshot;
 
 #[cfg(test)]
@@ -37,9 +39,11 @@ pub use decision::{ClientInfo, Decision, NotOwnedReason, SenderDecision, SenderR
 pub use documents::{Document, parse_documents};
 pub use error::{Location, PolicyError};
 pub use parse::{DomainPattern, SenderPattern};
-pub use password::{HashScheme, StoredHash, hash_password, validate_hash, verify_hash};
+pub use password::{
+    HashScheme, StoredHash, hash_password, hash_password_with_salt, validate_hash, verify_hash,
+};
 pub use rules::{
-    AllowedSenders, Delivery, Limits, LocalDomain, Retry, Route, Rules, Smarthost, TrustedNetwork,
-    User,
+    AllowedSenders, Delivery, Limits, LocalDomain, Retry, Route, Rules, SealedCredentials, Smarthost,
+    TrustedNetwork, User,
 };
 pub use snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};

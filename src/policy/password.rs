@@ -92,10 +92,16 @@ impl fmt::Debug for StoredHash {
 
 /// Hashes a new password with argon2id and the OWASP parameters, as a PHC string.
 pub fn hash_password(password: &str) -> String {
-    let salt_bytes: [u8; 16] = rand::random();
-    // Encoding 16 random bytes and hashing with valid constant parameters cannot fail;
+    hash_password_with_salt(password, &rand::random())
+}
+
+/// Like [`hash_password`] with a given salt. The operator derives the salt from its key
+/// and the password's place (see `sealed.rs`), so that the same Secret gives the same
+/// hash after a restart or on another replica, and the snapshot's revision stays put.
+pub fn hash_password_with_salt(password: &str, salt_bytes: &[u8; 16]) -> String {
+    // Encoding 16 bytes and hashing with valid constant parameters cannot fail;
     // the fallbacks keep this function total without a panic path.
-    let Ok(salt) = SaltString::encode_b64(&salt_bytes) else {
+    let Ok(salt) = SaltString::encode_b64(salt_bytes) else {
         return String::new();
     };
     match owasp_argon2().hash_password(password.as_bytes(), &salt) {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{CredentialsSecretRef, Mode, SecretKeyRef, TlsMode};
 use super::parse::{DomainPattern, SenderPattern};
 use super::password::StoredHash;
+use super::sealed::Sealed;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,6 +60,14 @@ pub enum Delivery {
         url: String,
         #[serde(rename = "signingSecretRef")]
         signing_secret_ref: Option<SecretKeyRef>,
+        /// The key itself, sealed by the operator; without it (files) the worker reads
+        /// the referenced key from its secrets directory.
+        #[serde(
+            rename = "signingSecret",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        signing_secret: Option<Sealed>,
     },
 }
 
@@ -96,6 +105,18 @@ pub struct Smarthost {
     pub port: u16,
     pub tls: TlsMode,
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
+    /// The credentials themselves, sealed by the operator; without them (files) the
+    /// worker reads the referenced keys from its secrets directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SealedCredentials>,
+}
+
+/// A smarthost's username and password, each sealed for that smarthost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedCredentials {
+    pub username: Sealed,
+    pub password: Sealed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -57,6 +57,13 @@ pub fn worker(
         mx_port: settings.mx_port,
         client,
         secrets_dir: settings.secrets_dir.clone(),
+        secrets_key: match &settings.secrets_key_file {
+            Some(path) => Some(Arc::new(
+                crate::policy::sealed::SecretsKey::from_file(path)
+                    .context("loading the secrets key")?,
+            )),
+            None => None,
+        },
         webhook_timeout: settings.webhook_timeout,
     };
     let dispatcher = Arc::new(Dispatcher::new(dispatch, resolver));
