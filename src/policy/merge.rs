@@ -15,7 +15,7 @@ use super::compile::CompiledDoc;
 use super::error::{Location, PolicyError};
 use super::model::Mode;
 use super::parse::DomainPattern;
-use super::rules::{LocalDomain, Rules, TrustedNetwork, min_limit};
+use super::rules::{Delivery, LocalDomain, Rules, TrustedNetwork, min_limit};
 
 fn conflict(what: String, first: &Location, second: &Location) -> PolicyError {
     PolicyError::Conflict {
@@ -25,29 +25,179 @@ fn conflict(what: String, first: &Location, second: &Location) -> PolicyError {
     }
 }
 
-/// Merges documents (at least one) in input order.
+/// Merges documents (at least one) in input order; the first conflict is the error.
 pub fn merge(docs: Vec<CompiledDoc>) -> Result<Rules, PolicyError> {
-    check_policy_names(&docs)?;
-    let mut rules = Rules {
-        policies: docs.iter().map(|d| d.id.clone()).collect(),
-        mode: docs.first().map(|d| d.mode).unwrap_or_default(),
-        trusted_networks: Vec::new(),
-        local_domains: BTreeMap::new(),
-        relay_domains: BTreeMap::new(),
-        users: BTreeMap::new(),
-        routes: Vec::new(),
-        limits: Default::default(),
-        retry: Default::default(),
-    };
-    let mut origins = Origins::default();
+    let mut merger = Merger::default();
     for doc in docs {
-        merge_mode(&mut origins, &doc)?;
-        merge_domains(&mut rules, &mut origins, &doc)?;
-        merge_users_and_routes(&mut rules, &mut origins, &doc)?;
-        for network in &doc.networks {
-            if !rules.trusted_networks.iter().any(|t| t.network == *network) {
+        merger.add(doc)?;
+    }
+    Ok(merger.finish())
+}
+
+/// Rules merged from documents added one at a time. A document that conflicts with what
+/// is already in, or with itself, is refused whole and changes nothing, so the operator
+/// can keep every other policy in force (first come, first served).
+pub struct Merger {
+    rules: Rules,
+    origins: Origins,
+}
+
+impl Default for Merger {
+    fn default() -> Self {
+        Merger {
+            rules: Rules {
+                policies: Vec::new(),
+                mode: Mode::default(),
+                trusted_networks: Vec::new(),
+                local_domains: BTreeMap::new(),
+                relay_domains: BTreeMap::new(),
+                users: BTreeMap::new(),
+                routes: Vec::new(),
+                limits: Default::default(),
+                retry: Default::default(),
+            },
+            origins: Origins::default(),
+        }
+    }
+}
+
+/// Where each merged item was first seen, to name both sides of a conflict.
+#[derive(Default)]
+struct Origins {
+    policies: BTreeMap<String, Location>,
+    mode: Option<(Location, Mode)>,
+    local: BTreeMap<String, Location>,
+    relay: BTreeMap<String, Location>,
+    users: BTreeMap<String, Location>,
+    patterns: BTreeMap<DomainPattern, Location>,
+}
+
+impl Merger {
+    /// Adds a document, or refuses it whole with the first conflict found.
+    pub fn add(&mut self, doc: CompiledDoc) -> Result<(), PolicyError> {
+        self.check(&doc)?;
+        self.apply(doc);
+        Ok(())
+    }
+
+    /// Whether anything was added.
+    pub fn is_empty(&self) -> bool {
+        self.rules.policies.is_empty()
+    }
+
+    pub fn finish(self) -> Rules {
+        self.rules
+    }
+
+    /// Every conflict rule, checked against what is in and within the document itself,
+    /// before anything changes.
+    fn check(&self, doc: &CompiledDoc) -> Result<(), PolicyError> {
+        let o = &self.origins;
+        if let Some(first) = o.policies.get(&doc.id) {
+            let what = format!("policy {} is defined twice", doc.id);
+            return Err(conflict(what, first, &doc.at));
+        }
+        if let Some((first, first_mode)) = &o.mode
+            && *first_mode != doc.mode
+        {
+            return Err(PolicyError::ModeConflict {
+                first: Box::new(first.clone()),
+                first_mode: *first_mode,
+                second: Box::new(doc.at.clone()),
+                second_mode: doc.mode,
+            });
+        }
+        self.check_domains(doc)?;
+        let mut users = BTreeMap::new();
+        for (name, _) in &doc.users {
+            if let Some(first) = o.users.get(name).or(users.get(name)) {
+                let what = format!("user {name} is defined twice");
+                return Err(conflict(what, first, &doc.at));
+            }
+            users.insert(name.clone(), doc.at.clone());
+        }
+        let mut patterns = BTreeMap::new();
+        for pattern in doc.routes.iter().flat_map(|r| &r.domains) {
+            if let Some(first) = o.patterns.get(pattern).or(patterns.get(pattern)) {
+                let what = format!("route domain pattern {pattern} appears in two routes");
+                return Err(conflict(what, first, &doc.at));
+            }
+            patterns.insert(pattern.clone(), doc.at.clone());
+        }
+        Ok(())
+    }
+
+    fn check_domains(&self, doc: &CompiledDoc) -> Result<(), PolicyError> {
+        let o = &self.origins;
+        let mut local: BTreeMap<&str, &Delivery> = BTreeMap::new();
+        for (domain, delivery) in &doc.local_domains {
+            let known = self.rules.local_domains.get(domain).map(|l| &l.delivery);
+            if let Some(existing) = known.or(local.get(domain.as_str()).copied())
+                && existing != delivery
+            {
+                let first = o.local.get(domain).unwrap_or(&doc.at);
+                let what = format!("local domain {domain} has different deliveries");
+                return Err(conflict(what, first, &doc.at));
+            }
+            if let Some(relay_at) = o.relay.get(domain) {
+                return Err(conflict(
+                    format!("{domain} is both a relay domain and a local domain"),
+                    relay_at,
+                    &doc.at,
+                ));
+            }
+            local.insert(domain, delivery);
+        }
+        for domain in &doc.relay_domains {
+            let local_at = o
+                .local
+                .get(domain)
+                .or(local.contains_key(domain.as_str()).then_some(&doc.at));
+            if let Some(local_at) = local_at {
+                return Err(conflict(
+                    format!("{domain} is both a local domain and a relay domain"),
+                    local_at,
+                    &doc.at,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a checked document: lists are unions, limits the smallest.
+    fn apply(&mut self, doc: CompiledDoc) {
+        let (rules, o) = (&mut self.rules, &mut self.origins);
+        if o.mode.is_none() {
+            o.mode = Some((doc.at.clone(), doc.mode));
+            rules.mode = doc.mode;
+        }
+        o.policies.insert(doc.id.clone(), doc.at.clone());
+        rules.policies.push(doc.id.clone());
+        for (domain, delivery) in doc.local_domains {
+            o.local.entry(domain.clone()).or_insert_with(|| doc.at.clone());
+            rules.local_domains.entry(domain).or_insert(LocalDomain {
+                delivery,
+                policy: doc.id.clone(),
+            });
+        }
+        for domain in doc.relay_domains {
+            o.relay.entry(domain.clone()).or_insert_with(|| doc.at.clone());
+            rules.relay_domains.entry(domain).or_insert_with(|| doc.id.clone());
+        }
+        for (name, user) in doc.users {
+            o.users.insert(name.clone(), doc.at.clone());
+            rules.users.insert(name, user);
+        }
+        for route in doc.routes {
+            for pattern in &route.domains {
+                o.patterns.insert(pattern.clone(), doc.at.clone());
+            }
+            rules.routes.push(route);
+        }
+        for network in doc.networks {
+            if !rules.trusted_networks.iter().any(|t| t.network == network) {
                 rules.trusted_networks.push(TrustedNetwork {
-                    network: *network,
+                    network,
                     policy: doc.id.clone(),
                 });
             }
@@ -59,138 +209,6 @@ pub fn merge(docs: Vec<CompiledDoc>) -> Result<Rules, PolicyError> {
         rules.retry.max_lifetime_secs =
             min_limit(rules.retry.max_lifetime_secs, doc.retry.max_lifetime_secs);
     }
-    Ok(rules)
-}
-
-/// Where each merged item was first seen, to name both sides of a conflict.
-#[derive(Default)]
-struct Origins {
-    mode: Option<(Location, Mode)>,
-    local: BTreeMap<String, Location>,
-    relay: BTreeMap<String, Location>,
-    users: BTreeMap<String, Location>,
-    patterns: BTreeMap<DomainPattern, Location>,
-}
-
-fn check_policy_names(docs: &[CompiledDoc]) -> Result<(), PolicyError> {
-    let mut seen: BTreeMap<&str, &Location> = BTreeMap::new();
-    for doc in docs {
-        if let Some(first) = seen.insert(&doc.id, &doc.at) {
-            return Err(conflict(
-                format!("policy {} is defined twice", doc.id),
-                first,
-                &doc.at,
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn merge_mode(origins: &mut Origins, doc: &CompiledDoc) -> Result<(), PolicyError> {
-    match &origins.mode {
-        None => origins.mode = Some((doc.at.clone(), doc.mode)),
-        Some((first, first_mode)) if *first_mode != doc.mode => {
-            return Err(PolicyError::ModeConflict {
-                first: Box::new(first.clone()),
-                first_mode: *first_mode,
-                second: Box::new(doc.at.clone()),
-                second_mode: doc.mode,
-            });
-        }
-        Some(_) => {}
-    }
-    Ok(())
-}
-
-fn merge_domains(
-    rules: &mut Rules,
-    origins: &mut Origins,
-    doc: &CompiledDoc,
-) -> Result<(), PolicyError> {
-    for (domain, delivery) in &doc.local_domains {
-        if let Some(first) = origins.local.get(domain) {
-            let same = rules
-                .local_domains
-                .get(domain)
-                .is_some_and(|e| e.delivery == *delivery);
-            if !same {
-                let what = format!("local domain {domain} has different deliveries");
-                return Err(conflict(what, first, &doc.at));
-            }
-            continue;
-        }
-        if let Some(relay_at) = origins.relay.get(domain) {
-            return Err(conflict(
-                format!("{domain} is both a relay domain and a local domain"),
-                relay_at,
-                &doc.at,
-            ));
-        }
-        origins.local.insert(domain.clone(), doc.at.clone());
-        let entry = LocalDomain {
-            delivery: delivery.clone(),
-            policy: doc.id.clone(),
-        };
-        rules.local_domains.insert(domain.clone(), entry);
-    }
-    merge_relay_domains(rules, origins, doc)
-}
-
-fn merge_relay_domains(
-    rules: &mut Rules,
-    origins: &mut Origins,
-    doc: &CompiledDoc,
-) -> Result<(), PolicyError> {
-    for domain in &doc.relay_domains {
-        if let Some(local_at) = origins.local.get(domain) {
-            return Err(conflict(
-                format!("{domain} is both a local domain and a relay domain"),
-                local_at,
-                &doc.at,
-            ));
-        }
-        origins
-            .relay
-            .entry(domain.clone())
-            .or_insert_with(|| doc.at.clone());
-        rules
-            .relay_domains
-            .entry(domain.clone())
-            .or_insert_with(|| doc.id.clone());
-    }
-    Ok(())
-}
-
-fn merge_users_and_routes(
-    rules: &mut Rules,
-    origins: &mut Origins,
-    doc: &CompiledDoc,
-) -> Result<(), PolicyError> {
-    for (name, user) in &doc.users {
-        if let Some(first) = origins.users.get(name) {
-            return Err(conflict(
-                format!("user {name} is defined twice"),
-                first,
-                &doc.at,
-            ));
-        }
-        origins.users.insert(name.clone(), doc.at.clone());
-        rules.users.insert(name.clone(), user.clone());
-    }
-    for route in &doc.routes {
-        for pattern in &route.domains {
-            if let Some(first) = origins.patterns.get(pattern) {
-                return Err(conflict(
-                    format!("route domain pattern {pattern} appears in two routes"),
-                    first,
-                    &doc.at,
-                ));
-            }
-            origins.patterns.insert(pattern.clone(), doc.at.clone());
-        }
-        rules.routes.push(route.clone());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

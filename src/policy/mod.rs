@@ -9,6 +9,7 @@
 //! | `parse.rs` | parsers for domains, patterns, networks, quantities, durations |
 //! | `compile.rs` | validating one document; Secret resolution |
 //! | `merge.rs` | merging documents, conflict rules |
+//! | `each.rs` | compiling policies one at a time, leaving out those that fail (the operator) |
 //! | `rules.rs` | the compiled rules inside a snapshot |
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
@@ -22,6 +23,7 @@ pub mod bucket;
 mod compile;
 mod decision;
 mod documents;
+mod each;
 mod error;
 mod merge;
 pub mod model;
@@ -37,6 +39,7 @@ mod tests;
 pub use compile::{NoSecrets, SecretSource};
 pub use decision::{ClientInfo, Decision, NotOwnedReason, SenderDecision, SenderRule, SessionAuth};
 pub use documents::{Document, parse_documents};
+pub use each::{DocumentOutcome, EachOutcome, compile_each};
 pub use error::{Location, PolicyError};
 pub use parse::{DomainPattern, SenderPattern};
 pub use password::{

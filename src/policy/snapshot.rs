@@ -88,7 +88,7 @@ impl PolicySnapshot {
         Self::from_yaml(&sources)
     }
 
-    fn from_rules(rules: Rules) -> PolicySnapshot {
+    pub(super) fn from_rules(rules: Rules) -> PolicySnapshot {
         // The canonical form is the JSON of the rules: maps are ordered, so equal rules
         // give equal bytes. Serialising these plain types cannot fail; if it ever did,
         // the empty input still gives a well-formed (if uninformative) revision.
