@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands and their arguments.
 
 mod nats;
+mod operator;
 mod policy;
 mod queue;
 mod role;
@@ -47,6 +48,15 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Compile the RelayPolicy resources of the cluster, and the Secrets they reference,
+    /// into the policy snapshot in NATS that ingress and worker pods follow; report on
+    /// each policy in its status.
+    Operator {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        operator: operator::OperatorArgs,
+    },
     /// Inspect and prepare RelayPolicy rules.
     Policy {
         #[command(subcommand)]
@@ -84,6 +94,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut config = common.config()?;
             worker.apply(&mut config);
             serve(config, Role::Worker)
+        }
+        Command::Operator { common, operator } => {
+            let config = common.config()?;
+            sluice::telemetry::init_logging(config.log);
+            let options = sluice::roles::operator::OperatorOptions {
+                namespace: operator.namespace,
+                policy_namespaces: operator.policy_namespaces,
+                privileged_namespaces: operator.privileged_namespaces,
+                secrets_key_file: operator.secrets_key_file,
+                identity: operator.identity,
+                lease_name: operator.lease_name,
+                leader_election: !operator.no_leader_election,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(sluice::roles::operator::run(config, options))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command } => policy::run(command),
         Command::Queue { command } => queue::run(command),

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 /// Where a RelayPolicy document came from: the source name (usually a file path), the
 /// 1-based document index within that source, and the policy's `namespace/name` once known.
+/// A document from the Kubernetes API has no file: its source names the object, and its
+/// index is 0, which is not shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub source_name: String,
@@ -16,7 +18,12 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} document {}", self.source_name, self.document)?;
+        f.write_str(&self.source_name)?;
+        if self.document == 0 {
+            // The source names the object already.
+            return Ok(());
+        }
+        write!(f, " document {}", self.document)?;
         match &self.policy {
             Some(p) => write!(f, " (policy {p})"),
             None => Ok(()),

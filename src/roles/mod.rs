@@ -2,7 +2,8 @@
 //! - `sluice standalone`: ingress and delivery worker in one process, on the embedded
 //!   spool (or on JetStream with `--jetstream`), policy from files;
 //! - `sluice ingress`: the SMTP listeners, publishing to JetStream;
-//! - `sluice worker`: delivery from JetStream.
+//! - `sluice worker`: delivery from JetStream;
+//! - `sluice operator`: RelayPolicies into the policy bucket (`operator.rs`).
 //!
 //! The ingress and the worker keep no state of their own: the queue is in JetStream and
 //! the compiled policy in the NATS bucket `sluice-policy`, followed while running. Each
@@ -12,6 +13,7 @@
 
 mod delivery;
 mod listeners;
+pub mod operator;
 mod ports;
 mod queue;
 mod reload;

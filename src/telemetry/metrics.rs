@@ -63,7 +63,7 @@ impl LabeledCounter {
         self.values.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn render(&self, out: &mut String, name: &str, label: &str) {
+    pub(super) fn render(&self, out: &mut String, name: &str, label: &str) {
         for (value, count) in self.read().iter() {
             let n = count.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
@@ -183,6 +183,8 @@ pub struct Metrics {
     pub events_lost: LabeledCounter,
     pub queue_messages: AtomicU64,
     pub queue_oldest_age_ms: AtomicU64,
+    /// Only in `sluice operator` (see `telemetry::operator`).
+    pub operator: Option<super::operator::OperatorMetrics>,
 }
 
 impl Default for Metrics {
@@ -206,6 +208,7 @@ impl Default for Metrics {
             events_lost: LabeledCounter::default(),
             queue_messages: AtomicU64::new(0),
             queue_oldest_age_ms: AtomicU64::new(0),
+            operator: None,
         }
     }
 }
@@ -335,6 +338,9 @@ impl Metrics {
             out,
             "# HELP sluice_queue_oldest_age_seconds Age of the oldest queued message.\n# TYPE sluice_queue_oldest_age_seconds gauge\nsluice_queue_oldest_age_seconds {age}"
         );
+        if let Some(operator) = &self.operator {
+            operator.render(&mut out);
+        }
         out
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod metrics;
+pub mod operator;
 pub mod readiness;
 pub mod trace;
 

@@ -1,0 +1,262 @@
+//! The reconciler, in the shape of kube-rs/controller-rs: one `reconcile` per
+//! RelayPolicy and an `error_policy` that counts failures by variant.
+//!
+//! The snapshot depends on every policy at once, so a reconcile first makes sure the
+//! compiled result is current: when anything that matters changed (`changes.rs`) it
+//! compiles the whole set again, once, and writes the snapshot to NATS if its revision
+//! differs from the one in force. Then it writes this policy's status if it differs.
+//! Every policy is reconciled again after each change, so all statuses follow. There is
+//! no finalizer: a deleted policy is simply missing from the next compile.
+//!
+//! A follower (not holding the Lease) writes nothing at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use std::sync::atomic::Ordering;
+
+use super::changes::Changes;
+use super::desired::{Desired, Scope, desired, id};
+use super::lease::Leadership;
+use super::secrets::{HashCache, KubeSecrets, SecretStores};
+use super::sink::SnapshotSink;
+use super::status;
+use crate::policy::model::RelayPolicyResource;
+use crate::policy::sealed::SecretsKey;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::operator::OperatorMetrics;
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: kube::Client,
+    pub policies: Store<RelayPolicyResource>,
+    pub secrets: SecretStores,
+    pub scope: Scope,
+    pub key: Arc<SecretsKey>,
+    pub sink: Arc<dyn SnapshotSink>,
+    pub leadership: Leadership,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub changes: Changes,
+    pub cache: Arc<HashCache>,
+    /// How often an unchanged policy is looked at again anyway.
+    pub resync: Duration,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The [`Changes`] version `desired` was compiled at.
+    version: Option<u64>,
+    desired: Option<Arc<Desired>>,
+    /// The revision in force in NATS; `None` inside means none is; read once per
+    /// leadership, then kept as this replica writes.
+    in_force: Option<Option<String>>,
+}
+
+/// What failed in a reconcile; the metric label is derived from the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading the snapshot in force from NATS: {0:#}")]
+    ReadSnapshot(anyhow::Error),
+    #[error("writing the snapshot to NATS: {0:#}")]
+    WriteSnapshot(anyhow::Error),
+    #[error("writing the status of {policy}: {source}")]
+    PatchStatus {
+        policy: String,
+        source: kube::Error,
+    },
+    #[error("compiling the policies: {0}")]
+    Compile(tokio::task::JoinError),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadSnapshot(_) => "read_snapshot",
+            Error::WriteSnapshot(_) => "write_snapshot",
+            Error::PatchStatus { .. } => "patch_status",
+            Error::Compile(_) => "compile",
+        }
+    }
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        policies: Store<RelayPolicyResource>,
+        secrets: SecretStores,
+        scope: Scope,
+        key: Arc<SecretsKey>,
+        sink: Arc<dyn SnapshotSink>,
+        leadership: Leadership,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        changes: Changes,
+    ) -> Context {
+        Context {
+            client,
+            policies,
+            secrets,
+            scope,
+            key,
+            sink,
+            leadership,
+            recorder,
+            metrics,
+            changes,
+            cache: Arc::default(),
+            resync: Duration::from_secs(300),
+            state: Default::default(),
+        }
+    }
+
+    fn operator_metrics(&self) -> Option<&OperatorMetrics> {
+        self.metrics.operator.as_ref()
+    }
+
+    /// Leadership changed: a new leader reads what is in force again (another replica
+    /// may have written meanwhile) and looks at every policy.
+    pub async fn leadership_changed(&self, leader: bool) {
+        if let Some(m) = self.operator_metrics() {
+            m.leader.store(leader, Ordering::Relaxed);
+        }
+        self.state.lock().await.in_force = None;
+        if leader {
+            self.changes.bump();
+        }
+    }
+
+    /// The compiled result at the current version, with the snapshot put in force.
+    async fn current(&self) -> Result<(Arc<Desired>, Option<String>), Error> {
+        let mut state = self.state.lock().await;
+        let version = self.changes.version();
+        let desired = match (&state.desired, state.version) {
+            (Some(d), Some(v)) if v == version => d.clone(),
+            _ => {
+                let d = Arc::new(self.compile().await?);
+                state.version = Some(version);
+                state.desired = Some(d.clone());
+                d
+            }
+        };
+        if state.in_force.is_none() {
+            let found = self.sink.in_force().await.map_err(Error::ReadSnapshot)?;
+            state.in_force = Some(found);
+        }
+        let mut in_force = state.in_force.clone().flatten();
+        if let Some(snapshot) = &desired.snapshot
+            && in_force.as_deref() != Some(snapshot.revision())
+        {
+            self.sink
+                .write(snapshot)
+                .await
+                .map_err(Error::WriteSnapshot)?;
+            tracing::info!(
+                revision = snapshot.revision(),
+                policies = snapshot.policies().len(),
+                "policy snapshot written to NATS"
+            );
+            in_force = Some(snapshot.revision().to_string());
+            state.in_force = Some(in_force.clone());
+            if let Some(m) = self.operator_metrics() {
+                m.snapshot_writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let (Some(m), Some(revision)) = (self.operator_metrics(), &in_force) {
+            m.set_in_force(revision);
+        }
+        Ok((desired, in_force))
+    }
+
+    async fn compile(&self) -> Result<Desired, Error> {
+        let policies = self.policies.state();
+        let (stores, key, cache, scope) = (
+            self.secrets.clone(),
+            self.key.clone(),
+            self.cache.clone(),
+            self.scope.clone(),
+        );
+        // Hashing passwords is CPU work by design: off the async threads.
+        let desired = tokio::task::spawn_blocking(move || {
+            let secrets = KubeSecrets::new(&stores, &key, &cache);
+            let desired = desired(&policies, &scope, &secrets);
+            secrets.finish();
+            desired
+        })
+        .await
+        .map_err(Error::Compile)?;
+        let refused = desired
+            .verdicts
+            .values()
+            .filter(|v| v.refused.is_some())
+            .count();
+        if let Some(m) = self.operator_metrics() {
+            m.accepted
+                .store((desired.verdicts.len() - refused) as u64, Ordering::Relaxed);
+            m.refused.store(refused as u64, Ordering::Relaxed);
+        }
+        Ok(desired)
+    }
+}
+
+/// Brings one policy's status, and the snapshot, up to date.
+pub async fn reconcile(policy: Arc<RelayPolicyResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let count = |result: &'static str| {
+        if let Some(m) = ctx.operator_metrics() {
+            m.reconciles.inc(result);
+        }
+    };
+    if !ctx.leadership.is_leader() {
+        count("skipped_follower");
+        return Ok(Action::await_change());
+    }
+    let (desired, in_force) = ctx.current().await?;
+    let Some(verdict) = desired.verdicts.get(&id(&policy)) else {
+        // Created after the compile; the change it made brings it back.
+        count("ok");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let status = status::desired_status(&policy, verdict, in_force.as_deref(), chrono::Utc::now());
+    if policy.status.as_ref() != Some(&status) {
+        let namespace = policy.namespace().unwrap_or_default();
+        let api: Api<RelayPolicyResource> = Api::namespaced(ctx.client.clone(), &namespace);
+        status::apply(&api, &policy.name_any(), &status)
+            .await
+            .map_err(|source| Error::PatchStatus {
+                policy: id(&policy),
+                source,
+            })?;
+        if let Some(m) = ctx.operator_metrics() {
+            m.status_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(event) = status::event(&policy, &status) {
+            // Events are for people; a failure to record one must not stop the rules.
+            if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+                tracing::warn!(policy = id(&policy), error = %e, "cannot record an Event");
+            }
+        }
+    }
+    count("ok");
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Counts the failure by its variant and tries again soon.
+pub fn error_policy(policy: Arc<RelayPolicyResource>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(policy = id(&policy), error = %error, "reconcile failed");
+    if let Some(m) = ctx.operator_metrics() {
+        m.reconciles.inc("error");
+        m.failures.inc(error.metric_label());
+    }
+    Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
