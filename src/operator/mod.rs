@@ -3,3 +3,4 @@
 //! policy.
 
 pub mod crd;
+pub mod lease;
