@@ -183,6 +183,7 @@ impl Context {
             self.cache.clone(),
             self.scope.clone(),
         );
+        let started = std::time::Instant::now();
         // Hashing passwords is CPU work by design: off the async threads.
         let desired = tokio::task::spawn_blocking(move || {
             let secrets = KubeSecrets::new(&stores, &key, &cache);
@@ -197,7 +198,19 @@ impl Context {
             .values()
             .filter(|v| v.refused.is_some())
             .count();
+        let took = started.elapsed();
+        tracing::info!(
+            policies = desired.verdicts.len(),
+            refused,
+            seconds = took.as_secs_f64(),
+            "policies compiled"
+        );
         if let Some(m) = self.operator_metrics() {
+            m.compiles.fetch_add(1, Ordering::Relaxed);
+            m.last_compile_micros
+                .store(took.as_micros() as u64, Ordering::Relaxed);
+            m.password_hashes
+                .store(self.cache.computed(), Ordering::Relaxed);
             m.accepted
                 .store((desired.verdicts.len() - refused) as u64, Ordering::Relaxed);
             m.refused.store(refused as u64, Ordering::Relaxed);

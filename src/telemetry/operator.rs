@@ -7,6 +7,9 @@
 //! | `sluice_operator_failures_total` | counter | `reason` (`read_snapshot`, `write_snapshot`, `patch_status`, `compile`) | failed reconciles, by what failed |
 //! | `sluice_operator_status_writes_total` | counter | | statuses written |
 //! | `sluice_operator_snapshot_writes_total` | counter | | snapshots written to NATS |
+//! | `sluice_operator_compiles_total` | counter | | compiles of the whole set of policies |
+//! | `sluice_operator_last_compile_seconds` | gauge | | how long the last compile took (Secrets, hashing, merging) |
+//! | `sluice_operator_password_hashes_total` | counter | | client passwords hashed (not taken from the cache) |
 //! | `sluice_operator_policies` | gauge | `verdict` (`accepted`, `refused`) | RelayPolicies by verdict at the last compile |
 //! | `sluice_operator_leader` | gauge | | 1 while this replica leads (and writes), else 0 |
 //! | `sluice_policy_in_force_info` | gauge | `revision` | the revision of the snapshot in force, as this replica last saw or wrote it |
@@ -23,6 +26,9 @@ pub struct OperatorMetrics {
     pub failures: LabeledCounter,
     pub status_writes: AtomicU64,
     pub snapshot_writes: AtomicU64,
+    pub compiles: AtomicU64,
+    pub last_compile_micros: AtomicU64,
+    pub password_hashes: AtomicU64,
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
     pub leader: AtomicBool,
@@ -73,6 +79,16 @@ impl OperatorMetrics {
                 "Snapshots written to NATS.",
                 &self.snapshot_writes,
             ),
+            (
+                "sluice_operator_compiles_total",
+                "Compiles of the whole set of policies.",
+                &self.compiles,
+            ),
+            (
+                "sluice_operator_password_hashes_total",
+                "Client passwords hashed.",
+                &self.password_hashes,
+            ),
         ] {
             head(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", load(value));
@@ -88,6 +104,19 @@ impl OperatorMetrics {
             "sluice_operator_policies{{verdict=\"accepted\"}} {}\nsluice_operator_policies{{verdict=\"refused\"}} {}",
             load(&self.accepted),
             load(&self.refused)
+        );
+        head(
+            out,
+            "sluice_operator_last_compile_seconds",
+            "gauge",
+            "How long the last compile took.",
+        );
+        let micros = load(&self.last_compile_micros);
+        let _ = writeln!(
+            out,
+            "sluice_operator_last_compile_seconds {}.{:06}",
+            micros / 1_000_000,
+            micros % 1_000_000
         );
         head(
             out,
