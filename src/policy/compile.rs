@@ -339,3 +339,7 @@ fn smarthost(at: &Location, field: &str, s: &SmarthostSpec) -> Result<Smarthost,
 #[cfg(test)]
 #[path = "compile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compile_cel_tests.rs"]
+mod cel_tests;
