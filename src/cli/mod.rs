@@ -69,6 +69,9 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// Print the RelayPolicy CustomResourceDefinition (YAML) generated from the policy
+    /// model, as `crds/relaypolicies.sluice.dev.yaml` holds it.
+    Crd,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -115,6 +118,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy { command } => policy::run(command),
         Command::Queue { command } => queue::run(command),
+        Command::Crd => {
+            print!("{}", sluice::operator::crd::yaml());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

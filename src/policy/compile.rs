@@ -435,3 +435,7 @@ fn smarthost(
 #[cfg(test)]
 #[path = "compile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compile_cel_tests.rs"]
+mod cel_tests;

@@ -145,7 +145,8 @@ pub struct DeliverySpec {
 }
 
 /// The CEL rule of [`DeliverySpec`]; `has()` on an absent optional field is false.
-pub const EXACTLY_ONE_DELIVERY: &str = "(has(self.lmtp) ? 1 : 0) + (has(self.maildir) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1";
+pub const EXACTLY_ONE_DELIVERY: &str =
+    "(has(self.lmtp) ? 1 : 0) + (has(self.maildir) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1";
 
 /// The CEL rule of [`UserSpec`].
 pub const EXACTLY_ONE_PASSWORD: &str = "has(self.passwordHash) != has(self.passwordSecretRef)";
@@ -223,7 +224,9 @@ pub struct SmarthostSpec {
     #[schemars(length(min = 1, max = 255))]
     pub host: String,
     /// Required: 25, 465 and 587 are all common, so no default would be right for most.
-    #[schemars(range(min = 1, max = 65535))]
+    // Described as an int32: the API server knows only int32 and int64 as integer formats
+    // and warns about the `uint16` schemars would write (likewise for the other integers).
+    #[schemars(with = "i32", range(min = 1, max = 65535))]
     pub port: u16,
     /// Defaults to `starttls-required`: credentials and mail should not leave in clear
     /// text unless someone asked for it.
@@ -262,7 +265,7 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_size: Option<Quantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(with = "Option<i64>", range(min = 1))]
     pub max_recipients: Option<u64>,
 }
 
@@ -291,7 +294,9 @@ impl<'de> Deserialize<'de> for Quantity {
     }
 }
 
-/// In the CRD, an int-or-string as Kubernetes writes quantities.
+/// In the CRD, an int-or-string as Kubernetes writes quantities. Only the marker: kube's
+/// structural rewrite strips the `type` of `anyOf` branches, so an `anyOf` of integer and
+/// string would reach the CRD as an empty `anyOf: [{}, {}]` that says nothing.
 impl JsonSchema for Quantity {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Quantity".into()
@@ -300,7 +305,6 @@ impl JsonSchema for Quantity {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "x-kubernetes-int-or-string": true,
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
         })
     }
 }
@@ -347,9 +351,11 @@ pub struct RelayPolicyStatus {
     pub conditions: Vec<Condition>,
     /// Users the policy defines.
     #[serde(default)]
+    #[schemars(with = "i64", range(min = 0))]
     pub users: u32,
     /// Local and relay domains the policy defines.
     #[serde(default)]
+    #[schemars(with = "i64", range(min = 0))]
     pub domains: u32,
     /// The revision of the snapshot in force that includes this policy's rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
