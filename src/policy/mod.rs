@@ -12,6 +12,7 @@
 //! | `rules.rs` | the compiled rules inside a snapshot |
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
+//! | `stored.rs` | the layout of the bucket's value: format number, writer, snapshot |
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `password.rs` | hashing, verifying and validating password hashes |
 //! | `error.rs` | `PolicyError` |
@@ -28,6 +29,7 @@ mod parse;
 mod password;
 mod rules;
 mod snapshot;
+mod stored;
 
 #[cfg(test)]
 mod tests;
@@ -39,7 +41,7 @@ pub use error::{Location, PolicyError};
 pub use parse::{DomainPattern, SenderPattern};
 pub use password::{HashScheme, StoredHash, hash_password, validate_hash, verify_hash};
 pub use rules::{
-    AllowedSenders, Delivery, Limits, LocalDomain, Retry, Route, Rules, Smarthost, TrustedNetwork,
-    User,
+    AllowedSenders, Delivery, Limits, LocalDomain, PolicyCounts, Retry, Route, Rules, Smarthost,
+    TrustedNetwork, User,
 };
 pub use snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};
