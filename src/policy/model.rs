@@ -145,7 +145,8 @@ pub struct DeliverySpec {
 }
 
 /// The CEL rule of [`DeliverySpec`]; `has()` on an absent optional field is false.
-pub const EXACTLY_ONE_DELIVERY: &str = "(has(self.lmtp) ? 1 : 0) + (has(self.maildir) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1";
+pub const EXACTLY_ONE_DELIVERY: &str =
+    "(has(self.lmtp) ? 1 : 0) + (has(self.maildir) ? 1 : 0) + (has(self.webhook) ? 1 : 0) == 1";
 
 /// The CEL rule of [`UserSpec`].
 pub const EXACTLY_ONE_PASSWORD: &str = "has(self.passwordHash) != has(self.passwordSecretRef)";
