@@ -39,9 +39,13 @@ async fn send_one(addr: SocketAddr) {
 async fn health_readiness_and_metrics() {
     let relay = common::start("{}").await;
     assert_eq!(http_get(relay.admin, "/healthz").await.0, 200);
+    let policy =
+        sluice::policy::PolicySnapshot::load_files(&[relay.dir.path().join("policy.yaml")])
+            .unwrap();
+    let revision = policy.revision();
     assert_eq!(
         http_get(relay.admin, "/readyz").await,
-        (200, "ready\n".to_string())
+        (200, format!("ready\npolicy revision {revision}\n"))
     );
     send_one(relay.relay).await;
     let mut c = Client::connect_from(relay.relay, "127.0.0.2").await;
@@ -56,6 +60,7 @@ async fn health_readiness_and_metrics() {
         "sluice_commands_total{verb=\"RCPT\"} 3\n",
         "sluice_connections_total{listener=\"relay\"} 2\n",
         "sluice_enqueue_seconds_count 1\n",
+        &format!("\nsluice_policy_revision_info{{revision=\"{revision}\"}} 1\n"),
     ] {
         assert!(metrics.contains(needle), "{needle} missing in\n{metrics}");
     }
@@ -74,6 +79,19 @@ async fn policy_reload_applies_to_new_sessions_and_invalid_policy_is_refused() {
     let running = relay.running.as_ref().unwrap();
     running.reload();
     wait_for(|| running.metrics.policy_reloads.get("applied") >= 1).await;
+    // What /metrics and /readyz show follows the files too.
+    let widened_revision =
+        sluice::policy::PolicySnapshot::load_files(std::slice::from_ref(&policy))
+            .unwrap()
+            .revision()
+            .to_string();
+    wait_for(|| running.metrics.policy_revision.get().as_deref() == Some(&widened_revision)).await;
+    let (status, body) = http_get(relay.admin, "/readyz").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&format!("\npolicy revision {widened_revision}\n")),
+        "{body}"
+    );
     let mut after = Client::connect_from(relay.relay, "127.0.0.2").await;
     after.cmd("EHLO client.test", "250 ").await;
     after.cmd("MAIL FROM:<a@sender.test>", "250").await;
@@ -89,6 +107,11 @@ async fn policy_reload_applies_to_new_sessions_and_invalid_policy_is_refused() {
     .unwrap();
     running.reload();
     wait_for(|| running.metrics.policy_reloads.get("invalid") >= 1).await;
+    assert_eq!(
+        running.metrics.policy_revision.get(),
+        Some(widened_revision),
+        "a refused policy is not applied"
+    );
     let mut still = Client::connect_from(relay.relay, "127.0.0.2").await;
     still.cmd("EHLO client.test", "250 ").await;
     still.cmd("MAIL FROM:<a@sender.test>", "250").await;

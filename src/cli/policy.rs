@@ -1,11 +1,12 @@
 //! `sluice policy check` (would this be relayed, and by which rule),
-//! `sluice policy hash-password` (a hash for the `passwordHash` field) and
-//! `sluice policy push` (the compiled policy into NATS, for the Kubernetes roles).
+//! `sluice policy hash-password` (a hash for the `passwordHash` field),
+//! `sluice policy push` (the compiled policy into NATS, for the Kubernetes roles) and
+//! `sluice policy status` (which snapshot is in force there, and who wrote it).
 
 use super::nats::NatsArgs;
 use clap::Subcommand;
 use sluice::config::Config;
-use sluice::policy::bucket::{BUCKET, PolicyBucket};
+use sluice::policy::bucket::{BUCKET, PolicyBucket, Writer, WriterKind};
 use sluice::policy::{ClientInfo, PolicySnapshot, hash_password};
 use sluice::smtp::address::{Mailbox, ReversePath};
 use sluice::smtp::command::{Command, parse_command};
@@ -13,6 +14,8 @@ use std::io::BufRead;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod status;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -47,6 +50,20 @@ pub enum PolicyCommand {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Print the snapshot in force in the NATS KV bucket `sluice-policy`: its revision,
+    /// who wrote it and when, its mode, and its policies with their users and domains.
+    /// Exits 0 when a snapshot is in force, 1 when the bucket holds none, 2 when NATS
+    /// cannot be reached.
+    Status {
+        /// A process configuration, for its `nats` section; the flags suffice without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
 }
 
 pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
@@ -67,6 +84,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Push { config, nats } => push(&config, &nats),
+        PolicyCommand::Status { config, json, nats } => status::run(config.as_deref(), &nats, json),
     }
 }
 
@@ -96,12 +114,16 @@ fn push(config: &Path, nats: &NatsArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let writer = Writer::now(
+        WriterKind::PolicyPush,
+        gethostname::gethostname().to_string_lossy(),
+    );
     let kv_revision = runtime.block_on(async {
         let client = config.nats.connect_now("sluice policy push").await?;
         let js = async_nats::jetstream::new(client);
         PolicyBucket::open(&js, config.nats.replicas)
             .await?
-            .push(&policy)
+            .push(&policy, &writer)
             .await
     })?;
     println!(

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::policy::PolicySnapshot;
-use crate::policy::bucket::PolicyBucket;
+use crate::policy::bucket::{PolicyBucket, Writer, WriterKind};
 
 #[async_trait]
 pub trait SnapshotSink: Send + Sync {
@@ -32,6 +32,7 @@ impl SnapshotSink for NatsSink {
     }
 
     async fn write(&self, snapshot: &PolicySnapshot) -> anyhow::Result<()> {
-        self.bucket.push(snapshot).await.map(|_| ())
+        let writer = Writer::now(WriterKind::Operator, self.identity.clone());
+        self.bucket.push(snapshot, &writer).await.map(|_| ())
     }
 }

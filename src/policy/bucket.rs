@@ -4,33 +4,31 @@
 //! bucket is where the rules in force live, and following its key swaps them within
 //! seconds of a push, without a restart.
 //!
-//! The value is JSON with a format number beside the snapshot,
-//! `{"format":1,"snapshot":{…}}`: a pod reads the number first and refuses a value of a
-//! newer format by that number, instead of misreading it. Only a valid snapshot replaces
-//! the one in force; an unreadable value or a deleted key leaves it in force, so a bad
-//! write cannot take the rules away from running pods.
+//! The value is JSON with a format number and its writer beside the snapshot (layout in
+//! `stored.rs`). Only a valid snapshot replaces the one in force; an unreadable value or
+//! a deleted key leaves it in force, so a bad write cannot take the rules away from
+//! running pods. [`PolicyBucket::in_force`] says which snapshot that is, who wrote it and
+//! when, for `sluice policy status`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, KeyValueError};
 use async_nats::jetstream::{self, ErrorCode, kv};
+use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};
+use super::snapshot::PolicySnapshot;
+use super::stored::{Loaded, Stored, ValueError, decode};
+pub use super::stored::{Writer, WriterKind};
 use crate::telemetry::metrics::Metrics;
 
 pub const BUCKET: &str = "sluice-policy";
 pub const KEY: &str = "snapshot";
-
-/// The layout of the stored value. A change that an older pod would misread, in the
-/// wrapper or in the snapshot, gets a new number.
-const FORMAT: u32 = 1;
 
 /// Values kept per key: enough for a pod that starts after a bad write to find the valid
 /// snapshot the running pods still hold, and for a person to see the last few pushes.
@@ -58,26 +56,47 @@ pub struct PolicyBucket {
     statistics: Arc<async_nats::Statistics>,
 }
 
+/// The snapshot in force: the newest valid one in the key's history, which every pod
+/// following the bucket applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InForce {
+    pub snapshot: PolicySnapshot,
+    /// The KV revision of the value holding it.
+    pub kv_revision: u64,
+    /// When NATS stored the value, by the server's clock.
+    pub created: DateTime<Utc>,
+    /// Who wrote it; `None` for a value written before writers were recorded.
+    pub writer: Option<Writer>,
+}
+
 impl PolicyBucket {
     /// Gets the bucket, creating it when missing (idempotent; every pod and the push tool
     /// may race to create it). `replicas` as configured (1 in tests, 3 in production); an
     /// existing bucket is used as it is.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
-        let store = match js.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(e) if is_missing(&e) => create(js, replicas).await?,
-            Err(e) => return Err(e).context(format!("opening the NATS KV bucket {BUCKET}")),
-        };
+        if let Some(bucket) = Self::open_existing(js).await? {
+            return Ok(bucket);
+        }
+        let store = create(js, replicas).await?;
         let statistics = js.client().statistics();
         Ok(PolicyBucket { store, statistics })
     }
 
-    /// Writes the snapshot; returns the KV revision.
-    pub async fn push(&self, snapshot: &PolicySnapshot) -> anyhow::Result<u64> {
-        let value = serde_json::to_vec(&Stored {
-            format: FORMAT,
-            snapshot,
-        })?;
+    /// Gets the bucket if it exists: a tool that only reads must not create it, and its
+    /// NATS user may not be allowed to.
+    pub async fn open_existing(js: &jetstream::Context) -> anyhow::Result<Option<Self>> {
+        let store = match js.get_key_value(BUCKET).await {
+            Ok(store) => store,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e).context(format!("opening the NATS KV bucket {BUCKET}")),
+        };
+        let statistics = js.client().statistics();
+        Ok(Some(PolicyBucket { store, statistics }))
+    }
+
+    /// Writes the snapshot, signed with who writes it; returns the KV revision.
+    pub async fn push(&self, snapshot: &PolicySnapshot, writer: &Writer) -> anyhow::Result<u64> {
+        let value = serde_json::to_vec(&Stored::new(snapshot, writer))?;
         self.store
             .put(KEY, value.into())
             .await
@@ -87,10 +106,15 @@ impl PolicyBucket {
     /// The newest valid snapshot, if any: values written after it that cannot be read
     /// are passed over, as the running pods pass over them.
     pub async fn latest(&self) -> anyhow::Result<Option<PolicySnapshot>> {
+        Ok(self.in_force().await?.map(|found| found.snapshot))
+    }
+
+    /// The same with its KV revision, its time and its writer.
+    pub async fn in_force(&self) -> anyhow::Result<Option<InForce>> {
         let scan = scan(&self.store)
             .await
             .context("reading the policy history from NATS")?;
-        Ok(scan.newest.map(|(_, snapshot)| snapshot))
+        Ok(scan.newest)
     }
 
     /// Waits (until `stop` is cancelled: then `None`) for the first valid snapshot, then
@@ -111,62 +135,37 @@ impl PolicyBucket {
             revision: 0,
             watch: None,
         };
-        let (revision, first) = follower.first(&stop).await?;
-        tracing::info!(
-            revision = first.revision(),
-            kv_revision = revision,
-            "policy loaded from NATS"
-        );
-        let (tx, rx) = watch::channel(Arc::new(first));
+        let first = follower.first(&stop).await?;
+        log_applied(&first, "policy loaded from NATS");
+        let (tx, rx) = watch::channel(Arc::new(first.snapshot));
         tokio::spawn(async move { follower.run(tx, stop).await });
         Some(rx)
     }
 }
 
-/// The stored value.
-#[derive(Serialize)]
-struct Stored<'a> {
-    format: u32,
-    snapshot: &'a PolicySnapshot,
-}
-
-/// The format number alone, read before anything else.
-#[derive(Deserialize)]
-struct Format {
-    format: u32,
-}
-
-#[derive(Deserialize)]
-struct Loaded {
-    snapshot: PolicySnapshot,
-}
-
-/// Why a stored value was refused.
-#[derive(Debug, thiserror::Error)]
-enum ValueError {
-    #[error("format {0}, and this sluice reads format {FORMAT}: upgrade it")]
-    Format(u32),
-    #[error("snapshot layout {0}, and this sluice reads layout {SNAPSHOT_FORMAT}: upgrade it")]
-    SnapshotFormat(u32),
-    #[error("not a policy snapshot: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-fn decode(value: &[u8]) -> Result<PolicySnapshot, ValueError> {
-    let Format { format } = serde_json::from_slice(value)?;
-    if format != FORMAT {
-        return Err(ValueError::Format(format));
-    }
-    let Loaded { snapshot } = serde_json::from_slice(value)?;
-    if snapshot.format() != SNAPSHOT_FORMAT {
-        return Err(ValueError::SnapshotFormat(snapshot.format()));
-    }
-    Ok(snapshot)
+fn log_applied(found: &InForce, what: &str) {
+    let writer = found.writer.as_ref();
+    tracing::info!(
+        revision = found.snapshot.revision(),
+        kv_revision = found.kv_revision,
+        writer = writer.map(|w| w.kind.as_str()),
+        written_by = writer.map(|w| w.identity.as_str()),
+        "{what}"
+    );
 }
 
 /// The snapshot an entry holds; `None` for a deletion, which holds none.
-fn read(entry: &kv::Entry) -> Option<Result<PolicySnapshot, ValueError>> {
-    (entry.operation == kv::Operation::Put).then(|| decode(&entry.value))
+fn read(entry: &kv::Entry) -> Option<Result<InForce, ValueError>> {
+    (entry.operation == kv::Operation::Put).then(|| {
+        let Loaded { snapshot, writer } = decode(&entry.value)?;
+        Ok(InForce {
+            snapshot,
+            kv_revision: entry.revision,
+            // Through SystemTime: async-nats's time type depends on its features.
+            created: SystemTime::from(entry.created).into(),
+            writer,
+        })
+    })
 }
 
 fn refuse(metrics: &Metrics, revision: u64, error: &ValueError) {
@@ -209,8 +208,8 @@ async fn create(js: &jetstream::Context, replicas: usize) -> anyhow::Result<kv::
 /// What the key's history holds.
 #[derive(Default)]
 struct Scan {
-    /// The newest valid snapshot, with its KV revision.
-    newest: Option<(u64, PolicySnapshot)>,
+    /// The newest valid snapshot.
+    newest: Option<InForce>,
     /// The values written after it that were refused.
     refused: Vec<(u64, ValueError)>,
     /// The key's newest revision; 0 when it was never written.
@@ -223,8 +222,8 @@ async fn scan(store: &kv::Store) -> anyhow::Result<Scan> {
     while let Some(entry) = history.try_next().await? {
         scan.revision = entry.revision;
         match read(&entry) {
-            Some(Ok(snapshot)) => {
-                scan.newest = Some((entry.revision, snapshot));
+            Some(Ok(found)) => {
+                scan.newest = Some(found);
                 scan.refused.clear();
             }
             Some(Err(error)) => scan.refused.push((entry.revision, error)),
@@ -252,7 +251,7 @@ struct OpenWatch {
 
 impl Follower {
     /// The newest valid snapshot of the key's history, or else the first one written.
-    async fn first(&mut self, stop: &CancellationToken) -> Option<(u64, PolicySnapshot)> {
+    async fn first(&mut self, stop: &CancellationToken) -> Option<InForce> {
         let mut backoff = Backoff::default();
         let scan = loop {
             let result = tokio::select! {
@@ -280,14 +279,10 @@ impl Follower {
 
     /// Sends each new valid snapshot until `stop`, or until no receiver is left.
     async fn run(mut self, tx: watch::Sender<Arc<PolicySnapshot>>, stop: CancellationToken) {
-        while let Some((revision, snapshot)) = self.next(&stop).await {
-            tracing::info!(
-                revision = snapshot.revision(),
-                kv_revision = revision,
-                "policy updated from NATS"
-            );
+        while let Some(found) = self.next(&stop).await {
+            log_applied(&found, "policy updated from NATS");
             self.metrics.policy_reloads.inc("applied");
-            if tx.send(Arc::new(snapshot)).is_err() {
+            if tx.send(Arc::new(found.snapshot)).is_err() {
                 return;
             }
         }
@@ -295,7 +290,7 @@ impl Follower {
 
     /// The next valid snapshot written after `self.revision`; `None` once `stop` is
     /// cancelled.
-    async fn next(&mut self, stop: &CancellationToken) -> Option<(u64, PolicySnapshot)> {
+    async fn next(&mut self, stop: &CancellationToken) -> Option<InForce> {
         let mut backoff = Backoff::default();
         loop {
             let result = tokio::select! {
@@ -314,7 +309,7 @@ impl Follower {
             backoff = Backoff::default();
             self.revision = entry.revision;
             match read(&entry) {
-                Some(Ok(snapshot)) => return Some((entry.revision, snapshot)),
+                Some(Ok(found)) => return Some(found),
                 Some(Err(error)) => refuse(&self.metrics, entry.revision, &error),
                 None => tracing::warn!(
                     kv_revision = entry.revision,

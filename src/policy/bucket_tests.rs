@@ -27,6 +27,10 @@ async fn open(server: &NatsServer) -> PolicyBucket {
         .expect("the bucket")
 }
 
+fn writer() -> Writer {
+    Writer::now(WriterKind::PolicyPush, "test-host")
+}
+
 /// A snapshot other than the example.
 fn other() -> PolicySnapshot {
     compile(&[&policy("mail/other", "  mode: open")]).expect("compiles")
@@ -47,14 +51,12 @@ fn holds(rx: &watch::Receiver<Arc<PolicySnapshot>>, snapshot: &PolicySnapshot) -
 
 #[test]
 fn the_value_is_versioned_and_a_newer_format_is_refused_by_its_number() {
-    let stored = Stored {
-        format: FORMAT,
-        snapshot: &example(),
-    };
-    let value = serde_json::to_value(&stored).unwrap();
+    let (snapshot, writer) = (example(), writer());
+    let value = serde_json::to_value(Stored::new(&snapshot, &writer)).unwrap();
     let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["format", "snapshot"]);
-    assert_eq!(decode(value.to_string().as_bytes()).unwrap(), example());
+    assert_eq!(keys, ["format", "snapshot", "writer"]);
+    let loaded = decode(value.to_string().as_bytes()).unwrap();
+    assert_eq!((loaded.snapshot, loaded.writer), (example(), Some(writer)));
 
     let mut newer = value.clone();
     newer["format"] = 2.into();
@@ -75,6 +77,102 @@ fn the_value_is_versioned_and_a_newer_format_is_refused_by_its_number() {
     assert!(matches!(err, ValueError::Json(_)), "{err}");
 }
 
+#[test]
+fn the_writer_is_kind_identity_and_a_utc_time() {
+    let writer = Writer {
+        kind: WriterKind::Operator,
+        identity: "sluice-operator-7d9f-x2".into(),
+        at: "2025-03-04T05:06:07.089Z".parse().unwrap(),
+    };
+    assert_eq!(
+        serde_json::to_value(&writer).unwrap(),
+        serde_json::json!({
+            "kind": "operator",
+            "identity": "sluice-operator-7d9f-x2",
+            "at": "2025-03-04T05:06:07.089Z",
+        })
+    );
+    let push = Writer::now(WriterKind::PolicyPush, "laptop");
+    let text = serde_json::to_string(&push).unwrap();
+    assert!(text.contains(r#""kind":"policy-push""#), "{text}");
+    assert!(text.ends_with(r#"Z"}"#), "{text}");
+    assert_eq!(serde_json::from_str::<Writer>(&text).unwrap(), push);
+}
+
+/// Values written before the writer was recorded, and by later versions that add to it,
+/// stay readable: format 1 grows by fields that readers ignore.
+#[test]
+fn format_1_without_a_writer_or_with_unknown_fields_still_decodes() {
+    let snapshot = serde_json::to_value(example()).unwrap();
+    let old = serde_json::json!({"format": 1, "snapshot": snapshot});
+    let loaded = decode(old.to_string().as_bytes()).expect("a value from before writers");
+    assert_eq!((loaded.snapshot, loaded.writer), (example(), None));
+
+    let later = serde_json::json!({
+        "format": 1,
+        "snapshot": snapshot,
+        "writer": {"kind": "policy-push", "identity": "h", "at": "2025-01-01T00:00:00Z",
+                   "version": "9.9"},
+        "signature": "added later",
+    });
+    let loaded = decode(later.to_string().as_bytes()).expect("unknown fields are ignored");
+    assert_eq!(loaded.writer.map(|w| w.identity), Some("h".to_string()));
+
+    // A writer this version cannot read is dropped; the rules beside it still apply.
+    for writer in [
+        serde_json::json!({"kind": "migration", "identity": "h", "at": "2025-01-01T00:00:00Z"}),
+        serde_json::json!({"kind": "operator"}),
+        serde_json::json!(null),
+        serde_json::json!("someone"),
+    ] {
+        let value = serde_json::json!({"format": 1, "snapshot": snapshot, "writer": writer});
+        let loaded = decode(value.to_string().as_bytes()).expect("the snapshot decodes");
+        assert_eq!(
+            (loaded.snapshot, loaded.writer),
+            (example(), None),
+            "{writer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_force_names_the_kv_revision_its_time_and_its_writer() {
+    let server = NatsServer::start();
+    let js = context(&server).await;
+    assert!(
+        PolicyBucket::open_existing(&js).await.unwrap().is_none(),
+        "a reader does not create the bucket"
+    );
+    let bucket = PolicyBucket::open(&js, 1).await.unwrap();
+    assert!(PolicyBucket::open_existing(&js).await.unwrap().is_some());
+    assert_eq!(bucket.in_force().await.unwrap(), None);
+
+    let before = Utc::now() - chrono::Duration::seconds(5);
+    let pushed = writer();
+    bucket.push(&example(), &pushed).await.unwrap();
+    let found = bucket.in_force().await.unwrap().expect("in force");
+    assert_eq!(found.snapshot, example());
+    assert_eq!(found.kv_revision, 1);
+    assert_eq!(found.writer, Some(pushed));
+    let after = Utc::now() + chrono::Duration::seconds(5);
+    assert!(
+        before < found.created && found.created < after,
+        "created {}",
+        found.created
+    );
+
+    // Written by an older sluice: no writer, and in force all the same.
+    let old = serde_json::json!({"format": 1, "snapshot": other()}).to_string();
+    bucket.store.put(KEY, old.into()).await.unwrap();
+    // Refused values after it are passed over, as the pods pass over them.
+    bucket.store.put(KEY, "not json".into()).await.unwrap();
+    let found = bucket.in_force().await.unwrap().expect("in force");
+    assert_eq!(
+        (found.snapshot, found.kv_revision, found.writer),
+        (other(), 2, None)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_is_idempotent_and_leaves_an_existing_bucket_as_it_is() {
     let server = NatsServer::start();
@@ -88,7 +186,7 @@ async fn open_is_idempotent_and_leaves_an_existing_bucket_as_it_is() {
     let (a, _, _) = (a.unwrap(), b.unwrap(), c.unwrap());
     assert_eq!(a.store.status().await.unwrap().history(), HISTORY);
     assert_eq!(a.latest().await.unwrap(), None);
-    a.push(&example()).await.unwrap();
+    a.push(&example(), &writer()).await.unwrap();
     // A single server cannot hold 3 replicas: only an existing bucket can be opened so.
     let existing = PolicyBucket::open(&js, 3).await.unwrap();
     assert_eq!(existing.latest().await.unwrap(), Some(example()));
@@ -99,7 +197,7 @@ async fn a_push_reaches_followers_within_two_seconds() {
     let server = NatsServer::start();
     let pusher = open(&server).await;
     let first = example();
-    assert_eq!(pusher.push(&first).await.unwrap(), 1);
+    assert_eq!(pusher.push(&first, &writer()).await.unwrap(), 1);
     let metrics = Arc::new(Metrics::default());
     let stop = CancellationToken::new();
     let rx = open(&server)
@@ -110,7 +208,7 @@ async fn a_push_reaches_followers_within_two_seconds() {
     assert_eq!(**rx.borrow(), first);
 
     let second = other();
-    assert_eq!(pusher.push(&second).await.unwrap(), 2);
+    assert_eq!(pusher.push(&second, &writer()).await.unwrap(), 2);
     eventually(Duration::from_secs(2), "the second push followed", || {
         holds(&rx, &second)
     })
@@ -127,7 +225,7 @@ async fn an_unreadable_value_is_refused_and_the_snapshot_in_force_stays() {
     let server = NatsServer::start();
     let pusher = open(&server).await;
     let first = example();
-    pusher.push(&first).await.unwrap();
+    pusher.push(&first, &writer()).await.unwrap();
     let metrics = Arc::new(Metrics::default());
     let stop = CancellationToken::new();
     let rx = open(&server)
@@ -159,7 +257,7 @@ async fn an_unreadable_value_is_refused_and_the_snapshot_in_force_stays() {
 
     // Following goes on after a refusal.
     let second = other();
-    pusher.push(&second).await.unwrap();
+    pusher.push(&second, &writer()).await.unwrap();
     eventually(
         Duration::from_secs(2),
         "the next valid push followed",
@@ -172,7 +270,7 @@ async fn an_unreadable_value_is_refused_and_the_snapshot_in_force_stays() {
 /// Pushes through a connection that may still be coming back from a server restart.
 async fn push_when_reconnected(pusher: &PolicyBucket, snapshot: &PolicySnapshot) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = pusher.push(snapshot).await {
+    while let Err(e) = pusher.push(snapshot, &writer()).await {
         assert!(
             Instant::now() < deadline,
             "no push after the restart: {e:#}"
@@ -186,7 +284,7 @@ async fn following_survives_server_restarts() {
     let mut server = NatsServer::start();
     let pusher = open(&server).await;
     let first = example();
-    pusher.push(&first).await.unwrap();
+    pusher.push(&first, &writer()).await.unwrap();
     let stop = CancellationToken::new();
     let rx = open(&server)
         .await
@@ -227,7 +325,7 @@ async fn follow_waits_for_a_first_snapshot() {
     let waiting = tokio::spawn(open(&server).await.follow(metrics, stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "nothing to follow yet");
-    pusher.push(&example()).await.unwrap();
+    pusher.push(&example(), &writer()).await.unwrap();
     let rx = tokio::time::timeout(Duration::from_secs(2), waiting)
         .await
         .expect("the first push ends the wait")

@@ -188,7 +188,7 @@ fn smarthost_rule_and_compiler_agree() {
                 Ok(spec) => spec,
                 Err(e) => panic!("{case}: {e}"),
             };
-            let compiled = smarthost(&at(), "spec.routes[0].smarthost", &spec);
+            let compiled = smarthost(&at(), "spec.routes[0].smarthost", &spec, None, &NoSecrets);
             let message = "a smarthost needs a host and a port from 1 to 65535";
             let words = if host.is_empty() {
                 "host: empty domain"

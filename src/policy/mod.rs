@@ -13,6 +13,7 @@
 //! | `rules.rs` | the compiled rules inside a snapshot |
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
+//! | `stored.rs` | the layout of the bucket's value: format number, writer, snapshot |
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `password.rs` | hashing, verifying and validating password hashes |
 //! | `sealed.rs` | smarthost credentials and webhook keys sealed in the snapshot for the workers |
@@ -32,6 +33,7 @@ mod password;
 mod rules;
 pub mod sealed;
 mod snapshot;
+mod stored;
 
 #[cfg(test)]
 mod tests;
@@ -46,7 +48,8 @@ pub use password::{
     HashScheme, StoredHash, hash_password, hash_password_with_salt, validate_hash, verify_hash,
 };
 pub use rules::{
-    AllowedSenders, Delivery, Limits, LocalDomain, Retry, Route, Rules, SealedCredentials, Smarthost,
+    AllowedSenders, Delivery, Limits, LocalDomain, PolicyCounts, Retry, Route, Rules,
+    SealedCredentials, Smarthost,
     TrustedNetwork, User,
 };
 pub use snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};

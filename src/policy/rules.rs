@@ -146,11 +146,78 @@ impl Rules {
     }
 }
 
+/// What one merged policy contributes to a snapshot, for status reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyCounts {
+    /// `namespace/name`.
+    pub policy: String,
+    pub users: usize,
+    pub local_domains: usize,
+    pub relay_domains: usize,
+}
+
+impl Rules {
+    /// One entry per merged policy, in input order, counting the users and domains that
+    /// are attributed to it.
+    pub fn counts(&self) -> Vec<PolicyCounts> {
+        self.policies
+            .iter()
+            .map(|policy| {
+                let its = |owner: &&String| *owner == policy;
+                PolicyCounts {
+                    policy: policy.clone(),
+                    users: self.users.values().map(|u| &u.policy).filter(its).count(),
+                    local_domains: self
+                        .local_domains
+                        .values()
+                        .map(|d| &d.policy)
+                        .filter(its)
+                        .count(),
+                    relay_domains: self.relay_domains.values().filter(its).count(),
+                }
+            })
+            .collect()
+    }
+}
+
 /// The smaller of two optional limits; a missing limit does not constrain.
 pub(crate) fn min_limit<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) => x,
         (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PolicyCounts;
+    use crate::policy::tests::{BILLING_HASH, EXAMPLE, compile, policy};
+
+    #[test]
+    fn counts_attribute_users_and_domains_to_their_policy() {
+        let other = policy(
+            "ops/extra",
+            &format!(
+                "  relayDomains: [\"a.example\", \"b.example\"]\n  users:\n    - name: cron\n      passwordHash: \"{BILLING_HASH}\""
+            ),
+        );
+        let empty = policy("ops/empty", "");
+        let snapshot = compile(&[&EXAMPLE, &other, &empty]).expect("compiles");
+        let counts = |policy: &str, users, local_domains, relay_domains| PolicyCounts {
+            policy: policy.to_string(),
+            users,
+            local_domains,
+            relay_domains,
+        };
+        assert_eq!(
+            snapshot.rules().counts(),
+            [
+                counts("mail/corp", 2, 3, 1),
+                counts("ops/extra", 1, 0, 2),
+                counts("ops/empty", 0, 0, 0),
+            ]
+        );
     }
 }

@@ -78,6 +78,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
     let Some(policy) = reload::policy(&config, role, backend.nats(), &metrics, &stop).await? else {
         anyhow::bail!("stopped before a policy arrived");
     };
+    policy.show_revision(metrics.clone(), stop.clone());
     readiness.release(Latch::Policy);
     let mut bound = Vec::new();
     if role.accepts_mail() {

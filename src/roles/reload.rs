@@ -1,6 +1,7 @@
 //! Following configuration while running: RelayPolicy files (standalone) or the policy
 //! bucket in NATS (ingress, worker), and the TLS certificate files, re-read when they
-//! change or on SIGHUP. An invalid policy is refused and the one in force stays.
+//! change or on SIGHUP. An invalid policy is refused and the one in force stays. The
+//! revision applied is shown in `/metrics` and `/readyz` ([`PolicyFeed::show_revision`]).
 
 use crate::config::{Config, Role};
 use crate::ingress::tls::TlsStore;
@@ -84,6 +85,33 @@ pub async fn policy(
 pub struct PolicyFeed {
     pub rx: watch::Receiver<Arc<PolicySnapshot>>,
     pub files: Option<watch::Sender<Arc<PolicySnapshot>>>,
+}
+
+impl PolicyFeed {
+    /// Keeps `sluice_policy_revision_info` (and with it the `/readyz` body) on the
+    /// revision in the channel, until `stop`. The channel is what sessions and deliveries
+    /// read, so whatever feeds it, files or NATS, the revision shown is the one applied.
+    /// The current one is set before this returns: a pod is never ready without it.
+    pub fn show_revision(&self, metrics: Arc<Metrics>, stop: CancellationToken) {
+        let mut rx = self.rx.clone();
+        metrics
+            .policy_revision
+            .set(rx.borrow_and_update().revision());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = rx.changed() => if changed.is_err() {
+                        // No sender left: nothing will change any more.
+                        return;
+                    },
+                }
+                metrics
+                    .policy_revision
+                    .set(rx.borrow_and_update().revision());
+            }
+        });
+    }
 }
 
 /// Reloads what changed, every second or at once on `reload` (SIGHUP), until `stop`.

@@ -11,6 +11,7 @@
 //! | `sluice_received_bytes_total` | counter | | octets of accepted messages, Received header included |
 //! | `sluice_auth_total` | counter | `result` (`success`, `failure`) | AUTH attempts |
 //! | `sluice_policy_reloads_total` | counter | `result` (`applied`, `invalid`) | policy reloads |
+//! | `sluice_policy_revision_info` | gauge | `revision` (the snapshot's revision hash) | always 1, in exactly one series: the revision of the policy snapshot applied to new sessions and deliveries now; none before the first |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
@@ -112,6 +113,34 @@ impl PairCounter {
     }
 }
 
+/// An info metric: one series at most, valued 1, whose one label says what is current
+/// (the policy revision applied). Setting it replaces the series, so that a scrape never
+/// shows an old value beside the new one.
+#[derive(Debug, Default)]
+pub struct Info {
+    value: RwLock<Option<String>>,
+}
+
+impl Info {
+    pub fn set(&self, value: &str) {
+        let mut current = self.value.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_deref() != Some(value) {
+            *current = Some(value.to_string());
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The label values are ours (hex digests), never quotes or backslashes to escape.
+    fn render(&self, out: &mut String, name: &str, label: &str) {
+        if let Some(value) = self.get() {
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} 1");
+        }
+    }
+}
+
 /// Upper bounds in seconds: fsync latency lives between 100 µs and a few 100 ms.
 pub const ENQUEUE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -174,6 +203,7 @@ pub struct Metrics {
     pub received_bytes: AtomicU64,
     pub auth: LabeledCounter,
     pub policy_reloads: LabeledCounter,
+    pub policy_revision: Info,
     pub enqueue_seconds: Histogram,
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
@@ -199,6 +229,7 @@ impl Default for Metrics {
             received_bytes: AtomicU64::new(0),
             auth: LabeledCounter::default(),
             policy_reloads: LabeledCounter::default(),
+            policy_revision: Info::default(),
             enqueue_seconds: Histogram::new(ENQUEUE_BUCKETS),
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
@@ -278,6 +309,12 @@ impl Metrics {
         );
         self.policy_reloads
             .render(&mut out, "sluice_policy_reloads_total", "result");
+        let _ = writeln!(
+            out,
+            "# HELP sluice_policy_revision_info The revision of the policy applied now.\n# TYPE sluice_policy_revision_info gauge"
+        );
+        self.policy_revision
+            .render(&mut out, "sluice_policy_revision_info", "revision");
         let _ = writeln!(
             out,
             "# HELP sluice_enqueue_seconds End of message to durable queue write.\n# TYPE sluice_enqueue_seconds histogram"
@@ -390,6 +427,22 @@ mod tests {
             "# TYPE sluice_delivery_duplicates_suppressed_total counter\nsluice_delivery_duplicates_suppressed_total 3\n"
         ));
         assert!(text.contains("\nsluice_events_lost_total{reason=\"backlog_full\"} 1\n"));
+    }
+
+    #[test]
+    fn the_policy_revision_is_one_series_that_changes() {
+        let m = Metrics::default();
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE sluice_policy_revision_info gauge\n# HELP"),
+            "no series before a policy: {text}"
+        );
+        m.policy_revision.set("abc1");
+        m.policy_revision.set("def2");
+        let text = m.render();
+        assert!(text.contains("\nsluice_policy_revision_info{revision=\"def2\"} 1\n"));
+        assert_eq!(text.matches("sluice_policy_revision_info{").count(), 1);
+        assert_eq!(m.policy_revision.get().as_deref(), Some("def2"));
     }
 
     #[test]

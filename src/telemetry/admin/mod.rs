@@ -1,7 +1,8 @@
 //! The admin HTTP listener: `/healthz` (the process is alive), `/readyz` (every readiness
-//! latch released and not draining), `/metrics` (Prometheus text format), and the queue
-//! API that `sluice queue` talks to, since the spool belongs to the running process and
-//! cannot be opened beside it (as postqueue talks to showq):
+//! latch released and not draining; the body names the policy revision applied),
+//! `/metrics` (Prometheus text format), and the queue API that `sluice queue` talks to,
+//! since the spool belongs to the running process and cannot be opened beside it (as
+//! postqueue talks to showq):
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -174,7 +175,10 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
     }
     match (request.method, &resource) {
         ("GET", Resource::Health) => Response::text("200 OK", "ok\n"),
-        ("GET", Resource::Ready) => readyz(&state.readiness),
+        ("GET", Resource::Ready) => readyz(
+            &state.readiness,
+            state.metrics.policy_revision.get().as_deref(),
+        ),
         ("GET", Resource::Metrics) => {
             if let Some(queue) = state.queue.get() {
                 refresh_queue_gauges(queue.as_ref(), &state.metrics).await;
@@ -211,14 +215,22 @@ async fn refresh_queue_gauges(queue: &dyn Queue, metrics: &Metrics) {
         Err(e) => tracing::warn!(error = %e, "queue statistics unavailable for /metrics"),
     }
 }
-fn readyz(readiness: &Readiness) -> Response {
-    if readiness.is_ready() {
-        return Response::text("200 OK", "ready\n");
-    }
-    let why = if readiness.is_draining() {
-        "draining\n".to_string()
+
+/// The state on the first line; then, once there is one, the policy revision applied,
+/// so that a look at one pod tells whether it follows the latest push.
+fn readyz(readiness: &Readiness, policy_revision: Option<&str>) -> Response {
+    let (status, mut body) = if readiness.is_ready() {
+        ("200 OK", "ready\n".to_string())
+    } else if readiness.is_draining() {
+        ("503 Service Unavailable", "draining\n".to_string())
     } else {
-        format!("waiting for {:?}\n", readiness.pending())
+        (
+            "503 Service Unavailable",
+            format!("waiting for {:?}\n", readiness.pending()),
+        )
     };
-    Response::text("503 Service Unavailable", why)
+    if let Some(revision) = policy_revision {
+        body += &format!("policy revision {revision}\n");
+    }
+    Response::text(status, body)
 }

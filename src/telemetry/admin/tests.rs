@@ -54,6 +54,32 @@ async fn call(state: &AdminState, line: &str) -> (u16, String) {
 }
 
 #[tokio::test]
+async fn readyz_names_the_policy_revision_once_there_is_one() {
+    use crate::telemetry::readiness::Latch;
+    let state = AdminState {
+        metrics: Arc::default(),
+        readiness: Arc::default(),
+        queue: QueueSlot::default(),
+        hostname: "relay.test".into(),
+    };
+    let (status, body) = call(&state, "GET /readyz").await;
+    assert_eq!(status, 503);
+    assert!(!body.contains("policy revision"), "{body}");
+
+    state.metrics.policy_revision.set("abc1");
+    state.readiness.release(Latch::Policy);
+    let (status, body) = call(&state, "GET /readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.ends_with("\npolicy revision abc1\n"), "{body}");
+    for latch in [Latch::Listeners, Latch::Tls, Latch::Queue] {
+        state.readiness.release(latch);
+    }
+    state.metrics.policy_revision.set("def2");
+    let answer = call(&state, "GET /readyz").await;
+    assert_eq!(answer, (200, "ready\npolicy revision def2\n".to_string()));
+}
+
+#[tokio::test]
 async fn queue_routes_retry_delete_and_refuse_what_they_must() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(Spool::open(dir.path()).await.unwrap());

@@ -1,0 +1,130 @@
+//! The layout of the value in the policy bucket (see `bucket.rs`): JSON with a format
+//! number, who wrote it, and the snapshot,
+//! `{"format":1,"writer":{"kind":"policy-push","identity":"host","at":"…Z"},"snapshot":{…}}`.
+//!
+//! A reader takes the format number first and refuses a value of a newer format by that
+//! number, instead of misreading it. Fields it does not know are ignored, so fields can
+//! be added without a new number; `writer` was added that way, and values written before
+//! it (without one) still decode. The writer is there for people (`sluice policy
+//! status`), not for the rules: a writer this version cannot read, such as a kind added
+//! later, is dropped, and never makes a pod refuse the snapshot beside it.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};
+
+/// The layout of the stored value. A change that an older pod would misread, in the
+/// wrapper or in the snapshot, gets a new number; a new field that older pods may ignore
+/// does not.
+pub(super) const FORMAT: u32 = 1;
+
+/// Who wrote a snapshot into the bucket, and when, by its own clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    pub kind: WriterKind,
+    /// The pod name (operator) or the host name (`sluice policy push`).
+    pub identity: String,
+    /// RFC 3339, UTC, to the millisecond.
+    pub at: DateTime<Utc>,
+}
+
+impl Writer {
+    /// `identity` writing now. Milliseconds are all that is kept, so that the value read
+    /// back equals the one written.
+    pub fn now(kind: WriterKind, identity: impl Into<String>) -> Writer {
+        Writer {
+            kind,
+            identity: identity.into(),
+            at: Utc::now().trunc_subsecs(3),
+        }
+    }
+}
+
+/// What kind of program wrote a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriterKind {
+    /// `sluice operator`, from RelayPolicy resources.
+    Operator,
+    /// `sluice policy push`, from files.
+    PolicyPush,
+}
+
+impl WriterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriterKind::Operator => "operator",
+            WriterKind::PolicyPush => "policy-push",
+        }
+    }
+}
+
+impl std::fmt::Display for WriterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stored value, as written.
+#[derive(Serialize)]
+pub(super) struct Stored<'a> {
+    pub format: u32,
+    pub writer: &'a Writer,
+    pub snapshot: &'a PolicySnapshot,
+}
+
+impl<'a> Stored<'a> {
+    pub fn new(snapshot: &'a PolicySnapshot, writer: &'a Writer) -> Self {
+        Stored {
+            format: FORMAT,
+            writer,
+            snapshot,
+        }
+    }
+}
+
+/// The format number alone, read before anything else.
+#[derive(Deserialize)]
+struct Format {
+    format: u32,
+}
+
+/// A stored value, as read.
+#[derive(Debug, Deserialize)]
+pub(super) struct Loaded {
+    pub snapshot: PolicySnapshot,
+    /// `None` when written before writers were recorded, or unreadable.
+    #[serde(default, deserialize_with = "lenient")]
+    pub writer: Option<Writer>,
+}
+
+/// Why a stored value was refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ValueError {
+    #[error("format {0}, and this sluice reads format {FORMAT}: upgrade it")]
+    Format(u32),
+    #[error("snapshot layout {0}, and this sluice reads layout {SNAPSHOT_FORMAT}: upgrade it")]
+    SnapshotFormat(u32),
+    #[error("not a policy snapshot: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub(super) fn decode(value: &[u8]) -> Result<Loaded, ValueError> {
+    let Format { format } = serde_json::from_slice(value)?;
+    if format != FORMAT {
+        return Err(ValueError::Format(format));
+    }
+    let loaded: Loaded = serde_json::from_slice(value)?;
+    if loaded.snapshot.format() != SNAPSHOT_FORMAT {
+        return Err(ValueError::SnapshotFormat(loaded.snapshot.format()));
+    }
+    Ok(loaded)
+}
+
+/// Any JSON is accepted where the writer goes; what does not read as a [`Writer`] is
+/// none, so that the rules beside it stay in force.
+fn lenient<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Writer>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
