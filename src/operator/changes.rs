@@ -54,7 +54,9 @@ pub trait Digest {
 impl Digest for RelayPolicyResource {
     fn digest(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        serde_json::to_vec(&self.spec).unwrap_or_default().hash(&mut h);
+        serde_json::to_vec(&self.spec)
+            .unwrap_or_default()
+            .hash(&mut h);
         self.metadata
             .creation_timestamp
             .as_ref()

@@ -104,7 +104,10 @@ pub fn desired(
         documents: outcomes,
     } = compile_each(&documents, secrets);
     for outcome in outcomes {
-        let refused = outcome.result.err().map(|e| (refusal_of(&e), e.to_string()));
+        let refused = outcome
+            .result
+            .err()
+            .map(|e| (refusal_of(&e), e.to_string()));
         verdicts.insert(
             outcome.id,
             Verdict {

@@ -20,7 +20,9 @@ fn delegated_namespaces_may_add_users_with_senders_and_local_domains_only() {
     let hash = crate::policy::hash_password("app-password");
     let ok = resource(
         "team/app",
-        &format!("users: [{{name: app, passwordHash: '{hash}', allowedSenders: ['@app.example']}}]\nlocalDomains: [{{domain: app.example, delivery: {{maildir: {{path: /m}}}}}}]"),
+        &format!(
+            "users: [{{name: app, passwordHash: '{hash}', allowedSenders: ['@app.example']}}]\nlocalDomains: [{{domain: app.example, delivery: {{maildir: {{path: /m}}}}}}]"
+        ),
     );
     let wide = [
         "mode: open",
@@ -47,7 +49,10 @@ fn delegated_namespaces_may_add_users_with_senders_and_local_domains_only() {
 #[test]
 fn a_policy_outside_the_allowed_namespaces_changes_nothing() {
     let d = desired(
-        &[resource("default/open", "mode: open\ntrustedNetworks: ['0.0.0.0/0']")],
+        &[resource(
+            "default/open",
+            "mode: open\ntrustedNetworks: ['0.0.0.0/0']",
+        )],
         &scope(),
         &NoSecrets,
     );

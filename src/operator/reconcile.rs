@@ -67,10 +67,7 @@ pub enum Error {
     #[error("writing the snapshot to NATS: {0:#}")]
     WriteSnapshot(anyhow::Error),
     #[error("writing the status of {policy}: {source}")]
-    PatchStatus {
-        policy: String,
-        source: kube::Error,
-    },
+    PatchStatus { policy: String, source: kube::Error },
     #[error("compiling the policies: {0}")]
     Compile(tokio::task::JoinError),
 }
@@ -220,7 +217,10 @@ impl Context {
 }
 
 /// Brings one policy's status, and the snapshot, up to date.
-pub async fn reconcile(policy: Arc<RelayPolicyResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    policy: Arc<RelayPolicyResource>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let count = |result: &'static str| {
         if let Some(m) = ctx.operator_metrics() {
             m.reconciles.inc(result);

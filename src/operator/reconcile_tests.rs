@@ -196,7 +196,8 @@ impl Fixture {
         let policy = self.get(id).unwrap();
         let mut handle = self.handle.take().unwrap();
         let (ns, name) = id.split_once('/').unwrap();
-        let status_path = format!("/apis/sluice.dev/v1alpha1/namespaces/{ns}/relaypolicies/{name}/status");
+        let status_path =
+            format!("/apis/sluice.dev/v1alpha1/namespaces/{ns}/relaypolicies/{name}/status");
         let events_path = format!("/apis/events.k8s.io/v1/namespaces/{ns}/events");
         let server = tokio::spawn(async move {
             let mut written = None;
@@ -249,7 +250,12 @@ impl Fixture {
             .await
             .expect("every expected request came")
             .unwrap();
-        if let Some(Ok((extra, _))) = handle.next_request().now_or_never().flatten().map(Ok::<_, ()>) {
+        if let Some(Ok((extra, _))) = handle
+            .next_request()
+            .now_or_never()
+            .flatten()
+            .map(Ok::<_, ()>)
+        {
             panic!("unexpected request {} {}", extra.method(), extra.uri());
         }
         self.handle = Some(handle);
@@ -300,7 +306,13 @@ async fn a_valid_policy_is_put_in_force_and_reported_ready_with_an_event() {
     let snap = f.sink.last();
     assert!(snap.is_relay_domain("partner.example"));
     assert_eq!(
-        f.get("mail/corp").unwrap().status.as_ref().unwrap().revision.as_deref(),
+        f.get("mail/corp")
+            .unwrap()
+            .status
+            .as_ref()
+            .unwrap()
+            .revision
+            .as_deref(),
         Some(snap.revision())
     );
     // Nothing changed: no request, no write.
@@ -312,7 +324,11 @@ async fn a_valid_policy_is_put_in_force_and_reported_ready_with_an_event() {
 async fn an_invalid_policy_is_refused_with_its_reason_and_the_others_stay() {
     let mut f = Fixture::new(true);
     f.apply("mail/corp", CORP, 20);
-    f.apply("mail/typo", "trustedNetworks: ['10.0.0.0/8', '10.0.0.0/33']", 10);
+    f.apply(
+        "mail/typo",
+        "trustedNetworks: ['10.0.0.0/8', '10.0.0.0/33']",
+        10,
+    );
     f.reconcile(
         "mail/typo",
         vec![
@@ -320,7 +336,10 @@ async fn an_invalid_policy_is_refused_with_its_reason_and_the_others_stay() {
                 let (ok, reason, message) = ready(s);
                 assert_eq!((ok, reason), ("False", "Invalid"));
                 assert!(message.contains("spec.trustedNetworks[1]"), "{message}");
-                assert!(message.contains("\"10.0.0.0/33\" is not a CIDR"), "{message}");
+                assert!(
+                    message.contains("\"10.0.0.0/33\" is not a CIDR"),
+                    "{message}"
+                );
                 assert_eq!(s.revision, None);
             }),
             event(|e| {
@@ -353,7 +372,10 @@ async fn a_missing_secret_is_reported_until_it_is_created() {
                 let (ok, reason, message) = ready(s);
                 assert_eq!((ok, reason), ("False", "SecretUnavailable"));
                 assert!(message.contains(expected), "{message}");
-                assert!(message.contains("spec.users[0].passwordSecretRef"), "{message}");
+                assert!(
+                    message.contains("spec.users[0].passwordSecretRef"),
+                    "{message}"
+                );
             }),
             event(|e| assert_eq!(e["reason"], "SecretUnavailable")),
         ]
@@ -362,9 +384,15 @@ async fn a_missing_secret_is_reported_until_it_is_created() {
         .await;
     assert_eq!(f.sink.writes(), 0, "nothing valid, nothing written");
     f.secret("mail/relay-users", &[("bob", "x")]);
-    f.reconcile("mail/users", refused("Secret mail/relay-users has no key \"alice\""))
-        .await;
-    f.secret("mail/relay-users", &[("bob", "x"), ("alice", "s3cret-alice")]);
+    f.reconcile(
+        "mail/users",
+        refused("Secret mail/relay-users has no key \"alice\""),
+    )
+    .await;
+    f.secret(
+        "mail/relay-users",
+        &[("bob", "x"), ("alice", "s3cret-alice")],
+    );
     f.reconcile(
         "mail/users",
         vec![
@@ -386,10 +414,7 @@ async fn a_changed_secret_is_hashed_again_and_an_unrelated_change_is_not() {
     f.apply("mail/users", ALICE, 10);
     f.reconcile(
         "mail/users",
-        vec![
-            status(|s| assert_eq!(ready(s).0, "True")),
-            event(|_| {}),
-        ],
+        vec![status(|s| assert_eq!(ready(s).0, "True")), event(|_| {})],
     )
     .await;
     let first = f.sink.last();
@@ -439,8 +464,15 @@ async fn conflicting_policies_are_reported_on_both_and_the_older_wins() {
             status(|s| {
                 let (ok, reason, message) = ready(s);
                 assert_eq!((ok, reason), ("False", "Conflict"));
-                assert!(message.contains("shared.example is both a relay domain and a local domain"), "{message}");
-                assert!(message.contains("RelayPolicy mail/a") && message.contains("RelayPolicy mail/b"), "{message}");
+                assert!(
+                    message.contains("shared.example is both a relay domain and a local domain"),
+                    "{message}"
+                );
+                assert!(
+                    message.contains("RelayPolicy mail/a")
+                        && message.contains("RelayPolicy mail/b"),
+                    "{message}"
+                );
             }),
             event(|e| assert_eq!(e["reason"], "Conflict")),
         ],
@@ -472,16 +504,19 @@ async fn a_deleted_policy_leaves_the_snapshot_at_the_next_reconcile() {
     }
     assert!(f.sink.last().is_relay_domain("b.example"));
     f.delete("mail/b");
-    f.reconcile(
-        "mail/a",
-        vec![status(|s| assert_eq!(ready(s).0, "True"))],
-    )
-    .await;
+    f.reconcile("mail/a", vec![status(|s| assert_eq!(ready(s).0, "True"))])
+        .await;
     let snap = f.sink.last();
     assert!(!snap.is_relay_domain("b.example"));
     assert!(snap.is_relay_domain("a.example"));
     assert_eq!(
-        f.get("mail/a").unwrap().status.as_ref().unwrap().revision.as_deref(),
+        f.get("mail/a")
+            .unwrap()
+            .status
+            .as_ref()
+            .unwrap()
+            .revision
+            .as_deref(),
         Some(snap.revision()),
         "the status names the new revision"
     );
@@ -520,7 +555,10 @@ async fn namespaces_outside_the_allow_list_and_delegated_fields_are_refused() {
             status(|s| {
                 let (ok, reason, message) = ready(s);
                 assert_eq!((ok, reason), ("False", "NotPermitted"));
-                assert!(message.starts_with("spec.trustedNetworks may be set only"), "{message}");
+                assert!(
+                    message.starts_with("spec.trustedNetworks may be set only"),
+                    "{message}"
+                );
             }),
             event(|_| {}),
         ],
@@ -534,7 +572,10 @@ async fn namespaces_outside_the_allow_list_and_delegated_fields_are_refused() {
 #[tokio::test]
 async fn smarthost_credentials_and_webhook_keys_are_sealed_never_in_clear() {
     let mut f = Fixture::new(true);
-    f.secret("mail/provider", &[("username", "relay-user-7"), ("password", "smarthost-pw-9")]);
+    f.secret(
+        "mail/provider",
+        &[("username", "relay-user-7"), ("password", "smarthost-pw-9")],
+    );
     f.secret("mail/hook", &[("key", "webhook-key-3")]);
     f.secret("mail/relay-users", &[("alice", "client-pw-5")]);
     let spec = "
@@ -543,12 +584,20 @@ localDomains: [{domain: t.example, delivery: {webhook: {url: 'https://h.example/
 users: [{name: alice, passwordSecretRef: {name: relay-users, key: alice}}]
 ";
     f.apply("mail/corp", spec, 10);
-    f.reconcile("mail/corp", vec![status(|s| assert_eq!(ready(s).0, "True")), event(|_| {})])
-        .await;
+    f.reconcile(
+        "mail/corp",
+        vec![status(|s| assert_eq!(ready(s).0, "True")), event(|_| {})],
+    )
+    .await;
     let snap = f.sink.last();
     let bytes = serde_json::to_vec(&snap).unwrap();
     let text = String::from_utf8_lossy(&bytes);
-    for secret in ["relay-user-7", "smarthost-pw-9", "webhook-key-3", "client-pw-5"] {
+    for secret in [
+        "relay-user-7",
+        "smarthost-pw-9",
+        "webhook-key-3",
+        "client-pw-5",
+    ] {
         assert!(!text.contains(secret), "{secret} in clear in the snapshot");
     }
     let key = SecretsKey::from_material(KEY);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::changes::{Changes, Tracker};
 use super::desired::Scope;
-use super::lease::{self, LeaseSettings, Leadership};
+use super::lease::{self, Leadership, LeaseSettings};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::secrets::SecretStores;
 use super::sink::SnapshotSink;
@@ -49,13 +50,10 @@ pub async fn run(
     let mut tracker = Tracker::new(changes.clone());
     // Cluster-wide, so that a policy outside the allowed namespaces is told it does not
     // count instead of being silently ignored.
-    let policies = reflector(
-        writer,
-        watcher(Api::all(client.clone()), config.clone()),
-    )
-    .default_backoff()
-    .inspect_ok(move |event| tracker.observe(event))
-    .touched_objects();
+    let policies = reflector(writer, watcher(Api::all(client.clone()), config.clone()))
+        .default_backoff()
+        .inspect_ok(move |event| tracker.observe(event))
+        .touched_objects();
     let secrets = watch_secrets(&client, &settings.scope, &changes, &config, &stop);
     let (leadership, election) = match settings.lease {
         Some(lease) => {
@@ -148,11 +146,11 @@ async fn when_synced(
     secrets: SecretStores,
     synced: impl FnOnce(),
 ) {
-    if policies.wait_until_ready().await.is_err() {
+    if !ready(&policies).await {
         return;
     }
     for store in secrets.0.values() {
-        if store.wait_until_ready().await.is_err() {
+        if !ready(store).await {
             return;
         }
     }
@@ -161,6 +159,23 @@ async fn when_synced(
         "watches synced with the API server"
     );
     synced();
+}
+
+/// Whether a store got its first full list; `false` if its writer is gone.
+async fn ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    // A store's readiness wakes only the last task that waited on it, and the controller
+    // waits on the policies' too: asking again now and then gets the answer either way.
+    loop {
+        let wait = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
+        match wait.await {
+            Ok(result) => return result.is_ok(),
+            Err(_) => continue,
+        }
+    }
 }
 
 async fn follow_leadership(mut leadership: Leadership, ctx: Arc<Context>, stop: CancellationToken) {

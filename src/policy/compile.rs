@@ -92,7 +92,9 @@ pub fn compile_document(
             parse::domain(d)
         })?,
         users: indexed(&spec.users, |i, u| user(at, i, u, &id, namespace, secrets))?,
-        routes: indexed(&spec.routes, |i, r| route(at, i, r, &id, namespace, secrets))?,
+        routes: indexed(&spec.routes, |i, r| {
+            route(at, i, r, &id, namespace, secrets)
+        })?,
         limits: limits(at, spec)?,
         retry: Retry {
             max_lifetime_secs: match &spec.retry.max_lifetime {
@@ -416,9 +418,7 @@ fn smarthost(
                 part(&c.username_key, "username")?,
                 part(&c.password_key, "password")?,
             ) {
-                (Some(username), Some(password)) => {
-                    Some(SealedCredentials { username, password })
-                }
+                (Some(username), Some(password)) => Some(SealedCredentials { username, password }),
                 _ => None,
             }
         }

@@ -113,10 +113,7 @@ mod tests {
     fn the_first_policy_wins_a_conflict_and_both_are_told() {
         let user = format!("  users: [{{name: app, passwordHash: '{BILLING_HASH}'}}]");
         let a = policy("mail/a", &user);
-        let b = policy(
-            "team/b",
-            &format!("{user}\n  relayDomains: [b.example]"),
-        );
+        let b = policy("team/b", &format!("{user}\n  relayDomains: [b.example]"));
         let out = compile_each(&docs(&[&a, &b]), &NoSecrets);
         let snap = out.snapshot.unwrap();
         assert_eq!(snap.policies(), ["mail/a"]);
@@ -138,7 +135,11 @@ mod tests {
             Err(PolicyError::ModeConflict { .. })
         ));
         let broken = policy("mail/x", "  relayDomains: ['-bad-']");
-        assert!(compile_each(&docs(&[&broken]), &NoSecrets).snapshot.is_none());
+        assert!(
+            compile_each(&docs(&[&broken]), &NoSecrets)
+                .snapshot
+                .is_none()
+        );
         assert!(compile_each(&[], &NoSecrets).snapshot.is_none());
     }
 }

@@ -174,15 +174,22 @@ impl Merger {
         o.policies.insert(doc.id.clone(), doc.at.clone());
         rules.policies.push(doc.id.clone());
         for (domain, delivery) in doc.local_domains {
-            o.local.entry(domain.clone()).or_insert_with(|| doc.at.clone());
+            o.local
+                .entry(domain.clone())
+                .or_insert_with(|| doc.at.clone());
             rules.local_domains.entry(domain).or_insert(LocalDomain {
                 delivery,
                 policy: doc.id.clone(),
             });
         }
         for domain in doc.relay_domains {
-            o.relay.entry(domain.clone()).or_insert_with(|| doc.at.clone());
-            rules.relay_domains.entry(domain).or_insert_with(|| doc.id.clone());
+            o.relay
+                .entry(domain.clone())
+                .or_insert_with(|| doc.at.clone());
+            rules
+                .relay_domains
+                .entry(domain)
+                .or_insert_with(|| doc.id.clone());
         }
         for (name, user) in doc.users {
             o.users.insert(name.clone(), doc.at.clone());

@@ -49,7 +49,6 @@ pub use password::{
 };
 pub use rules::{
     AllowedSenders, Delivery, Limits, LocalDomain, PolicyCounts, Retry, Route, Rules,
-    SealedCredentials, Smarthost,
-    TrustedNetwork, User,
+    SealedCredentials, Smarthost, TrustedNetwork, User,
 };
 pub use snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};

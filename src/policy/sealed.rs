@@ -40,10 +40,7 @@ pub struct SecretsKey {
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("cannot read the secrets key file {path}: {error}")]
-    Read {
-        path: String,
-        error: std::io::Error,
-    },
+    Read { path: String, error: std::io::Error },
     #[error("the secrets key file {path} holds {len} bytes; at least {MIN_KEY_BYTES} are needed")]
     TooShort { path: String, len: usize },
     #[error("sealed with key {sealed_with}, but this process holds key {held}")]
@@ -191,7 +188,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn hmac(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key"))
+    <HmacSha256 as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key"))
 }
 
 fn derive(material: &[u8], label: &[u8]) -> [u8; 32] {
@@ -254,7 +252,10 @@ mod tests {
         let good = dir.path().join("good");
         std::fs::write(&good, format!("{}\n", "k".repeat(44))).unwrap();
         let a = SecretsKey::from_file(&good).unwrap();
-        assert_eq!(a.id(), SecretsKey::from_material("k".repeat(44).as_bytes()).id());
+        assert_eq!(
+            a.id(),
+            SecretsKey::from_material("k".repeat(44).as_bytes()).id()
+        );
         assert!(!format!("{a:?}").contains('k'.to_string().repeat(8).as_str()));
         assert!(SecretsKey::from_file(&dir.path().join("missing")).is_err());
     }

@@ -58,7 +58,11 @@ pub async fn run(config: Config, options: OperatorOptions) -> anyhow::Result<()>
     }
 }
 
-async fn serve(config: Config, options: OperatorOptions, stop: CancellationToken) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    options: OperatorOptions,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let key = Arc::new(
         SecretsKey::from_file(&options.secrets_key_file).context("loading the secrets key")?,
     );
@@ -78,7 +82,10 @@ async fn serve(config: Config, options: OperatorOptions, stop: CancellationToken
         policy_namespaces: set(&options.policy_namespaces),
         privileged_namespaces: set(&options.privileged_namespaces),
     };
-    let identity = options.identity.clone().unwrap_or_else(|| config.hostname.clone());
+    let identity = options
+        .identity
+        .clone()
+        .unwrap_or_else(|| config.hostname.clone());
     let metrics = Arc::new(Metrics {
         operator: Some(OperatorMetrics::default()),
         ..Metrics::default()
@@ -111,7 +118,10 @@ async fn serve(config: Config, options: OperatorOptions, stop: CancellationToken
     let bucket = loop {
         match PolicyBucket::open(&js, config.nats.replicas).await {
             Ok(bucket) => break bucket,
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "policy bucket not available yet; retrying"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "policy bucket not available yet; retrying"
+            ),
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),

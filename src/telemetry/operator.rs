@@ -133,7 +133,10 @@ impl OperatorMetrics {
                 "gauge",
                 "The revision of the snapshot in force.",
             );
-            let _ = writeln!(out, "sluice_policy_in_force_info{{revision=\"{revision}\"}} 1");
+            let _ = writeln!(
+                out,
+                "sluice_policy_in_force_info{{revision=\"{revision}\"}} 1"
+            );
         }
     }
 }

@@ -41,6 +41,17 @@ impl RoleProcess {
     /// Spawns `sluice ROLE` and waits for its admin address in the ports file (bound
     /// before anything else, so that probes answer while NATS or the policy is awaited).
     pub async fn start(name: &str, role: &str, nats_url: &str, args: &[&str]) -> RoleProcess {
+        RoleProcess::start_with_env(name, role, nats_url, args, &[]).await
+    }
+
+    /// [`RoleProcess::start`] with environment variables (`KUBECONFIG` for the operator).
+    pub async fn start_with_env(
+        name: &str,
+        role: &str,
+        nats_url: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> RoleProcess {
         let dir = tempfile::tempdir().expect("role directory");
         let log = std::fs::File::create(dir.path().join("log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -49,6 +60,7 @@ impl RoleProcess {
             .arg("--ports-file")
             .arg(dir.path().join("ports.json"))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
