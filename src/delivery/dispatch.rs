@@ -361,3 +361,7 @@ fn destination_key(dest: &Destination) -> String {
         Destination::Local { domain, .. } => format!("local:{domain}"),
     }
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -32,7 +32,7 @@ fn delegated_namespaces_may_add_users_with_senders_and_local_domains_only() {
         "retry: {maxLifetime: 1h}",
         "users: [{name: any, passwordHash: '$2b$04$x'}]",
     ];
-    let d = desired(&[ok.clone()], &scope(), &NoSecrets);
+    let d = desired(std::slice::from_ref(&ok), &scope(), &NoSecrets);
     assert_eq!(d.verdicts["team/app"].refused, None, "{:?}", d.verdicts);
     for spec in wide {
         let d = desired(&[resource("team/x", spec)], &scope(), &NoSecrets);
