@@ -22,10 +22,14 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::objects;
 use super::snapshot::PolicySnapshot;
-use super::stored::{Loaded, Stored, ValueError, decode};
+use super::stored::{
+    Decoded, FORMAT_OBJECT, Loaded, Stored, StoredRef, ValueError, decode, decode_value,
+};
 pub use super::stored::{Writer, WriterKind};
 use crate::telemetry::metrics::Metrics;
+use async_nats::jetstream::object_store::ObjectStore;
 
 pub const BUCKET: &str = "sluice-policy";
 pub const KEY: &str = "snapshot";
@@ -52,6 +56,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The policy bucket, opened.
 pub struct PolicyBucket {
     store: kv::Store,
+    /// Where snapshots too large for one message go; `None` when it does not exist (a
+    /// reader opened with `open_existing` before any large snapshot was written).
+    objects: Option<ObjectStore>,
+    /// The largest value written inline.
+    inline_limit: usize,
     /// The client's counters, whose count of connects tells a watch of a reconnect.
     statistics: Arc<async_nats::Statistics>,
 }
@@ -74,12 +83,25 @@ impl PolicyBucket {
     /// may race to create it). `replicas` as configured (1 in tests, 3 in production); an
     /// existing bucket is used as it is.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
-        if let Some(bucket) = Self::open_existing(js).await? {
-            return Ok(bucket);
+        let store = match Self::open_existing(js).await? {
+            Some(bucket) => bucket.store,
+            None => create(js, replicas).await?,
+        };
+        Ok(PolicyBucket::with(
+            js,
+            store,
+            objects::open(js, replicas, true).await?,
+        ))
+    }
+
+    fn with(js: &jetstream::Context, store: kv::Store, objects: Option<ObjectStore>) -> Self {
+        let client = js.client();
+        PolicyBucket {
+            store,
+            objects,
+            inline_limit: objects::inline_limit(client.server_info().max_payload),
+            statistics: client.statistics(),
         }
-        let store = create(js, replicas).await?;
-        let statistics = js.client().statistics();
-        Ok(PolicyBucket { store, statistics })
     }
 
     /// Gets the bucket if it exists: a tool that only reads must not create it, and its
@@ -90,17 +112,36 @@ impl PolicyBucket {
             Err(e) if is_missing(&e) => return Ok(None),
             Err(e) => return Err(e).context(format!("opening the NATS KV bucket {BUCKET}")),
         };
-        let statistics = js.client().statistics();
-        Ok(Some(PolicyBucket { store, statistics }))
+        let objects = objects::open(js, 1, false).await?;
+        Ok(Some(PolicyBucket::with(js, store, objects)))
     }
 
-    /// Writes the snapshot, signed with who writes it; returns the KV revision.
+    /// Writes the snapshot, signed with who writes it; returns the KV revision. A value
+    /// too large for one NATS message goes to the object store, and the key refers to it.
     pub async fn push(&self, snapshot: &PolicySnapshot, writer: &Writer) -> anyhow::Result<u64> {
-        let value = serde_json::to_vec(&Stored::new(snapshot, writer))?;
-        self.store
+        let mut value = serde_json::to_vec(&Stored::new(snapshot, writer))?;
+        let large = value.len() > self.inline_limit;
+        if large {
+            let store = self
+                .objects
+                .as_ref()
+                .with_context(|| format!("the bucket {} does not exist", objects::OBJECTS))?;
+            let object = objects::put(store, snapshot.revision(), &value).await?;
+            value = serde_json::to_vec(&StoredRef {
+                format: FORMAT_OBJECT,
+                writer,
+                object: &object,
+            })?;
+        }
+        let revision = self
+            .store
             .put(KEY, value.into())
             .await
-            .with_context(|| format!("writing the policy to the NATS KV bucket {BUCKET}"))
+            .with_context(|| format!("writing the policy to the NATS KV bucket {BUCKET}"))?;
+        if let Some(store) = &self.objects {
+            objects::prune(store, &self.store, KEY).await;
+        }
+        Ok(revision)
     }
 
     /// The newest valid snapshot, if any: values written after it that cannot be read
@@ -111,7 +152,7 @@ impl PolicyBucket {
 
     /// The same with its KV revision, its time and its writer.
     pub async fn in_force(&self) -> anyhow::Result<Option<InForce>> {
-        let scan = scan(&self.store)
+        let scan = scan(&self.store, self.objects.as_ref())
             .await
             .context("reading the policy history from NATS")?;
         Ok(scan.newest)
@@ -130,6 +171,7 @@ impl PolicyBucket {
     ) -> Option<watch::Receiver<Arc<PolicySnapshot>>> {
         let mut follower = Follower {
             store: self.store,
+            objects: self.objects,
             statistics: self.statistics,
             metrics,
             revision: 0,
@@ -154,18 +196,30 @@ fn log_applied(found: &InForce, what: &str) {
     );
 }
 
-/// The snapshot an entry holds; `None` for a deletion, which holds none.
-fn read(entry: &kv::Entry) -> Option<Result<InForce, ValueError>> {
-    (entry.operation == kv::Operation::Put).then(|| {
-        let Loaded { snapshot, writer } = decode(&entry.value)?;
-        Ok(InForce {
-            snapshot,
-            kv_revision: entry.revision,
-            // Through SystemTime: async-nats's time type depends on its features.
-            created: SystemTime::from(entry.created).into(),
-            writer,
-        })
-    })
+/// The snapshot an entry holds; `None` for a deletion, which holds none. The outer error
+/// is NATS failing while fetching a large snapshot's object: try again, do not refuse.
+async fn read(
+    entry: &kv::Entry,
+    objects: Option<&ObjectStore>,
+) -> anyhow::Result<Option<Result<InForce, ValueError>>> {
+    if entry.operation != kv::Operation::Put {
+        return Ok(None);
+    }
+    let loaded = match decode_value(&entry.value) {
+        Ok(Decoded::Inline(loaded)) => Ok(loaded),
+        Ok(Decoded::Object { object, writer }) => match objects::fetch(objects, &object).await? {
+            Ok(bytes) => decode(&bytes).map(|loaded| Loaded { writer, ..loaded }),
+            Err(refused) => Err(refused),
+        },
+        Err(refused) => Err(refused),
+    };
+    Ok(Some(loaded.map(|Loaded { snapshot, writer }| InForce {
+        snapshot,
+        kv_revision: entry.revision,
+        // Through SystemTime: async-nats's time type depends on its features.
+        created: SystemTime::from(entry.created).into(),
+        writer,
+    })))
 }
 
 fn refuse(metrics: &Metrics, revision: u64, error: &ValueError) {
@@ -216,12 +270,12 @@ struct Scan {
     revision: u64,
 }
 
-async fn scan(store: &kv::Store) -> anyhow::Result<Scan> {
+async fn scan(store: &kv::Store, objects: Option<&ObjectStore>) -> anyhow::Result<Scan> {
     let mut history = store.history(KEY).await?;
     let mut scan = Scan::default();
     while let Some(entry) = history.try_next().await? {
         scan.revision = entry.revision;
-        match read(&entry) {
+        match read(&entry, objects).await? {
             Some(Ok(found)) => {
                 scan.newest = Some(found);
                 scan.refused.clear();
@@ -236,6 +290,7 @@ async fn scan(store: &kv::Store) -> anyhow::Result<Scan> {
 /// Follows the key from one revision on, through broken watches.
 struct Follower {
     store: kv::Store,
+    objects: Option<ObjectStore>,
     statistics: Arc<async_nats::Statistics>,
     metrics: Arc<Metrics>,
     /// The last revision handled: a watch opened again resumes after it.
@@ -256,7 +311,7 @@ impl Follower {
         let scan = loop {
             let result = tokio::select! {
                 _ = stop.cancelled() => return None,
-                result = bounded("reading the policy history", scan(&self.store)) => result,
+                result = bounded("reading the policy history", scan(&self.store, self.objects.as_ref())) => result,
             };
             match result {
                 Ok(scan) => break scan,
@@ -307,8 +362,22 @@ impl Follower {
                 }
             };
             backoff = Backoff::default();
+            let read = loop {
+                let attempt = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    r = bounded("reading a policy object", read(&entry, self.objects.as_ref())) => r,
+                };
+                match attempt {
+                    Ok(read) => break read,
+                    Err(e) => {
+                        backoff
+                            .pause(stop, "reading the policy from NATS", e)
+                            .await?
+                    }
+                }
+            };
             self.revision = entry.revision;
-            match read(&entry) {
+            match read {
                 Some(Ok(found)) => return Some(found),
                 Some(Err(error)) => refuse(&self.metrics, entry.revision, &error),
                 None => tracing::warn!(

@@ -59,12 +59,13 @@ fn the_value_is_versioned_and_a_newer_format_is_refused_by_its_number() {
     assert_eq!((loaded.snapshot, loaded.writer), (example(), Some(writer)));
 
     let mut newer = value.clone();
-    newer["format"] = 2.into();
+    newer["format"] = 3.into();
     newer["snapshot"] = serde_json::json!({"something": "else entirely"});
-    let err = decode(newer.to_string().as_bytes()).unwrap_err();
-    assert!(matches!(err, ValueError::Format(2)), "{err}");
+    let err = decode_value(newer.to_string().as_bytes()).unwrap_err();
+    assert!(matches!(err, ValueError::Format(3)), "{err}");
     assert!(
-        err.to_string().contains("this sluice reads format 1"),
+        err.to_string()
+            .contains("this sluice reads formats 1 and 2"),
         "{err}"
     );
 
@@ -349,4 +350,80 @@ async fn follow_gives_up_when_stopped_before_any_snapshot() {
         .expect("stop ends the wait")
         .unwrap();
     assert!(followed.is_none());
+}
+
+/// A snapshot of `users` users with SHA-512-crypt hashes, about 170 bytes each in JSON.
+fn large(users: usize) -> PolicySnapshot {
+    let mut spec = String::from("  users:\n");
+    for i in 0..users {
+        spec += &format!(
+            "  - {{name: user{i:05}, passwordHash: '{}', allowedSenders: ['@d{i}.example']}}\n",
+            crate::policy::tests::BILLING_HASH
+        );
+    }
+    compile(&[&policy("mail/large", &spec)]).expect("compiles")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_larger_than_a_message_goes_through_the_object_store() {
+    let server = NatsServer::start();
+    let pusher = open(&server).await;
+    let big = large(8_000);
+    let size = serde_json::to_vec(&big).unwrap().len();
+    assert!(
+        size > 1 << 20,
+        "{size} bytes: not larger than NATS's default max payload"
+    );
+    pusher.push(&example(), &writer()).await.unwrap();
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let rx = open(&server)
+        .await
+        .follow(metrics.clone(), stop.clone())
+        .await
+        .unwrap();
+    pusher.push(&big, &writer()).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the follower holds the large snapshot",
+        || holds(&rx, &big),
+    )
+    .await;
+    assert!(
+        rx.borrow()
+            .verify_password("user07999", crate::policy::tests::BILLING_PASSWORD)
+    );
+    let found = pusher.in_force().await.unwrap().unwrap();
+    assert_eq!(found.snapshot.revision(), big.revision());
+    assert_eq!(found.writer.unwrap().kind, WriterKind::PolicyPush);
+    // The key holds a small reference; the object holds the rest.
+    let js = context(&server).await;
+    let kv = js.get_key_value(BUCKET).await.unwrap();
+    let value = kv.get(KEY).await.unwrap().unwrap();
+    assert!(value.len() < 1024, "{} bytes in the key", value.len());
+    let reference: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    assert_eq!(reference["format"], 2);
+
+    // A reference whose object does not match is refused; the snapshot in force stays.
+    let mut forged = reference.clone();
+    forged["object"]["sha256"] = "00".repeat(32).into();
+    kv.put(KEY, forged.to_string().into()).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the forged reference refused",
+        || metrics.policy_reloads.get("invalid") == 1,
+    )
+    .await;
+    assert!(holds(&rx, &big));
+
+    // Small snapshots again: once no value in the key's history refers to the object, the
+    // next push deletes it.
+    for i in 0..=HISTORY {
+        let snapshot = compile(&[&policy(&format!("mail/p{i}"), "")]).unwrap();
+        pusher.push(&snapshot, &writer()).await.unwrap();
+    }
+    let objects = js.get_object_store(objects::OBJECTS).await.unwrap();
+    let left: Vec<_> = objects.list().await.unwrap().try_collect().await.unwrap();
+    assert!(left.is_empty(), "{} objects left", left.len());
+    stop.cancel();
 }

@@ -14,6 +14,7 @@
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
 //! | `stored.rs` | the layout of the bucket's value: format number, writer, snapshot |
+//! | `objects.rs` | snapshots too large for one NATS message, in an object store bucket |
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `password.rs` | hashing, verifying and validating password hashes |
 //! | `sealed.rs` | smarthost credentials and webhook keys sealed in the snapshot for the workers |
@@ -28,6 +29,7 @@ mod each;
 mod error;
 mod merge;
 pub mod model;
+mod objects;
 mod parse;
 mod password;
 mod rules;

@@ -2,6 +2,12 @@
 //! number, who wrote it, and the snapshot,
 //! `{"format":1,"writer":{"kind":"policy-push","identity":"host","at":"…Z"},"snapshot":{…}}`.
 //!
+//! A snapshot too large for one NATS message (a few thousand users' hashes pass NATS's
+//! default 1 MiB) is stored whole, in that same layout, as an object in the object store
+//! bucket `sluice-policy-objects`; the key then holds format 2, a reference to it with its
+//! size and SHA-256: `{"format":2,"writer":{…},"object":{"name":…,"size":…,"sha256":…}}`.
+//! Small snapshots stay inline, in format 1, which older pods read.
+//!
 //! A reader takes the format number first and refuses a value of a newer format by that
 //! number, instead of misreading it. Fields it does not know are ignored, so fields can
 //! be added without a new number; `writer` was added that way, and values written before
@@ -18,6 +24,13 @@ use super::snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};
 /// wrapper or in the snapshot, gets a new number; a new field that older pods may ignore
 /// does not.
 pub(super) const FORMAT: u32 = 1;
+
+/// The layout of a value that refers to an object holding a format-1 value.
+pub(super) const FORMAT_OBJECT: u32 = 2;
+
+/// The largest object a reader fetches: far beyond any real policy, and a bound on what a
+/// forged reference can make a pod read.
+pub(super) const MAX_OBJECT: u64 = 64 << 20;
 
 /// Who wrote a snapshot into the bucket, and when, by its own clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +97,23 @@ impl<'a> Stored<'a> {
     }
 }
 
+/// Where a large snapshot's value is, and how to know it is the one meant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ObjectRef {
+    pub name: String,
+    pub size: u64,
+    /// Hex SHA-256 of the object's bytes.
+    pub sha256: String,
+}
+
+/// A value referring to an object, as written.
+#[derive(Serialize)]
+pub(super) struct StoredRef<'a> {
+    pub format: u32,
+    pub writer: &'a Writer,
+    pub object: &'a ObjectRef,
+}
+
 /// The format number alone, read before anything else.
 #[derive(Deserialize)]
 struct Format {
@@ -99,17 +129,51 @@ pub(super) struct Loaded {
     pub writer: Option<Writer>,
 }
 
+/// A value referring to an object, as read.
+#[derive(Debug, Deserialize)]
+struct LoadedRef {
+    object: ObjectRef,
+    #[serde(default, deserialize_with = "lenient")]
+    writer: Option<Writer>,
+}
+
+/// What a value holds: the snapshot, or where to fetch it.
+#[derive(Debug)]
+pub(super) enum Decoded {
+    Inline(Loaded),
+    Object {
+        object: ObjectRef,
+        writer: Option<Writer>,
+    },
+}
+
 /// Why a stored value was refused.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ValueError {
-    #[error("format {0}, and this sluice reads format {FORMAT}: upgrade it")]
+    #[error("format {0}, and this sluice reads formats {FORMAT} and {FORMAT_OBJECT}: upgrade it")]
     Format(u32),
+    #[error("the snapshot object {name}: {reason}")]
+    Object { name: String, reason: String },
     #[error("snapshot layout {0}, and this sluice reads layout {SNAPSHOT_FORMAT}: upgrade it")]
     SnapshotFormat(u32),
     #[error("not a policy snapshot: {0}")]
     Json(#[from] serde_json::Error),
 }
 
+/// A value from the key.
+pub(super) fn decode_value(value: &[u8]) -> Result<Decoded, ValueError> {
+    let Format { format } = serde_json::from_slice(value)?;
+    match format {
+        FORMAT => decode(value).map(Decoded::Inline),
+        FORMAT_OBJECT => {
+            let LoadedRef { object, writer } = serde_json::from_slice(value)?;
+            Ok(Decoded::Object { object, writer })
+        }
+        other => Err(ValueError::Format(other)),
+    }
+}
+
+/// A format-1 value, from the key or from an object.
 pub(super) fn decode(value: &[u8]) -> Result<Loaded, ValueError> {
     let Format { format } = serde_json::from_slice(value)?;
     if format != FORMAT {
