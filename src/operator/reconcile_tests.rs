@@ -26,9 +26,12 @@ use crate::policy::model::{RelayPolicySpec, RelayPolicyStatus};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
-/// Snapshots written, newest last.
+/// Snapshots written, newest last; writes fail while `down`.
 #[derive(Default)]
-pub struct MemorySink(pub Mutex<Vec<PolicySnapshot>>);
+pub struct MemorySink(
+    pub Mutex<Vec<PolicySnapshot>>,
+    std::sync::atomic::AtomicBool,
+);
 
 impl MemorySink {
     pub fn writes(&self) -> usize {
@@ -52,6 +55,7 @@ impl SnapshotSink for MemorySink {
     }
 
     async fn write(&self, snapshot: &PolicySnapshot) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.1.load(Ordering::Relaxed), "NATS is down");
         self.0.lock().unwrap().push(snapshot.clone());
         Ok(())
     }
@@ -268,6 +272,24 @@ impl Fixture {
     }
 }
 
+/// A refusal for `reason`, whose message holds each of `parts`, and its Warning Event.
+fn refused(reason: &'static str, parts: &'static [&'static str]) -> Vec<Expect> {
+    vec![
+        status(move |s| {
+            let (ok, got, message) = ready(s);
+            assert_eq!((ok, got), ("False", reason));
+            for part in parts {
+                assert!(message.contains(part), "{message}");
+            }
+            assert_eq!(s.revision, None, "a refused policy is in no revision");
+        }),
+        event(move |e| {
+            assert_eq!(e["type"], "Warning");
+            assert_eq!(e["reason"], reason);
+        }),
+    ]
+}
+
 fn ready(s: &RelayPolicyStatus) -> (&str, &str, &str) {
     let c = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     (c.status.as_str(), c.reason.as_str(), c.message.as_str())
@@ -331,22 +353,10 @@ async fn an_invalid_policy_is_refused_with_its_reason_and_the_others_stay() {
     );
     f.reconcile(
         "mail/typo",
-        vec![
-            status(|s| {
-                let (ok, reason, message) = ready(s);
-                assert_eq!((ok, reason), ("False", "Invalid"));
-                assert!(message.contains("spec.trustedNetworks[1]"), "{message}");
-                assert!(
-                    message.contains("\"10.0.0.0/33\" is not a CIDR"),
-                    "{message}"
-                );
-                assert_eq!(s.revision, None);
-            }),
-            event(|e| {
-                assert_eq!(e["type"], "Warning");
-                assert_eq!(e["reason"], "Invalid");
-            }),
-        ],
+        refused(
+            "Invalid",
+            &["spec.trustedNetworks[1]", "\"10.0.0.0/33\" is not a CIDR"],
+        ),
     )
     .await;
     let snap = f.sink.last();
@@ -366,27 +376,18 @@ users: [{name: alice, passwordSecretRef: {name: relay-users, key: alice}, allowe
 async fn a_missing_secret_is_reported_until_it_is_created() {
     let mut f = Fixture::new(true);
     f.apply("mail/users", ALICE, 10);
-    let refused = |expected: &'static str| {
-        vec![
-            status(move |s| {
-                let (ok, reason, message) = ready(s);
-                assert_eq!((ok, reason), ("False", "SecretUnavailable"));
-                assert!(message.contains(expected), "{message}");
-                assert!(
-                    message.contains("spec.users[0].passwordSecretRef"),
-                    "{message}"
-                );
-            }),
-            event(|e| assert_eq!(e["reason"], "SecretUnavailable")),
-        ]
-    };
-    f.reconcile("mail/users", refused("Secret mail/relay-users not found"))
+    const FIELD: &str = "spec.users[0].passwordSecretRef";
+    let not_found = &[FIELD, "Secret mail/relay-users not found"];
+    f.reconcile("mail/users", refused("SecretUnavailable", not_found))
         .await;
     assert_eq!(f.sink.writes(), 0, "nothing valid, nothing written");
     f.secret("mail/relay-users", &[("bob", "x")]);
     f.reconcile(
         "mail/users",
-        refused("Secret mail/relay-users has no key \"alice\""),
+        refused(
+            "SecretUnavailable",
+            &[FIELD, "Secret mail/relay-users has no key \"alice\""],
+        ),
     )
     .await;
     f.secret(
@@ -460,22 +461,14 @@ async fn conflicting_policies_are_reported_on_both_and_the_older_wins() {
     );
     f.reconcile(
         "mail/b",
-        vec![
-            status(|s| {
-                let (ok, reason, message) = ready(s);
-                assert_eq!((ok, reason), ("False", "Conflict"));
-                assert!(
-                    message.contains("shared.example is both a relay domain and a local domain"),
-                    "{message}"
-                );
-                assert!(
-                    message.contains("RelayPolicy mail/a")
-                        && message.contains("RelayPolicy mail/b"),
-                    "{message}"
-                );
-            }),
-            event(|e| assert_eq!(e["reason"], "Conflict")),
-        ],
+        refused(
+            "Conflict",
+            &[
+                "shared.example is both a relay domain and a local domain",
+                "RelayPolicy mail/a",
+                "RelayPolicy mail/b",
+            ],
+        ),
     )
     .await;
     f.reconcile(
@@ -523,6 +516,34 @@ async fn a_deleted_policy_leaves_the_snapshot_at_the_next_reconcile() {
 }
 
 #[tokio::test]
+async fn a_failed_snapshot_write_writes_no_status_and_is_tried_again() {
+    let mut f = Fixture::new(true);
+    f.apply("mail/corp", CORP, 10);
+    f.sink.1.store(true, Ordering::Relaxed);
+    let policy = f.get("mail/corp").unwrap();
+    // No mock server answers: a request would hang past the timeout.
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        reconcile(policy.clone(), f.ctx.clone()),
+    )
+    .await
+    .expect("no API request while NATS is down");
+    let error = result.unwrap_err();
+    assert_eq!(error.metric_label(), "write_snapshot");
+    let action = error_policy(policy, &error, f.ctx.clone());
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(2)));
+    let m = f.ctx.metrics.operator.as_ref().unwrap();
+    assert_eq!(m.failures.get("write_snapshot"), 1);
+    f.sink.1.store(false, Ordering::Relaxed);
+    f.reconcile(
+        "mail/corp",
+        vec![status(|s| assert_eq!(ready(s).0, "True")), event(|_| {})],
+    )
+    .await;
+    assert_eq!(f.sink.writes(), 1);
+}
+
+#[tokio::test]
 async fn a_follower_writes_nothing() {
     let mut f = Fixture::new(false);
     f.apply("mail/corp", CORP, 10);
@@ -539,29 +560,15 @@ async fn namespaces_outside_the_allow_list_and_delegated_fields_are_refused() {
     f.apply("team/wide", "trustedNetworks: ['0.0.0.0/0']", 10);
     f.reconcile(
         "elsewhere/open",
-        vec![
-            status(|s| {
-                let (ok, reason, message) = ready(s);
-                assert_eq!((ok, reason), ("False", "NamespaceNotAllowed"));
-                assert!(message.contains("mail, team"), "{message}");
-            }),
-            event(|_| {}),
-        ],
+        refused("NamespaceNotAllowed", &["mail, team"]),
     )
     .await;
     f.reconcile(
         "team/wide",
-        vec![
-            status(|s| {
-                let (ok, reason, message) = ready(s);
-                assert_eq!((ok, reason), ("False", "NotPermitted"));
-                assert!(
-                    message.starts_with("spec.trustedNetworks may be set only"),
-                    "{message}"
-                );
-            }),
-            event(|_| {}),
-        ],
+        refused(
+            "NotPermitted",
+            &["spec.trustedNetworks may be set only in the privileged namespaces (mail"],
+        ),
     )
     .await;
     let snap = f.sink.last();

@@ -15,6 +15,13 @@ pub const FIELD_MANAGER: &str = "sluice-operator";
 /// Event notes are capped by the API server (1 KiB).
 const NOTE_MAX: usize = 1024;
 
+/// A condition's message is for a person: long enough for any one error, and bounded,
+/// so that many policies conflicting with one cannot grow its status without end.
+const MESSAGE_MAX: usize = 4096;
+
+/// Conflicts named on the policy that won them; the rest are counted.
+const CONFLICTS_SHOWN: usize = 5;
+
 /// The status a policy should have. `in_force` is the revision of the snapshot in force.
 /// A condition keeps its `lastTransitionTime` while its status stays the same, so an
 /// unchanged verdict gives an unchanged status, and no write.
@@ -36,7 +43,7 @@ pub fn desired_status(
             type_: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
-            message,
+            message: truncate(message, MESSAGE_MAX),
             observed_generation: generation,
             last_transition_time: since,
         }
@@ -55,13 +62,18 @@ pub fn desired_status(
     };
     let mut conditions = vec![ready];
     if !verdict.conflicts.is_empty() {
+        let shown = &verdict.conflicts[..verdict.conflicts.len().min(CONFLICTS_SHOWN)];
+        let more = match verdict.conflicts.len() - shown.len() {
+            0 => String::new(),
+            n => format!("; and {n} more"),
+        };
         conditions.push(condition(
             "Conflict",
             "True",
             "LaterPolicyRefused",
             format!(
-                "this policy stays in force; later policies conflicting with it were refused: {}",
-                verdict.conflicts.join("; ")
+                "this policy stays in force; later policies conflicting with it were refused: {}{more}",
+                shown.join("; ")
             ),
         ));
     }
@@ -140,4 +152,77 @@ fn truncate(mut text: String, max: usize) -> String {
         text.push_str("...");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::desired::Refusal;
+    use crate::policy::model::RelayPolicySpec;
+
+    fn verdict(refused: Option<(Refusal, String)>, conflicts: usize) -> Verdict {
+        Verdict {
+            refused,
+            users: 1,
+            domains: 2,
+            conflicts: (0..conflicts).map(|i| format!("conflict {i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_verdict_keeps_its_transition_time_and_gives_no_event() {
+        let mut p = RelayPolicyResource::new("a", RelayPolicySpec::default());
+        p.metadata.generation = Some(3);
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let first = desired_status(
+            &p,
+            &verdict(None, 0),
+            Some("rev1"),
+            at("2026-01-01T00:00:00Z"),
+        );
+        assert!(event(&p, &first).is_some());
+        p.status = Some(first.clone());
+        let later = desired_status(
+            &p,
+            &verdict(None, 0),
+            Some("rev2"),
+            at("2026-01-02T00:00:00Z"),
+        );
+        assert_eq!(later.conditions, first.conditions);
+        assert_eq!(later.revision.as_deref(), Some("rev2"));
+        assert!(
+            event(&p, &later).is_none(),
+            "only the snapshot around it moved"
+        );
+        let refused = (Refusal::Invalid, "bad".to_string());
+        let flipped = desired_status(
+            &p,
+            &verdict(Some(refused), 0),
+            Some("rev2"),
+            at("2026-01-03T00:00:00Z"),
+        );
+        assert_eq!(
+            flipped.conditions[0].last_transition_time,
+            "2026-01-03T00:00:00Z"
+        );
+        assert_eq!(flipped.revision, None);
+        assert_eq!(event(&p, &flipped).unwrap().type_, EventType::Warning);
+    }
+
+    #[test]
+    fn messages_and_conflict_lists_are_bounded() {
+        let p = RelayPolicyResource::new("a", RelayPolicySpec::default());
+        let s = desired_status(&p, &verdict(None, 1000), Some("r"), Utc::now());
+        let conflict = &s.conditions[1];
+        assert!(
+            conflict.message.ends_with("conflict 4; and 995 more"),
+            "{}",
+            conflict.message
+        );
+        let long = (Refusal::Invalid, "x".repeat(100_000));
+        let s = desired_status(&p, &verdict(Some(long), 0), None, Utc::now());
+        assert!(s.conditions[0].message.len() <= MESSAGE_MAX);
+        let note = event(&p, &s).unwrap().note.unwrap();
+        assert!(note.len() <= NOTE_MAX);
+    }
 }
