@@ -542,14 +542,11 @@ def scale(args, binary: Path, workdir: Path) -> dict:
         log(f"all {n} accepted after {res['accepted_s']:.1f}s (compile {res['initial_compile_s']:.3f}s, "
             f"{res['initial_compiles']:.0f} compiles)")
 
-        seen = [-1]
         stuck_since = [None]
 
-        def all_ready():
-            m = op.metrics()
-            rev = revision(m)
+        def stuck(m: dict[str, float]) -> None:
             failed = m.get('sluice_operator_failures_total{reason="write_snapshot"}', 0)
-            if rev is None and failed:
+            if revision(m) is None and failed:
                 # Every reconcile fails writing the snapshot, and retries: fail fast, saying why.
                 stuck_since[0] = stuck_since[0] or time.monotonic()
                 if time.monotonic() - stuck_since[0] > args.stuck_timeout:
@@ -558,17 +555,14 @@ def scale(args, binary: Path, workdir: Path) -> dict:
                         f"{failed:.0f} failed writes so far (sluice_operator_failures_total"
                         f"{{reason=\"write_snapshot\"}}), no status written. The operator's first "
                         f"warning:\n{first_problem(op.log_path)}")
-            items = kube.list()
-            good = [p for p in items if (ready(p) or {}).get("status") == "True" and observed(p)
-                    and (p.get("status") or {}).get("revision") == rev]
-            if len(good) != seen[0]:
-                log(f"  {len(good)} of {len(items)} statuses Ready=True at revision {rev}")
-                seen[0] = len(good)
-            return len(items) == n and len(good) == n
 
-        wait_until("every status is Ready=True", all_ready, max(1.0, deadline - time.monotonic()),
-                   args.list_interval)
-        res["all_ready_s"] = time.monotonic() - t0
+        def ready_at(p: dict, rev: str | None) -> bool:
+            return ((ready(p) or {}).get("status") == "True" and observed(p)
+                    and (p.get("status") or {}).get("revision") == rev)
+
+        done = StatusesDone(args, op, kube, n, 0.0, ready_at, stuck)
+        res["all_ready_s"] = wait_until("every status is Ready=True", done, max(1.0, deadline - time.monotonic()),
+                                        0.05) - t0
         res["startup_emulator_cpu_s"] = emu.cpu() - cpu_e0
         res["startup_operator_cpu_s"] = cpu_seconds(op.pid)
         log(f"every status Ready=True after {res['all_ready_s']:.1f}s")
@@ -595,6 +589,47 @@ def scale(args, binary: Path, workdir: Path) -> dict:
         emu.shutdown()
         nats.shutdown()
     return res
+
+
+class StatusesDone:
+    """A wait_until check for "every policy's status is as wanted", cheap to call often:
+    true (the time, monotonic s) once the operator has written `n` statuses since its
+    status_writes_total was `writes0` and a list of the policies shows `good(policy,
+    revision in force)` for all of them. The list (some 0.1 s of the emulator's time
+    for 1,000 policies) is made when the counter gets there and then at most every
+    --list-interval; the time returned is when the counter was seen there, if the first
+    list confirmed it, else when a list did. `stuck(metrics)` may raise."""
+
+    def __init__(self, args, op: Relay, kube: Kube, n: int, writes0: float, good, stuck=None):
+        self.args, self.op, self.kube, self.n, self.writes0 = args, op, kube, n, writes0
+        self.good, self.stuck = good, stuck
+        self.counted: float | None = None
+        self.next_list = 0.0
+        self.lists = 0
+        self.seen = -1
+
+    def __call__(self) -> float | None:
+        m = self.op.metrics()
+        if self.stuck:
+            self.stuck(m)
+        now = time.monotonic()
+        if self.counted is None:
+            if m.get("sluice_operator_status_writes_total", 0) - self.writes0 < self.n:
+                return None
+            self.counted = now
+        if now < self.next_list:
+            return None
+        rev = revision(m)
+        items = self.kube.list()
+        self.lists += 1
+        self.next_list = time.monotonic() + self.args.list_interval
+        good = sum(1 for p in items if self.good(p, rev))
+        if good != self.seen:
+            log(f"  {good} of {len(items)} statuses as wanted at revision {rev}")
+            self.seen = good
+        if len(items) == self.n and good == self.n:
+            return self.counted if self.lists == 1 else now
+        return None
 
 
 def settle(op: Relay, quiet: float = 2.0, timeout: float = 120) -> None:
@@ -646,12 +681,8 @@ def change_one(args, kube: Kube, op: Relay, emu: Emulator, n: int, per: int, has
                            lambda: accepted(kube.get(name)) and time.monotonic(),
                            max(1.0, deadline - time.monotonic()), 0.02)
 
-    def every_status():
-        items = kube.list()
-        return all((p.get("status") or {}).get("revision") == rev1 for p in items) and time.monotonic()
-
-    all_at = wait_until(f"every status names revision {rev1}", every_status,
-                        max(1.0, deadline - time.monotonic()), args.list_interval / 2)
+    done = StatusesDone(args, op, kube, n, writes0, lambda p, rev: (p.get("status") or {}).get("revision") == rev)
+    all_at = wait_until(f"every status names revision {rev1}", done, max(1.0, deadline - time.monotonic()), 0.05)
     settle(op)
     m1 = op.metrics()
     return {
@@ -778,8 +809,8 @@ def main() -> int:
     ap.add_argument("--nats-max-payload",
                     help="nats-server max_payload (e.g. 8MB) from a configuration file; default: "
                          "nats-server's own, 1 MiB")
-    ap.add_argument("--list-interval", type=float, default=2.0,
-                    help="how often the policies are listed while waiting for their statuses, s (default 2)")
+    ap.add_argument("--list-interval", type=float, default=1.0,
+                    help="how often the policies are listed while waiting for their statuses, s (default 1)")
     ap.add_argument("--skip-build", action="store_true", help="use the binary already built")
     ap.add_argument("--binary", type=Path, help="the sluice binary (default: target/release/sluice)")
     ap.add_argument("--json", type=Path, help="also write every figure to this file as JSON")
