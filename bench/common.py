@@ -1,8 +1,8 @@
-"""Shared pieces of the Sluice benchmarks (`accept.py`, `deliver.py`, `scale.py`): child
-processes that are always stopped, free loopback ports, CPU time from /proc, the
-Prometheus text format, smtp-source and smtp-sink, starting Sluice's roles, driving the
-load until the sink has every message, a private Postfix relay, and the command-line
-options the scripts share.
+"""Shared pieces of the Sluice benchmarks (`accept.py`, `deliver.py`, `scale.py`,
+`operator.py`): child processes that are always stopped, free loopback ports, CPU time
+and memory from /proc, the Prometheus text format, smtp-source and smtp-sink, starting
+Sluice's roles and nats-server, driving the load until the sink has every message, a
+private Postfix relay, and the command-line options the scripts share.
 
 Python 3.11 standard library only. Imported by the scripts beside it (they run as
 `python3 bench/NAME.py`, so this directory is on sys.path).
