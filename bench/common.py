@@ -1,8 +1,8 @@
-"""Shared pieces of the Sluice benchmarks (`accept.py`, `deliver.py`, `scale.py`): child
-processes that are always stopped, free loopback ports, CPU time from /proc, the
-Prometheus text format, smtp-source and smtp-sink, starting Sluice's roles, driving the
-load until the sink has every message, a private Postfix relay, and the command-line
-options the scripts share.
+"""Shared pieces of the Sluice benchmarks (`accept.py`, `deliver.py`, `scale.py`,
+`operator.py`): child processes that are always stopped, free loopback ports, CPU time
+and memory from /proc, the Prometheus text format, smtp-source and smtp-sink, starting
+Sluice's roles and nats-server, driving the load until the sink has every message, a
+private Postfix relay, and the command-line options the scripts share.
 
 Python 3.11 standard library only. Imported by the scripts beside it (they run as
 `python3 bench/NAME.py`, so this directory is on sys.path).
@@ -136,10 +136,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def vmrss_kib(pid: int) -> int:
+    return proc_status_kib(pid, "VmRSS")
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status in KiB: VmRSS (resident now), VmHWM (its peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise BenchError(f"no VmRSS in /proc/{pid}/status")
+    raise BenchError(f"no {field} in /proc/{pid}/status")
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -313,17 +318,19 @@ def launch_relay(binary: Path, d: Path, name: str, smtp: int, admin: int) -> Rel
     return relay
 
 
-def launch_role(binary: Path, d: Path, name: str, argv: list[str], smtp: bool) -> Relay:
+def launch_role(binary: Path, d: Path, name: str, argv: list[str], smtp: bool,
+                env: dict[str, str] | None = None, ready: bool = True) -> Relay:
     """Starts `sluice ARGV --admin 127.0.0.1:0 --ports-file d/NAME.ports.json` (plus
     `--smtp 127.0.0.1:0` if `smtp`) with its log in d/NAME.log; reads the ports it bound
-    from the ports file, waits for /readyz and, with a listener, for an answer to EHLO.
-    ARGV is the role and its flags, e.g. ["worker", "--config", CFG, "--nats-url", URL]."""
+    from the ports file, waits for /readyz (unless not `ready`) and, with a listener,
+    for an answer to EHLO. ARGV is the role and its flags, e.g. ["worker", "--config",
+    CFG, "--nats-url", URL]; `env` adds variables (KUBECONFIG)."""
     log_path = d / f"{name}.log"
     ports_path = d / f"{name}.ports.json"
     cmd = [str(binary), *argv, "--admin", "127.0.0.1:0", "--ports-file", str(ports_path)]
     if smtp:
         cmd += ["--smtp", "127.0.0.1:0"]
-    env = dict(os.environ, NO_COLOR="1")
+    env = dict(os.environ, NO_COLOR="1", **(env or {}))
     with open(log_path, "wb") as logf:
         proc = spawn(cmd, cwd=d, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
     want = {"admin", "smtp"} if smtp else {"admin"}
@@ -343,7 +350,8 @@ def launch_role(binary: Path, d: Path, name: str, argv: list[str], smtp: bool) -
         time.sleep(0.05)
     port_of = lambda key: int(ports[key].rsplit(":", 1)[1])  # noqa: E731
     relay = Relay(d, proc, port_of("smtp") if smtp else None, port_of("admin"), log_path, name=name)
-    wait_ready(proc, name, relay.admin, log_path)
+    if ready:
+        wait_ready(proc, name, relay.admin, log_path)
     if smtp:
         ehlo_check(relay.smtp)
     log(f"{name}: pid {proc.pid}, " + (f"smtp 127.0.0.1:{relay.smtp}, " if smtp else "")
@@ -374,6 +382,59 @@ def log_problems(path: Path) -> list[str]:
         if re.search(r"\b(WARN|ERROR)\b", line):
             lines.append(line)
     return lines
+
+
+# ---------------------------------------------------------------------------------------
+# nats-server with JetStream on a fresh store (scale.py, operator.py).
+
+@dataclass
+class NatsServer:
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    exit_code: int | None = None
+    stopped: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def shutdown(self) -> None:
+        if not self.stopped:
+            self.exit_code = stop(self.proc, signal.SIGTERM)
+            self.stopped = True
+
+    def problems(self) -> list[str]:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if re.search(r"\[(WRN|ERR|FTL)\]", line)]
+
+
+def start_nats(binary: str, d: Path, extra: list[str] | None = None) -> NatsServer:
+    """nats-server -js on a free loopback port with its store in d/nats-store; `extra`
+    adds arguments (e.g. `-c FILE` for settings that have no flag)."""
+    port = free_port()
+    store = d / "nats-store"
+    log_path = d / "nats-server.log"
+    cmd = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store), *(extra or [])]
+    log(" ".join(cmd))
+    with open(log_path, "wb") as logf:
+        proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+    nats = NatsServer(proc, port, log_path)
+    wait_for_port(port, proc, START_TIMEOUT)
+    wait_until("nats-server says it is ready",
+               lambda: "Server is ready" in log_path.read_text(errors="replace"), START_TIMEOUT, 0.05)
+    return nats
+
+
+def nats_version(binary: str) -> str:
+    try:
+        return subprocess.run([binary, "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
 
 
 # ---------------------------------------------------------------------------------------

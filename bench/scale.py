@@ -44,11 +44,11 @@ from pathlib import Path
 
 from common import (
     run_main,
-    CLK_TCK, POLICY, START_TIMEOUT, BenchError, Relay, Sink, _on_signal, add_load_args,
+    CLK_TCK, POLICY, BenchError, NatsServer, Relay, Sink, _on_signal, add_load_args,
     add_postfix_args, add_tool_args, add_wait_args, build, cargo_target_dir, ceiling,
     check_tools, commit, cpu_seconds, drive, free_port, histogram, histogram_delta, labeled,
-    launch_role, log, log_problems, postfix_run, queue_len, quantile, sink_sessions, spawn,
-    sluice_config, start_sink, stop, stop_all, tail, wait_for_port, wait_until,
+    launch_role, log, log_problems, nats_version, postfix_run, queue_len, quantile,
+    sink_sessions, sluice_config, start_nats, start_sink, stop_all, tail, wait_until,
 )
 
 SENT = 'sluice_deliveries_total{route="smarthost",status="sent"}'
@@ -81,57 +81,6 @@ TITLES = {"ceiling": "ceiling: smtp-source -> smtp-sink",
           "ceiling-2": "ceiling, 2 smtp-source processes",
           "postfix": "Postfix",
           **{k: v.title for k, v in SLUICE_VARIANTS.items()}}
-
-
-# ---------------------------------------------------------------------------------------
-# nats-server: a fresh store for each variant.
-
-@dataclass
-class NatsServer:
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-    exit_code: int | None = None
-    stopped: bool = False
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def shutdown(self) -> None:
-        if not self.stopped:
-            self.exit_code = stop(self.proc, signal.SIGTERM)
-            self.stopped = True
-
-    def problems(self) -> list[str]:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if re.search(r"\[(WRN|ERR|FTL)\]", line)]
-
-
-def start_nats(binary: str, d: Path) -> NatsServer:
-    port = free_port()
-    store = d / "nats-store"
-    log_path = d / "nats-server.log"
-    cmd = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
-    log(" ".join(cmd))
-    with open(log_path, "wb") as logf:
-        proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
-    nats = NatsServer(proc, port, log_path)
-    wait_for_port(port, proc, START_TIMEOUT)
-    wait_until("nats-server says it is ready",
-               lambda: "Server is ready" in log_path.read_text(errors="replace"), START_TIMEOUT, 0.05)
-    return nats
-
-
-def nats_version(binary: str) -> str:
-    try:
-        return subprocess.run([binary, "--version"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
 
 
 # ---------------------------------------------------------------------------------------
