@@ -57,7 +57,26 @@ struct State {
     /// The revision in force in NATS; `None` inside means none is; read once per
     /// leadership, then kept as this replica writes.
     in_force: Option<Option<String>>,
+    /// The last failed write, so that the other policies' reconciles do not each try
+    /// NATS again at once: a thousand policies would make a thousand writes a round.
+    failed_write: Option<FailedWrite>,
 }
+
+struct FailedWrite {
+    revision: String,
+    at: std::time::Instant,
+    failures: u32,
+    error: String,
+}
+
+impl FailedWrite {
+    /// 1 s after the first failure, doubling up to 30 s.
+    fn retry_after(&self) -> Duration {
+        Duration::from_secs(1 << self.failures.saturating_sub(1).min(5)).min(MAX_WRITE_PAUSE)
+    }
+}
+
+const MAX_WRITE_PAUSE: Duration = Duration::from_secs(30);
 
 /// What failed in a reconcile; the metric label is derived from the variant.
 #[derive(Debug, thiserror::Error)]
@@ -151,10 +170,38 @@ impl Context {
         if let Some(snapshot) = &desired.snapshot
             && in_force.as_deref() != Some(snapshot.revision())
         {
-            self.sink
-                .write(snapshot)
-                .await
-                .map_err(Error::WriteSnapshot)?;
+            if let Some(failed) = &state.failed_write
+                && failed.revision == snapshot.revision()
+                && failed.at.elapsed() < failed.retry_after()
+            {
+                return Err(Error::WriteSnapshot(anyhow::anyhow!(
+                    "{} (failed {} times; trying again within {:?})",
+                    failed.error,
+                    failed.failures,
+                    failed.retry_after()
+                )));
+            }
+            if let Err(e) = self.sink.write(snapshot).await {
+                let failures = match &state.failed_write {
+                    Some(f) if f.revision == snapshot.revision() => f.failures + 1,
+                    _ => 1,
+                };
+                let error = format!("{e:#}");
+                tracing::warn!(
+                    revision = snapshot.revision(),
+                    failures,
+                    error,
+                    "cannot write the policy snapshot to NATS"
+                );
+                state.failed_write = Some(FailedWrite {
+                    revision: snapshot.revision().to_string(),
+                    at: std::time::Instant::now(),
+                    failures,
+                    error,
+                });
+                return Err(Error::WriteSnapshot(e));
+            }
+            state.failed_write = None;
             tracing::info!(
                 revision = snapshot.revision(),
                 policies = snapshot.policies().len(),
@@ -262,7 +309,13 @@ pub async fn reconcile(
 
 /// Counts the failure by its variant and tries again soon.
 pub fn error_policy(policy: Arc<RelayPolicyResource>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(policy = id(&policy), error = %error, "reconcile failed");
+    match error {
+        // Logged once where NATS failed, not once per policy.
+        Error::WriteSnapshot(_) | Error::ReadSnapshot(_) => {
+            tracing::debug!(policy = id(&policy), error = %error, "reconcile failed")
+        }
+        _ => tracing::warn!(policy = id(&policy), error = %error, "reconcile failed"),
+    }
     if let Some(m) = ctx.operator_metrics() {
         m.reconciles.inc("error");
         m.failures.inc(error.metric_label());

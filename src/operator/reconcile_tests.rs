@@ -534,7 +534,14 @@ async fn a_failed_snapshot_write_writes_no_status_and_is_tried_again() {
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(2)));
     let m = f.ctx.metrics.operator.as_ref().unwrap();
     assert_eq!(m.failures.get("write_snapshot"), 1);
+    // Right after a failure, other reconciles do not try NATS again: they fail at once.
     f.sink.1.store(false, Ordering::Relaxed);
+    let error = reconcile(f.get("mail/corp").unwrap(), f.ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("failed 1 times"), "{error}");
+    assert_eq!(f.sink.writes(), 0);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     f.reconcile(
         "mail/corp",
         vec![status(|s| assert_eq!(ready(s).0, "True")), event(|_| {})],
