@@ -13,6 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine;
+use common::hook::Hook;
 use common::kube::KubeEmulator;
 use common::mail::{Outcome, Session};
 use common::nats::NatsServer;
@@ -24,15 +26,29 @@ use sluice::policy::model::RelayPolicyResource;
 use tokio::time::Instant;
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const SECRETS: [&str; 3] = ["app-password-1", "smarthost-user-2", "smarthost-pw-3"];
+const SECRETS: [&str; 4] = [
+    "app-password-1",
+    "smarthost-user-2",
+    "smarthost-pw-3",
+    "webhook-key-4",
+];
 
-fn policy(trusted: &str, sink_port: u16) -> String {
+/// A policy trusting `trusted`, routing `sink.test` to the sink, with a local domain
+/// delivered to a webhook on `hook_port` (signed with a key from a Secret), a user and a
+/// smarthost with credentials from Secrets.
+fn policy(trusted: &str, sink_port: u16, hook_port: u16) -> String {
     format!(
         r#"apiVersion: sluice.dev/v1alpha1
 kind: RelayPolicy
 metadata: {{ name: corp, namespace: mail }}
 spec:
   trustedNetworks: [{trusted}]
+  localDomains:
+    - domain: hook.test
+      delivery:
+        webhook:
+          url: "http://127.0.0.1:{hook_port}/inbound"
+          signingSecretRef: {{ name: hook, key: signing }}
   users:
     - name: app
       passwordSecretRef: {{ name: relay-users, key: app }}
@@ -132,9 +148,13 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
     let nats = NatsServer::start();
     let kube = KubeEmulator::start();
     let sink = Sink::start(AcceptAll).await;
+    let hook = Hook::start(200).await;
+    let policy = |trusted: &str| policy(trusted, sink.addr.port(), hook.port);
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path());
     kube.put_secret("relay-users", &[("app", SECRETS[0].as_bytes())])
+        .await;
+    kube.put_secret("hook", &[("signing", SECRETS[3].as_bytes())])
         .await;
     kube.put_secret(
         "smarthost",
@@ -144,9 +164,7 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
         ],
     )
     .await;
-    let applied = kube
-        .apply_policy(&policy("127.0.0.1/32", sink.addr.port()))
-        .await;
+    let applied = kube.apply_policy(&policy("127.0.0.1/32")).await;
     let mut op = operator("operator-0", &nats, &kube, &key, &["--no-leader-election"]).await;
     op.wait_ready(READY_WITHIN).await;
     let api: Api<RelayPolicyResource> = Api::namespaced(kube.client().await, "mail");
@@ -177,6 +195,30 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
     assert_eq!(sent, Outcome::Accepted);
     session.quit().await;
     let delivered = sink.wait_for(1, Duration::from_secs(10)).await;
+    // The local domain's webhook: the worker opened the key the operator sealed, and
+    // the signature verifies with the key from the Secret.
+    let mut session = Session::open(ingress.smtp(), Some(CLIENT)).await.unwrap();
+    let sent = session
+        .send(
+            "a@client.test",
+            "in@hook.test",
+            b"Subject: to the hook\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!(sent, Outcome::Accepted);
+    session.quit().await;
+    let posted = hook.wait_for(1, Duration::from_secs(10)).await;
+    let request = posted
+        .first()
+        .unwrap_or_else(|| worker.fail("no POST to the webhook"));
+    let envelope = base64::engine::general_purpose::STANDARD
+        .decode(request.header("x-sluice-envelope").unwrap())
+        .unwrap();
+    let signature = request.header("x-sluice-signature").expect("signed");
+    let t: u64 = signature[2..signature.find(',').unwrap()].parse().unwrap();
+    let expected =
+        sluice::delivery::local::sign(SECRETS[3].as_bytes(), t, &envelope, &request.body);
+    assert_eq!(signature, expected);
     assert!(
         delivered[0].rcpt_to[0].contains("b@sink.test"),
         "{:?}",
@@ -184,7 +226,7 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
     );
 
     // The trusted network removed: the same client is refused within 2 s.
-    let applied = kube.apply_policy(&policy("", sink.addr.port())).await;
+    let applied = kube.apply_policy(&policy("")).await;
     let changed = Instant::now();
     let refused = loop {
         let reply = relay_attempt(&ingress).await;
@@ -212,10 +254,7 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
     // A broken policy: refused in its status, and the ingress keeps the previous rules
     // (which would relay for the client if the broken one had been applied).
     let broken = kube
-        .apply_policy(&policy(
-            "\"127.0.0.1/32\", \"10.0.0.0/33\"",
-            sink.addr.port(),
-        ))
+        .apply_policy(&policy("\"127.0.0.1/32\", \"10.0.0.0/33\""))
         .await;
     let (status, reason, message) = wait_ready(
         &api,
@@ -281,7 +320,8 @@ async fn of_two_operators_only_the_leader_writes_and_the_other_takes_over() {
         .await;
     kube.put_secret("smarthost", &[("username", b"u"), ("password", b"p")])
         .await;
-    kube.apply_policy(&policy("127.0.0.1/32", 25)).await;
+    kube.put_secret("hook", &[("signing", b"k")]).await;
+    kube.apply_policy(&policy("127.0.0.1/32", 25, 9)).await;
     let mut a = operator("operator-a", &nats, &kube, &key, &[]).await;
     a.wait_ready(READY_WITHIN).await;
     let leads = |page: Option<String>| page.and_then(|p| metric_sum(&p, "sluice_operator_leader"));
@@ -293,13 +333,14 @@ async fn of_two_operators_only_the_leader_writes_and_the_other_takes_over() {
     let mut b = operator("operator-b", &nats, &kube, &key, &[]).await;
     b.wait_ready(READY_WITHIN).await;
     let api: Api<RelayPolicyResource> = Api::namespaced(kube.client().await, "mail");
-    let changed = kube.apply_policy(&policy("\"127.0.0.2/32\"", 25)).await;
-    wait_ready(
+    let changed = kube.apply_policy(&policy("\"127.0.0.2/32\"", 25, 9)).await;
+    let (status, ..) = wait_ready(
         &api,
         changed.metadata.generation.unwrap(),
         Duration::from_secs(10),
     )
     .await;
+    assert_eq!(status, "True");
     let page_b = b.metrics().await.unwrap();
     assert_eq!(
         metric_sum(&page_b, "sluice_operator_leader"),
@@ -324,14 +365,19 @@ async fn of_two_operators_only_the_leader_writes_and_the_other_takes_over() {
         "{}",
         a.log_tail()
     );
-    let changed = kube.apply_policy(&policy("\"127.0.0.3/32\"", 25)).await;
-    wait_ready(
+    let changed = kube.apply_policy(&policy("\"127.0.0.3/32\"", 25, 9)).await;
+    let (status, ..) = wait_ready(
         &api,
         changed.metadata.generation.unwrap(),
         Duration::from_secs(10),
     )
     .await;
+    assert_eq!(status, "True");
     let page_b = b.metrics().await.unwrap();
     assert_eq!(metric_sum(&page_b, "sluice_operator_leader"), Some(1.0));
-    assert!(metric_sum(&page_b, "sluice_operator_snapshot_writes_total").unwrap() >= 1.0);
+    assert!(
+        metric_sum(&page_b, "sluice_operator_snapshot_writes_total").unwrap() >= 1.0,
+        "{}",
+        b.log_tail()
+    );
 }

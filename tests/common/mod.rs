@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod fleet;
+pub mod hook;
 pub mod kube;
 pub mod mail;
 pub mod nats;

@@ -3,118 +3,8 @@
 
 use super::*;
 use base64::Engine;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// One request as the server saw it.
-#[derive(Debug, Clone)]
-struct Request {
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// An HTTP server on loopback that answers every request with the current `status`
-/// and records it.
-struct Hook {
-    port: u16,
-    status: Arc<AtomicU16>,
-    requests: Arc<Mutex<Vec<Request>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Hook {
-    async fn start(status: u16) -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let status = Arc::new(AtomicU16::new(status));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (answer, log) = (status.clone(), requests.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (answer, log) = (answer.clone(), log.clone());
-                tokio::spawn(async move {
-                    if let Some(request) = exchange(stream, &answer).await {
-                        log.lock().unwrap().push(request);
-                    }
-                });
-            }
-        });
-        Hook {
-            port,
-            status,
-            requests,
-            task,
-        }
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    async fn wait_for(&self, n: usize) -> Vec<Request> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let got = self.requests();
-            if got.len() >= n || tokio::time::Instant::now() >= deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads the head and a Content-Length body, answers with the status of the moment (the
-/// request is recorded before the answer goes out), and closes.
-async fn exchange(mut stream: tokio::net::TcpStream, status: &AtomicU16) -> Option<Request> {
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let mut request = Request {
-        head: String::from_utf8(buf[..end].to_vec()).ok()?,
-        body: buf[end..].to_vec(),
-    };
-    let length: usize = request.header("content-length")?.parse().ok()?;
-    while request.body.len() < length {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        request.body.extend_from_slice(&chunk[..n]);
-    }
-    let code = status.load(Ordering::SeqCst);
-    let response =
-        format!("HTTP/1.1 {code} Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
-    Some(request)
-}
+use common::hook::Hook;
+use std::sync::atomic::Ordering;
 
 const SECRET: &str = "whsec-e2e";
 const MESSAGE: &[u8] = b"Subject: to the hook\r\n\r\ncaf\xc3\xa9\r\n";
@@ -206,7 +96,7 @@ async fn webhook_with_a_missing_signing_secret_defers_without_posting() {
 
     // Once the secret appears, the next attempt delivers, signed.
     write_secret(secrets.path(), "not-mounted", "signing", SECRET);
-    let got = hook.wait_for(1).await;
+    let got = hook.wait_for(1, WAIT).await;
     assert_eq!(got.len(), 1, "no POST after the secret appeared");
     assert!(got[0].header("x-sluice-signature").is_some());
     wait_until_queue_is_empty(&relay).await;
