@@ -29,6 +29,7 @@ macro_rules! queue_conformance_tests {
             take_leases_the_message_until_the_lease_runs_out,
             only_a_lease_after_a_lapsed_one_is_redelivered,
             defer_hides_until_due_and_updates_the_envelope,
+            defer_keeps_a_bounded_reason,
             stale_lease_is_lost,
             list_is_oldest_first,
             bodies_round_trip_byte_identical,
@@ -220,6 +221,35 @@ pub async fn only_a_lease_after_a_lapsed_one_is_redelivered<Q: Queue>(
         .expect("due again");
     assert!(lapsed.redelivered);
     q.ack(&lapsed).await.unwrap();
+}
+
+/// A remote reply of any length is stored cut to [`super::MAX_LAST_ERROR`] bytes.
+pub async fn defer_keeps_a_bounded_reason<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+    let q = make().await;
+    let env = envelope(&["a"]);
+    q.enqueue(&env, &body("long reply")).await.unwrap();
+    let lease = q.take(Duration::from_secs(60)).await.unwrap().expect("due");
+    let reply: String = (0..2_000)
+        .map(|i| format!("451-4.7.1 line {i} of a long reply é\r\n"))
+        .collect();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    q.defer(&lease, later, env.recipients.clone(), reply.clone())
+        .await
+        .expect("a long reply does not stop the deferral");
+    let (entry, _) = q.inspect(&env.id).await.unwrap().expect("still queued");
+    let kept = entry.envelope.last_error.expect("a reason");
+    assert!(
+        kept.len() <= super::MAX_LAST_ERROR,
+        "{} bytes kept",
+        kept.len()
+    );
+    assert!(
+        kept.starts_with("451-4.7.1 line 0 of a long reply"),
+        "{kept}"
+    );
+    assert!(kept.ends_with('…'), "{kept}");
+    let short = "451 4.7.1 short".to_string();
+    assert_eq!(super::bounded_reason(short.clone()), short);
 }
 
 pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(

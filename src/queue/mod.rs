@@ -35,7 +35,8 @@ pub struct Envelope {
     pub authenticated_user: Option<String>,
     /// Delivery attempts made so far.
     pub attempts: u32,
-    /// The reason of the last deferral, for `sluice queue show` and bounces.
+    /// The reason of the last deferral, for `sluice queue show` and bounces; at most
+    /// [`MAX_LAST_ERROR`] bytes (see [`bounded_reason`]).
     pub last_error: Option<String>,
     /// When the sender was sent its one delay warning (`retry.delayWarning`), in
     /// milliseconds since the Unix epoch; stored so that a restart does not warn again.
@@ -46,6 +47,27 @@ pub struct Envelope {
     /// Absent in envelopes written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::telemetry::trace::TraceParent>,
+}
+
+/// The most of a deferral's reason a queue keeps. A remote server's reply can run to any
+/// length, and the envelope travels in every republished message, whose headers must
+/// fit NATS's max payload within the room left at enqueue; one reply line is at most 512
+/// octets (RFC 5321 4.5.3.1.5), and that says enough.
+pub const MAX_LAST_ERROR: usize = 512;
+
+/// `reason` cut to at most [`MAX_LAST_ERROR`] bytes on a character boundary, ending in
+/// `…` when cut. Every backend stores deferral reasons through this.
+pub fn bounded_reason(mut reason: String) -> String {
+    const MARK: &str = "…";
+    if reason.len() > MAX_LAST_ERROR {
+        let mut end = MAX_LAST_ERROR - MARK.len();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str(MARK);
+    }
+    reason
 }
 
 /// A message taken from the queue for delivery. Until it is acked or deferred, no other

@@ -118,6 +118,11 @@ impl Default for JetStreamOptions {
 /// Room left under the max payload for the protocol line and the small headers; the
 /// envelope header is counted twice on top, leaving it room to grow on deferrals.
 const HEADER_ROOM: usize = 4 * 1024;
+
+/// When a deferral cannot be republished, the old message comes back after the deferral's
+/// own delay, bounded by these.
+const FAILED_DEFER_MIN: Duration = Duration::from_secs(1);
+const FAILED_DEFER_MAX: Duration = Duration::from_secs(300);
 /// How long a refused message is watched for, to be withdrawn if it reaches the stream.
 const WITHDRAW_FOR: Duration = Duration::from_secs(300);
 /// Between two looks at the connection while withdrawing, and between the two purges.
@@ -565,7 +570,7 @@ impl Queue for JetStreamQueue {
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts += 1;
-        envelope.last_error = Some(reason);
+        envelope.last_error = Some(super::bounded_reason(reason));
         let msg_id = format!("{}.{}", envelope.id, envelope.attempts);
         let meta = Meta {
             envelope,
@@ -574,8 +579,14 @@ impl Queue for JetStreamQueue {
             body_object: old.body_object,
         };
         if let Err(e) = self.publish(&meta, &msg_id, &held.message.payload).await {
-            // Nothing changed: the old message is due again.
-            let _ = held.message.ack_with(AckKind::Nak(None)).await;
+            // Nothing changed: the old message comes back, but when the deferral meant it
+            // to (within bounds), not at once: a republish that keeps failing must not
+            // spin through deliveries for days.
+            let wait = until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .clamp(FAILED_DEFER_MIN, FAILED_DEFER_MAX);
+            let _ = held.message.ack_with(AckKind::Nak(Some(wait))).await;
             return Err(e);
         }
         if let Err(e) = held.message.double_ack().await {

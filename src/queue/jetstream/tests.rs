@@ -352,3 +352,32 @@ async fn a_lease_handed_back_does_not_go_to_the_stopping_workers_own_long_poll()
         .expect("handed back to the others, not to the stopping worker's long-poll");
     assert_eq!(lease.envelope.id, e.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferral_that_cannot_be_republished_comes_back_later_not_at_once() {
+    let server = NatsServer::start();
+    let q = queue(&server).await;
+    let env = envelope(&["a"]);
+    q.enqueue(&env, b"body").await.unwrap();
+    let mut lease = q.take(MINUTE).await.unwrap().expect("due");
+    // What the holder notes in the envelope travels in the republished message's headers:
+    // grown past NATS's max payload, the republish fails.
+    lease.envelope.helo = "h".repeat(2 << 20);
+    let until = SystemTime::now() + Duration::from_secs(2);
+    let failed = q
+        .defer(&lease, until, env.recipients.clone(), "451 later".into())
+        .await;
+    assert!(failed.is_err(), "the republish cannot fit");
+    // Handed back for when the deferral meant it, not at once (and again, for days).
+    assert!(
+        take_within(&q, MINUTE, Duration::from_millis(700))
+            .await
+            .is_none(),
+        "redelivered at once"
+    );
+    let back = take_within(&q, MINUTE, Duration::from_secs(10))
+        .await
+        .expect("back after the deferral's delay");
+    assert_eq!(back.envelope.id, env.id);
+    q.ack(&back).await.unwrap();
+}

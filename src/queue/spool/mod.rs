@@ -410,7 +410,7 @@ impl Queue for Spool {
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts = envelope.attempts.saturating_add(1);
-        envelope.last_error = Some(reason);
+        envelope.last_error = Some(super::bounded_reason(reason));
         let json = to_json(&envelope)?;
         let Some(size) = self.shared.lock_index().begin_settle(id, lease.token) else {
             return Err(QueueError::LeaseLost(id.clone()));
