@@ -183,6 +183,13 @@ pub struct Limits {
     pub command_timeout: Duration,
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub data_timeout: Duration,
+    /// How long one write of replies may wait for the client to read: a client that
+    /// never reads must not hold a session (and its memory) for ever.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub write_timeout: Duration,
+    /// The longest a session may last, however busy: then `421 4.4.2` and close.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub max_session_lifetime: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     /// Pause before answering a failed AUTH, doubled for each further failure.
@@ -207,6 +214,8 @@ impl Default for Limits {
             max_errors: 20,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            write_timeout: Duration::from_secs(300),
+            max_session_lifetime: Duration::from_secs(3600),
             max_connections: 10_000,
             max_connections_per_ip: 100,
             auth_failure_delay: Duration::from_secs(1),

@@ -110,6 +110,58 @@ async fn command_timeout_answers_421_and_closes() {
     assert!(c.closed().await);
 }
 
+/// A client that sends and never reads: once the replies fill the socket buffers the
+/// relay's writes block, and the write timeout must end the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let relay = common::start("{writeTimeout: 1s, commandTimeout: 120s}").await;
+    let metrics = relay.running.as_ref().unwrap().metrics.clone();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(relay.relay).await.unwrap();
+    // Each EHLO draws a reply of some 200 bytes: 40,000 of them are about 8 MB of
+    // replies, more than loopback's buffers hold, from 0.7 MB sent.
+    let writer = tokio::spawn(async move {
+        let batch = "EHLO client.test\r\n".repeat(1000);
+        for _ in 0..40 {
+            if stream.write_all(batch.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        // Keep the connection open, still not reading.
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metrics.connections_active.load(Ordering::Relaxed) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session that never reads is still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    writer.abort();
+}
+
+/// The lifetime cap ends a session that no other limit would end yet (here, one waiting
+/// well within its command timeout); it runs beside every other wait, busy or not.
+#[tokio::test]
+async fn a_session_ends_at_its_lifetime() {
+    let relay = common::start("{maxSessionLifetime: 2s, commandTimeout: 120s}").await;
+    let mut c = Client::connect(relay.relay).await;
+    let started = std::time::Instant::now();
+    c.cmd("EHLO client.test", "250 ").await;
+    c.cmd("NOOP", "250").await;
+    c.expect("421 4.4.2").await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(c.closed().await);
+}
+
 #[tokio::test]
 async fn data_timeout_answers_421_and_queues_nothing() {
     let relay = common::start("{dataTimeout: 1s}").await;

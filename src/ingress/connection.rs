@@ -71,11 +71,17 @@ impl Connection {
     pub(super) async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
         let greeting = self.session.greeting();
         greeting.write_to(&mut self.out);
+        let lifetime = self.shared.timeouts.session;
         tokio::select! {
             _ = self.serve(&drain) => {}
             _ = stop.cancelled() => {
                 self.out.clear();
                 self.session.shutting_down().write_to(&mut self.out);
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+            }
+            _ = tokio::time::sleep(lifetime) => {
+                self.out.clear();
+                self.session.timeout().write_to(&mut self.out);
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
             }
         }
@@ -199,7 +205,13 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        let result = self.io.write_all(&self.out).await;
+        // A client that never reads would otherwise hold the write, and the session, for
+        // ever: every command and data wait has a timeout, and so has every write.
+        let write = tokio::time::timeout(self.shared.timeouts.write, self.io.write_all(&self.out));
+        let result = match write.await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
         self.out.clear();
         result
     }

@@ -34,6 +34,10 @@ pub struct Timeouts {
     pub command: Duration,
     /// Waiting for the next bytes of message content.
     pub data: Duration,
+    /// Waiting for the client to take one write of replies.
+    pub write: Duration,
+    /// A whole session, however busy.
+    pub session: Duration,
     pub auth_failure_delay: Duration,
 }
 

@@ -51,6 +51,8 @@ pub fn shared(
         timeouts: Timeouts {
             command: config.limits.command_timeout,
             data: config.limits.data_timeout,
+            write: config.limits.write_timeout,
+            session: config.limits.max_session_lifetime,
             auth_failure_delay: config.limits.auth_failure_delay,
         },
         max_command_line: config.limits.max_command_line,
