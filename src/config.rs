@@ -190,6 +190,11 @@ pub struct Limits {
     /// The longest a session may last, however busy: then `421 4.4.2` and close.
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub max_session_lifetime: Duration,
+    /// How long a session goes on with the policy it started with. After that it takes
+    /// the policy in force at its next transaction, so that removing a user or a trusted
+    /// network reaches long-lived sessions too.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub session_policy_max_age: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     /// Pause before answering a failed AUTH, doubled for each further failure.
@@ -216,6 +221,7 @@ impl Default for Limits {
             data_timeout: Duration::from_secs(180),
             write_timeout: Duration::from_secs(300),
             max_session_lifetime: Duration::from_secs(3600),
+            session_policy_max_age: Duration::from_secs(120),
             max_connections: 10_000,
             max_connections_per_ip: 100,
             auth_failure_delay: Duration::from_secs(1),

@@ -118,6 +118,45 @@ async fn policy_reload_applies_to_new_sessions_and_invalid_policy_is_refused() {
     still.cmd("RCPT TO:<b@foreign.test>", "250 2.1.5").await;
 }
 
+#[tokio::test]
+async fn a_long_session_takes_a_narrower_policy_at_its_next_transaction() {
+    let relay = common::start("{sessionPolicyMaxAge: 1s}").await;
+    let mut open = Client::connect(relay.relay).await;
+    open.cmd("EHLO client.test", "250 ").await;
+    open.cmd("MAIL FROM:<a@sender.test>", "250").await;
+    open.cmd("RCPT TO:<b@foreign.test>", "250 2.1.5").await;
+    open.cmd("RSET", "250").await;
+    // 127.0.0.1 is no longer trusted.
+    let policy = relay.dir.path().join("policy.yaml");
+    let narrowed = common::policy_yaml().replace("\"127.0.0.1/32\", ", "");
+    std::fs::write(&policy, narrowed).unwrap();
+    let running = relay.running.as_ref().unwrap();
+    running.reload();
+    wait_for(|| running.metrics.policy_reloads.get("applied") >= 1).await;
+    // Within the cap the session keeps its policy; past it, the next transaction is
+    // judged by the policy in force. Each round is one transaction, bounded in count.
+    let started = std::time::Instant::now();
+    loop {
+        open.cmd("MAIL FROM:<a@sender.test>", "250").await;
+        open.send(b"RCPT TO:<b@foreign.test>\r\n").await;
+        let reply = open.reply().await;
+        open.cmd("RSET", "250").await;
+        if reply.starts_with("554 5.7.1") {
+            break;
+        }
+        assert!(reply.starts_with("250 2.1.5"), "{reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the session still relays 5 s after the trusted network was removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "took the policy before the cap"
+    );
+}
+
 async fn wait_for(condition: impl Fn() -> bool) {
     for _ in 0..100 {
         if condition() {

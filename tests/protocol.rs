@@ -104,6 +104,49 @@ async fn submission_requires_auth_and_auth_requires_tls() {
     c.cmd("AUTH LOGIN", "538 5.7.11").await;
 }
 
+#[tokio::test]
+async fn a_removed_user_is_logged_out_at_the_next_command_after_the_policy_cap() {
+    let relay = common::start("{sessionPolicyMaxAge: 1s}").await;
+    let mut c = Client::connect_from(relay.submission, "127.0.0.2").await;
+    c.cmd("EHLO client.test", "250 ").await;
+    let mut c = start_tls(c, &relay.ca_pem).await;
+    c.cmd("EHLO client.test", "250 ").await;
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+        "235 2.7.0",
+    )
+    .await;
+    let policy = relay.dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        common::policy_yaml().replace("name: alice", "name: bob"),
+    )
+    .unwrap();
+    let running = relay.running.as_ref().unwrap();
+    running.reload();
+    for _ in 0..100 {
+        if running.metrics.policy_reloads.get("applied") >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let started = std::time::Instant::now();
+    loop {
+        c.send(b"NOOP\r\n").await;
+        let reply = c.reply().await;
+        if reply.starts_with("421 4.7.0") {
+            break;
+        }
+        assert!(reply.starts_with("250"), "{reply}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "alice's session outlived her removal by 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(c.closed().await);
+}
+
 fn plain(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }

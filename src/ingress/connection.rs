@@ -44,6 +44,8 @@ pub(super) struct Connection {
     listener: Arc<Listener>,
     shared: Arc<Shared>,
     peer: String,
+    /// When the session took the policy it applies.
+    policy_since: Instant,
 }
 
 impl Connection {
@@ -63,6 +65,7 @@ impl Connection {
             listener,
             shared,
             peer,
+            policy_since: Instant::now(),
         }
     }
 
@@ -105,6 +108,9 @@ impl Connection {
     async fn next_command(&mut self, drain: &CancellationToken) -> Flow {
         match self.lines.next_line() {
             Some(Line::Complete(line)) => {
+                if let Some(reply) = self.refresh_policy() {
+                    return self.close_with(reply).await;
+                }
                 if !self.session.in_auth_exchange() {
                     self.shared.metrics.commands.inc(verb_label(&line));
                 }
@@ -129,6 +135,23 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Past `limits.sessionPolicyMaxAge`, a session between transactions takes the
+    /// policy in force: the reply, if any, is why the session must end.
+    fn refresh_policy(&mut self) -> Option<Reply> {
+        if self.session.in_transaction()
+            || self.session.in_auth_exchange()
+            || self.policy_since.elapsed() < self.shared.timeouts.policy_max_age
+        {
+            return None;
+        }
+        self.policy_since = Instant::now();
+        let current = self.shared.policy.borrow().clone();
+        if Arc::ptr_eq(&current, self.session.policy()) {
+            return None;
+        }
+        self.session.adopt_policy(current)
     }
 
     /// Feeds message content to the session: first what is already buffered behind the

@@ -38,6 +38,8 @@ pub struct Timeouts {
     pub write: Duration,
     /// A whole session, however busy.
     pub session: Duration,
+    /// How long a session keeps the policy it has before taking the one in force.
+    pub policy_max_age: Duration,
     pub auth_failure_delay: Duration,
 }
 

@@ -144,6 +144,16 @@ impl PolicySnapshot {
         }
     }
 
+    /// Whether a session that authenticated `user` under `earlier` stays authenticated
+    /// under this snapshot: only while the user exists with the same password hash. A
+    /// removed user or a changed password ends what the old credentials opened.
+    pub fn keeps_user(&self, earlier: &PolicySnapshot, user: &str) -> bool {
+        match (self.rules.users.get(user), earlier.rules.users.get(user)) {
+            (Some(now), Some(then)) => now.password_hash.as_str() == then.password_hash.as_str(),
+            _ => false,
+        }
+    }
+
     pub fn max_message_size(&self) -> Option<u64> {
         self.rules.limits.max_message_size
     }
@@ -341,5 +351,19 @@ mod tests {
             no_default.route_for("b.example").is_none(),
             "no route means MX"
         );
+    }
+
+    #[test]
+    fn a_session_keeps_its_user_only_while_the_user_and_password_stay() {
+        let before = example();
+        assert!(example().keeps_user(&before, "billing-app"));
+        let rehashed = compile(&[&EXAMPLE.replace(BILLING_HASH, &PRINTER_HASH)]).unwrap();
+        assert!(
+            !rehashed.keeps_user(&before, "billing-app"),
+            "password changed"
+        );
+        let removed = compile(&[&EXAMPLE.replace("name: billing-app", "name: billing-2")]).unwrap();
+        assert!(!removed.keeps_user(&before, "billing-app"), "user removed");
+        assert!(!example().keeps_user(&before, "nobody"));
     }
 }

@@ -53,6 +53,7 @@ pub fn shared(
             data: config.limits.data_timeout,
             write: config.limits.write_timeout,
             session: config.limits.max_session_lifetime,
+            policy_max_age: config.limits.session_policy_max_age,
             auth_failure_delay: config.limits.auth_failure_delay,
         },
         max_command_line: config.limits.max_command_line,

@@ -187,9 +187,30 @@ impl Session {
         self.failed_auths
     }
 
-    /// The policy this session was started with.
+    /// The policy this session applies.
     pub fn policy(&self) -> &Arc<PolicySnapshot> {
         &self.policy
+    }
+
+    /// Takes a newer policy. The connection calls it between transactions, outside an
+    /// AUTH exchange, so that one transaction is judged by one policy. A session whose
+    /// user the new policy no longer accepts (removed, or another password) ends with
+    /// `421 4.7.0`: what its old credentials opened must close.
+    pub fn adopt_policy(&mut self, policy: Arc<PolicySnapshot>) -> Option<Reply> {
+        if let Some(user) = &self.user
+            && !policy.keeps_user(&self.policy, user)
+        {
+            return Some(Reply::new(
+                421,
+                "4.7.0",
+                format!(
+                    "{} Error: credentials no longer valid, reconnect",
+                    self.config.hostname
+                ),
+            ));
+        }
+        self.policy = policy;
+        None
     }
 
     /// Handles one command line (without its line ending).
