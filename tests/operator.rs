@@ -104,6 +104,17 @@ async fn relay_attempt(ingress: &RoleProcess) -> String {
     reply
 }
 
+/// Sends one message from [`CLIENT`] in a session of its own; it must be accepted.
+async fn send_one(ingress: &RoleProcess, to: &str, subject: &str) {
+    let mut session = Session::open(ingress.smtp(), Some(CLIENT))
+        .await
+        .unwrap_or_else(|o: Outcome| ingress.fail(&format!("session: {o:?}")));
+    let body = format!("Subject: {subject}\r\n\r\nhello\r\n");
+    let sent = session.send("a@client.test", to, body.as_bytes()).await;
+    assert_eq!(sent, Outcome::Accepted, "to {to}");
+    session.quit().await;
+}
+
 /// The Ready condition of mail/corp as (status, reason, message), once it exists.
 async fn ready(
     api: &Api<RelayPolicyResource>,
@@ -184,29 +195,11 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
     worker.wait_ready(READY_WITHIN).await;
 
     // Trusted by the policy: accepted, and delivered through its route.
-    let mut session = Session::open(ingress.smtp(), Some(CLIENT)).await.unwrap();
-    let sent = session
-        .send(
-            "a@client.test",
-            "b@sink.test",
-            b"Subject: via the operator\r\n\r\nhello\r\n",
-        )
-        .await;
-    assert_eq!(sent, Outcome::Accepted);
-    session.quit().await;
+    send_one(&ingress, "b@sink.test", "via the operator").await;
     let delivered = sink.wait_for(1, Duration::from_secs(10)).await;
     // The local domain's webhook: the worker opened the key the operator sealed, and
     // the signature verifies with the key from the Secret.
-    let mut session = Session::open(ingress.smtp(), Some(CLIENT)).await.unwrap();
-    let sent = session
-        .send(
-            "a@client.test",
-            "in@hook.test",
-            b"Subject: to the hook\r\n\r\nhi\r\n",
-        )
-        .await;
-    assert_eq!(sent, Outcome::Accepted);
-    session.quit().await;
+    send_one(&ingress, "in@hook.test", "to the hook").await;
     let posted = hook.wait_for(1, Duration::from_secs(10)).await;
     let request = posted
         .first()
