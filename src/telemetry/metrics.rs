@@ -19,6 +19,7 @@
 //! | `sluice_queue_redeliveries_total` | counter | | messages handed out again after an earlier lease lapsed without ack or defer (its worker died or overran its lease); each may be delivered twice, when that worker died between the remote's 250 and the record of it |
 //! | `sluice_delivery_duplicates_suppressed_total` | counter | | recipients of such messages not delivered again because a delivery event records them as delivered |
 //! | `sluice_events_lost_total` | counter | `reason` (`backlog_full`, `publish_failed`, `closed`) | delivery events dropped: the publishing backlog was full, the events stream did not acknowledge them, or they came after the sink was closed |
+//! | `sluice_queue_invalid_messages_total` | counter | `reason` (`undecodable`, `invalid`) | JetStream messages terminated undelivered: their headers do not decode, or their envelope is not one an ingress of ours can have written (a path or DSN parameter that does not parse, a control character, more recipients than `limits.maxRecipients`, a body over `limits.maxMessageSize` + 1 MiB) |
 //! | `sluice_queue_messages` | gauge | | messages in the queue (waiting, deferred or being delivered) |
 //! | `sluice_queue_oldest_age_seconds` | gauge | | how long the oldest queued message has been in the queue (by its queue id); 0 when the queue is empty |
 //!
@@ -211,6 +212,7 @@ pub struct Metrics {
     pub queue_redeliveries: AtomicU64,
     pub delivery_duplicates_suppressed: AtomicU64,
     pub events_lost: LabeledCounter,
+    pub queue_invalid_messages: LabeledCounter,
     pub queue_messages: AtomicU64,
     pub queue_oldest_age_ms: AtomicU64,
     /// Only in `sluice operator` (see `telemetry::operator`).
@@ -237,6 +239,7 @@ impl Default for Metrics {
             queue_redeliveries: AtomicU64::new(0),
             delivery_duplicates_suppressed: AtomicU64::new(0),
             events_lost: LabeledCounter::default(),
+            queue_invalid_messages: LabeledCounter::default(),
             queue_messages: AtomicU64::new(0),
             queue_oldest_age_ms: AtomicU64::new(0),
             operator: None,
@@ -365,6 +368,16 @@ impl Metrics {
         );
         self.events_lost
             .render(&mut out, "sluice_events_lost_total", "reason");
+        counter(
+            &mut out,
+            "sluice_queue_invalid_messages_total",
+            "Queue messages terminated undelivered as invalid, by reason.",
+        );
+        self.queue_invalid_messages.render(
+            &mut out,
+            "sluice_queue_invalid_messages_total",
+            "reason",
+        );
         let messages = self.queue_messages.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
