@@ -26,6 +26,15 @@ pub struct Config {
     #[serde(default)]
     pub spool: PathBuf,
     pub admin: Option<SocketAddr>,
+    /// A file holding the bearer token the admin listener's queue API (`sluice queue`)
+    /// requires. Without one the queue API answers on a loopback `admin` address only.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Names (`host` or `host:port`) that the `Host` header of a queue API request may
+    /// give, besides the listener's address, `localhost`, `127.0.0.1` and `[::1]`: the
+    /// name of a Service in front of the admin port, for example.
+    #[serde(default)]
+    pub admin_allowed_hosts: Vec<String>,
     /// RelayPolicy files, for `sluice standalone`; the other roles read the compiled
     /// policy from NATS (`sluice policy push`).
     #[serde(default)]
@@ -257,6 +266,8 @@ impl Default for Config {
             tls: None,
             spool: PathBuf::new(),
             admin: None,
+            admin_token_file: None,
+            admin_allowed_hosts: Vec::new(),
             policies: Vec::new(),
             limits: Limits::default(),
             delivery: DeliveryConfig::default(),
@@ -310,6 +321,7 @@ impl Config {
         self.delivery.ca_file.iter_mut().for_each(join);
         self.policies.iter_mut().for_each(join);
         self.ports_file.iter_mut().for_each(join);
+        self.admin_token_file.iter_mut().for_each(join);
         self.nats.resolve_paths(base);
         if let Some(tls) = self.tls.as_mut() {
             join(&mut tls.cert_file);
@@ -361,6 +373,24 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The admin token in `path`: the file's text without surrounding white space (a
+/// trailing newline, as `echo` and Secrets give). An empty token is refused, as it would
+/// let anyone in.
+pub fn read_admin_token(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problem: "the admin token must be one word, not empty".into(),
+        });
+    }
+    Ok(token.to_string())
 }
 
 fn default_hostname() -> String {
@@ -447,6 +477,24 @@ mod tests {
             .validate(Role::Standalone { jetstream: false })
             .unwrap_err();
         assert!(err.contains("spool"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_token_file_is_relative_to_the_config_and_holds_one_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.yaml");
+        let text = format!("{MINIMAL}adminTokenFile: token\nadminAllowedHosts: [admin.example]\n");
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let token_file = c.admin_token_file.unwrap();
+        assert_eq!(token_file, dir.path().join("token"));
+        assert_eq!(c.admin_allowed_hosts, ["admin.example"]);
+        std::fs::write(&token_file, "s3cret\n").unwrap();
+        assert_eq!(read_admin_token(&token_file).unwrap(), "s3cret");
+        for bad in ["", " \n", "two words\n"] {
+            std::fs::write(&token_file, bad).unwrap();
+            assert!(read_admin_token(&token_file).is_err(), "{bad:?}");
+        }
     }
 
     fn load_unchecked(text: &str) -> Config {

@@ -74,7 +74,8 @@ async fn queue_is_empty(relay: &common::Relay) -> bool {
     for _ in 0..100 {
         let mut s = tokio::net::TcpStream::connect(relay.admin).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /queue HTTP/1.1\r\n\r\n").await.unwrap();
+        let head = format!("GET /queue HTTP/1.1\r\nHost: {}\r\n\r\n", relay.admin);
+        s.write_all(head.as_bytes()).await.unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).await.unwrap();
         if text.ends_with("[]\n") {

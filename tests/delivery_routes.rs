@@ -114,7 +114,8 @@ pub fn skip_header<'a>(data: &'a [u8], name: &[u8], eol: &[u8]) -> &'a [u8] {
 pub async fn queue(relay: &common::Relay) -> Vec<serde_json::Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(relay.admin).await.unwrap();
-    s.write_all(b"GET /queue HTTP/1.1\r\n\r\n").await.unwrap();
+    let head = format!("GET /queue HTTP/1.1\r\nHost: {}\r\n\r\n", relay.admin);
+    s.write_all(head.as_bytes()).await.unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).await.unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");

@@ -34,7 +34,7 @@ async fn queue(config: &Path, admin: Option<SocketAddr>, args: &[&str]) -> Run {
 
 async fn http(addr: SocketAddr, method: &str, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut text = String::new();

@@ -22,6 +22,11 @@ pub struct CommonArgs {
     /// The admin listener (/healthz, /readyz, /metrics, /queue), e.g. 0.0.0.0:9090.
     #[arg(long, env = "SLUICE_ADMIN")]
     admin: Option<SocketAddr>,
+    /// A file holding the bearer token that the admin listener's queue API requires
+    /// (`sluice queue --admin-token-file`). Without one the queue API answers on a
+    /// loopback admin address only.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "SLUICE_LOG", value_parser = parse_log)]
     log: Option<LogFormat>,
@@ -107,6 +112,9 @@ impl CommonArgs {
         set(&mut config.limits.shutdown_grace, &self.shutdown_grace);
         if self.admin.is_some() {
             config.admin = self.admin;
+        }
+        if self.admin_token_file.is_some() {
+            config.admin_token_file.clone_from(&self.admin_token_file);
         }
         if self.ports_file.is_some() {
             config.ports_file.clone_from(&self.ports_file);

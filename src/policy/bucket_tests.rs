@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::nats::NatsConfig;
+use crate::policy::stored::FORMAT;
 use crate::policy::tests::{compile, example, policy};
 use std::time::Instant;
 
@@ -425,5 +426,105 @@ async fn a_snapshot_larger_than_a_message_goes_through_the_object_store() {
     let objects = js.get_object_store(objects::OBJECTS).await.unwrap();
     let left: Vec<_> = objects.list().await.unwrap().try_collect().await.unwrap();
     assert!(left.is_empty(), "{} objects left", left.len());
+    stop.cancel();
+}
+
+/// The example's stored value with one part of its snapshot replaced.
+fn tampered(pointer: &str, value: serde_json::Value) -> Vec<u8> {
+    let (snapshot, writer) = (example(), writer());
+    let mut stored = serde_json::to_value(Stored::new(&snapshot, &writer)).unwrap();
+    *stored.pointer_mut(pointer).expect(pointer) = value;
+    serde_json::to_vec(&stored).unwrap()
+}
+
+/// An argon2id hash asking for 4 GiB of memory (m in KiB) per verification.
+const HOSTILE_HASH: &str = "$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$qLml5cbs4W8rO9nyPFJkWrqzxYpkeGRQzKkVZaoe0JA";
+
+#[test]
+fn a_snapshot_that_compilation_would_refuse_does_not_decode() {
+    let cases = [
+        (
+            "/snapshot/rules/users/billing-app/passwordHash",
+            serde_json::json!(HOSTILE_HASH),
+            "argon2 work factors",
+        ),
+        (
+            "/snapshot/rules/trustedNetworks/0/network",
+            serde_json::json!("10.1.2.3/8"),
+            "trustedNetworks[0]",
+        ),
+        (
+            "/snapshot/rules/relayDomains",
+            serde_json::json!({"bad domain.example": "mail/corp"}),
+            "relayDomains",
+        ),
+        (
+            "/snapshot/rules/limits/maxRecipients",
+            serde_json::json!(0),
+            "greater than zero",
+        ),
+        (
+            "/snapshot/rules/routes/0/smarthost/port",
+            serde_json::json!(0),
+            "routes[0]",
+        ),
+        (
+            "/snapshot/revision",
+            serde_json::json!("x\r\ny"),
+            "revision",
+        ),
+    ];
+    for (pointer, value, needle) in cases {
+        let err = decode(&tampered(pointer, value)).unwrap_err();
+        assert!(matches!(err, ValueError::Invalid(_)), "{pointer}: {err}");
+        assert!(err.to_string().contains(needle), "{pointer}: {err}");
+    }
+    let untouched = tampered("/format", serde_json::json!(FORMAT));
+    assert_eq!(decode(&untouched).unwrap().snapshot, example());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_snapshot_is_refused_and_counted_and_the_one_in_force_stays() {
+    let server = NatsServer::start();
+    let pusher = open(&server).await;
+    let first = example();
+    pusher.push(&first, &writer()).await.unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let stop = CancellationToken::new();
+    let rx = open(&server)
+        .await
+        .follow(metrics.clone(), stop.clone())
+        .await
+        .unwrap();
+
+    let hash = "/snapshot/rules/users/billing-app/passwordHash";
+    let hostile_hash = tampered(hash, serde_json::json!(HOSTILE_HASH));
+    pusher
+        .store
+        .put(KEY, hostile_hash.clone().into())
+        .await
+        .unwrap();
+    let network = "/snapshot/rules/trustedNetworks/0/network";
+    let bad_cidr = tampered(network, serde_json::json!("10.1.2.3/8"));
+    pusher.store.put(KEY, bad_cidr.into()).await.unwrap();
+    // The same hash in a large snapshot's object.
+    let objects = pusher.objects.as_ref().unwrap();
+    let object = objects::put(objects, "hostile", &hostile_hash)
+        .await
+        .unwrap();
+    let reference = StoredRef {
+        format: FORMAT_OBJECT,
+        writer: &writer(),
+        object: &object,
+    };
+    let reference = serde_json::to_vec(&reference).unwrap();
+    pusher.store.put(KEY, reference.into()).await.unwrap();
+    eventually(Duration::from_secs(5), "three refusals", || {
+        metrics.policy_reloads.get("invalid") == 3
+    })
+    .await;
+    assert_eq!(**rx.borrow(), first);
+    assert_eq!(metrics.policy_reloads.get("applied"), 0);
+    assert_eq!(pusher.latest().await.unwrap(), Some(first));
     stop.cancel();
 }

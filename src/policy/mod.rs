@@ -14,6 +14,7 @@
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
 //! | `stored.rs` | the layout of the bucket's value: format number, writer, snapshot |
+//! | `check.rs` | checking a snapshot read from the bucket as compilation checks |
 //! | `objects.rs` | snapshots too large for one NATS message, in an object store bucket |
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `password.rs` | hashing, verifying and validating password hashes |
@@ -22,6 +23,7 @@
 //! | `*_tests.rs`, `tests.rs` | unit tests too long to sit beside their code; shared fixtures |
 
 pub mod bucket;
+mod check;
 mod compile;
 mod decision;
 mod documents;

@@ -18,6 +18,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::check::check;
 use super::snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};
 
 /// The layout of the stored value. A change that an older pod would misread, in the
@@ -158,6 +159,9 @@ pub(super) enum ValueError {
     SnapshotFormat(u32),
     #[error("not a policy snapshot: {0}")]
     Json(#[from] serde_json::Error),
+    /// Decodes, but holds a value that compilation would have refused.
+    #[error("an invalid policy snapshot: {0}")]
+    Invalid(String),
 }
 
 /// A value from the key.
@@ -173,7 +177,8 @@ pub(super) fn decode_value(value: &[u8]) -> Result<Decoded, ValueError> {
     }
 }
 
-/// A format-1 value, from the key or from an object.
+/// A format-1 value, from the key or from an object, checked as compilation checks
+/// (`check.rs`): the bucket is input like a file.
 pub(super) fn decode(value: &[u8]) -> Result<Loaded, ValueError> {
     let Format { format } = serde_json::from_slice(value)?;
     if format != FORMAT {
@@ -183,6 +188,7 @@ pub(super) fn decode(value: &[u8]) -> Result<Loaded, ValueError> {
     if loaded.snapshot.format() != SNAPSHOT_FORMAT {
         return Err(ValueError::SnapshotFormat(loaded.snapshot.format()));
     }
+    check(loaded.snapshot.revision(), loaded.snapshot.rules()).map_err(ValueError::Invalid)?;
     Ok(loaded)
 }
 

@@ -9,6 +9,7 @@ use crate::ingress::{self, Listener, Shared, Timeouts};
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::smtp::session::{ListenerKind, SessionConfig};
+use crate::telemetry::admin::access::Access;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::Readiness;
 use anyhow::Context;
@@ -104,7 +105,8 @@ fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> S
     }
 }
 
-/// Starts the admin listener, when one is configured.
+/// Starts the admin listener, when one is configured, with the access rules of its
+/// queue API (`adminTokenFile`, `adminAllowedHosts`).
 pub async fn admin(
     config: &Config,
     state: crate::telemetry::admin::AdminState,
@@ -113,10 +115,23 @@ pub async fn admin(
     let Some(addr) = config.admin else {
         return Ok(None);
     };
+    let token = match &config.admin_token_file {
+        Some(path) => Some(crate::config::read_admin_token(path)?),
+        None => None,
+    };
     let socket = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin listener to {addr}"))?;
     let local = socket.local_addr()?;
-    tokio::spawn(crate::telemetry::admin::run(socket, state, stop.clone()));
+    let access = Access::new(local, token.as_deref(), &config.admin_allowed_hosts);
+    if access.queue_api_off() {
+        tracing::warn!(admin = %local, "the queue API is off: the admin listener is not on loopback and no adminTokenFile is configured");
+    }
+    tokio::spawn(crate::telemetry::admin::run(
+        socket,
+        state,
+        access,
+        stop.clone(),
+    ));
     Ok(Some(local))
 }

@@ -7,6 +7,7 @@ use crate::config::{Config, Role};
 use crate::events::jetstream::JetStreamEvents;
 use crate::events::{EventSink, LogOnly};
 use crate::queue::Queue;
+use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::jetstream::{JetStreamOptions, JetStreamQueue};
 use crate::queue::spool::Spool;
 use crate::telemetry::metrics::Metrics;
@@ -108,6 +109,10 @@ pub async fn open(
         replicas: config.nats.replicas,
         ack_wait: config.nats.ack_wait,
         manage_consumer: role.delivers(),
+        limits: EnvelopeLimits {
+            max_recipients: config.limits.max_recipients,
+            max_message_size: config.limits.max_message_size,
+        },
         ..JetStreamOptions::default()
     };
     let mut attempt = 0u32;
@@ -139,7 +144,9 @@ async fn set_up(
     options: &JetStreamOptions,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(JetStreamQueue, Arc<JetStreamEvents>)> {
-    let queue = JetStreamQueue::with_client(client.clone(), options.clone()).await?;
+    let queue = JetStreamQueue::with_client(client.clone(), options.clone())
+        .await?
+        .with_metrics(metrics.clone());
     let js = async_nats::jetstream::new(client.clone());
     let events = JetStreamEvents::open(js, options.replicas, metrics.clone()).await?;
     Ok((queue, events))

@@ -37,6 +37,9 @@ pub enum Command {
 
 mod params;
 mod path;
+mod reparse;
+
+pub use reparse::{reparse_mail, reparse_rcpt};
 
 /// Which path a MAIL or RCPT argument is: it decides the usage and the reply text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

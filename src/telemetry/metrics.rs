@@ -19,6 +19,8 @@
 //! | `sluice_queue_redeliveries_total` | counter | | messages handed out again after an earlier lease lapsed without ack or defer (its worker died or overran its lease); each may be delivered twice, when that worker died between the remote's 250 and the record of it |
 //! | `sluice_delivery_duplicates_suppressed_total` | counter | | recipients of such messages not delivered again because a delivery event records them as delivered |
 //! | `sluice_events_lost_total` | counter | `reason` (`backlog_full`, `publish_failed`, `closed`) | delivery events dropped: the publishing backlog was full, the events stream did not acknowledge them, or they came after the sink was closed |
+//! | `sluice_queue_invalid_messages_total` | counter | `reason` (`undecodable`, `invalid`) | JetStream messages terminated undelivered: their headers do not decode, or their envelope is not one an ingress of ours can have written (a path or DSN parameter that does not parse, a control character, more recipients than `limits.maxRecipients`, a body over `limits.maxMessageSize` + 1 MiB) |
+//! | `sluice_admin_requests_refused_total` | counter | `reason` (`host`, `token`, `disabled`) | admin requests refused: a `Host` not in `adminAllowedHosts`, a missing or wrong bearer token on the queue API, or the queue API off (no token on a non-loopback address) |
 //! | `sluice_queue_messages` | gauge | | messages in the queue (waiting, deferred or being delivered) |
 //! | `sluice_queue_oldest_age_seconds` | gauge | | how long the oldest queued message has been in the queue (by its queue id); 0 when the queue is empty |
 //!
@@ -211,6 +213,8 @@ pub struct Metrics {
     pub queue_redeliveries: AtomicU64,
     pub delivery_duplicates_suppressed: AtomicU64,
     pub events_lost: LabeledCounter,
+    pub queue_invalid_messages: LabeledCounter,
+    pub admin_requests_refused: LabeledCounter,
     pub queue_messages: AtomicU64,
     pub queue_oldest_age_ms: AtomicU64,
     /// Only in `sluice operator` (see `telemetry::operator`).
@@ -237,6 +241,8 @@ impl Default for Metrics {
             queue_redeliveries: AtomicU64::new(0),
             delivery_duplicates_suppressed: AtomicU64::new(0),
             events_lost: LabeledCounter::default(),
+            queue_invalid_messages: LabeledCounter::default(),
+            admin_requests_refused: LabeledCounter::default(),
             queue_messages: AtomicU64::new(0),
             queue_oldest_age_ms: AtomicU64::new(0),
             operator: None,
@@ -365,6 +371,26 @@ impl Metrics {
         );
         self.events_lost
             .render(&mut out, "sluice_events_lost_total", "reason");
+        counter(
+            &mut out,
+            "sluice_queue_invalid_messages_total",
+            "Queue messages terminated undelivered as invalid, by reason.",
+        );
+        self.queue_invalid_messages.render(
+            &mut out,
+            "sluice_queue_invalid_messages_total",
+            "reason",
+        );
+        counter(
+            &mut out,
+            "sluice_admin_requests_refused_total",
+            "Admin requests refused, by reason.",
+        );
+        self.admin_requests_refused.render(
+            &mut out,
+            "sluice_admin_requests_refused_total",
+            "reason",
+        );
         let messages = self.queue_messages.load(Ordering::Relaxed);
         let _ = writeln!(
             out,

@@ -84,6 +84,10 @@ pub struct Target {
     /// The admin listener's address, instead of the one in the configuration.
     #[arg(long, env = "SLUICE_ADMIN")]
     admin: Option<SocketAddr>,
+    /// The file holding the admin token, sent as `Authorization: Bearer`; by default the
+    /// configuration's `adminTokenFile`.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 pub fn run(command: QueueCommand) -> anyhow::Result<ExitCode> {
@@ -187,16 +191,32 @@ fn queue_id(text: &str) -> anyhow::Result<QueueId> {
     QueueId::parse(text).ok_or_else(|| anyhow!("{text:?} is not a queue id"))
 }
 
-/// The admin listener of `target`: `--admin`, else `admin` from the configuration.
-fn admin_address(target: &Target) -> anyhow::Result<SocketAddr> {
+/// Where and how to reach the admin listener.
+struct Endpoint {
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// The admin listener of `target`: `--admin`, else `admin` from the configuration; the
+/// token from `--admin-token-file`, else from the configuration's `adminTokenFile`.
+fn endpoint(target: &Target) -> anyhow::Result<Endpoint> {
+    let config = match &target.config {
+        Some(path) => Some((path, Config::read(path)?)),
+        None => None,
+    };
+    let token_file = target.admin_token_file.clone().or_else(|| {
+        config
+            .as_ref()
+            .and_then(|(_, c)| c.admin_token_file.clone())
+    });
+    let token = match token_file {
+        Some(path) => Some(sluice::config::read_admin_token(&path)?),
+        None => None,
+    };
     if let Some(addr) = target.admin {
-        return Ok(addr);
+        return Ok(Endpoint { addr, token });
     }
-    let path = target
-        .config
-        .as_deref()
-        .context("--config or --admin is needed")?;
-    let config = Config::read(path)?;
+    let (path, config) = config.context("--config or --admin is needed")?;
     let Some(mut addr) = config.admin else {
         bail!(
             "{}: no `admin` address is configured; the queue tools reach the relay through it",
@@ -215,14 +235,15 @@ fn admin_address(target: &Target) -> anyhow::Result<SocketAddr> {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
-    Ok(addr)
+    Ok(Endpoint { addr, token })
 }
 
 /// The body of a 2xx answer; `None` (after printing the relay's reason) for 404 and 409,
 /// which exit 1; an error for anything else.
 async fn call(target: &Target, method: &str, path: &str) -> anyhow::Result<Option<String>> {
-    let addr = admin_address(target)?;
-    let (status, body) = tokio::time::timeout(TIMEOUT, http(addr, method, path))
+    let endpoint = endpoint(target)?;
+    let addr = endpoint.addr;
+    let (status, body) = tokio::time::timeout(TIMEOUT, http(&endpoint, method, path))
         .await
         .map_err(|_| anyhow!("the admin listener {addr} did not answer within {TIMEOUT:?}"))??;
     match status {
@@ -238,12 +259,18 @@ async fn call(target: &Target, method: &str, path: &str) -> anyhow::Result<Optio
     }
 }
 
-async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+async fn http(endpoint: &Endpoint, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let addr = endpoint.addr;
     let mut stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot reach the admin listener {addr}"))?;
+    let authorization = endpoint
+        .token
+        .as_ref()
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();

@@ -51,6 +51,7 @@ mod tests;
 
 use super::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
 use crate::smtp::address::Recipient;
+use crate::telemetry::metrics::Metrics;
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, PullConsumer, pull},
@@ -96,6 +97,9 @@ pub struct JetStreamOptions {
     /// consumer: true for the processes that take messages, false for an ingress, which
     /// would otherwise undo the workers' `ack_wait` with its own.
     pub manage_consumer: bool,
+    /// What a stored message may hold ([`codec::decode`]); a message over them is
+    /// terminated, never delivered.
+    pub limits: codec::EnvelopeLimits,
 }
 
 impl Default for JetStreamOptions {
@@ -111,6 +115,7 @@ impl Default for JetStreamOptions {
             poll_interval: Duration::from_secs(1),
             list_limit: 10_000,
             manage_consumer: true,
+            limits: codec::EnvelopeLimits::default(),
         }
     }
 }
@@ -140,6 +145,7 @@ pub struct JetStreamQueue {
     next_token: AtomicU64,
     work: Arc<Notify>,
     fetcher: Fetcher,
+    metrics: Option<Arc<Metrics>>,
 }
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
@@ -233,6 +239,7 @@ impl JetStreamQueue {
             next_token: AtomicU64::new(1),
             work,
             fetcher,
+            metrics: None,
         })
     }
 
@@ -283,6 +290,33 @@ impl JetStreamQueue {
         });
     }
 
+    /// Counts invalid messages into `metrics` (`sluice_queue_invalid_messages_total`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Ends a message that no ingress of ours can have written (see [`codec::decode`]):
+    /// its envelope could smuggle commands onto a delivery's command line or exhaust
+    /// memory, so it is never delivered, and since no sender of ours is waiting for it
+    /// there is nobody to bounce it to. Terminated (a work queue then drops it) rather
+    /// than set aside: kept, it would come back for ever. The log line keeps what is
+    /// needed to find its publisher.
+    async fn terminate(&self, message: &jetstream::Message, seq: u64, error: &codec::DecodeError) {
+        tracing::error!(
+            seq,
+            subject = %message.subject,
+            error = %error,
+            "invalid queue message terminated, not delivered"
+        );
+        if let Some(metrics) = &self.metrics {
+            metrics.queue_invalid_messages.inc(error.reason());
+        }
+        if let Err(e) = message.ack_with(AckKind::Term).await {
+            tracing::warn!(seq, error = %e, "cannot terminate an invalid queue message");
+        }
+    }
+
     fn subject(&self, id: &QueueId) -> String {
         format!("{}.{}", self.options.subject_prefix, id)
     }
@@ -320,7 +354,11 @@ impl JetStreamQueue {
             .await
         {
             Ok(message) => {
-                let meta = codec::decode(Some(&message.headers), message.payload.len())?;
+                let meta = codec::decode(
+                    Some(&message.headers),
+                    message.payload.len(),
+                    &self.options.limits,
+                )?;
                 Ok(Some((message.sequence, meta, message.payload)))
             }
             Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
@@ -337,11 +375,20 @@ impl JetStreamQueue {
             .get(name)
             .await
             .map_err(err("reading a body object"))?;
+        // The size was checked against the limits by `codec::decode`; the object is
+        // read no further than it says.
         let mut body = Vec::with_capacity(meta.body_size as usize);
-        object
+        (&mut object)
+            .take(meta.body_size.saturating_add(1))
             .read_to_end(&mut body)
             .await
             .map_err(err("reading a body object"))?;
+        if body.len() as u64 != meta.body_size {
+            return Err(QueueError::Storage(format!(
+                "the body object {name} is not of the {} bytes its message says",
+                meta.body_size
+            )));
+        }
         Ok(body)
     }
 
@@ -475,14 +522,12 @@ impl Queue for JetStreamQueue {
             };
             let info = message.info().map_err(err("message info"))?;
             let (seq, delivered, stored) = (info.stream_sequence, info.delivered, info.published);
-            let meta = match codec::decode(message.headers.as_ref(), message.payload.len()) {
+            let limits = &self.options.limits;
+            let meta = match codec::decode(message.headers.as_ref(), message.payload.len(), limits)
+            {
                 Ok(meta) => meta,
                 Err(e) => {
-                    // Not ours to deliver: set it aside for an hour rather than spin on it.
-                    tracing::error!(seq, error = %e, "undecodable queue message");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(3600))))
-                        .await;
+                    self.terminate(&message, seq, &e).await;
                     continue;
                 }
             };
@@ -566,7 +611,11 @@ impl Queue for JetStreamQueue {
         reason: String,
     ) -> Result<(), QueueError> {
         let held = self.release(lease.token, &lease.envelope.id)?;
-        let old = codec::decode(held.message.headers.as_ref(), held.message.payload.len())?;
+        let old = codec::decode(
+            held.message.headers.as_ref(),
+            held.message.payload.len(),
+            &self.options.limits,
+        )?;
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts += 1;

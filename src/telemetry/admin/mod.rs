@@ -19,34 +19,41 @@
 //! `GET /metrics` refreshes the queue gauges from [`Queue::queue_stats`] first: the scrape is
 //! the only reader, so that is as fresh as they can be and costs nothing in between.
 //!
-//! The listener has no authentication: it belongs on loopback (or behind a
-//! NetworkPolicy). So that a web page in a browser on the same host cannot change the
-//! queue, requests that change something are refused when they carry an `Origin` header,
-//! which browsers always send with them and `sluice queue` never does.
+//! The queue API needs access ([`access`]): a bearer token when one is configured, and
+//! a `Host` naming the listener; without a token it is open on loopback only. `/healthz`,
+//! `/readyz` and `/metrics` stay open (probes and scrapers send the pod's address as
+//! `Host`). So that a web page in a browser on the same host cannot change the queue
+//! either, requests that change something are refused when they carry an `Origin`
+//! header, which browsers always send with them and `sluice queue` never does.
 //!
 //! Probes, scrapers and the queue tools send one small request each; a minimal HTTP/1.1
-//! responder that reads one bounded request head (no body) and closes is all they need,
-//! so no HTTP framework is pulled in for it.
+//! responder that reads one bounded request head (no body: at most
+//! [`MAX_REQUEST_HEAD`] bytes and [`request::MAX_HEADERS`] fields, within
+//! [`REQUEST_TIMEOUT`] for the whole exchange) and closes is all they need, so no HTTP
+//! framework is pulled in for it.
 
+pub mod access;
 mod queue;
-mod request;
+pub mod request;
 #[cfg(test)]
 mod tests;
 
 use super::metrics::Metrics;
 use super::readiness::Readiness;
 use crate::queue::{Queue, QueueError, unix_ms};
+use access::{Access, Refusal};
 use queue::queue_route;
-use request::{Request, Resource};
+use request::{HeadError, Resource};
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-const MAX_REQUEST_HEAD: usize = 8192;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_REQUEST_HEAD: usize = 8192;
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The queue behind `/queue` and the queue gauges, once there is one.
@@ -73,8 +80,8 @@ struct Response {
     status: &'static str,
     content_type: &'static str,
     body: String,
-    /// The `Allow` header of a 405.
-    allow: Option<&'static str>,
+    /// One more header: `Allow` of a 405, `WWW-Authenticate` of a 401.
+    header: Option<(&'static str, &'static str)>,
 }
 
 impl Response {
@@ -83,7 +90,7 @@ impl Response {
             status,
             content_type: TEXT,
             body: body.into(),
-            allow: None,
+            header: None,
         }
     }
 
@@ -93,7 +100,7 @@ impl Response {
                 status: "200 OK",
                 content_type: "application/json",
                 body: json + "\n",
-                allow: None,
+                header: None,
             },
             Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
         }
@@ -111,8 +118,14 @@ impl Response {
     }
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+/// Serves until `shutdown` is cancelled, the queue API as `access` says.
+pub async fn run(
+    listener: TcpListener,
+    state: AdminState,
+    access: Access,
+    shutdown: CancellationToken,
+) {
+    let access = Arc::new(access);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -125,19 +138,20 @@ pub async fn run(listener: TcpListener, state: AdminState, shutdown: Cancellatio
                 }
             },
         };
-        let state = state.clone();
+        let (state, access) = (state.clone(), access.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve(stream, &state)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve(stream, &state, &access)).await;
         });
     }
 }
 
-async fn serve(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, state: &AdminState, access: &Access) -> std::io::Result<()> {
+    let local = stream.local_addr()?;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let response = loop {
         if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            break route(&head, state).await;
+            break route(&head, state, access, local).await;
         }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
@@ -149,8 +163,8 @@ async fn serve(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()>
         head.extend_from_slice(&buf[..n]);
     };
     let allow = response
-        .allow
-        .map(|a| format!("Allow: {a}\r\n"))
+        .header
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
         .unwrap_or_default();
     let head = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
@@ -163,13 +177,26 @@ async fn serve(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()>
     stream.shutdown().await
 }
 
-async fn route(head: &[u8], state: &AdminState) -> Response {
-    let Some(request) = Request::parse(head) else {
-        return Response::text("400 Bad Request", "bad request\n");
+async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAddr) -> Response {
+    let request = match request::parse(head) {
+        Ok(request) => request,
+        Err(HeadError::TooManyHeaders) => {
+            return Response::text(
+                "431 Request Header Fields Too Large",
+                "too many header fields\n",
+            );
+        }
+        Err(e) => return Response::text("400 Bad Request", format!("bad request: {e}\n")),
     };
     let Some(resource) = Resource::parse(request.path) else {
         return Response::not_found("not found");
     };
+    if resource.is_queue()
+        && let Err(refusal) = access.check(&request, local)
+    {
+        state.metrics.admin_requests_refused.inc(refusal.reason());
+        return refused(refusal);
+    }
     if request.method != "GET" && request.origin {
         return Response::text("403 Forbidden", "cross-origin requests are refused\n");
     }
@@ -189,7 +216,7 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
             }
         }
         (method, _) if !resource.allows(method) => Response {
-            allow: Some(resource.allow()),
+            header: Some(("Allow", resource.allow())),
             ..Response::text("405 Method Not Allowed", "method not allowed\n")
         },
         (method, resource) => {
@@ -198,6 +225,27 @@ async fn route(head: &[u8], state: &AdminState) -> Response {
             };
             queue_route(queue.as_ref(), method, resource, &request, &state.hostname).await
         }
+    }
+}
+
+/// The answer to a refused queue API request.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Host => Response::text(
+            "403 Forbidden",
+            "the Host header does not name this listener (add the name to adminAllowedHosts)\n",
+        ),
+        Refusal::Token => Response {
+            header: Some(("WWW-Authenticate", "Bearer")),
+            ..Response::text(
+                "401 Unauthorized",
+                "the queue API needs Authorization: Bearer <the token of adminTokenFile>\n",
+            )
+        },
+        Refusal::Disabled => Response::text(
+            "403 Forbidden",
+            "the queue API is off: the admin listener is not on loopback and no adminTokenFile is configured\n",
+        ),
     }
 }
 

@@ -8,28 +8,48 @@ use std::time::SystemTime;
 
 #[test]
 fn request_lines_parse_strictly() {
-    let r = Request::parse(b"DELETE /queue/X?bounce=1 HTTP/1.1\r\nOrigin: http://a\r\n\r\n");
+    let r = request::parse(b"DELETE /queue/X?bounce=1 HTTP/1.1\r\nOrigin: http://a\r\n\r\n");
     let r = r.unwrap();
     assert_eq!(
         (r.method, r.path, r.query),
         ("DELETE", "/queue/X", Some("bounce=1"))
     );
     assert!(r.origin && r.flag("bounce") && !r.flag("other"));
-    let plain = Request::parse(b"GET /queue?bounce=0 HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let plain = request::parse(
+        b"GET /queue?bounce=0 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer t \r\n\r\n",
+    )
+    .unwrap();
     assert!(!plain.origin && !plain.flag("bounce"));
+    assert_eq!(
+        (plain.host, plain.authorization),
+        (Some("x"), Some("Bearer t"))
+    );
     for bad in [
         &b"GET /queue\r\n\r\n"[..],
         b"GET  /queue HTTP/1.1\r\n",
         b"GET / SPDY/3\r\n",
         b"\xff / HTTP/1.1\r\n",
     ] {
-        assert_eq!(
-            Request::parse(bad),
-            None,
+        assert!(
+            request::parse(bad).is_err(),
             "{}",
             String::from_utf8_lossy(bad)
         );
     }
+    let fields = "X-A: 1\r\n".repeat(request::MAX_HEADERS);
+    let head = format!("GET / HTTP/1.1\r\n{fields}\r\n");
+    assert!(request::parse(head.as_bytes()).is_ok());
+    let head = format!("GET / HTTP/1.1\r\n{fields}Host: x\r\n\r\n");
+    assert_eq!(
+        request::parse(head.as_bytes()),
+        Err(HeadError::TooManyHeaders)
+    );
+    let twice = b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n";
+    assert_eq!(request::parse(twice), Err(HeadError::Repeated("Host")));
+    assert_eq!(
+        request::parse(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
+        Err(HeadError::Field)
+    );
     let id = QueueId::generate();
     assert_eq!(
         Resource::parse(&format!("/queue/{id}/retry")),
@@ -44,10 +64,15 @@ fn request_lines_parse_strictly() {
     assert_eq!(Resource::parse("/queue/retry/retry"), None);
 }
 
+const LOCAL: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
 async fn call(state: &AdminState, line: &str) -> (u16, String) {
     let response = route(
-        format!("{line} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        format!("{line} HTTP/1.1\r\nHost: localhost:9090\r\n\r\n").as_bytes(),
         state,
+        &Access::new(LOCAL, None, &[]),
+        LOCAL,
     )
     .await;
     (response.status[..3].parse().unwrap(), response.body)
@@ -126,8 +151,12 @@ async fn queue_routes_retry_delete_and_refuse_what_they_must() {
         2,
         "no bounce queued"
     );
-    let head = format!("DELETE /queue/{b} HTTP/1.1\r\nOrigin: http://evil\r\n\r\n");
-    assert_eq!(route(head.as_bytes(), &state).await.status, "403 Forbidden");
+    let head = format!(
+        "DELETE /queue/{b} HTTP/1.1\r\nHost: localhost:9090\r\nOrigin: http://evil\r\n\r\n"
+    );
+    let access = Access::new(LOCAL, None, &[]);
+    let response = route(head.as_bytes(), &state, &access, LOCAL).await;
+    assert_eq!(response.status, "403 Forbidden");
 
     let (status, body) = call(&state, "POST /queue/retry").await;
     assert_eq!(
