@@ -33,6 +33,10 @@ pub struct CommonArgs {
     /// How long SIGTERM waits for sessions and deliveries to finish (e.g. 25s).
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", value_parser = sluice::units::parse_duration)]
     shutdown_grace: Option<Duration>,
+    /// The largest message accepted (e.g. 25Mi). Workers take it too: they refuse a
+    /// queued message beyond it (plus room for a bounce), so give both roles the same.
+    #[arg(long, env = "SLUICE_MAX_MESSAGE_SIZE", value_parser = sluice::units::parse_size)]
+    max_message_size: Option<u64>,
     /// Write the bound addresses here as JSON (for scripts binding port 0).
     #[arg(long, env = "SLUICE_PORTS_FILE")]
     ports_file: Option<PathBuf>,
@@ -57,9 +61,6 @@ pub struct IngressArgs {
     tls_cert: Option<PathBuf>,
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// The largest message accepted (e.g. 25Mi).
-    #[arg(long, env = "SLUICE_MAX_MESSAGE_SIZE", value_parser = sluice::units::parse_size)]
-    max_message_size: Option<u64>,
 }
 
 /// The delivery settings of the roles that deliver.
@@ -110,6 +111,7 @@ impl CommonArgs {
         set(&mut config.hostname, &self.hostname);
         set(&mut config.log, &self.log);
         set(&mut config.limits.shutdown_grace, &self.shutdown_grace);
+        set(&mut config.limits.max_message_size, &self.max_message_size);
         if self.admin.is_some() {
             config.admin = self.admin;
         }
@@ -147,7 +149,6 @@ impl IngressArgs {
                 key_file: key_file.clone(),
             });
         }
-        set(&mut config.limits.max_message_size, &self.max_message_size);
     }
 }
 
