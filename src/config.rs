@@ -159,6 +159,11 @@ pub struct ListenerConfig {
     /// proxy on loopback). Off by default: passwords never cross the network in clear.
     #[serde(default)]
     pub allow_plaintext_auth: bool,
+    /// Name the SASL user in the `Received:` header of authenticated mail. By default
+    /// yes on submission ports (the user's own mail), no on a relay port: the header
+    /// travels to every recipient, and there it discloses a login name.
+    #[serde(default)]
+    pub received_auth_user: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,9 +211,27 @@ pub struct Limits {
     pub session_policy_max_age: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
-    /// Pause before answering a failed AUTH, doubled for each further failure.
+    /// Pause before checking the password of a client network or user name with failed
+    /// AUTHs in the current window, doubled for each further failure (up to 8 times).
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub auth_failure_delay: Duration,
+    /// Password checks (argon2: ~19 MiB and tens of ms of a core each) running at once;
+    /// the number of cores when absent. An AUTH that waits 10 s for one gets 454 4.7.0.
+    pub max_concurrent_auth_checks: Option<usize>,
+    /// Failed AUTHs from one client address (IPv6: one /64) within
+    /// `authFailureWindow` that lock the address out for `authLockout`; 0: never.
+    pub auth_failures_per_ip: u32,
+    /// The same per user name, whichever address the attempts come from; 0: never.
+    pub auth_failures_per_user: u32,
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub auth_failure_window: Duration,
+    /// How long a locked-out address or user name gets 454 4.7.0 without any check.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub auth_lockout: Duration,
+    /// Addresses, and user names, whose failures are remembered at once (each a table of
+    /// this size, ~100 bytes an entry); when full, the least recently seen unlocked
+    /// entries are forgotten first.
+    pub auth_failure_table_size: usize,
     /// How long SIGTERM waits for open sessions before closing them.
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub shutdown_grace: Duration,
@@ -234,6 +257,12 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 100,
             auth_failure_delay: Duration::from_secs(1),
+            max_concurrent_auth_checks: None,
+            auth_failures_per_ip: 10,
+            auth_failures_per_user: 5,
+            auth_failure_window: Duration::from_secs(600),
+            auth_lockout: Duration::from_secs(900),
+            auth_failure_table_size: 10_000,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -366,9 +395,11 @@ impl Config {
         if self.limits.max_errors == 0
             || self.limits.max_connections == 0
             || self.limits.max_connections_per_ip == 0
+            || self.limits.max_concurrent_auth_checks == Some(0)
+            || self.limits.auth_failure_table_size == 0
         {
             return Err(
-                "limits.maxErrors, maxConnections and maxConnectionsPerIp must be positive".into(),
+                "limits.maxErrors, maxConnections, maxConnectionsPerIp, maxConcurrentAuthChecks and authFailureTableSize must be positive".into(),
             );
         }
         Ok(())
@@ -430,10 +461,43 @@ mod tests {
     }
 
     #[test]
+    fn auth_brakes_have_safe_defaults_and_parse() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_concurrent_auth_checks, None, "the cores");
+        assert_eq!(
+            (
+                c.limits.auth_failures_per_ip,
+                c.limits.auth_failures_per_user
+            ),
+            (10, 5)
+        );
+        assert_eq!(c.limits.auth_failure_window, Duration::from_secs(600));
+        assert_eq!(c.limits.auth_lockout, Duration::from_secs(900));
+        assert_eq!(c.listeners[0].received_auth_user, None);
+        let c = load(&format!(
+            "{}limits: {{maxConcurrentAuthChecks: 3, authLockout: 2m, authFailureWindow: 30s}}\n",
+            MINIMAL.replace("kind: relay}", "kind: relay, receivedAuthUser: true}")
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_concurrent_auth_checks, Some(3));
+        assert_eq!(c.limits.auth_lockout, Duration::from_secs(120));
+        assert_eq!(c.limits.auth_failure_window, Duration::from_secs(30));
+        assert_eq!(c.listeners[0].received_auth_user, Some(true));
+    }
+
+    #[test]
     fn invalid_configs_are_refused_with_reasons() {
         for (extra, needle) in [
             ("limits: {maxCommandLine: 512}\n", "maxCommandLine"),
             ("limits: {maxDataLine: 100}\n", "maxDataLine"),
+            (
+                "limits: {maxConcurrentAuthChecks: 0}\n",
+                "maxConcurrentAuthChecks",
+            ),
+            (
+                "limits: {authFailureTableSize: 0}\n",
+                "authFailureTableSize",
+            ),
             ("bogus: 1\n", "unknown field"),
         ] {
             let err = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();

@@ -141,6 +141,7 @@ impl IngressArgs {
                 address,
                 kind,
                 allow_plaintext_auth: false,
+                received_auth_user: None,
             });
         }
         if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {

@@ -2,7 +2,7 @@
 //! RFC 3848 and RFC 6531 (ESMTPSA, UTF8SMTPS, ...).
 
 use crate::queue::Envelope;
-use crate::smtp::session::TlsInfo;
+use crate::smtp::session::{ReceivedUser, TlsInfo};
 use chrono::{DateTime, TimeZone};
 
 /// What the trace header records about how a message reached us.
@@ -12,6 +12,8 @@ pub struct Trace<'a> {
     pub tls: Option<&'a TlsInfo>,
     /// The client said EHLO rather than HELO.
     pub esmtp: bool,
+    /// Whether to name the authenticated user.
+    pub user: ReceivedUser,
 }
 
 /// The complete header, folded, ending in CRLF.
@@ -31,7 +33,7 @@ where
             tls.version, tls.cipher
         ));
     }
-    if let Some(user) = &env.authenticated_user {
+    if let (Some(user), ReceivedUser::Named) = (&env.authenticated_user, trace.user) {
         lines.push(format!("(authenticated as {})", sanitize(user)));
     }
     lines.push(format!(
@@ -125,6 +127,7 @@ mod tests {
             envelope: &env,
             tls: Some(&tls),
             esmtp: true,
+            user: ReceivedUser::Named,
         };
         let date = Utc.with_ymd_and_hms(2026, 11, 29, 8, 0, 0).unwrap();
         assert_eq!(
@@ -145,6 +148,7 @@ mod tests {
             envelope: &env,
             tls: None,
             esmtp: false,
+            user: ReceivedUser::Named,
         };
         let text = header(&trace, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
         assert!(text.contains("with SMTP id"), "{text}");
@@ -153,5 +157,20 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("r0@"), "{text}");
+    }
+
+    #[test]
+    fn the_user_can_be_left_out_while_the_protocol_still_says_authenticated() {
+        let env = envelope(Some("alice"), 1);
+        let trace = Trace {
+            hostname: "relay.example",
+            envelope: &env,
+            tls: None,
+            esmtp: true,
+            user: ReceivedUser::Omitted,
+        };
+        let text = header(&trace, Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
+        assert!(!text.contains("alice"), "{text}");
+        assert!(text.contains("with ESMTPA id"), "{text}");
     }
 }

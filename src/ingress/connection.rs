@@ -11,7 +11,7 @@ use super::{Listener, Shared};
 use crate::events::DeliveryEvent;
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
-use crate::smtp::session::{AuthOutcome, Session, Step};
+use crate::smtp::session::{Session, Step};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -286,29 +286,25 @@ impl Connection {
         }
     }
 
-    /// Checks credentials on a blocking thread (password hashing is slow on purpose),
-    /// after a pause that grows with each failure of this session.
+    /// Checks credentials through the process's AUTH guard: refused at once while the
+    /// client's network or the user name is locked out, else after a pause that grows
+    /// with their recent failures (across connections), on a blocking thread within the
+    /// bound on concurrent checks (password hashing is slow on purpose).
     async fn verify(&mut self, username: String, password: String) -> Step {
-        let failures = self.session.failed_auths();
-        if failures > 0 {
-            let factor = 1u32 << failures.min(4).saturating_sub(1);
-            tokio::time::sleep(self.shared.timeouts.auth_failure_delay * factor).await;
-        }
         // The session's own snapshot: a session keeps the policy it started with.
         let policy = self.session.policy().clone();
         let user = username.clone();
-        let ok = tokio::task::spawn_blocking(move || policy.verify_password(&user, &password))
-            .await
-            .unwrap_or(false);
-        let result = if ok { "success" } else { "failure" };
+        let check = move || policy.verify_password(&user, &password);
+        let ip = self.session.client_ip();
+        let verdict = self.shared.auth.verify(ip, &username, check).await;
+        let result = verdict.label();
         self.shared.metrics.auth.inc(result);
-        tracing::info!(client = %self.peer, user = %username, result, "AUTH");
-        let outcome = if ok {
-            AuthOutcome::Accepted
-        } else {
-            AuthOutcome::Rejected
-        };
-        self.session.auth_result(outcome)
+        tracing::info!(client = %self.peer, user = ?username, result, "AUTH");
+        for scope in verdict.lockouts() {
+            self.shared.metrics.auth_lockouts.inc(scope.label());
+            tracing::warn!(client = %self.peer, user = ?username, scope = scope.label(), "AUTH lockout");
+        }
+        self.session.auth_result(verdict.outcome())
     }
 
     async fn enqueue(&mut self, envelope: crate::queue::Envelope, content: Vec<u8>) -> Step {

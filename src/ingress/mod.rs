@@ -2,6 +2,8 @@
 //! and one task per connection ([`connection`]) that drives a protocol
 //! [`Session`](crate::smtp::session::Session) and hands accepted messages to the queue.
 
+pub mod auth_failures;
+pub mod auth_guard;
 mod connection;
 mod io;
 pub mod limits;
@@ -14,6 +16,7 @@ use crate::smtp::reply::Reply;
 use crate::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
+use auth_guard::AuthGuard;
 use connection::Connection;
 use io::Io;
 use limits::ConnectionLimits;
@@ -40,7 +43,6 @@ pub struct Timeouts {
     pub session: Duration,
     /// How long a session keeps the policy it has before taking the one in force.
     pub policy_max_age: Duration,
-    pub auth_failure_delay: Duration,
 }
 
 /// What every connection of the process shares.
@@ -56,6 +58,8 @@ pub struct Shared {
     /// Where the `accepted` event of each queued message goes.
     pub events: Arc<dyn EventSink>,
     pub limits: Arc<ConnectionLimits>,
+    /// Lockouts, failure delays and the bound on password checks, across connections.
+    pub auth: AuthGuard,
     pub timeouts: Timeouts,
     pub max_command_line: usize,
 }

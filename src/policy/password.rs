@@ -138,11 +138,63 @@ fn verify_argon2(hash: &str, password: &str) -> bool {
     }
 }
 
-/// Verifies against a fixed argon2id hash with the same parameters as new hashes, for
-/// unknown users: the time spent then does not reveal whether the user exists.
-pub(crate) fn burn_verify_time(password: &str) {
-    static DUMMY: LazyLock<String> = LazyLock::new(|| hash_password("sluice timing dummy"));
-    let _ = verify_hash(&DUMMY, password);
+/// The hash an unknown user's password is verified against, so that the time spent
+/// does not reveal whether the user exists: one with the scheme and work factors most
+/// common among `hashes` (the real users'), which takes as long to verify as theirs.
+/// It is a real user's hash with its digest replaced, so it verifies no password, and
+/// making it costs no hashing (which would itself show on the first unknown user).
+pub(crate) fn unknown_user_hash<'a>(hashes: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: std::collections::HashMap<&str, (usize, &str)> = Default::default();
+    for hash in hashes.filter(|h| scheme_of(h).is_some()) {
+        counts.entry(work_factors(hash)).or_insert((0, hash)).0 += 1;
+    }
+    // Ties go to the smaller signature, so that the choice does not vary between runs.
+    let most_common = counts
+        .into_iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.0.cmp(a.0)));
+    match most_common {
+        Some((_, (_, like))) => without_digest(like),
+        None => OWASP_DUMMY.clone(),
+    }
+}
+
+/// Without users there is nothing to match: an argon2id hash with the parameters of new
+/// hashes.
+static OWASP_DUMMY: LazyLock<String> = LazyLock::new(|| hash_password("sluice timing dummy"));
+
+/// The scheme and work factors of a hash, without its salt and digest: equal for hashes
+/// that take equally long to verify (`$argon2id$v=19$m=19456,t=2,p=1`, `$2b$12`,
+/// `$6$rounds=10000`).
+pub fn work_factors(hash: &str) -> &str {
+    match scheme_of(hash) {
+        Some(HashScheme::Bcrypt) => hash.get(..6).unwrap_or(hash),
+        // `…$salt$digest`
+        Some(_) => hash
+            .rmatch_indices('$')
+            .nth(1)
+            .map_or(hash, |(i, _)| &hash[..i]),
+        None => hash,
+    }
+}
+
+/// `hash` with every character of its digest replaced by the zero digit of its base64
+/// alphabet: still well formed, verified at the same cost, matching no password.
+fn without_digest(hash: &str) -> String {
+    let (keep, digest_len, zero) = match scheme_of(hash) {
+        // `$2b$NN$` + 22 characters of salt + 31 of digest.
+        Some(HashScheme::Bcrypt) => (hash.len().saturating_sub(31), 31, '.'),
+        Some(HashScheme::Sha512Crypt) => {
+            let at = hash.rfind('$').map_or(hash.len(), |i| i + 1);
+            (at, hash.len() - at, '.')
+        }
+        _ => {
+            let at = hash.rfind('$').map_or(hash.len(), |i| i + 1);
+            (at, hash.len() - at, 'A')
+        }
+    };
+    let mut out = hash.get(..keep).unwrap_or_default().to_string();
+    out.extend(std::iter::repeat_n(zero, digest_len));
+    out
 }
 
 /// The scheme a hash claims by its prefix, without checking the rest.
@@ -353,8 +405,46 @@ mod tests {
     }
 
     #[test]
-    fn unknown_user_path_runs() {
-        // Only checks that it terminates without panicking; timing is not unit-testable.
-        burn_verify_time("whatever");
+    fn unknown_users_are_verified_against_the_kind_and_work_factors_of_real_users() {
+        let argon2_light = {
+            let params = Params::new(1024, 1, 1, None).unwrap();
+            let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+            Argon2::new(Algorithm::Argon2i, Version::V0x13, params)
+                .hash_password(b"pw", &salt)
+                .unwrap()
+                .to_string()
+        };
+        let bcrypt4 = bcrypt::hash("s3cret", 4).unwrap();
+        let cases = [
+            (
+                vec![bcrypt4.clone(), bcrypt4.clone(), argon2_light.clone()],
+                &bcrypt4,
+            ),
+            (vec![argon2_light.clone()], &argon2_light),
+            (
+                vec![DREPPER_SHA512_ROUNDS.to_string()],
+                &DREPPER_SHA512_ROUNDS.to_string(),
+            ),
+            (
+                vec![DREPPER_SHA512.to_string()],
+                &DREPPER_SHA512.to_string(),
+            ),
+        ];
+        for (users, like) in cases {
+            let dummy = unknown_user_hash(users.iter().map(String::as_str));
+            assert_eq!(scheme_of(&dummy), scheme_of(like), "{dummy}");
+            assert_eq!(work_factors(&dummy), work_factors(like), "{dummy}");
+            assert_eq!(dummy.len(), like.len(), "{dummy}");
+            assert!(validate_hash(&dummy).is_ok(), "{dummy}");
+            for password in ["s3cret", "pw", "Hello world!", ""] {
+                assert!(!verify_hash(&dummy, password), "{dummy} {password}");
+            }
+        }
+        assert_eq!(work_factors(&bcrypt4), "$2b$04");
+        assert_eq!(work_factors(DREPPER_SHA512_ROUNDS), "$6$rounds=10000");
+        assert_eq!(work_factors(&argon2_light), "$argon2i$v=19$m=1024,t=1,p=1");
+        // Without users (AUTH is then not offered): the parameters of new hashes.
+        let none = unknown_user_hash(std::iter::empty());
+        assert_eq!(work_factors(&none), "$argon2id$v=19$m=19456,t=2,p=1");
     }
 }

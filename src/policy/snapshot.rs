@@ -13,7 +13,7 @@ use super::documents::{Document, parse_documents};
 use super::error::PolicyError;
 use super::merge::merge;
 use super::model::Mode;
-use super::password::{burn_verify_time, verify_hash};
+use super::password::{unknown_user_hash, verify_hash};
 use super::rules::{Delivery, Route, Rules};
 
 /// The version of the serialised snapshot layout, so a reader can tell a snapshot written
@@ -28,6 +28,20 @@ pub struct PolicySnapshot {
     format: u32,
     revision: String,
     rules: Rules,
+    #[serde(skip)]
+    unknown_user: UnknownUserHash,
+}
+
+/// What an unknown user's password is verified against, worked out on first use: it
+/// follows from the rules, so it is neither stored nor compared. (Behind an `Arc`:
+/// clones share it, and the snapshot stays small.)
+#[derive(Debug, Clone, Default)]
+struct UnknownUserHash(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl PartialEq for UnknownUserHash {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl PolicySnapshot {
@@ -99,6 +113,7 @@ impl PolicySnapshot {
             format: SNAPSHOT_FORMAT,
             revision,
             rules,
+            unknown_user: UnknownUserHash::default(),
         }
     }
 
@@ -138,7 +153,7 @@ impl PolicySnapshot {
         match self.rules.users.get(user) {
             Some(u) => verify_hash(u.password_hash.as_str(), password),
             None => {
-                burn_verify_time(password);
+                let _ = verify_hash(self.unknown_user_hash(), password);
                 false
             }
         }
@@ -152,6 +167,15 @@ impl PolicySnapshot {
             (Some(now), Some(then)) => now.password_hash.as_str() == then.password_hash.as_str(),
             _ => false,
         }
+    }
+
+    /// A hash of the kind and work factors of the users' own (see
+    /// [`unknown_user_hash`]), verifying no password.
+    pub(crate) fn unknown_user_hash(&self) -> &str {
+        self.unknown_user.0.get_or_init(|| {
+            let hashes = self.rules.users.values();
+            unknown_user_hash(hashes.map(|u| u.password_hash.as_str()))
+        })
     }
 
     pub fn max_message_size(&self) -> Option<u64> {
@@ -268,6 +292,30 @@ mod tests {
         assert!(!snap.verify_password("ghost", BILLING_PASSWORD));
         // User names are exact, as SASL gives them.
         assert!(!snap.verify_password("Billing-App", BILLING_PASSWORD));
+    }
+
+    #[test]
+    fn unknown_users_cost_a_hash_of_the_users_own_kind() {
+        let bcrypt_users = policy(
+            "mail/a",
+            &format!(
+                "  users:\n    - {{name: a, passwordHash: '{p}'}}\n    - {{name: b, passwordHash: '{p}'}}\n    - {{name: c, passwordHash: '{BILLING_HASH}'}}",
+                p = *PRINTER_HASH
+            ),
+        );
+        let snap = compile(&[&bcrypt_users]).unwrap();
+        assert!(snap.unknown_user_hash().starts_with("$2b$04$"));
+        assert_eq!(snap.unknown_user_hash().len(), PRINTER_HASH.len());
+        let sha = policy(
+            "mail/a",
+            &format!("  users: [{{name: c, passwordHash: '{BILLING_HASH}'}}]"),
+        );
+        let snap = compile(&[&sha]).unwrap();
+        assert_eq!(
+            crate::policy::password::work_factors(snap.unknown_user_hash()),
+            "$6"
+        );
+        assert!(!snap.verify_password("ghost", BILLING_PASSWORD));
     }
 
     #[test]

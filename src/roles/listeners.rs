@@ -1,14 +1,16 @@
 //! The SMTP side of a role that accepts mail: the state its connections share, and its
 //! listening sockets.
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, Limits, ListenerConfig};
 use crate::events::EventSink;
+use crate::ingress::auth_failures::FailureLimits;
+use crate::ingress::auth_guard::{AuthGuard, AuthGuardConfig};
 use crate::ingress::limits::ConnectionLimits;
 use crate::ingress::tls::TlsStore;
 use crate::ingress::{self, Listener, Shared, Timeouts};
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
-use crate::smtp::session::{ListenerKind, SessionConfig};
+use crate::smtp::session::{ListenerKind, ReceivedUser, SessionConfig};
 use crate::telemetry::admin::access::Access;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::Readiness;
@@ -49,13 +51,13 @@ pub fn shared(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         ),
+        auth: AuthGuard::new(auth_guard_config(&config.limits)),
         timeouts: Timeouts {
             command: config.limits.command_timeout,
             data: config.limits.data_timeout,
             write: config.limits.write_timeout,
             session: config.limits.max_session_lifetime,
             policy_max_age: config.limits.session_policy_max_age,
-            auth_failure_delay: config.limits.auth_failure_delay,
         },
         max_command_line: config.limits.max_command_line,
     })
@@ -92,6 +94,22 @@ pub async fn bind(
     Ok(bound)
 }
 
+fn auth_guard_config(limits: &Limits) -> AuthGuardConfig {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let table = |max_failures| FailureLimits {
+        max_failures,
+        window: limits.auth_failure_window,
+        lockout: limits.auth_lockout,
+        capacity: limits.auth_failure_table_size,
+    };
+    AuthGuardConfig {
+        max_concurrent_checks: limits.max_concurrent_auth_checks.unwrap_or(cores),
+        failure_delay: limits.auth_failure_delay,
+        per_ip: table(limits.auth_failures_per_ip),
+        per_user: table(limits.auth_failures_per_user),
+    }
+}
+
 fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> SessionConfig {
     SessionConfig {
         hostname: config.hostname.clone(),
@@ -102,6 +120,11 @@ fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> S
         max_recipients: config.limits.max_recipients,
         max_data_line: config.limits.max_data_line,
         max_errors: config.limits.max_errors,
+        received_user: match l.received_auth_user {
+            Some(true) => ReceivedUser::Named,
+            Some(false) => ReceivedUser::Omitted,
+            None => ReceivedUser::default_for(l.kind),
+        },
     }
 }
 

@@ -9,7 +9,8 @@
 //! | `sluice_messages_accepted_total` | counter | | messages answered 250 after DATA/BDAT |
 //! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `sender_not_owned`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`) |
 //! | `sluice_received_bytes_total` | counter | | octets of accepted messages, Received header included |
-//! | `sluice_auth_total` | counter | `result` (`success`, `failure`) | AUTH attempts |
+//! | `sluice_auth_total` | counter | `result` (`success`, `failure`: checked and wrong, `locked_out`: refused 454 without a check while the client network or user name is locked out, `busy`: refused 454 because no password check was free within 10 s) | AUTH attempts |
+//! | `sluice_auth_lockouts_total` | counter | `scope` (`ip`: a client address, an IPv6 /64; `user`: a user name) | lockouts started: failed AUTHs reached `limits.authFailuresPerIp` / `authFailuresPerUser` within `authFailureWindow` |
 //! | `sluice_policy_reloads_total` | counter | `result` (`applied`, `invalid`) | policy reloads |
 //! | `sluice_policy_revision_info` | gauge | `revision` (the snapshot's revision hash) | always 1, in exactly one series: the revision of the policy snapshot applied to new sessions and deliveries now; none before the first |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
@@ -204,6 +205,7 @@ pub struct Metrics {
     pub messages_rejected: LabeledCounter,
     pub received_bytes: AtomicU64,
     pub auth: LabeledCounter,
+    pub auth_lockouts: LabeledCounter,
     pub policy_reloads: LabeledCounter,
     pub policy_revision: Info,
     pub enqueue_seconds: Histogram,
@@ -232,6 +234,7 @@ impl Default for Metrics {
             messages_rejected: LabeledCounter::default(),
             received_bytes: AtomicU64::new(0),
             auth: LabeledCounter::default(),
+            auth_lockouts: LabeledCounter::default(),
             policy_reloads: LabeledCounter::default(),
             policy_revision: Info::default(),
             enqueue_seconds: Histogram::new(ENQUEUE_BUCKETS),
@@ -308,6 +311,13 @@ impl Metrics {
         let _ = writeln!(out, "sluice_received_bytes_total {bytes}");
         counter(&mut out, "sluice_auth_total", "AUTH attempts by result.");
         self.auth.render(&mut out, "sluice_auth_total", "result");
+        counter(
+            &mut out,
+            "sluice_auth_lockouts_total",
+            "AUTH lockouts started, by scope.",
+        );
+        self.auth_lockouts
+            .render(&mut out, "sluice_auth_lockouts_total", "scope");
         counter(
             &mut out,
             "sluice_policy_reloads_total",

@@ -19,7 +19,12 @@ pub(super) enum Exchange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthOutcome {
     Accepted,
+    /// The credentials were checked and are wrong.
     Rejected,
+    /// The credentials could not be checked now (the client or user is locked out, or
+    /// the server is busy): RFC 4954's temporary failure, so that a client with the
+    /// right password tries again later instead of asking its user for another.
+    Unavailable,
 }
 
 impl Session {
@@ -133,6 +138,11 @@ impl Session {
                     "Error: authentication failed: credentials invalid",
                 ))
             }
+            AuthOutcome::Unavailable => self.error(Reply::new(
+                454,
+                "4.7.0",
+                "Temporary authentication failure, try again later",
+            )),
         }
     }
 }

@@ -142,6 +142,7 @@ impl Session {
             envelope: &t.envelope,
             tls: self.conn.tls.as_ref(),
             esmtp: greeted_ehlo,
+            user: self.config.received_user,
         };
         let header = received::header(&trace, chrono::Local::now());
         let mut message = Vec::with_capacity(header.len() + 8192);

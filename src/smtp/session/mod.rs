@@ -50,6 +50,27 @@ pub struct SessionConfig {
     pub max_data_line: usize,
     /// Errors (syntax, sequence, refused recipients, failed AUTH) before 421 and close.
     pub max_errors: u32,
+    /// Whether our Received header names the authenticated user.
+    pub received_user: ReceivedUser,
+}
+
+/// Whether the `Received:` header of authenticated mail names the SASL user (the
+/// protocol, `ESMTPA`/`ESMTPSA`, says it was authenticated either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceivedUser {
+    Named,
+    Omitted,
+}
+
+impl ReceivedUser {
+    /// Named on submission ports, where users send their own mail; omitted on a relay
+    /// port, where a login name would go out to every recipient.
+    pub fn default_for(kind: ListenerKind) -> Self {
+        match kind {
+            ListenerKind::Relay => ReceivedUser::Omitted,
+            ListenerKind::Submission | ListenerKind::Submissions => ReceivedUser::Named,
+        }
+    }
 }
 
 /// What is known about the peer and the transport.
@@ -185,6 +206,11 @@ impl Session {
     /// next attempt down by this much.
     pub fn failed_auths(&self) -> u32 {
         self.failed_auths
+    }
+
+    /// The client's address, as policy and limits see it.
+    pub fn client_ip(&self) -> IpAddr {
+        self.conn.client_ip
     }
 
     /// The policy this session applies.

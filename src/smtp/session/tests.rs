@@ -33,6 +33,7 @@ fn config(kind: ListenerKind) -> Arc<SessionConfig> {
         max_recipients: 100,
         max_data_line: 998,
         max_errors: 10,
+        received_user: ReceivedUser::default_for(kind),
     })
 }
 
@@ -282,6 +283,26 @@ fn auth_login_exchange_and_failure() {
     assert_eq!(t.0.failed_auths(), 1);
     t.says("AUTH LOGIN", 334, None);
     t.says("*", 501, Some("5.0.0"));
+}
+
+#[test]
+fn auth_that_cannot_be_checked_now_is_a_temporary_failure() {
+    let mut t = T::new(ListenerKind::Submission, "192.0.2.9");
+    t.0.tls_started(tls());
+    t.ok("EHLO c.test");
+    assert!(matches!(
+        t.0.command(b"AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        Step::VerifyCredentials { .. }
+    ));
+    match t.0.auth_result(AuthOutcome::Unavailable) {
+        Step::Reply(r) => assert_eq!((r.code, r.status), (454, Some("4.7.0"))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t.0.failed_auths(), 0, "nothing was checked");
+    assert!(matches!(
+        t.0.command(b"AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        Step::VerifyCredentials { .. }
+    ));
 }
 
 #[test]
