@@ -100,6 +100,7 @@ fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> S
         max_recipients: config.limits.max_recipients,
         max_data_line: config.limits.max_data_line,
         max_errors: config.limits.max_errors,
+        max_received_headers: config.limits.max_received_headers,
     }
 }
 

@@ -50,6 +50,9 @@ pub struct SessionConfig {
     pub max_data_line: usize,
     /// Errors (syntax, sequence, refused recipients, failed AUTH) before 421 and close.
     pub max_errors: u32,
+    /// More `Received:` headers than this in a message (ours not counted) mean a mail
+    /// loop: `554 5.4.6` at the end of the data.
+    pub max_received_headers: usize,
 }
 
 /// What is known about the peer and the transport.
