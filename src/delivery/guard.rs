@@ -4,7 +4,7 @@
 //! it runs in (the admin port, the NATS server, a cloud metadata service). Smarthost
 //! routes and local deliveries name their hosts in the policy and are not checked here.
 //!
-//! Always refused: the relay's own listening addresses and host name addresses (a loop),
+//! Always refused: the relay's own listening, interface and host name addresses (a loop),
 //! unspecified, multicast and broadcast addresses (no host). Refused unless the
 //! configuration allows private destinations: loopback, link-local, RFC 1918, ULA
 //! (fc00::/7) and CGNAT (100.64.0.0/10).
@@ -60,6 +60,8 @@ pub struct AddressGuard {
     pub private: PrivateDestinations,
     /// The listeners' bound addresses; an unspecified IP stands for every local one.
     pub listeners: Vec<SocketAddr>,
+    /// The host's interface addresses, as far as they are known ([`interface_addresses`]).
+    pub interfaces: Vec<IpAddr>,
 }
 
 impl AddressGuard {
@@ -79,7 +81,8 @@ impl AddressGuard {
         // With private destinations allowed, a test relay and its sinks share 127.0.0.1
         // and its host name may resolve there: only the listeners themselves are a loop.
         let private_allowed = class.is_some() && self.private == PrivateDestinations::Allow;
-        if !private_allowed && own_ips.iter().any(|own| own.to_canonical() == ip) {
+        let own = own_ips.iter().chain(&self.interfaces);
+        if !private_allowed && own.into_iter().any(|own| own.to_canonical() == ip) {
             return Err(Refusal::Own);
         }
         Ok(())
@@ -92,6 +95,45 @@ impl AddressGuard {
                     || (l.ip().is_unspecified() && class == Some(Refusal::Loopback)))
         })
     }
+}
+
+/// The addresses of this host's interfaces, from Linux's /proc (no `unsafe` needed for
+/// getifaddrs); empty where /proc does not have them. Read once at start-up: an address
+/// added later is still caught by the other rules if it is private, and by the host
+/// name's addresses if it is public and published.
+pub fn interface_addresses() -> Vec<IpAddr> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let mut addrs = local_ipv4(&read("/proc/net/fib_trie"));
+    addrs.extend(local_ipv6(&read("/proc/net/if_inet6")));
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+/// The addresses of `fib_trie` entries marked `/32 host LOCAL`: the host's own IPv4.
+fn local_ipv4(fib_trie: &str) -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in fib_trie.lines().map(str::trim) {
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse().ok();
+        } else if line == "/32 host LOCAL"
+            && let Some(ip) = last
+        {
+            found.push(IpAddr::V4(ip));
+        }
+    }
+    found
+}
+
+/// The first column of `if_inet6`: each address as 32 hex digits.
+fn local_ipv6(if_inet6: &str) -> Vec<IpAddr> {
+    if_inet6
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|hex| u128::from_str_radix(hex, 16).ok())
+        .map(|bits| IpAddr::V6(Ipv6Addr::from(bits)))
+        .collect()
 }
 
 /// The special class of an address, `None` for an ordinary public one.
@@ -208,10 +250,36 @@ mod tests {
     }
 
     #[test]
+    fn interface_addresses_come_from_proc() {
+        let fib_trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n           |-- 127.0.0.1\n              /32 host LOCAL\n           |-- 198.51.100.0\n              /24 link UNICAST\n           |-- 198.51.100.7\n              /32 host LOCAL\n        |-- 198.51.100.255\n           /32 link BROADCAST\n";
+        let v4: Vec<IpAddr> = ["127.0.0.1", "198.51.100.7"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(local_ipv4(fib_trie), v4);
+        let if_inet6 = "00000000000000000000000000000001 01 80 10 80       lo\n20010db8000000000000000000000025 04 40 00 82     eth0\n";
+        let v6: Vec<IpAddr> = ["::1", "2001:db8::25"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(local_ipv6(if_inet6), v6);
+        let public = AddressGuard {
+            interfaces: vec!["198.51.100.7".parse().unwrap()],
+            ..Default::default()
+        };
+        assert_eq!(
+            public.check(sock("198.51.100.7:25"), &[]),
+            Err(Refusal::Own)
+        );
+        assert_eq!(public.check(sock("198.51.100.8:25"), &[]), Ok(()));
+    }
+
+    #[test]
     fn own_addresses_are_a_loop_even_when_private_ones_are_allowed() {
         let guard = AddressGuard {
             private: PrivateDestinations::Allow,
             listeners: vec![sock("127.0.0.1:2525"), sock("0.0.0.0:25")],
+            interfaces: Vec::new(),
         };
         assert_eq!(guard.check(sock("127.0.0.1:2525"), &[]), Err(Refusal::Own));
         assert_eq!(guard.check(sock("127.0.0.2:25"), &[]), Err(Refusal::Own));

@@ -73,6 +73,7 @@ pub fn worker(
                 PrivateDestinations::Refuse
             },
             listeners: config.listeners.iter().map(|l| l.address).collect(),
+            interfaces: crate::delivery::guard::interface_addresses(),
         },
         max_received_headers: config.limits.max_received_headers,
     };
