@@ -112,6 +112,11 @@ pub struct DeliveryConfig {
     pub nameserver: Option<SocketAddr>,
     /// Names of this relay besides `hostname`, for MX loop detection.
     pub local_names: Vec<String>,
+    /// Deliver to MX hosts at loopback, private (RFC 1918, ULA, CGNAT) and link-local
+    /// addresses. Off: an MX or A record pointing there would make the relay reach inside
+    /// the network it runs in. Smarthost routes and local deliveries name their hosts
+    /// and are never refused; on for tests and local experiments only.
+    pub allow_private_destinations: bool,
     pub retry: crate::delivery::retry::RetrySchedule,
     /// Secrets referenced by the policy, as `{dir}/{name}/{key}`: the layout of a
     /// Kubernetes Secret mounted as a volume.
@@ -139,6 +144,7 @@ impl Default for DeliveryConfig {
             mx_port: 25,
             nameserver: None,
             local_names: Vec::new(),
+            allow_private_destinations: false,
             retry: Default::default(),
             secrets_dir: None,
             secrets_key_file: None,
@@ -193,6 +199,10 @@ pub struct Limits {
     /// Longest text line in message content; RFC 5322 says 998, real mail is sloppier.
     pub max_data_line: usize,
     pub max_errors: u32,
+    /// More `Received:` headers than this in a message mean a mail loop (RFC 5321 6.3):
+    /// the ingress refuses it with `554 5.4.6`, and a worker bounces a queued one rather
+    /// than relay it. Our own header is not counted.
+    pub max_received_headers: usize,
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub command_timeout: Duration,
     #[serde(deserialize_with = "serde_duration::deserialize")]
@@ -249,6 +259,8 @@ impl Default for Limits {
             max_command_line: 2048,
             max_data_line: 65_536,
             max_errors: 20,
+            // Postfix's hopcount_limit is 50; RFC 5321 6.3 asks for at least 100.
+            max_received_headers: 100,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             write_timeout: Duration::from_secs(300),

@@ -20,7 +20,7 @@ async fn relay(
     policy_extra: &str,
 ) -> common::Relay {
     let delivery = format!(
-        "{{ nameserver: \"{}\", mxPort: {sink_port}, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: {lifetime}, jitter: 0 }} }}",
+        "{{ allowPrivateDestinations: true, nameserver: \"{}\", mxPort: {sink_port}, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: {lifetime}, jitter: 0 }} }}",
         dns.addr
     );
     let config = common::config_yaml_with("{}", &delivery);

@@ -59,7 +59,7 @@ async fn one_delay_warning_then_the_failure_at_expiry() {
     // Attempts every second; the warning is due from the second attempt on, the
     // message expires at the sixth.
     let delivery = format!(
-        "{{ nameserver: \"{}\", mxPort: {}, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: 5s, jitter: 0, delayWarning: 1s }} }}",
+        "{{ allowPrivateDestinations: true, nameserver: \"{}\", mxPort: {}, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: 5s, jitter: 0, delayWarning: 1s }} }}",
         dns.addr,
         sink.addr.port()
     );

@@ -75,6 +75,9 @@ pub struct WorkerArgs {
     /// A DNS server to ask instead of those in /etc/resolv.conf.
     #[arg(long, env = "SLUICE_NAMESERVER")]
     nameserver: Option<SocketAddr>,
+    /// Deliver to MX hosts at loopback and private addresses (tests, local experiments).
+    #[arg(long, env = "SLUICE_ALLOW_PRIVATE_DESTINATIONS")]
+    allow_private_destinations: bool,
     /// Secrets referenced by the policy, as DIR/NAME/KEY (a mounted Secret).
     #[arg(long, env = "SLUICE_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
@@ -160,6 +163,9 @@ impl WorkerArgs {
         set(&mut delivery.mx_port, &self.mx_port);
         if self.nameserver.is_some() {
             delivery.nameserver = self.nameserver;
+        }
+        if self.allow_private_destinations {
+            delivery.allow_private_destinations = true;
         }
         if self.secrets_dir.is_some() {
             delivery.secrets_dir.clone_from(&self.secrets_dir);

@@ -4,6 +4,7 @@
 
 use super::client::{ClientConfig, Connection, TlsMode};
 use super::dns::Resolver;
+use super::guard::AddressGuard;
 use super::local::{self, WebhookTarget};
 use super::mx;
 use super::outcome::Outcome;
@@ -38,6 +39,10 @@ pub struct DispatchSettings {
     /// Opens the secrets the operator sealed into the snapshot (Kubernetes).
     pub secrets_key: Option<Arc<SecretsKey>>,
     pub webhook_timeout: Duration,
+    /// Which MX addresses may be connected to.
+    pub guard: AddressGuard,
+    /// A queued message with more `Received:` headers than this plus our own is a loop.
+    pub max_received_headers: usize,
 }
 
 pub struct Dispatcher {
@@ -52,7 +57,7 @@ impl Dispatcher {
     pub fn new(settings: DispatchSettings, resolver: Arc<dyn Resolver>) -> Self {
         Dispatcher {
             resolver,
-            pool: Pool::new(settings.per_destination.max(1)),
+            pool: Pool::new(settings.per_destination.max(1), settings_max(&settings)),
             caps: Mutex::new(HashMap::new()),
             connections: Semaphore::new(settings_max(&settings)),
             settings,
@@ -72,9 +77,10 @@ impl Dispatcher {
         body: &[u8],
     ) -> Vec<Outcome> {
         // The destination's cap first, the global one second: deliveries queued behind a
-        // slow destination wait without holding any of the global connections.
-        let cap = self.cap(&destination_key(dest));
-        let _destination = cap.acquire_owned().await;
+        // slow destination wait without holding any of the global connections. The
+        // guard is declared first so that it drops last, after the permit.
+        let cap = CapGuard::new(&self.caps, destination_key(dest), self.per_destination());
+        let _destination = cap.acquire().await;
         let _connection = self.connections.acquire().await;
         match dest {
             Destination::Local { delivery, .. } => self.local(delivery, env, rcpts, body).await,
@@ -83,12 +89,28 @@ impl Dispatcher {
         }
     }
 
-    fn cap(&self, key: &str) -> Arc<Semaphore> {
-        let mut caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
-        let per_destination = self.settings.per_destination.max(1);
-        caps.entry(key.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(per_destination)))
-            .clone()
+    fn per_destination(&self) -> usize {
+        self.settings.per_destination.max(1)
+    }
+
+    /// How many destinations have a cap now: those with a delivery in flight or waiting.
+    pub fn tracked_destinations(&self) -> usize {
+        self.caps.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether a queued message has made more hops than it may: then every recipient
+    /// fails with `554 5.4.6` and nothing is relayed. The count includes the Received
+    /// header our ingress put on top, so one more than the ingress limit is allowed.
+    pub fn hop_refusal(&self, body: &[u8]) -> Option<Outcome> {
+        let hops = crate::filter::received::count(body);
+        let max = self.settings.max_received_headers.saturating_add(1);
+        (hops > max).then(|| Outcome::Failed {
+            remote_mta: None,
+            status: "5.4.6".to_string(),
+            reply: format!(
+                "554 5.4.6 too many hops: {hops} Received headers, at most {max} (mail loop?)"
+            ),
+        })
     }
 
     async fn local(
@@ -200,15 +222,10 @@ impl Dispatcher {
                 Ok(hosts) => hosts,
                 Err(e) => return same(rcpts, e.to_outcome()),
             };
-        let port = self.settings.mx_port;
-        let candidates: Vec<_> = hosts
-            .iter()
-            .flat_map(|h| {
-                h.addrs
-                    .iter()
-                    .map(move |ip| (h.name.clone(), SocketAddr::new(*ip, port)))
-            })
-            .collect();
+        let candidates = match self.allowed_candidates(domain, &hosts).await {
+            Ok(candidates) => candidates,
+            Err(e) => return same(rcpts, e.to_outcome()),
+        };
         // RFC 7435: encrypt when the MX offers it, without insisting on a valid certificate.
         let config = ClientConfig {
             tls: TlsMode::Opportunistic,
@@ -217,6 +234,45 @@ impl Dispatcher {
             ..self.settings.client.clone()
         };
         self.relay(Ok(candidates), &config, env, rcpts, body).await
+    }
+
+    /// The MX hosts' addresses in order, without those the guard refuses; when it refuses
+    /// them all, the first refusal says why.
+    async fn allowed_candidates(
+        &self,
+        domain: &str,
+        hosts: &[mx::MxHost],
+    ) -> Result<Vec<(String, SocketAddr)>, mx::MxError> {
+        // What our own name resolves to now: an MX at our address is a loop under any
+        // name. A failed lookup only leaves the check to the other rules.
+        let own_ips = self
+            .resolver
+            .ips(&self.settings.hostname)
+            .await
+            .unwrap_or_default();
+        let port = self.settings.mx_port;
+        let mut allowed = Vec::new();
+        let mut first_refusal = None;
+        for host in hosts {
+            for ip in &host.addrs {
+                let addr = SocketAddr::new(*ip, port);
+                match self.settings.guard.check(addr, &own_ips) {
+                    Ok(()) => allowed.push((host.name.clone(), addr)),
+                    Err(refusal) => {
+                        tracing::info!(%domain, host = %host.name, %addr, %refusal, "MX address refused");
+                        first_refusal.get_or_insert((*ip, refusal));
+                    }
+                }
+            }
+        }
+        match first_refusal {
+            Some((address, refusal)) if allowed.is_empty() => Err(mx::MxError::Refused {
+                domain: domain.to_string(),
+                address,
+                refusal,
+            }),
+            _ => Ok(allowed),
+        }
     }
 
     /// Tries the hosts in order until one takes the transaction; a host that cannot be
@@ -351,6 +407,49 @@ fn deferred(reply: String) -> Outcome {
 
 fn same(rcpts: &[Recipient], outcome: Outcome) -> Vec<Outcome> {
     vec![outcome; rcpts.len()]
+}
+
+/// A destination's cap, taken from the map on creation and removed from it on drop
+/// when no one else holds it: the map then holds only destinations with deliveries in
+/// flight or waiting, however many distinct domains the queue has seen. Every clone of
+/// the `Arc` is made under the map's lock, so a count of one there is exact.
+struct CapGuard<'a> {
+    caps: &'a Mutex<HashMap<String, Arc<Semaphore>>>,
+    key: String,
+    cap: Option<Arc<Semaphore>>,
+}
+
+impl<'a> CapGuard<'a> {
+    fn new(caps: &'a Mutex<HashMap<String, Arc<Semaphore>>>, key: String, size: usize) -> Self {
+        let cap = caps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(size)))
+            .clone();
+        CapGuard {
+            caps,
+            key,
+            cap: Some(cap),
+        }
+    }
+
+    async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.cap.as_ref()?.acquire().await.ok()
+    }
+}
+
+impl Drop for CapGuard<'_> {
+    fn drop(&mut self) {
+        let mut caps = self.caps.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.cap.take());
+        if caps
+            .get(&self.key)
+            .is_some_and(|c| Arc::strong_count(c) == 1)
+        {
+            caps.remove(&self.key);
+        }
+    }
 }
 
 /// The unit of the per-destination cap: a domain for MX, a host for the others.

@@ -30,6 +30,8 @@ fn dispatcher(key: Option<&[u8]>, secrets_dir: Option<PathBuf>) -> Dispatcher {
         client: ClientConfig::new("relay.test"),
         secrets_dir,
         secrets_key: key.map(|k| Arc::new(SecretsKey::from_material(k))),
+        guard: Default::default(),
+        max_received_headers: 3,
         webhook_timeout: Duration::from_secs(1),
     };
     Dispatcher::new(settings, Arc::new(NoDns))
@@ -98,4 +100,25 @@ fn without_sealed_credentials_the_secrets_directory_is_read() {
         .smarthost_credentials(&s)
         .unwrap_err();
     assert!(err.contains("not found"), "{err}");
+}
+
+#[tokio::test]
+async fn per_destination_caps_are_dropped_when_their_deliveries_end() {
+    let dispatcher = Arc::new(dispatcher(None, None));
+    let env = crate::queue::conformance::envelope(&["a"]);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (d, env) = (dispatcher.clone(), env.clone());
+        tasks.push(tokio::spawn(async move {
+            let dest = Destination::Mx {
+                domain: format!("d{i}.example"),
+            };
+            d.deliver(&dest, &env, &env.recipients, b"x").await
+        }));
+    }
+    for task in tasks {
+        let outcomes = task.await.unwrap();
+        assert!(outcomes[0].is_failed(), "{outcomes:?}");
+    }
+    assert_eq!(dispatcher.tracked_destinations(), 0);
 }

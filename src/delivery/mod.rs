@@ -8,6 +8,7 @@ pub mod client;
 pub mod dispatch;
 pub mod dns;
 pub mod dsn;
+pub mod guard;
 pub mod local;
 pub mod mx;
 pub mod outcome;

@@ -51,6 +51,14 @@ pub enum MxError {
     /// The recipient was `<Postmaster>` and the policy has no local domain to deliver it to.
     #[error("no local domain to deliver <Postmaster> to")]
     NoDomain,
+    /// Every address of the MX hosts is one a worker may not connect to (see
+    /// `guard.rs`); `address` is the first of them.
+    #[error("no MX host of {domain} may be connected to: {address} is {refusal}")]
+    Refused {
+        domain: String,
+        address: IpAddr,
+        refusal: super::guard::Refusal,
+    },
     /// A lookup failed in a way that may pass: retry later.
     #[error("DNS lookup for {domain} failed: {reason}")]
     Temporary { domain: String, reason: String },
@@ -66,6 +74,8 @@ impl MxError {
             MxError::NullMx { .. } => (556, "5.1.10"),
             MxError::Loop { .. } => (554, "5.4.6"),
             MxError::NoAddresses { .. } => (554, "5.4.4"),
+            MxError::Refused { refusal, .. } if refusal.is_loop() => (554, "5.4.6"),
+            MxError::Refused { .. } => (554, "5.4.4"),
             MxError::NoDomain => (550, "5.1.2"),
             MxError::Temporary { .. } => {
                 return Outcome::Deferred {

@@ -112,17 +112,29 @@ impl Worker {
         let policy = self.policy.borrow().clone();
         let (mut results, pending) = self.delivered_before(&lease).await;
         let envelope = &lease.envelope;
+        let hops = self.dispatcher.hop_refusal(&lease.body);
         for (destination, recipients) in route::group_by_destination(&policy, &pending) {
-            let outcomes = self
-                .dispatcher
-                .deliver(&destination, envelope, &recipients, &lease.body)
-                .await;
-            for (recipient, outcome) in recipients.into_iter().zip(outcomes) {
+            let (refused, recipients): (Vec<_>, Vec<_>) = recipients
+                .into_iter()
+                .partition(|r| hops.is_some() || refuses_literal(&policy, r));
+            let refusals = refused.into_iter().map(|r| {
+                let outcome = hops.clone().unwrap_or_else(|| literal_refusal(&r));
+                (r, outcome)
+            });
+            let outcomes = if recipients.is_empty() {
+                Vec::new()
+            } else {
+                self.dispatcher
+                    .deliver(&destination, envelope, &recipients, &lease.body)
+                    .await
+            };
+            for (recipient, outcome) in refusals.chain(recipients.into_iter().zip(outcomes)) {
                 self.record(&lease, &destination, &recipient, &outcome);
                 results.push((recipient, outcome));
             }
         }
-        if let Err(e) = self.settle(&mut lease, results).await {
+        let retry = self.schedule(&policy);
+        if let Err(e) = self.settle(&mut lease, results, &retry).await {
             // Not acked: the message comes back when its lease runs out.
             tracing::error!(queue_id = %lease.envelope.id, error = %e, "settling a delivery failed");
         }
@@ -166,14 +178,25 @@ impl Worker {
         (done, pending)
     }
 
+    /// The retry schedule under `policy`: its `spec.retry.maxLifetime`, when one is set,
+    /// replaces the configured lifetime (5 days by default).
+    fn schedule(&self, policy: &PolicySnapshot) -> RetrySchedule {
+        let mut retry = self.retry.clone();
+        if let Some(lifetime) = policy.max_retry_lifetime() {
+            retry.max_lifetime = lifetime;
+        }
+        retry
+    }
+
     /// Maps the outcomes onto the queue: the one place where mail leaves the queue.
     async fn settle(
         &self,
         lease: &mut Lease,
         results: Vec<(Recipient, Outcome)>,
+        retry: &RetrySchedule,
     ) -> Result<(), QueueError> {
         let now = SystemTime::now();
-        let plan = self.plan(&lease.envelope, results, now);
+        let plan = plan(retry, &lease.envelope, results, now);
         // Notifications are queued before the message is acked or deferred, so that a
         // crash in between repeats the delivery rather than losing the bounce.
         self.notify(lease, &plan.failed, ReportKind::Failure)
@@ -211,38 +234,6 @@ impl Worker {
                 Ok(())
             }
             None => self.queue.ack(lease).await,
-        }
-    }
-
-    /// Sorts the outcomes of an attempt into what to report and what to retry.
-    fn plan(
-        &self,
-        envelope: &Envelope,
-        results: Vec<(Recipient, Outcome)>,
-        now: SystemTime,
-    ) -> Plan {
-        let received = UNIX_EPOCH + Duration::from_millis(envelope.received_at_ms);
-        let (deferred, settled): (Vec<_>, Vec<_>) = results
-            .into_iter()
-            .partition(|(_, o)| matches!(o, Outcome::Deferred { .. }));
-        let next = (!deferred.is_empty()).then(|| {
-            self.retry
-                .next_attempt(envelope.attempts + 1, received, now)
-        });
-        let warned = envelope.delay_warned_at_ms.is_some();
-        let warn = matches!(next, Some(NextAttempt::At(_)))
-            && self.retry.delay_warning_due(received, now, warned);
-        let (mut failed, delivered): (Vec<_>, Vec<_>) =
-            settled.into_iter().partition(|(_, o)| o.is_failed());
-        if matches!(next, Some(NextAttempt::Expired)) {
-            failed.extend(deferred.iter().map(|(r, o)| (r.clone(), expired(o))));
-        }
-        Plan {
-            failed,
-            delivered,
-            deferred,
-            next,
-            warn,
         }
     }
 
@@ -353,6 +344,55 @@ struct Plan {
     next: Option<NextAttempt>,
     /// Send the one delay warning now.
     warn: bool,
+}
+
+/// Sorts the outcomes of an attempt into what to report and what to retry.
+fn plan(
+    retry: &RetrySchedule,
+    envelope: &Envelope,
+    results: Vec<(Recipient, Outcome)>,
+    now: SystemTime,
+) -> Plan {
+    let received = UNIX_EPOCH + Duration::from_millis(envelope.received_at_ms);
+    let (deferred, settled): (Vec<_>, Vec<_>) = results
+        .into_iter()
+        .partition(|(_, o)| matches!(o, Outcome::Deferred { .. }));
+    let next =
+        (!deferred.is_empty()).then(|| retry.next_attempt(envelope.attempts + 1, received, now));
+    let warned = envelope.delay_warned_at_ms.is_some();
+    let warn =
+        matches!(next, Some(NextAttempt::At(_))) && retry.delay_warning_due(received, now, warned);
+    let (mut failed, delivered): (Vec<_>, Vec<_>) =
+        settled.into_iter().partition(|(_, o)| o.is_failed());
+    if matches!(next, Some(NextAttempt::Expired)) {
+        failed.extend(deferred.iter().map(|(r, o)| (r.clone(), expired(o))));
+    }
+    Plan {
+        failed,
+        delivered,
+        deferred,
+        next,
+        warn,
+    }
+}
+
+/// A recipient at an address literal while the policy refuses them: mail that came in
+/// before the policy changed, or through an ingress with an older snapshot. Refused on
+/// every route, since a smarthost would deliver it just the same.
+fn refuses_literal(policy: &PolicySnapshot, recipient: &Recipient) -> bool {
+    use crate::policy::model::AddressLiterals;
+    recipient.address.is_address_literal() && policy.address_literals() == AddressLiterals::Refuse
+}
+
+fn literal_refusal(recipient: &Recipient) -> Outcome {
+    Outcome::Failed {
+        remote_mta: None,
+        status: "5.7.1".to_string(),
+        reply: format!(
+            "550 5.7.1 delivery to the address literal {} is not allowed by policy",
+            recipient.address.domain
+        ),
+    }
 }
 
 /// A recipient still deferred when the message's lifetime ends fails with 4.4.7.

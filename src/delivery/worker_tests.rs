@@ -8,6 +8,7 @@ use crate::delivery::dns::{DnsError, Resolver};
 use crate::queue::QueueId;
 use crate::queue::conformance::envelope;
 use crate::queue::spool::Spool;
+use crate::smtp::address::Mailbox;
 use crate::testing::sink::{Replies, Sink};
 use async_trait::async_trait;
 use std::net::IpAddr;
@@ -79,9 +80,14 @@ struct Setup {
 }
 
 async fn setup(events: Recorded, retry: RetrySchedule) -> Setup {
+    setup_with(events, retry, "").await
+}
+
+/// `setup` with `spec_extra` (indented YAML lines) added to the policy's spec.
+async fn setup_with(events: Recorded, retry: RetrySchedule, spec_extra: &str) -> Setup {
     let sink = Sink::start(Picky).await;
     let policy = format!(
-        "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nmetadata: {{name: t}}\nspec:\n  routes:\n    - domains: [\"*\"]\n      smarthost: {{host: 127.0.0.1, port: {}, tls: opportunistic}}\n",
+        "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nmetadata: {{name: t}}\nspec:\n  routes:\n    - domains: [\"*\"]\n      smarthost: {{host: 127.0.0.1, port: {}, tls: opportunistic}}\n{spec_extra}",
         sink.addr.port()
     );
     let policy = PolicySnapshot::from_yaml(&[("t".into(), policy)]).unwrap();
@@ -94,6 +100,8 @@ async fn setup(events: Recorded, retry: RetrySchedule) -> Setup {
         client: ClientConfig::new("relay.test"),
         secrets_dir: None,
         secrets_key: None,
+        guard: Default::default(),
+        max_received_headers: 3,
         webhook_timeout: Duration::from_secs(5),
     };
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +133,12 @@ fn plain(recipients: &[&str]) -> Envelope {
         (r.notify, r.orcpt) = (None, None);
     }
     env
+}
+
+/// Queues `env` with `body` and takes it.
+async fn lease_body(spool: &Spool, env: Envelope, body: &[u8]) -> Lease {
+    spool.enqueue(&env, body).await.unwrap();
+    spool.take(LEASE).await.unwrap().unwrap()
 }
 
 /// Queues `env` and takes it; with `lapse`, takes it a second time after a first lease
@@ -338,4 +352,111 @@ async fn after_a_worker_died_on_jetstream_only_the_rest_is_delivered() {
     events.close(Duration::from_secs(5)).await;
     let recorded = events.delivered(&env.id).await;
     assert_eq!(recorded, vec!["a@example.net", "d@example.net"]);
+}
+
+/// `Received:` headers on top of a small message.
+fn with_hops(hops: usize) -> Vec<u8> {
+    let mut body = "Received: from a by b; Mon, 7 Dec 2026 00:00:00 +0000\r\n".repeat(hops);
+    body.push_str("Subject: hops\r\n\r\nReceived: in the body does not count\r\n");
+    body.into_bytes()
+}
+
+#[tokio::test]
+async fn a_queued_message_with_too_many_hops_bounces_without_delivery() {
+    // The limit is 3, plus the header of our own ingress: 4 pass, 5 are a loop.
+    let s = setup(Recorded::default(), RetrySchedule::default()).await;
+    let lease = lease_body(&s.spool, plain(&["a", "d"]), &with_hops(5)).await;
+    let id = lease.envelope.id.clone();
+    s.worker.process(lease).await;
+
+    assert_eq!(s.sink.connections.load(Ordering::SeqCst), 0, "not relayed");
+    assert!(s.spool.inspect(&id).await.unwrap().is_none(), "acked");
+    let events = s.events.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 2);
+    for event in &events {
+        assert_eq!(event.kind, EventKind::Bounced);
+        assert!(
+            event.reply.starts_with("554 5.4.6 too many hops: 5"),
+            "{event:?}"
+        );
+    }
+    let queued = s.spool.list().await.unwrap();
+    assert_eq!(queued.len(), 1, "the bounce to the sender");
+    let (_, dsn) = s
+        .spool
+        .inspect(&queued[0].envelope.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&dsn).contains("Status: 5.4.6"));
+
+    let s = setup(Recorded::default(), RetrySchedule::default()).await;
+    let lease = lease_body(&s.spool, plain(&["a"]), &with_hops(4)).await;
+    s.worker.process(lease).await;
+    assert_eq!(rcpt_lines(&s.sink), vec!["RCPT TO:<a@example.net>"]);
+}
+
+#[tokio::test]
+async fn the_policys_max_lifetime_expires_a_message_into_a_bounce() {
+    // Configured: 5 days. The policy says 1 hour, and the message is 2 hours old.
+    let two_hours_ago = || {
+        let mut env = plain(&["c"]);
+        env.received_at_ms -= 2 * 3600 * 1000;
+        env
+    };
+    let s = setup_with(
+        Recorded::default(),
+        RetrySchedule::default(),
+        "  retry: {maxLifetime: 1h}\n",
+    )
+    .await;
+    let taken = lease(&s.spool, two_hours_ago(), false).await;
+    let id = taken.envelope.id.clone();
+    s.worker.process(taken).await;
+    assert!(s.spool.inspect(&id).await.unwrap().is_none(), "acked");
+    assert_eq!(
+        s.events.kinds(),
+        vec![
+            (EventKind::Deferred, "c@example.net".into()),
+            (EventKind::Expired, "c@example.net".into()),
+        ]
+    );
+    assert_eq!(s.spool.list().await.unwrap().len(), 1, "the bounce");
+
+    // Without the policy's lifetime the configured 5 days apply: deferred, not expired.
+    let s = setup(Recorded::default(), RetrySchedule::default()).await;
+    let taken = lease(&s.spool, two_hours_ago(), false).await;
+    let id = taken.envelope.id.clone();
+    s.worker.process(taken).await;
+    assert!(s.spool.inspect(&id).await.unwrap().is_some(), "deferred");
+    assert_eq!(
+        s.events.kinds(),
+        vec![(EventKind::Deferred, "c@example.net".into())]
+    );
+}
+
+#[tokio::test]
+async fn address_literals_bounce_at_delivery_unless_the_policy_allows_them() {
+    let literal = |local: &str| {
+        let mut env = plain(&[local]);
+        env.recipients[0].address = Mailbox::new(local, "[127.0.0.1]");
+        env
+    };
+    let s = setup(Recorded::default(), RetrySchedule::default()).await;
+    let taken = lease(&s.spool, literal("a"), false).await;
+    s.worker.process(taken).await;
+    assert_eq!(s.sink.connections.load(Ordering::SeqCst), 0);
+    let events = s.events.events.lock().unwrap().clone();
+    assert_eq!(events[0].kind, EventKind::Bounced);
+    assert!(events[0].reply.starts_with("550 5.7.1"), "{:?}", events[0]);
+
+    let s = setup_with(
+        Recorded::default(),
+        RetrySchedule::default(),
+        "  addressLiterals: allow\n",
+    )
+    .await;
+    let taken = lease(&s.spool, literal("a"), false).await;
+    s.worker.process(taken).await;
+    assert_eq!(rcpt_lines(&s.sink), vec!["RCPT TO:<a@[127.0.0.1]>"]);
 }

@@ -53,6 +53,32 @@ where
     out
 }
 
+/// How many `Received:` fields the header section of `message` holds: the hops it has
+/// made (RFC 5321 6.3: a count past a limit means a loop). The section ends at the first
+/// empty line, or, as in Postfix, at the first line that is neither a field nor the
+/// continuation of one; the body is never read. Field names compare case-insensitively,
+/// and the obsolete space before the colon (RFC 5322 4.5) counts too.
+pub fn count(message: &[u8]) -> usize {
+    let mut hops = 0;
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            break;
+        };
+        let name = line[..colon].trim_ascii_end();
+        if name.is_empty() || !name.iter().all(|b| (33..=126).contains(b)) {
+            break;
+        }
+        if name.eq_ignore_ascii_case(b"received") {
+            hops += 1;
+        }
+    }
+    hops
+}
+
 /// `with` keyword: SMTP or ESMTP, UTF8SMTP for SMTPUTF8 transactions, then S for TLS
 /// and A for an authenticated session.
 fn protocol(trace: &Trace<'_>) -> String {
@@ -138,6 +164,26 @@ mod tests {
              by relay.example (Sluice) with ESMTPSA id 01JAAAAAAAAAAAAAAAAAAAAAAA\r\n\t\
              for <r0@example.org>; Sun, 29 Nov 2026 08:00:00 +0000\r\n"
         );
+    }
+
+    #[test]
+    fn counts_received_fields_of_the_header_section_only() {
+        let cases: &[(&str, usize)] = &[
+            (
+                "Received: a\r\nreceived : b\r\n\tfolded\r\nRECEIVED:c\r\nSubject: x\r\n\r\nReceived: body\r\n",
+                3,
+            ),
+            ("Subject: x\r\n\r\n", 0),
+            ("", 0),
+            ("Received: a\nReceived: b\n\nReceived: c\n", 2),
+            // Not a field: the body starts there, as in Postfix.
+            ("Received: a\r\nnot a header\r\nReceived: b\r\n", 1),
+            ("X-Received: a\r\nReceived-SPF: pass\r\nReceived: b", 1),
+            (" Received: continuation of nothing\r\nReceived: a\r\n", 1),
+        ];
+        for (text, hops) in cases {
+            assert_eq!(count(text.as_bytes()), *hops, "{text:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@ use ipnet::IpNet;
 use super::documents::Document;
 use super::error::{Location, PolicyError};
 use super::model::{
-    DeliverySpec, LocalDomainSpec, Mode, RouteSpec, SecretKeyRef, SmarthostSpec, UserSpec,
+    AddressLiterals, DeliverySpec, LocalDomainSpec, Mode, RouteSpec, SecretKeyRef, SmarthostSpec,
+    UserSpec,
 };
 use super::parse;
 use super::password::{StoredHash, validate_hash};
@@ -68,6 +69,7 @@ pub struct CompiledDoc {
     pub routes: Vec<Route>,
     pub limits: Limits,
     pub retry: Retry,
+    pub address_literals: AddressLiterals,
 }
 
 /// Validates one document.
@@ -106,6 +108,7 @@ pub fn compile_document(
                 None => None,
             },
         },
+        address_literals: spec.address_literals.unwrap_or_default(),
         id,
     })
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::model::Mode;
+use super::model::{AddressLiterals, Mode};
 use super::parse::SenderPattern;
 use super::rules::{AllowedSenders, User};
 use super::snapshot::{PolicySnapshot, normalize_domain};
@@ -57,6 +57,11 @@ pub enum Decision {
         ip: IpAddr,
         auth: SessionAuth,
     },
+    /// The local part routes (`a%b@`, `a!b@`, `"a@b"@`) and the client is neither
+    /// authenticated nor in a trusted network: `550 5.7.1`, whatever the domain.
+    RoutingDenied { address: String, ip: IpAddr },
+    /// The domain is an address literal and no policy allows them: `550 5.7.1`.
+    AddressLiteralDenied { domain: String },
 }
 
 /// The authentication state behind a denial.
@@ -71,7 +76,12 @@ pub enum SessionAuth {
 
 impl Decision {
     pub fn is_accepted(&self) -> bool {
-        !matches!(self, Decision::Denied { .. })
+        !matches!(
+            self,
+            Decision::Denied { .. }
+                | Decision::RoutingDenied { .. }
+                | Decision::AddressLiteralDenied { .. }
+        )
     }
 }
 
@@ -119,6 +129,14 @@ impl fmt::Display for Decision {
                 f,
                 "reject: relay access denied: {domain} is not a local or relay domain, {auth} and {ip} is not in a trusted network"
             ),
+            Decision::RoutingDenied { address, ip } => write!(
+                f,
+                "reject: {address} has routing characters (% ! @) in its local part, and the session is not authenticated and {ip} is not in a trusted network"
+            ),
+            Decision::AddressLiteralDenied { domain } => write!(
+                f,
+                "reject: {domain} is an address literal, and no policy sets addressLiterals: allow"
+            ),
         }
     }
 }
@@ -143,6 +161,11 @@ impl PolicySnapshot {
                 policy: String::new(),
             };
         }
+        if recipient.has_routing_characters() && !self.may_route(client) {
+            let ip = client.ip.to_canonical();
+            let address = recipient.to_string();
+            return Decision::RoutingDenied { address, ip };
+        }
         let domain = normalize_domain(&recipient.domain);
         let rules = self.rules();
         if let Some(local) = rules.local_domains.get(&domain) {
@@ -157,7 +180,25 @@ impl PolicySnapshot {
                 policy: policy.clone(),
             };
         }
+        if recipient.is_address_literal() && rules.address_literals == AddressLiterals::Refuse {
+            return Decision::AddressLiteralDenied { domain };
+        }
         self.foreign_decision(client, domain)
+    }
+
+    /// Sender-specified routing is taken only from clients the policy vouches for: a
+    /// user of the current snapshot, or a trusted network.
+    fn may_route(&self, client: &ClientInfo) -> bool {
+        let rules = self.rules();
+        let user = client
+            .authenticated_user
+            .as_ref()
+            .is_some_and(|name| rules.users.contains_key(name));
+        let ip = client.ip.to_canonical();
+        user || rules
+            .trusted_networks
+            .iter()
+            .any(|t| t.network.contains(&ip))
     }
 
     fn foreign_decision(&self, client: &ClientInfo, domain: String) -> Decision {

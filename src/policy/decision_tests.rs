@@ -222,3 +222,44 @@ fn unknown_users_own_no_sender() {
     );
     assert!(!d.is_allowed());
 }
+
+#[test]
+fn routing_local_parts_need_a_known_user_or_a_trusted_network() {
+    let snap = example();
+    let routed = [
+        "a%b@corp.example",
+        "a!b@corp.example",
+        "\"a@b\"@corp.example",
+    ];
+    for to in routed {
+        let d = decide(&snap, "192.0.2.1", None, to);
+        assert!(matches!(d, Decision::RoutingDenied { .. }), "{to}: {d}");
+        assert!(d.to_string().contains("routing characters"), "{d}");
+        // A user the snapshot no longer has is no better than none.
+        let d = decide(&snap, "192.0.2.1", Some("gone"), to);
+        assert!(matches!(d, Decision::RoutingDenied { .. }), "{to}: {d}");
+        assert!(decide(&snap, "192.0.2.1", Some("billing-app"), to).is_accepted());
+    }
+    assert!(decide(&snap, "192.0.2.1", None, "a.b+c@corp.example").is_accepted());
+}
+
+#[test]
+fn address_literals_are_refused_unless_a_policy_allows_them() {
+    let snap = example();
+    let d = decide(&snap, "192.0.2.1", Some("billing-app"), "x@[192.0.2.9]");
+    assert_eq!(
+        d,
+        Decision::AddressLiteralDenied {
+            domain: "[192.0.2.9]".into()
+        }
+    );
+    let allow = compile(&[&policy("lit", "  addressLiterals: allow\n")]).unwrap();
+    let refuse = compile(&[&policy("other", "")]).unwrap();
+    assert_eq!(refuse.address_literals(), AddressLiterals::Refuse);
+    assert_eq!(allow.address_literals(), AddressLiterals::Allow);
+    let both = compile(&[
+        &policy("lit", "  addressLiterals: allow\n"),
+        &policy("other", ""),
+    ]);
+    assert_eq!(both.unwrap().address_literals(), AddressLiterals::Allow);
+}

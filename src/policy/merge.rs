@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use super::compile::CompiledDoc;
 use super::error::{Location, PolicyError};
-use super::model::Mode;
+use super::model::{AddressLiterals, Mode};
 use super::parse::DomainPattern;
 use super::rules::{Delivery, LocalDomain, Rules, TrustedNetwork, min_limit};
 
@@ -55,6 +55,7 @@ impl Default for Merger {
                 routes: Vec::new(),
                 limits: Default::default(),
                 retry: Default::default(),
+                address_literals: Default::default(),
             },
             origins: Origins::default(),
         }
@@ -215,6 +216,10 @@ impl Merger {
             min_limit(rules.limits.max_recipients, doc.limits.max_recipients);
         rules.retry.max_lifetime_secs =
             min_limit(rules.retry.max_lifetime_secs, doc.retry.max_lifetime_secs);
+        // A permission, like a relay domain: the union of what the policies allow.
+        if doc.address_literals == AddressLiterals::Allow {
+            rules.address_literals = AddressLiterals::Allow;
+        }
     }
 }
 

@@ -98,6 +98,22 @@ pub struct RelayPolicySpec {
     pub limits: LimitsSpec,
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Whether mail to address literals (`user@[192.0.2.1]`) is accepted and delivered.
+    /// Refused by default: a literal skips DNS and with it every check on where mail may
+    /// go. Several policies: allowed when any of them allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_literals: Option<AddressLiterals>,
+}
+
+/// What to do with recipients whose domain is an address literal (RFC 5321 4.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressLiterals {
+    /// `550 5.7.1` at RCPT, and a bounce for one that reaches a worker anyway.
+    #[default]
+    Refuse,
+    /// Accepted (for a client that may relay) and delivered to the address named.
+    Allow,
 }
 
 /// Who may relay to foreign domains.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::model::{CredentialsSecretRef, Mode, SecretKeyRef, TlsMode};
+use super::model::{AddressLiterals, CredentialsSecretRef, Mode, SecretKeyRef, TlsMode};
 use super::parse::{DomainPattern, SenderPattern};
 use super::password::StoredHash;
 use super::sealed::Sealed;
@@ -30,6 +30,9 @@ pub struct Rules {
     pub routes: Vec<Route>,
     pub limits: Limits,
     pub retry: Retry,
+    /// Absent in snapshots written before it existed: refuse, the default.
+    #[serde(default)]
+    pub address_literals: AddressLiterals,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

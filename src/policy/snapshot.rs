@@ -192,6 +192,11 @@ impl PolicySnapshot {
         self.rules.retry.max_lifetime_secs.map(Duration::from_secs)
     }
 
+    /// Whether recipients at address literals are accepted and delivered.
+    pub fn address_literals(&self) -> super::model::AddressLiterals {
+        self.rules.address_literals
+    }
+
     /// Case-insensitive; a trailing dot is ignored.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.rules

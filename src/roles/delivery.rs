@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::delivery::client::{ClientConfig, Timeouts, TlsMode, system_roots};
 use crate::delivery::dispatch::{DispatchSettings, Dispatcher};
 use crate::delivery::dns::{Resolver, SystemResolver};
+use crate::delivery::guard::{AddressGuard, PrivateDestinations};
 use crate::delivery::worker::Worker;
 use crate::events::EventSink;
 use crate::policy::PolicySnapshot;
@@ -65,6 +66,16 @@ pub fn worker(
             None => None,
         },
         webhook_timeout: settings.webhook_timeout,
+        guard: AddressGuard {
+            private: if settings.allow_private_destinations {
+                PrivateDestinations::Allow
+            } else {
+                PrivateDestinations::Refuse
+            },
+            listeners: config.listeners.iter().map(|l| l.address).collect(),
+            interfaces: crate::delivery::guard::interface_addresses(),
+        },
+        max_received_headers: config.limits.max_received_headers,
     };
     let dispatcher = Arc::new(Dispatcher::new(dispatch, resolver));
     Ok(Some(Worker::new(

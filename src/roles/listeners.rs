@@ -125,6 +125,7 @@ fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> S
             Some(false) => ReceivedUser::Omitted,
             None => ReceivedUser::default_for(l.kind),
         },
+        max_received_headers: config.limits.max_received_headers,
     }
 }
 

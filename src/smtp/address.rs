@@ -26,6 +26,19 @@ impl Mailbox {
         self.domain.to_ascii_lowercase()
     }
 
+    /// True when the local part carries sender-specified routing: `%` (the "percent
+    /// hack"), `!` (UUCP bang paths) or an `@` (only possible quoted, `"a@b"@c`). A
+    /// server that honours them forwards to a host the envelope does not name, which is
+    /// how relay checks were bypassed (Postfix's `allow_untrusted_routing`).
+    pub fn has_routing_characters(&self) -> bool {
+        self.local.contains(['%', '!', '@'])
+    }
+
+    /// True when the domain is an address literal (`[192.0.2.1]`, `[IPv6:…]`).
+    pub fn is_address_literal(&self) -> bool {
+        self.domain.starts_with('[')
+    }
+
     /// True when either part needs SMTPUTF8 (RFC 6531) to be carried.
     pub fn is_utf8(&self) -> bool {
         !self.local.is_ascii() || !self.domain.is_ascii()

@@ -2,7 +2,7 @@
 //! Sluice refuse to be an open relay (RFC 5321 4.1.1.2–3, ARCHITECTURE.md invariant 2).
 
 use super::{Greeted, ListenerKind, Rejection, Session, Step, Transaction};
-use crate::policy::ClientInfo;
+use crate::policy::{ClientInfo, Decision};
 use crate::queue::{Envelope, QueueId};
 use crate::smtp::address::{MailParams, Mailbox, Notify, Orcpt, Recipient, ReversePath};
 use crate::smtp::reply::Reply;
@@ -126,12 +126,9 @@ impl Session {
         };
         let decision = self.policy.relay_decision(&client, &forward_path);
         if !decision.is_accepted() {
-            self.reject("relay_denied", decision.to_string());
-            return self.error(Reply::new(
-                554,
-                "5.7.1",
-                format!("<{forward_path}>: Relay access denied"),
-            ));
+            let (reason, reply) = refusal(&decision, &forward_path);
+            self.reject(reason, decision.to_string());
+            return self.error(reply);
         }
         let recipient = Recipient {
             address: forward_path,
@@ -153,5 +150,37 @@ impl Session {
             detail,
             queue_id,
         });
+    }
+}
+
+/// The rejection label and the reply of a refused RCPT.
+fn refusal(decision: &Decision, forward_path: &Mailbox) -> (&'static str, Reply) {
+    match decision {
+        Decision::RoutingDenied { .. } => (
+            "routing_denied",
+            Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "<{forward_path}>: sender-specified routing (% ! @ in the local part) is not allowed"
+                ),
+            ),
+        ),
+        Decision::AddressLiteralDenied { .. } => (
+            "address_literal_denied",
+            Reply::new(
+                550,
+                "5.7.1",
+                format!("<{forward_path}>: mail to address literals is not accepted"),
+            ),
+        ),
+        _ => (
+            "relay_denied",
+            Reply::new(
+                554,
+                "5.7.1",
+                format!("<{forward_path}>: Relay access denied"),
+            ),
+        ),
     }
 }

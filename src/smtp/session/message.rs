@@ -12,6 +12,9 @@ use std::time::SystemTime;
 #[derive(Debug)]
 pub(super) struct Receiving {
     message: Vec<u8>,
+    /// The length of our own Received header at the start of `message`: the hop count
+    /// is about the hops before us.
+    own_header: usize,
     framing: Framing,
 }
 
@@ -147,7 +150,11 @@ impl Session {
         let header = received::header(&trace, chrono::Local::now());
         let mut message = Vec::with_capacity(header.len() + 8192);
         message.extend_from_slice(header.as_bytes());
-        t.receiving = Some(Receiving { message, framing });
+        t.receiving = Some(Receiving {
+            message,
+            own_header: header.len(),
+            framing,
+        });
     }
 
     fn framing_mut(&mut self) -> Option<&mut Framing> {
@@ -230,6 +237,20 @@ impl Session {
                 format!("queue id {}", t.envelope.id),
             );
             return Step::Reply(reply);
+        }
+        let hops = received::count(&receiving.message[receiving.own_header..]);
+        let max = self.config.max_received_headers;
+        if hops > max {
+            self.reject(
+                "too_many_hops",
+                format!("queue id {}: {hops} Received headers", t.envelope.id),
+            );
+            // RFC 5321 6.3 and RFC 3463 X.4.6: a routing loop.
+            return Step::Reply(Reply::new(
+                554,
+                "5.4.6",
+                format!("Too many hops: {hops} Received headers, at most {max} (mail loop?)"),
+            ));
         }
         t.envelope.received_at_ms = unix_ms(SystemTime::now());
         self.pending = Some(t.envelope.id.clone());

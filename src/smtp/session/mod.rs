@@ -52,6 +52,9 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// Whether our Received header names the authenticated user.
     pub received_user: ReceivedUser,
+    /// More `Received:` headers than this in a message (ours not counted) mean a mail
+    /// loop: `554 5.4.6` at the end of the data.
+    pub max_received_headers: usize,
 }
 
 /// Whether the `Received:` header of authenticated mail names the SASL user (the

@@ -32,6 +32,7 @@ fn config(kind: ListenerKind) -> Arc<SessionConfig> {
         max_message_size: 1000,
         max_recipients: 100,
         max_data_line: 998,
+        max_received_headers: 3,
         max_errors: 10,
         received_user: ReceivedUser::default_for(kind),
     })
