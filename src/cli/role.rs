@@ -5,6 +5,7 @@
 use super::nats::NatsArgs;
 use clap::Args;
 use sluice::config::{Config, ListenerConfig, LogFormat, TlsConfig};
+use sluice::smtp::data::BareLineEndings;
 use sluice::smtp::session::ListenerKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -131,6 +132,7 @@ impl IngressArgs {
                 address,
                 kind,
                 allow_plaintext_auth: false,
+                bare_line_endings: BareLineEndings::default(),
             });
         }
         if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {

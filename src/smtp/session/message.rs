@@ -128,6 +128,7 @@ impl Session {
         BodyLimits {
             max_size: self.max_message_size(),
             max_line: self.config.max_data_line,
+            bare_line_endings: self.config.bare_line_endings,
         }
     }
 

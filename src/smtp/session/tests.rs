@@ -32,6 +32,7 @@ fn config(kind: ListenerKind) -> Arc<SessionConfig> {
         max_message_size: 1000,
         max_recipients: 100,
         max_data_line: 998,
+        bare_line_endings: Default::default(),
         max_errors: 10,
     })
 }
@@ -310,17 +311,34 @@ fn bdat_chunks_and_refused_chunk_is_read_before_the_reply() {
 
 #[test]
 fn smuggled_end_of_data_does_not_start_a_second_transaction() {
-    let mut t = T::relay("10.0.0.1");
-    t.ok("EHLO c.test");
-    t.ok("MAIL FROM:<a@b.example>");
-    t.ok("RCPT TO:<c@d.example>");
-    t.ok("DATA");
-    let input = b"Subject: x\r\n\r\nhi\n.\r\nMAIL FROM:<evil@e.example>\r\nRCPT TO:<v@f.example>\r\nDATA\r\nbad\r\n.\r\nQUIT\r\n";
-    let (n, step) = t.0.message_bytes(input);
-    assert_eq!(&input[n..], b"QUIT\r\n");
-    match step {
-        Some(Step::Reply(r)) => assert_eq!((r.code, r.status), (550, Some("5.5.2"))),
-        other => panic!("{other:?}"),
+    use crate::smtp::data::BareLineEndings;
+    for mode in [BareLineEndings::Normalize, BareLineEndings::Reject] {
+        let mut config = (*config(ListenerKind::Relay)).clone();
+        config.bare_line_endings = mode;
+        let conn = ConnectionInfo {
+            client_ip: "10.0.0.1".parse().unwrap(),
+            tls: None,
+        };
+        let mut t = T(Session::new(Arc::new(config), policy(), conn));
+        t.ok("EHLO c.test");
+        t.ok("MAIL FROM:<a@b.example>");
+        t.ok("RCPT TO:<c@d.example>");
+        t.ok("DATA");
+        let input = b"Subject: x\r\n\r\nhi\n.\r\nMAIL FROM:<evil@e.example>\r\nRCPT TO:<v@f.example>\r\nDATA\r\nbad\r\n.\r\nQUIT\r\n";
+        let (n, step) = t.0.message_bytes(input);
+        assert_eq!(&input[n..], b"QUIT\r\n");
+        match (mode, step) {
+            (BareLineEndings::Normalize, Some(step)) => {
+                // One message, the would-be second transaction its content.
+                let (envelope, message) = enqueued(step);
+                assert_eq!(envelope.recipients.len(), 1);
+                assert!(message.ends_with(b"\r\nhi\r\n\r\nMAIL FROM:<evil@e.example>\r\nRCPT TO:<v@f.example>\r\nDATA\r\nbad\r\n"));
+            }
+            (BareLineEndings::Reject, Some(Step::Reply(r))) => {
+                assert_eq!((r.code, r.status), (550, Some("5.5.2")));
+                assert!(!t.0.in_transaction());
+            }
+            other => panic!("{other:?}"),
+        }
     }
-    assert!(!t.0.in_transaction());
 }
