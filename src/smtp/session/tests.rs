@@ -164,20 +164,27 @@ fn untrusted_client_is_refused_relay_but_may_send_to_local_and_relay_domains() {
 
 #[test]
 fn queue_failure_is_a_temporary_error_never_250() {
-    let mut t = T::relay("10.0.0.1");
-    t.ok("HELO client.test");
-    t.ok("MAIL FROM:<>");
-    t.ok("RCPT TO:<b@foreign.example>");
-    t.ok("DATA");
-    let _ = enqueued(t.content(b"x\r\n.\r\n"));
-    match t
-        .0
-        .enqueue_result(Err(QueueError::Storage("disk full".into())))
-    {
-        Step::Reply(r) => assert_eq!((r.code, r.status), (451, Some("4.3.0"))),
-        other => panic!("{other:?}"),
+    let failures = [
+        (QueueError::Storage("I/O error".into()), 451, "4.3.0"),
+        (
+            QueueError::Full("No space left on device".into()),
+            452,
+            "4.3.1",
+        ),
+    ];
+    for (error, code, status) in failures {
+        let mut t = T::relay("10.0.0.1");
+        t.ok("HELO client.test");
+        t.ok("MAIL FROM:<>");
+        t.ok("RCPT TO:<b@foreign.example>");
+        t.ok("DATA");
+        let _ = enqueued(t.content(b"x\r\n.\r\n"));
+        match t.0.enqueue_result(Err(error)) {
+            Step::Reply(r) => assert_eq!((r.code, r.status), (code, Some(status))),
+            other => panic!("{other:?}"),
+        }
+        t.says("RCPT TO:<b@foreign.example>", 503, Some("5.5.1"));
     }
-    t.says("RCPT TO:<b@foreign.example>", 503, Some("5.5.1"));
 }
 
 #[test]
