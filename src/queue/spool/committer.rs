@@ -106,6 +106,7 @@ pub(super) fn spawn(
         location,
         shared,
         outage: None,
+        reopened_at: None,
     };
     std::thread::Builder::new()
         .name("spool-committer".into())
@@ -125,6 +126,8 @@ struct Committer {
     location: Location,
     shared: Arc<Shared>,
     outage: Option<Outage>,
+    /// When the database was last opened again.
+    reopened_at: Option<Instant>,
 }
 
 impl Committer {
@@ -195,14 +198,22 @@ impl Committer {
         }
     }
 
-    /// Drops the poisoned database; [`Committer::reopen`] follows at once.
+    /// Drops the poisoned database; [`Committer::reopen`] follows at once, or
+    /// [`REOPEN_INTERVAL`] after the last reopen. On a really full disk opening works
+    /// (it needs no new space) and the next write fails again: without that pause every
+    /// refused message would cost a reopen, and a reopen may run redb's recovery over
+    /// the whole file.
     fn begin_outage(&mut self, error: QueueError) {
         tracing::error!(%error, "spool storage failed; reopening the database");
         *self.shared.lock_slot() = Slot::Reopening(copy_error(&error));
         self.db = None;
+        let now = Instant::now();
+        let next_attempt = self
+            .reopened_at
+            .map_or(now, |at| now.max(at + REOPEN_INTERVAL));
         self.outage = Some(Outage {
             error,
-            next_attempt: Instant::now(),
+            next_attempt,
         });
     }
 
@@ -221,6 +232,7 @@ impl Committer {
                 *self.shared.lock_slot() = Slot::Open(db.clone());
                 self.db = Some(db);
                 self.outage = None;
+                self.reopened_at = Some(Instant::now());
                 self.shared.reopens.fetch_add(1, Ordering::Relaxed);
                 self.shared.notify.notify_waiters();
                 tracing::info!(adopted, "spool database reopened; accepting again");
