@@ -5,6 +5,7 @@
 //! ([`Config::validate`]). (The relay rules themselves live in RelayPolicy documents,
 //! see [`crate::policy`].)
 
+use crate::smtp::data::BareLineEndings;
 use crate::smtp::session::ListenerKind;
 use crate::units::{serde_duration, serde_size};
 use serde::Deserialize;
@@ -170,6 +171,13 @@ pub struct ListenerConfig {
     /// travels to every recipient, and there it discloses a login name.
     #[serde(default)]
     pub received_auth_user: Option<bool>,
+    /// Message lines that end in a bare LF instead of CRLF (RFC 5321 2.3.8): `normalize`
+    /// (the default, like Postfix's `smtpd_forbid_bare_newline = normalize`) takes them
+    /// as CRLF, so scripts that send LF-only text still get through, and stores CRLF;
+    /// `reject` refuses the message with `550 5.5.2`. In both modes only
+    /// `<CRLF>.<CRLF>` ends DATA and a bare CR is refused (see `smtp::data`).
+    #[serde(default)]
+    pub bare_line_endings: BareLineEndings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +468,16 @@ mod tests {
         assert_eq!(c.limits.max_message_size, 25 << 20);
         assert!(c.spool.is_absolute() && c.spool.ends_with("var/spool"));
         assert!(c.policies[0].ends_with("policy.yaml"));
+        assert_eq!(c.listeners[0].bare_line_endings, BareLineEndings::Normalize);
+    }
+
+    #[test]
+    fn bare_line_endings_are_set_per_listener() {
+        let c =
+            load(&MINIMAL.replace("kind: relay", "kind: relay, bareLineEndings: reject")).unwrap();
+        assert_eq!(c.listeners[0].bare_line_endings, BareLineEndings::Reject);
+        let bad = MINIMAL.replace("kind: relay", "kind: relay, bareLineEndings: strip");
+        assert!(load(&bad).unwrap_err().to_string().contains("normalize"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use super::nats::NatsArgs;
 use clap::Args;
 use sluice::config::{Config, ListenerConfig, LogFormat, TlsConfig};
+use sluice::smtp::data::BareLineEndings;
 use sluice::smtp::session::ListenerKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,6 +146,7 @@ impl IngressArgs {
                 kind,
                 allow_plaintext_auth: false,
                 received_auth_user: None,
+                bare_line_endings: BareLineEndings::default(),
             });
         }
         if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {

@@ -119,6 +119,7 @@ fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> S
         max_message_size: config.limits.max_message_size,
         max_recipients: config.limits.max_recipients,
         max_data_line: config.limits.max_data_line,
+        bare_line_endings: l.bare_line_endings,
         max_errors: config.limits.max_errors,
         received_user: match l.received_auth_user {
             Some(true) => ReceivedUser::Named,

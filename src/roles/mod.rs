@@ -19,6 +19,7 @@ mod queue;
 mod reload;
 
 use crate::config::{Config, Role};
+use crate::queue::spool::DiskFullSwitch;
 use crate::telemetry::admin::{AdminState, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
@@ -50,6 +51,16 @@ pub struct Running {
 /// be dropped on SIGTERM) until JetStream answers and a policy is in the bucket; the
 /// admin listener answers probes meanwhile.
 pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
+    start_with_disk(config, role, None).await
+}
+
+/// [`start`] with the embedded spool on a disk that `disk` can make full: for
+/// rehearsing a full disk end to end (the tests do).
+pub async fn start_with_disk(
+    config: Config,
+    role: Role,
+    disk: Option<DiskFullSwitch>,
+) -> anyhow::Result<Running> {
     config.validate(role).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
@@ -73,7 +84,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
         false => None,
     };
     readiness.release(Latch::Tls);
-    let backend = queue::open(&config, role, &readiness, &metrics).await?;
+    let backend = queue::open(&config, role, disk, &readiness, &metrics).await?;
     let _ = slot.set(backend.queue());
     let Some(policy) = reload::policy(&config, role, backend.nats(), &metrics, &stop).await? else {
         anyhow::bail!("stopped before a policy arrived");

@@ -9,7 +9,7 @@ use crate::events::{EventSink, LogOnly};
 use crate::queue::Queue;
 use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::jetstream::{JetStreamOptions, JetStreamQueue};
-use crate::queue::spool::Spool;
+use crate::queue::spool::{DiskFullSwitch, Spool};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use anyhow::Context;
@@ -83,11 +83,12 @@ impl Backend {
 pub async fn open(
     config: &Config,
     role: Role,
+    disk: Option<DiskFullSwitch>,
     readiness: &Arc<Readiness>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Backend> {
     if !role.uses_nats() {
-        let spool = Spool::open(&config.spool)
+        let spool = Spool::open_with(&config.spool, disk)
             .await
             .context("opening the spool")?;
         readiness.release(Latch::Queue);

@@ -142,9 +142,19 @@ pub async fn start_on_jetstream(limits: &str, url: &str) -> Relay {
 }
 
 pub async fn start_as(config_yaml: &str, policy_yaml: &str, role: Role) -> Relay {
+    start_on_disk(config_yaml, policy_yaml, role, None).await
+}
+
+/// `start_as` with the spool on a disk that `disk` can make full.
+pub async fn start_on_disk(
+    config_yaml: &str,
+    policy_yaml: &str,
+    role: Role,
+    disk: Option<sluice::queue::spool::DiskFullSwitch>,
+) -> Relay {
     let (dir, config_path, ca_pem) = prepare_with(config_yaml, policy_yaml);
     let config = Config::read(&config_path).expect("config");
-    let running = sluice::roles::start(config, role)
+    let running = sluice::roles::start_with_disk(config, role, disk)
         .await
         .expect("start relay");
     let addr = |name: &str| {

@@ -10,16 +10,31 @@
 //! The index is updated here, after the commit and before the replies, so a request
 //! whose caller went away (the SMTP client hung up mid-await) still leaves index and
 //! database in agreement.
+//!
+//! **Storage errors.** After an I/O error (a full disk above all) redb refuses every
+//! later call until the `Database` is dropped and opened again. So the committer drops
+//! it at once, answers every request with the error that began the outage (a full disk
+//! stays `Full`, for the 452) and tries to open the database again every
+//! [`REOPEN_INTERVAL`]: opening runs redb's recovery, which brings back exactly the last
+//! committed transaction, and the index adopts any message that the failed commit made
+//! durable after all. Nothing acknowledged is lost, and mail is accepted again within
+//! a second or so of the space coming back, with no restart.
 
-use super::Shared;
-use super::store::{BODIES, ENVELOPES, SCHEDULE, copy_error, storage_error};
+use super::disk::DiskFullSwitch;
+use super::store::{self, BODIES, ENVELOPES, SCHEDULE, copy_error, poisons, storage_error};
+use super::{Shared, Slot};
 use crate::queue::{QueueError, QueueId};
 use redb::{Database, Durability};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// Between two attempts at opening the database again after a storage error.
+pub(super) const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// At most this many requests share one transaction…
 const MAX_BATCH_OPS: usize = 4096;
@@ -74,47 +89,178 @@ pub(super) struct Request {
     pub reply: oneshot::Sender<Result<Done, QueueError>>,
 }
 
+/// Where the database file is, for opening it again.
+pub(super) struct Location {
+    pub dir: PathBuf,
+    pub switch: Option<DiskFullSwitch>,
+}
+
 pub(super) fn spawn(
     db: Arc<Database>,
+    location: Location,
     shared: Arc<Shared>,
     requests: Receiver<Request>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let committer = Committer {
+        db: Some(db),
+        location,
+        shared,
+        outage: None,
+        reopened_at: None,
+    };
     std::thread::Builder::new()
         .name("spool-committer".into())
-        .spawn(move || run(&db, &shared, &requests))
+        .spawn(move || committer.run(&requests))
 }
 
-/// Runs until every sender is gone and the channel is drained, so that a clean shutdown
-/// still commits (and answers) everything that was sent before it.
-fn run(db: &Database, shared: &Shared, requests: &Receiver<Request>) {
-    while let Ok(first) = requests.recv() {
-        let mut bytes = first.op.bytes();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
-            match requests.try_recv() {
-                Ok(next) => {
-                    bytes += next.op.bytes();
-                    batch.push(next);
+/// The database is unusable since a storage error.
+struct Outage {
+    /// The error that began it, answered to every request until the database is back.
+    error: QueueError,
+    next_attempt: Instant,
+}
+
+struct Committer {
+    /// `None` during an outage.
+    db: Option<Arc<Database>>,
+    location: Location,
+    shared: Arc<Shared>,
+    outage: Option<Outage>,
+    /// When the database was last opened again.
+    reopened_at: Option<Instant>,
+}
+
+impl Committer {
+    /// Runs until every sender is gone and the channel is drained, so that a clean
+    /// shutdown still commits (and answers) everything that was sent before it.
+    fn run(mut self, requests: &Receiver<Request>) {
+        loop {
+            let first = match &self.outage {
+                None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(o) => {
+                    requests.recv_timeout(o.next_attempt.saturating_duration_since(Instant::now()))
                 }
-                Err(_) => break,
+            };
+            let first = match first {
+                Ok(first) => Some(first),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if self
+                .outage
+                .as_ref()
+                .is_some_and(|o| Instant::now() >= o.next_attempt)
+            {
+                self.reopen();
+            }
+            let Some(first) = first else { continue };
+            let mut bytes = first.op.bytes();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+                match requests.try_recv() {
+                    Ok(next) => {
+                        bytes += next.op.bytes();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Request>) {
+        let (Some(db), None) = (&self.db, &self.outage) else {
+            let error = self
+                .outage
+                .as_ref()
+                .map_or(QueueError::Closed, |o| copy_error(&o.error));
+            return finish(&self.shared, batch, Err(error));
+        };
+        match write(db, &self.shared, batch.iter().map(|r| &r.op)) {
+            Ok(done) => finish(&self.shared, batch, Ok(done)),
+            // One bad request must not fail the others: retry them one transaction each.
+            Err(Failure {
+                error,
+                poisoned: false,
+            }) if batch.len() > 1 => {
+                tracing::warn!(%error, ops = batch.len(), "spool group commit failed; retrying one by one");
+                for request in batch {
+                    self.commit_batch(vec![request]);
+                }
+            }
+            Err(Failure { error, poisoned }) => {
+                if poisoned {
+                    self.begin_outage(copy_error(&error));
+                }
+                finish(&self.shared, batch, Err(error));
             }
         }
-        commit_batch(db, shared, batch);
+    }
+
+    /// Drops the poisoned database; [`Committer::reopen`] follows at once, or
+    /// [`REOPEN_INTERVAL`] after the last reopen. On a really full disk opening works
+    /// (it needs no new space) and the next write fails again: without that pause every
+    /// refused message would cost a reopen, and a reopen may run redb's recovery over
+    /// the whole file.
+    fn begin_outage(&mut self, error: QueueError) {
+        tracing::error!(%error, "spool storage failed; reopening the database");
+        *self.shared.lock_slot() = Slot::Reopening(copy_error(&error));
+        self.db = None;
+        let now = Instant::now();
+        let next_attempt = self
+            .reopened_at
+            .map_or(now, |at| now.max(at + REOPEN_INTERVAL));
+        self.outage = Some(Outage {
+            error,
+            next_attempt,
+        });
+    }
+
+    /// Opens the database again (redb recovers it), brings the index in line with it,
+    /// and ends the outage; on failure tries again after [`REOPEN_INTERVAL`].
+    fn reopen(&mut self) {
+        let Some(outage) = self.outage.as_mut() else {
+            return;
+        };
+        let opened = store::open_database(&self.location.dir, self.location.switch.as_ref())
+            .and_then(|db| Ok((store::load_schedule(&db)?, db)));
+        match opened {
+            Ok((schedule, db)) => {
+                let adopted = self.shared.lock_index().adopt(schedule);
+                let db = Arc::new(db);
+                *self.shared.lock_slot() = Slot::Open(db.clone());
+                self.db = Some(db);
+                self.outage = None;
+                self.reopened_at = Some(Instant::now());
+                self.shared.reopens.fetch_add(1, Ordering::Relaxed);
+                self.shared.notify.notify_waiters();
+                tracing::info!(adopted, "spool database reopened; accepting again");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "spool database cannot be reopened yet");
+                // A full disk stays the reason while it lasts; else the newer error.
+                if !matches!(outage.error, QueueError::Full(_)) || matches!(e, QueueError::Full(_))
+                {
+                    outage.error = e;
+                }
+                outage.next_attempt = Instant::now() + REOPEN_INTERVAL;
+            }
+        }
     }
 }
 
-fn commit_batch(db: &Database, shared: &Shared, batch: Vec<Request>) {
-    match write(db, shared, batch.iter().map(|r| &r.op)) {
-        Ok(done) => finish(shared, batch, Ok(done)),
-        // One bad request must not fail the others: retry them one transaction each.
-        Err(e) if batch.len() > 1 => {
-            tracing::warn!(error = %e, ops = batch.len(), "spool group commit failed; retrying one by one");
-            for request in batch {
-                let result = write(db, shared, std::iter::once(&request.op));
-                finish(shared, vec![request], result);
-            }
-        }
-        Err(e) => finish(shared, batch, Err(e)),
+/// A failed write, with whether it poisoned the database.
+struct Failure {
+    error: QueueError,
+    poisoned: bool,
+}
+
+fn failure(e: impl Into<redb::Error>) -> Failure {
+    let e = e.into();
+    Failure {
+        poisoned: poisons(&e),
+        error: storage_error(e),
     }
 }
 
@@ -123,14 +269,14 @@ fn write<'a>(
     db: &Database,
     shared: &Shared,
     ops: impl Iterator<Item = &'a Op>,
-) -> Result<Vec<Done>, QueueError> {
-    let mut txn = db.begin_write().map_err(storage_error)?;
+) -> Result<Vec<Done>, Failure> {
+    let mut txn = db.begin_write().map_err(failure)?;
     txn.set_durability(Durability::Immediate);
     let mut done = Vec::new();
     {
-        let mut envelopes = txn.open_table(ENVELOPES).map_err(storage_error)?;
-        let mut bodies = txn.open_table(BODIES).map_err(storage_error)?;
-        let mut schedule = txn.open_table(SCHEDULE).map_err(storage_error)?;
+        let mut envelopes = txn.open_table(ENVELOPES).map_err(failure)?;
+        let mut bodies = txn.open_table(BODIES).map_err(failure)?;
+        let mut schedule = txn.open_table(SCHEDULE).map_err(failure)?;
         for op in ops {
             let mut removed = None;
             match op {
@@ -143,11 +289,11 @@ fn write<'a>(
                     let key = id.as_str();
                     envelopes
                         .insert(key, envelope.as_slice())
-                        .map_err(storage_error)?;
-                    bodies.insert(key, body.as_slice()).map_err(storage_error)?;
+                        .map_err(failure)?;
+                    bodies.insert(key, body.as_slice()).map_err(failure)?;
                     schedule
                         .insert(key, (*due_at_ms, body.len() as u64))
-                        .map_err(storage_error)?;
+                        .map_err(failure)?;
                 }
                 Op::Defer {
                     id,
@@ -158,31 +304,29 @@ fn write<'a>(
                     let key = id.as_str();
                     envelopes
                         .insert(key, envelope.as_slice())
-                        .map_err(storage_error)?;
-                    schedule
-                        .insert(key, (*due_at_ms, *size))
-                        .map_err(storage_error)?;
+                        .map_err(failure)?;
+                    schedule.insert(key, (*due_at_ms, *size)).map_err(failure)?;
                 }
                 Op::Ack { id } => {
                     let key = id.as_str();
-                    envelopes.remove(key).map_err(storage_error)?;
-                    bodies.remove(key).map_err(storage_error)?;
-                    schedule.remove(key).map_err(storage_error)?;
+                    envelopes.remove(key).map_err(failure)?;
+                    bodies.remove(key).map_err(failure)?;
+                    schedule.remove(key).map_err(failure)?;
                 }
                 Op::Remove { id } => {
                     let key = id.as_str();
-                    let envelope = envelopes.remove(key).map_err(storage_error)?;
+                    let envelope = envelopes.remove(key).map_err(failure)?;
                     let envelope = envelope.map(|e| e.value().to_vec());
-                    let body = bodies.remove(key).map_err(storage_error)?;
+                    let body = bodies.remove(key).map_err(failure)?;
                     let body = body.map(|b| b.value().to_vec()).unwrap_or_default();
-                    schedule.remove(key).map_err(storage_error)?;
+                    schedule.remove(key).map_err(failure)?;
                     removed = envelope.map(|envelope| Removed { envelope, body });
                 }
             }
             done.push(removed);
         }
     }
-    txn.commit().map_err(storage_error)?;
+    txn.commit().map_err(failure)?;
     shared.commits.fetch_add(1, Ordering::Relaxed);
     shared
         .operations

@@ -77,6 +77,20 @@ impl Index {
         );
     }
 
+    /// After the database was opened again: takes in the messages it has that the index
+    /// has not (a commit reported as failed that was durable after all). Returns how
+    /// many.
+    pub fn adopt(&mut self, stored: Vec<(QueueId, u64, u64)>) -> usize {
+        let mut adopted = 0;
+        for (id, due_at_ms, size) in stored {
+            if !self.entries.contains_key(&id) {
+                self.load(id, due_at_ms, size);
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

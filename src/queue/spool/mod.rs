@@ -15,6 +15,11 @@
 //!   message was being delivered, and its next lease is not marked. Nor are retries
 //!   written (`retry_now` moves a due time in the index only): a retry is a hint, and
 //!   after a restart the stored schedule applies.
+//! * **Storage errors**: after an I/O error (a full disk) the committer drops the
+//!   database, answers with the error (`Full` for ENOSPC, so the ingress says 452) and
+//!   opens it again every half second until that works, re-running redb's recovery;
+//!   no restart is needed once space is back (see [`committer`]). [`DiskFullSwitch`]
+//!   rehearses a full disk.
 //! * **Exclusivity**: the directory is locked (`lock` file, `flock`) while open; a
 //!   second opener, in this process or another, gets a clear error.
 //!
@@ -22,6 +27,7 @@
 //! run on `spawn_blocking`.
 
 mod committer;
+mod disk;
 mod index;
 mod store;
 #[cfg(test)]
@@ -30,7 +36,8 @@ mod tests;
 use crate::queue::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
-use committer::{Done, Op, Request};
+use committer::{Done, Location, Op, Request};
+pub use disk::DiskFullSwitch;
 use index::{Index, Removal};
 use redb::Database;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -38,7 +45,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, oneshot};
@@ -53,12 +60,28 @@ pub(super) struct Shared {
     notify: Notify,
     commits: AtomicU64,
     operations: AtomicU64,
+    /// Times the database was opened again after a storage error.
+    reopens: AtomicU64,
+    /// The database for readers; the committer swaps it when it reopens it.
+    slot: Mutex<Slot>,
+}
+
+/// Where readers find the database.
+pub(super) enum Slot {
+    Open(Arc<Database>),
+    /// Dropped after a storage error, being opened again; reads fail with this error.
+    Reopening(QueueError),
+    Closed,
 }
 
 impl Shared {
     fn lock_index(&self) -> MutexGuard<'_, Index> {
         // The index is consistent between statements; a panic elsewhere cannot tear it.
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_slot(&self) -> MutexGuard<'_, Slot> {
+        lock(&self.slot)
     }
 }
 
@@ -71,6 +94,8 @@ pub struct SpoolStats {
     pub operations: u64,
     /// Messages in the queue now.
     pub messages: usize,
+    /// Times the database was opened again after a storage error.
+    pub reopens: u64,
 }
 
 /// The embedded spool. Open it with [`Spool::open`]; close it with [`Spool::close`] (or
@@ -81,7 +106,6 @@ pub struct Spool {
     /// `None` once closed.
     requests: Mutex<Option<Sender<Request>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
-    db: RwLock<Option<Arc<Database>>>,
     /// Held (and locked) while open; declared last so it is released last.
     lock: Mutex<Option<File>>,
 }
@@ -145,17 +169,25 @@ impl Spool {
     /// Opens the spool in `dir`, creating the directory and database if needed, recovering
     /// after a crash if needed, and locking the directory against a second opener.
     pub async fn open(dir: &Path) -> Result<Spool, QueueError> {
+        Self::open_with(dir, None).await
+    }
+
+    /// [`Spool::open`] on a disk that `switch` can make full: for rehearsing a full disk.
+    pub async fn open_with(
+        dir: &Path,
+        switch: Option<DiskFullSwitch>,
+    ) -> Result<Spool, QueueError> {
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir))
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, switch))
             .await
             .map_err(|e| QueueError::Storage(format!("spool open failed: {e}")))?
     }
 
-    fn open_blocking(dir: PathBuf) -> Result<Spool, QueueError> {
+    fn open_blocking(dir: PathBuf, switch: Option<DiskFullSwitch>) -> Result<Spool, QueueError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| io_error("cannot create spool directory", &dir, e))?;
         let lock_file = lock_dir(&dir)?;
-        let db = Arc::new(store::open_database(&dir)?);
+        let db = Arc::new(store::open_database(&dir, switch.as_ref())?);
         let mut index = Index::default();
         for (id, due_at_ms, size) in store::load_schedule(&db)? {
             index.load(id, due_at_ms, size);
@@ -166,9 +198,15 @@ impl Spool {
             notify: Notify::new(),
             commits: AtomicU64::new(0),
             operations: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
+            slot: Mutex::new(Slot::Open(db.clone())),
         });
         let (sender, receiver) = std::sync::mpsc::channel();
-        let committer = committer::spawn(db.clone(), shared.clone(), receiver)
+        let location = Location {
+            dir: dir.clone(),
+            switch,
+        };
+        let committer = committer::spawn(db, location, shared.clone(), receiver)
             .map_err(|e| QueueError::Storage(format!("cannot start spool committer: {e}")))?;
         tracing::info!(dir = %dir.display(), messages, "spool opened");
         Ok(Spool {
@@ -176,7 +214,6 @@ impl Spool {
             shared,
             requests: Mutex::new(Some(sender)),
             committer: Mutex::new(Some(committer)),
-            db: RwLock::new(Some(db)),
             lock: Mutex::new(Some(lock_file)),
         })
     }
@@ -191,6 +228,7 @@ impl Spool {
             commits: self.shared.commits.load(Ordering::Relaxed),
             operations: self.shared.operations.load(Ordering::Relaxed),
             messages: self.shared.lock_index().len(),
+            reopens: self.shared.reopens.load(Ordering::Relaxed),
         }
     }
 
@@ -203,12 +241,8 @@ impl Spool {
         if let Some(handle) = committer {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        let db = self
-            .db
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut db) = db {
+        let slot = std::mem::replace(&mut *self.shared.lock_slot(), Slot::Closed);
+        if let Slot::Open(mut db) = slot {
             // Readers still running hold a reference; the database closes with the last.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             loop {
@@ -234,8 +268,11 @@ impl Spool {
     }
 
     fn database(&self) -> Result<Arc<Database>, QueueError> {
-        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        db.clone().ok_or(QueueError::Closed)
+        match &*self.shared.lock_slot() {
+            Slot::Open(db) => Ok(db.clone()),
+            Slot::Reopening(e) => Err(store::copy_error(e)),
+            Slot::Closed => Err(QueueError::Closed),
+        }
     }
 
     /// Runs a read on the blocking pool.

@@ -10,6 +10,7 @@
 //! Every change to a message touches its rows in one write transaction, so the tables
 //! always agree. This module holds the blocking reads; writes go through the committer.
 
+use super::disk::{self, DiskFullSwitch};
 use crate::queue::{Envelope, QueueError, QueueId};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Deserialize;
@@ -24,6 +25,10 @@ pub(super) const DB_FILE: &str = "spool.redb";
 
 /// Turns any redb error into a queue error; a full disk is reported as [`QueueError::Full`]
 /// so the ingress can answer 452 rather than 451.
+///
+/// A `Database` that met an I/O error refuses everything after it ("Previous I/O
+/// error"), but that is still a storage error, not a full disk: the committer keeps
+/// the first error of the outage to answer with (see `committer`).
 pub(super) fn storage_error(e: impl Into<redb::Error>) -> QueueError {
     let e: redb::Error = e.into();
     match &e {
@@ -32,6 +37,12 @@ pub(super) fn storage_error(e: impl Into<redb::Error>) -> QueueError {
         }
         _ => QueueError::Storage(e.to_string()),
     }
+}
+
+/// True when the error poisoned the database: redb answers every later call with
+/// `PreviousIo` until it is dropped and opened again.
+pub(super) fn poisons(e: &redb::Error) -> bool {
+    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
 }
 
 /// A copy of a queue error, for answering every caller of a failed group commit.
@@ -61,8 +72,11 @@ pub(super) fn parse_envelope(id: &str, bytes: &[u8]) -> Result<Envelope, QueueEr
 /// Opens (or creates) the database and makes sure the tables exist, so that readers never
 /// meet a missing table. After a crash redb repairs the file here: the last committed
 /// transaction is what we get back, and an interrupted one is gone entirely.
-pub(super) fn open_database(dir: &Path) -> Result<Database, QueueError> {
-    let db = Database::create(dir.join(DB_FILE)).map_err(storage_error)?;
+pub(super) fn open_database(
+    dir: &Path,
+    switch: Option<&DiskFullSwitch>,
+) -> Result<Database, QueueError> {
+    let db = disk::open(&dir.join(DB_FILE), switch).map_err(storage_error)?;
     let txn = db.begin_write().map_err(storage_error)?;
     {
         txn.open_table(ENVELOPES).map_err(storage_error)?;

@@ -436,3 +436,101 @@ async fn removal_is_durable_and_a_retry_is_only_a_hint() {
         .collect();
     assert_eq!(ids, vec![deferred.id.clone()]);
 }
+
+/// Waits (bounded) until the committer has opened the database again `n` times.
+async fn reopened(spool: &Spool, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spool.stats().reopens < n {
+        assert!(
+            Instant::now() < deadline,
+            "the spool did not reopen its database"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_refused_as_full_and_the_spool_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskFullSwitch::default();
+    let spool = Spool::open_with(dir.path(), Some(disk.clone()))
+        .await
+        .unwrap();
+    let before: Vec<Envelope> = (0..3).map(|_| envelope(&["a"])).collect();
+    for env in &before {
+        spool.enqueue(env, &content(&env.id, 20_000)).await.unwrap();
+    }
+    let lease = spool.take(MINUTE).await.unwrap().unwrap();
+
+    disk.set_full(true);
+    for _ in 0..3 {
+        let env = envelope(&["a"]);
+        let refused = spool.enqueue(&env, &content(&env.id, 20_000)).await;
+        assert!(matches!(refused, Err(QueueError::Full(_))), "{refused:?}");
+    }
+    // A settle fails too, and leaves the lease as it was.
+    assert!(matches!(spool.ack(&lease).await, Err(QueueError::Full(_))));
+    assert_eq!(spool.stats().reopens, 0, "no reopen can work while full");
+
+    disk.set_full(false);
+    reopened(&spool, 1).await;
+    let after = envelope(&["a"]);
+    spool.enqueue(&after, b"after").await.unwrap();
+    spool.ack(&lease).await.unwrap();
+    let mut listed: Vec<QueueId> = spool
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    let mut want: Vec<QueueId> = before[1..].iter().map(|e| e.id.clone()).collect();
+    want.push(after.id.clone());
+    listed.sort();
+    want.sort();
+    assert_eq!(listed, want);
+    spool.close().await;
+
+    // And from the file, after a restart: exactly what was acknowledged.
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let mut stored: Vec<QueueId> = spool
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, want);
+    let (_, body) = spool.inspect(&before[2].id).await.unwrap().unwrap();
+    assert_eq!(body, content(&before[2].id, 20_000));
+}
+
+#[tokio::test]
+async fn a_full_disk_that_stays_full_keeps_answering_full_and_reads_keep_working_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskFullSwitch::default();
+    let spool = Spool::open_with(dir.path(), Some(disk.clone()))
+        .await
+        .unwrap();
+    let kept = envelope(&["a"]);
+    spool.enqueue(&kept, b"kept").await.unwrap();
+    disk.set_full(true);
+    let env = envelope(&["a"]);
+    assert!(matches!(
+        spool.enqueue(&env, b"x").await,
+        Err(QueueError::Full(_))
+    ));
+    // Across several reopen attempts the answer stays "full", never "previous I/O error".
+    let until = Instant::now() + committer::REOPEN_INTERVAL * 3;
+    while Instant::now() < until {
+        let env = envelope(&["a"]);
+        let refused = spool.enqueue(&env, b"x").await;
+        assert!(matches!(refused, Err(QueueError::Full(_))), "{refused:?}");
+        tokio::time::sleep(committer::REOPEN_INTERVAL / 5).await;
+    }
+    disk.set_full(false);
+    reopened(&spool, 1).await;
+    let lease = spool.take(MINUTE).await.unwrap().unwrap();
+    assert_eq!((lease.envelope.id, lease.body), (kept.id, b"kept".to_vec()));
+}

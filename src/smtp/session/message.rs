@@ -131,6 +131,7 @@ impl Session {
         BodyLimits {
             max_size: self.max_message_size(),
             max_line: self.config.max_data_line,
+            bare_line_endings: self.config.bare_line_endings,
         }
     }
 
@@ -265,16 +266,25 @@ impl Session {
         match result {
             Ok(()) => Step::Reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))),
             Err(e) => {
+                // RFC 3463 4.3.1: the mail system is full; the client retries later.
+                let reply = match e {
+                    QueueError::Full(_) => Reply::new(
+                        452,
+                        "4.3.1",
+                        "Error: insufficient system storage, try again later",
+                    ),
+                    _ => Reply::new(
+                        451,
+                        "4.3.0",
+                        "Error: queue file write error, try again later",
+                    ),
+                };
                 self.rejection = Some(Rejection {
                     reason: "queue_error",
                     detail: e.to_string(),
                     queue_id: Some(id),
                 });
-                Step::Reply(Reply::new(
-                    451,
-                    "4.3.0",
-                    "Error: queue file write error, try again later",
-                ))
+                Step::Reply(reply)
             }
         }
     }

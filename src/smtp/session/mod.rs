@@ -48,6 +48,8 @@ pub struct SessionConfig {
     pub max_recipients: usize,
     /// Longest text line accepted in message content, without CRLF.
     pub max_data_line: usize,
+    /// Lines of content ending in a bare LF: taken as CRLF, or the message refused.
+    pub bare_line_endings: crate::smtp::data::BareLineEndings,
     /// Errors (syntax, sequence, refused recipients, failed AUTH) before 421 and close.
     pub max_errors: u32,
     /// Whether our Received header names the authenticated user.

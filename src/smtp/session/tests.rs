@@ -33,6 +33,7 @@ fn config(kind: ListenerKind) -> Arc<SessionConfig> {
         max_recipients: 100,
         max_data_line: 998,
         max_received_headers: 3,
+        bare_line_endings: Default::default(),
         max_errors: 10,
         received_user: ReceivedUser::default_for(kind),
     })
@@ -165,20 +166,27 @@ fn untrusted_client_is_refused_relay_but_may_send_to_local_and_relay_domains() {
 
 #[test]
 fn queue_failure_is_a_temporary_error_never_250() {
-    let mut t = T::relay("10.0.0.1");
-    t.ok("HELO client.test");
-    t.ok("MAIL FROM:<>");
-    t.ok("RCPT TO:<b@foreign.example>");
-    t.ok("DATA");
-    let _ = enqueued(t.content(b"x\r\n.\r\n"));
-    match t
-        .0
-        .enqueue_result(Err(QueueError::Storage("disk full".into())))
-    {
-        Step::Reply(r) => assert_eq!((r.code, r.status), (451, Some("4.3.0"))),
-        other => panic!("{other:?}"),
+    let failures = [
+        (QueueError::Storage("I/O error".into()), 451, "4.3.0"),
+        (
+            QueueError::Full("No space left on device".into()),
+            452,
+            "4.3.1",
+        ),
+    ];
+    for (error, code, status) in failures {
+        let mut t = T::relay("10.0.0.1");
+        t.ok("HELO client.test");
+        t.ok("MAIL FROM:<>");
+        t.ok("RCPT TO:<b@foreign.example>");
+        t.ok("DATA");
+        let _ = enqueued(t.content(b"x\r\n.\r\n"));
+        match t.0.enqueue_result(Err(error)) {
+            Step::Reply(r) => assert_eq!((r.code, r.status), (code, Some(status))),
+            other => panic!("{other:?}"),
+        }
+        t.says("RCPT TO:<b@foreign.example>", 503, Some("5.5.1"));
     }
-    t.says("RCPT TO:<b@foreign.example>", 503, Some("5.5.1"));
 }
 
 #[test]
@@ -332,17 +340,34 @@ fn bdat_chunks_and_refused_chunk_is_read_before_the_reply() {
 
 #[test]
 fn smuggled_end_of_data_does_not_start_a_second_transaction() {
-    let mut t = T::relay("10.0.0.1");
-    t.ok("EHLO c.test");
-    t.ok("MAIL FROM:<a@b.example>");
-    t.ok("RCPT TO:<c@d.example>");
-    t.ok("DATA");
-    let input = b"Subject: x\r\n\r\nhi\n.\r\nMAIL FROM:<evil@e.example>\r\nRCPT TO:<v@f.example>\r\nDATA\r\nbad\r\n.\r\nQUIT\r\n";
-    let (n, step) = t.0.message_bytes(input);
-    assert_eq!(&input[n..], b"QUIT\r\n");
-    match step {
-        Some(Step::Reply(r)) => assert_eq!((r.code, r.status), (550, Some("5.5.2"))),
-        other => panic!("{other:?}"),
+    use crate::smtp::data::BareLineEndings;
+    for mode in [BareLineEndings::Normalize, BareLineEndings::Reject] {
+        let mut config = (*config(ListenerKind::Relay)).clone();
+        config.bare_line_endings = mode;
+        let conn = ConnectionInfo {
+            client_ip: "10.0.0.1".parse().unwrap(),
+            tls: None,
+        };
+        let mut t = T(Session::new(Arc::new(config), policy(), conn));
+        t.ok("EHLO c.test");
+        t.ok("MAIL FROM:<a@b.example>");
+        t.ok("RCPT TO:<c@d.example>");
+        t.ok("DATA");
+        let input = b"Subject: x\r\n\r\nhi\n.\r\nMAIL FROM:<evil@e.example>\r\nRCPT TO:<v@f.example>\r\nDATA\r\nbad\r\n.\r\nQUIT\r\n";
+        let (n, step) = t.0.message_bytes(input);
+        assert_eq!(&input[n..], b"QUIT\r\n");
+        match (mode, step) {
+            (BareLineEndings::Normalize, Some(step)) => {
+                // One message, the would-be second transaction its content.
+                let (envelope, message) = enqueued(step);
+                assert_eq!(envelope.recipients.len(), 1);
+                assert!(message.ends_with(b"\r\nhi\r\n\r\nMAIL FROM:<evil@e.example>\r\nRCPT TO:<v@f.example>\r\nDATA\r\nbad\r\n"));
+            }
+            (BareLineEndings::Reject, Some(Step::Reply(r))) => {
+                assert_eq!((r.code, r.status), (550, Some("5.5.2")));
+                assert!(!t.0.in_transaction());
+            }
+            other => panic!("{other:?}"),
+        }
     }
-    assert!(!t.0.in_transaction());
 }
