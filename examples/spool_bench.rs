@@ -41,6 +41,7 @@ fn envelope() -> Envelope {
         client_ip: "192.0.2.1".parse().unwrap(),
         helo: "bench.example.org".into(),
         authenticated_user: None,
+        sender_trust: sluice::queue::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

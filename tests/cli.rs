@@ -65,6 +65,48 @@ fn policy_check_names_the_rule_and_exits_by_verdict() {
 }
 
 #[test]
+fn policy_check_explains_unknown_recipients() {
+    let policy = "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nmetadata: {name: p, namespace: mail}\nspec:\n  localDomains:\n    - domain: local.test\n      delivery: { lmtp: { address: \"127.0.0.1:24\" } }\n      recipients: [alice@local.test]\n  relayDomains: [partner.test]\n  relayRecipients: [sales@partner.test]\n";
+    let (dir, config, _) = common::prepare_with(&common::config_yaml("{}"), policy);
+    let config = config.to_str().unwrap();
+    let check = |to: &str| {
+        sluice(&[
+            "policy",
+            "check",
+            "--config",
+            config,
+            "--client",
+            "192.0.2.1",
+            "--from",
+            "a@b.test",
+            "--to",
+            to,
+        ])
+    };
+    let (code, text) = check("alice@local.test");
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = check("mallory@local.test");
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        text,
+        "recipient: reject: user unknown: mallory@local.test is not in its local domain's recipients (policy mail/p)\n"
+    );
+    let (code, text) = check("bob@partner.test");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("bob@partner.test is not in relayRecipients"),
+        "{text}"
+    );
+    let (code, text) = check("Postmaster");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("<Postmaster> goes to postmaster@local.test"),
+        "{text}"
+    );
+    drop(dir);
+}
+
+#[test]
 fn hash_password_reads_stdin_and_its_hash_verifies() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["policy", "hash-password"])

@@ -50,6 +50,7 @@ fn envelope(recipients: &[&str]) -> Envelope {
         client_ip: "127.0.0.1".parse().unwrap(),
         helo: "client.test".into(),
         authenticated_user: None,
+        sender_trust: sluice::queue::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
@@ -136,6 +137,7 @@ async fn delivers_with_every_parameter_and_a_stuffed_body() {
     let delivered = Outcome::Delivered {
         remote_mta: Some(conn.remote().to_string()),
         reply: "250 2.0.0 Ok: queued as ABC".into(),
+        handoff: sluice::delivery::outcome::Handoff::NotifyPassedOn,
     };
     assert_eq!(outcomes, vec![delivered.clone(), delivered]);
     conn.quit().await;

@@ -89,6 +89,7 @@ fn envelope(params: MailParams) -> Envelope {
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
         helo: "client.example.com".into(),
         authenticated_user: None,
+        sender_trust: sluice::queue::SenderTrust::Untrusted,
         attempts: 7,
         last_error: None,
         delay_warned_at_ms: None,
@@ -101,7 +102,15 @@ fn build(env: &Envelope, reports: &[(Recipient, Outcome)], kind: ReportKind) -> 
         .timestamp_opt(1_700_003_600, 0)
         .single()
         .expect("a time");
-    let built = dsn::build(env, reports, kind, ORIGINAL, "relay.example.net", now);
+    let built = dsn::build(
+        env,
+        reports,
+        kind,
+        ORIGINAL,
+        "relay.example.net",
+        50_000,
+        now,
+    );
     built.expect("a notification is due").1
 }
 
@@ -142,6 +151,7 @@ fn failure_report_as_python_reads_it() {
             Outcome::Delivered {
                 remote_mta: Some("mx.example.org".into()),
                 reply: "250 2.0.0 ok".into(),
+                handoff: sluice::delivery::outcome::Handoff::Relayed,
             },
         ),
     ];

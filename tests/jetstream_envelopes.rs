@@ -43,6 +43,7 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         helo: "client.test".into(),
         authenticated_user: None,
+        sender_trust: sluice::queue::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

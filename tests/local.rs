@@ -7,6 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sluice::delivery::Outcome;
 use sluice::delivery::local::{WebhookTarget, deliver_maildir, deliver_webhook, sign};
+use sluice::delivery::outcome::Handoff;
 use sluice::queue::{Envelope, QueueId};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 use std::path::Path;
@@ -39,6 +40,7 @@ fn envelope(sender: Option<&str>, rcpts: &[&str]) -> (Envelope, Vec<Recipient>) 
         client_ip: "192.0.2.7".parse().expect("an address"),
         helo: "client.example".into(),
         authenticated_user: Some("alice".into()),
+        sender_trust: sluice::queue::SenderTrust::Authenticated,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
@@ -62,7 +64,10 @@ async fn maildir_delivers_into_new_with_trace_headers() {
     let (env, rcpts) = envelope(Some("alice@src.example"), &["Bob@dom.example"]);
     let outcomes = deliver_maildir(root.path(), &env, &rcpts, MESSAGE).await;
     assert_eq!(outcomes.len(), 1);
-    let Outcome::Delivered { remote_mta, reply } = &outcomes[0] else {
+    let Outcome::Delivered {
+        remote_mta, reply, ..
+    } = &outcomes[0]
+    else {
         panic!("not delivered: {outcomes:?}");
     };
     assert_eq!(remote_mta, &None);
@@ -235,6 +240,7 @@ async fn webhook_posts_the_message_with_a_signed_envelope() {
     let expected = Outcome::Delivered {
         remote_mta: Some("127.0.0.1".into()),
         reply: "HTTP 202 Accepted".into(),
+        handoff: Handoff::Final,
     };
     assert_eq!(outcomes, vec![expected.clone(), expected]);
 
@@ -478,6 +484,7 @@ async fn webhook_over_https_verifies_the_certificate() {
     let expected = Outcome::Delivered {
         remote_mta: Some("localhost".into()),
         reply: "HTTP 201 Created".into(),
+        handoff: Handoff::Final,
     };
     assert_eq!(outcomes, vec![expected]);
     assert_eq!(server.await.unwrap().expect("a TLS request").body, MESSAGE);

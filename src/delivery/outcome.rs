@@ -11,6 +11,10 @@ pub enum Outcome {
     Delivered {
         remote_mta: Option<String>,
         reply: String,
+        /// Who reports the success, if the sender asked (RFC 3461 5.2). Absent in
+        /// outcomes written before it existed.
+        #[serde(default)]
+        handoff: Handoff,
     },
     /// Try again later: a 4xx reply, a timeout, a connection failure.
     Deferred {
@@ -24,6 +28,22 @@ pub enum Outcome {
         status: String,
         reply: String,
     },
+}
+
+/// What a delivery handed the message to, which decides who sends a success notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Handoff {
+    /// The final mailbox (Maildir, a webhook, an LMTP server that took NOTIFY no
+    /// further): our notice says `delivered` (RFC 3461 5.2.3).
+    Final,
+    /// An SMTP server that did not announce DSN, so NOTIFY stopped here: our notice
+    /// says `relayed` (RFC 3461 5.2.2). Also what an unknown handoff counts as.
+    #[default]
+    Relayed,
+    /// A server that announced DSN and got NOTIFY with the recipient (RFC 3461 5.2.1):
+    /// a success notice is its to send, and we send none.
+    NotifyPassedOn,
 }
 
 impl Outcome {

@@ -15,7 +15,7 @@
 
 use super::dispatch::Dispatcher;
 use super::dsn::{self, ReportKind};
-use super::outcome::Outcome;
+use super::outcome::{Handoff, Outcome};
 use super::retry::{NextAttempt, RetrySchedule};
 use super::route;
 use crate::events::{DeliveryEvent, EventKind, EventSink};
@@ -169,6 +169,7 @@ impl Worker {
             let outcome = Outcome::Delivered {
                 remote_mta: None,
                 reply: "delivered by an earlier attempt".to_string(),
+                handoff: Handoff::default(),
             };
             done.push((recipient, outcome));
         }
@@ -247,12 +248,14 @@ impl Worker {
             return Ok(());
         }
         let now = chrono::Utc::now();
+        let limit = self.policy.borrow().bounce_size_limit();
         let Some((envelope, message)) = dsn::build(
             &lease.envelope,
             reports,
             kind,
             &lease.body,
             &self.hostname,
+            limit,
             now,
         ) else {
             return Ok(());

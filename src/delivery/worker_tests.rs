@@ -215,7 +215,7 @@ async fn a_message_delivered_in_full_before_is_only_settled() {
         .await
         .unwrap()
         .unwrap();
-    assert!(String::from_utf8_lossy(&dsn).contains("Action: delivered"));
+    assert!(String::from_utf8_lossy(&dsn).contains("Action: relayed"));
 }
 
 #[tokio::test]

@@ -134,6 +134,7 @@ mod tests {
             client_ip: "192.0.2.7".parse().unwrap(),
             helo: "client.example\r\nX-Injected: 1".into(),
             authenticated_user: user.map(String::from),
+            sender_trust: crate::queue::SenderTrust::Untrusted,
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,

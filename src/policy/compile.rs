@@ -3,6 +3,8 @@
 //!
 //! Errors name the field with its path in the document (`spec.users[1].passwordHash`).
 
+use std::collections::BTreeMap;
+
 use ipnet::IpNet;
 
 use super::documents::Document;
@@ -13,6 +15,7 @@ use super::model::{
 };
 use super::parse;
 use super::password::{StoredHash, validate_hash};
+use super::recipients::{self, RecipientTable};
 use super::rules::{
     AllowedSenders, Delivery, Limits, Retry, Route, SealedCredentials, Smarthost, User,
 };
@@ -63,8 +66,9 @@ pub struct CompiledDoc {
     pub id: String,
     pub mode: Mode,
     pub networks: Vec<IpNet>,
-    pub local_domains: Vec<(String, Delivery)>,
+    pub local_domains: Vec<(String, Delivery, RecipientTable)>,
     pub relay_domains: Vec<String>,
+    pub relay_recipients: BTreeMap<String, RecipientTable>,
     pub users: Vec<(String, User)>,
     pub routes: Vec<Route>,
     pub limits: Limits,
@@ -81,6 +85,9 @@ pub fn compile_document(
     let spec = &doc.policy.spec;
     let id = doc.policy.id();
     let namespace = doc.policy.metadata.namespace.as_deref();
+    let relay_domains = each(at, "spec.relayDomains", &spec.relay_domains, |d| {
+        parse::domain(d)
+    })?;
     Ok(CompiledDoc {
         at: at.clone(),
         mode: spec.mode,
@@ -90,9 +97,8 @@ pub fn compile_document(
         local_domains: indexed(&spec.local_domains, |i, d| {
             local_domain(at, i, d, namespace, secrets)
         })?,
-        relay_domains: each(at, "spec.relayDomains", &spec.relay_domains, |d| {
-            parse::domain(d)
-        })?,
+        relay_recipients: recipients::relay_tables(at, &spec.relay_recipients, &relay_domains)?,
+        relay_domains,
         users: indexed(&spec.users, |i, u| user(at, i, u, &id, namespace, secrets))?,
         routes: indexed(&spec.routes, |i, r| {
             route(at, i, r, &id, namespace, secrets)
@@ -160,9 +166,18 @@ fn limits(at: &Location, spec: &super::model::RelayPolicySpec) -> Result<Limits,
         }
         None => None,
     };
+    let bounce_size_limit = match &spec.limits.bounce_size_limit {
+        Some(q) => Some(positive(
+            at,
+            "spec.limits.bounceSizeLimit",
+            parse::quantity(q),
+        )?),
+        None => None,
+    };
     Ok(Limits {
         max_message_size: size,
         max_recipients: recipients,
+        bounce_size_limit,
     })
 }
 
@@ -172,10 +187,16 @@ fn local_domain(
     spec: &LocalDomainSpec,
     namespace: Option<&str>,
     secrets: &dyn SecretSource,
-) -> Result<(String, Delivery), PolicyError> {
+) -> Result<(String, Delivery, RecipientTable), PolicyError> {
     let field = format!("spec.localDomains[{i}]");
     let domain = parse::domain(&spec.domain)
         .map_err(|r| PolicyError::invalid(at, format!("{field}.domain"), r))?;
+    let table = recipients::local_table(
+        at,
+        &format!("{field}.recipients"),
+        &domain,
+        &spec.recipients,
+    )?;
     let mut delivery = delivery(&spec.delivery)
         .map_err(|r| PolicyError::invalid(at, format!("{field}.delivery"), r))?;
     if let Delivery::Webhook {
@@ -189,7 +210,7 @@ fn local_domain(
             context::webhook(url)
         })?;
     }
-    Ok((domain, delivery))
+    Ok((domain, delivery, table))
 }
 
 /// A Secret key sealed by `secrets`, or `None` where the worker reads it itself.

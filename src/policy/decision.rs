@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::model::{AddressLiterals, Mode};
 use super::parse::SenderPattern;
-use super::rules::{AllowedSenders, User};
+use super::recipients::maildir_safe;
+use super::rules::{AllowedSenders, Delivery, LocalDomain, TrustedNetwork, User};
 use super::snapshot::{PolicySnapshot, normalize_domain};
 use crate::smtp::address::{Mailbox, ReversePath, display_reverse_path};
 
@@ -26,10 +27,23 @@ pub struct ClientInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Decision {
-    /// The domain is ours. For the forward-path `<Postmaster>` (RFC 5321 4.1.1.3), which
-    /// has no domain, `domain` and `policy` are empty: it is accepted by the protocol,
-    /// not by any policy.
+    /// The domain is ours.
     LocalDomain { domain: String, policy: String },
+    /// The forward-path `<Postmaster>` (RFC 5321 4.1.1.3), which has no domain: it goes
+    /// to `postmaster@domain` of the first local domain, as the worker routes it.
+    Postmaster { domain: String, policy: String },
+    /// `<Postmaster>` with nowhere to deliver it: no local domain, or the first one does
+    /// not take `postmaster@` (`550 5.1.1`, rather than a bounce later).
+    NoPostmaster { domain: Option<String> },
+    /// The domain is ours or one we relay for, but its recipient list does not have the
+    /// address: `550 5.1.1`.
+    UnknownRecipient {
+        address: String,
+        table: RecipientTableKind,
+        policy: String,
+    },
+    /// A Maildir domain's local part that cannot name a mailbox directory: `553 5.1.3`.
+    UnsafeLocalPart { address: String, policy: String },
     /// We relay for this domain, from anyone.
     RelayDomain { domain: String, policy: String },
     /// A foreign domain, accepted because the session authenticated as `user`.
@@ -74,6 +88,16 @@ pub enum SessionAuth {
     UnknownUser(String),
 }
 
+/// Which recipient list refused an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RecipientTableKind {
+    /// A local domain's `recipients`.
+    Local,
+    /// `relayRecipients`.
+    Relay,
+}
+
 impl Decision {
     pub fn is_accepted(&self) -> bool {
         !matches!(
@@ -81,6 +105,9 @@ impl Decision {
             Decision::Denied { .. }
                 | Decision::RoutingDenied { .. }
                 | Decision::AddressLiteralDenied { .. }
+                | Decision::NoPostmaster { .. }
+                | Decision::UnknownRecipient { .. }
+                | Decision::UnsafeLocalPart { .. }
         )
     }
 }
@@ -88,8 +115,36 @@ impl Decision {
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Decision::LocalDomain { domain, .. } if domain.is_empty() => f.write_str(
-                "accept: <Postmaster> is always accepted for local delivery (RFC 5321 4.5.1)",
+            Decision::Postmaster { domain, policy } => write!(
+                f,
+                "accept: <Postmaster> goes to postmaster@{domain}, the first local domain (policy {policy})"
+            ),
+            Decision::NoPostmaster { domain: None } => f.write_str(
+                "reject: user unknown: <Postmaster> has nowhere to go, there is no local domain",
+            ),
+            Decision::NoPostmaster {
+                domain: Some(domain),
+            } => write!(
+                f,
+                "reject: user unknown: <Postmaster> goes to postmaster@{domain}, which its recipients list does not have"
+            ),
+            Decision::UnknownRecipient {
+                address,
+                table,
+                policy,
+            } => {
+                let list = match table {
+                    RecipientTableKind::Local => "its local domain's recipients",
+                    RecipientTableKind::Relay => "relayRecipients",
+                };
+                write!(
+                    f,
+                    "reject: user unknown: {address} is not in {list} (policy {policy})"
+                )
+            }
+            Decision::UnsafeLocalPart { address, policy } => write!(
+                f,
+                "reject: the local part of {address} cannot name a Maildir mailbox (policy {policy})"
             ),
             Decision::LocalDomain { domain, policy } => {
                 write!(f, "accept: local domain {domain} (policy {policy})")
@@ -154,12 +209,13 @@ impl PolicySnapshot {
     /// Decides one recipient: local domain, relay domain, then (for foreign domains) an
     /// authenticated session, a trusted client network or mode open; otherwise denied.
     /// Address-literal domains (`[192.0.2.1]`) are never local, so they count as foreign.
+    ///
+    /// Local and relay domains with a recipient list refuse addresses not on it, and a
+    /// Maildir domain refuses local parts it could not store: what delivery would refuse
+    /// is refused here, so that it never becomes a bounce to a possibly forged sender.
     pub fn relay_decision(&self, client: &ClientInfo, recipient: &Mailbox) -> Decision {
         if recipient.domain.is_empty() {
-            return Decision::LocalDomain {
-                domain: String::new(),
-                policy: String::new(),
-            };
+            return self.postmaster_decision();
         }
         if recipient.has_routing_characters() && !self.may_route(client) {
             let ip = client.ip.to_canonical();
@@ -169,15 +225,17 @@ impl PolicySnapshot {
         let domain = normalize_domain(&recipient.domain);
         let rules = self.rules();
         if let Some(local) = rules.local_domains.get(&domain) {
-            return Decision::LocalDomain {
-                domain,
-                policy: local.policy.clone(),
-            };
+            return local_decision(local, recipient, domain);
         }
         if let Some(policy) = rules.relay_domains.get(&domain) {
-            return Decision::RelayDomain {
-                domain,
-                policy: policy.clone(),
+            let policy = policy.clone();
+            return match rules.relay_recipients.get(&domain) {
+                Some(table) if !table.accepts(&recipient.local) => Decision::UnknownRecipient {
+                    address: recipient.to_string(),
+                    table: RecipientTableKind::Relay,
+                    policy,
+                },
+                _ => Decision::RelayDomain { domain, policy },
             };
         }
         if recipient.is_address_literal() && rules.address_literals == AddressLiterals::Refuse {
@@ -194,11 +252,32 @@ impl PolicySnapshot {
             .authenticated_user
             .as_ref()
             .is_some_and(|name| rules.users.contains_key(name));
-        let ip = client.ip.to_canonical();
-        user || rules
+        user || self.trusted_network(client.ip).is_some()
+    }
+
+    /// `<Postmaster>` goes where `delivery::route` sends it: the first local domain in
+    /// the snapshot's order, as `postmaster` there.
+    fn postmaster_decision(&self) -> Decision {
+        let Some((domain, local)) = self.rules().local_domains.iter().next() else {
+            return Decision::NoPostmaster { domain: None };
+        };
+        let postmaster = Mailbox::new("postmaster", domain.clone());
+        match local_decision(local, &postmaster, domain.clone()) {
+            Decision::LocalDomain { domain, policy } => Decision::Postmaster { domain, policy },
+            _ => Decision::NoPostmaster {
+                domain: Some(domain.clone()),
+            },
+        }
+    }
+
+    /// The trusted network `ip` is in, if any. `::ffff:10.1.2.3` is an IPv4 client on a
+    /// dual-stack socket: it matches IPv4 networks.
+    pub fn trusted_network(&self, ip: IpAddr) -> Option<&TrustedNetwork> {
+        let ip = ip.to_canonical();
+        self.rules()
             .trusted_networks
             .iter()
-            .any(|t| t.network.contains(&ip))
+            .find(|t| t.network.contains(&ip))
     }
 
     fn foreign_decision(&self, client: &ClientInfo, domain: String) -> Decision {
@@ -217,13 +296,8 @@ impl PolicySnapshot {
                 None => auth = SessionAuth::UnknownUser(name.clone()),
             }
         }
-        // `::ffff:10.1.2.3` is an IPv4 client on a dual-stack socket: match IPv4 networks.
         let ip = client.ip.to_canonical();
-        if let Some(t) = rules
-            .trusted_networks
-            .iter()
-            .find(|t| t.network.contains(&ip))
-        {
+        if let Some(t) = self.trusted_network(client.ip) {
             return Decision::TrustedNetwork {
                 domain,
                 ip,
@@ -239,6 +313,26 @@ impl PolicySnapshot {
         }
         Decision::Denied { domain, ip, auth }
     }
+}
+
+/// A recipient of a local domain: refused when delivery could not take its local part,
+/// or when the domain's recipient list does not have it.
+fn local_decision(local: &LocalDomain, recipient: &Mailbox, domain: String) -> Decision {
+    let policy = local.policy.clone();
+    if matches!(local.delivery, Delivery::Maildir { .. }) && !maildir_safe(&recipient.local) {
+        return Decision::UnsafeLocalPart {
+            address: recipient.to_string(),
+            policy,
+        };
+    }
+    if !local.recipients.accepts(&recipient.local) {
+        return Decision::UnknownRecipient {
+            address: recipient.to_string(),
+            table: RecipientTableKind::Local,
+            policy,
+        };
+    }
+    Decision::LocalDomain { domain, policy }
 }
 
 /// Whether an authenticated user may use a reverse-path.

@@ -47,11 +47,131 @@ fn local_and_relay_domains_are_accepted_from_anyone_case_insensitively() {
 }
 
 #[test]
-fn postmaster_without_domain_is_always_local() {
+fn postmaster_without_a_local_domain_is_refused() {
     let snap = compile(&[&policy("bare", "")]).unwrap();
     let d = decide(&snap, "192.0.2.1", None, "Postmaster");
-    assert!(matches!(d, Decision::LocalDomain { ref domain, .. } if domain.is_empty()));
-    assert!(d.to_string().contains("<Postmaster>"), "{d}");
+    assert_eq!(d, Decision::NoPostmaster { domain: None });
+    assert!(!d.is_accepted());
+    assert_eq!(
+        d.to_string(),
+        "reject: user unknown: <Postmaster> has nowhere to go, there is no local domain"
+    );
+}
+
+#[test]
+fn postmaster_goes_to_the_first_local_domain_if_it_takes_postmaster() {
+    let snap = example();
+    let d = decide(&snap, "192.0.2.1", None, "Postmaster");
+    assert_eq!(
+        d,
+        Decision::Postmaster {
+            domain: "archive.corp.example".into(),
+            policy: "mail/corp".into()
+        }
+    );
+    assert!(
+        d.to_string().contains("postmaster@archive.corp.example"),
+        "{d}"
+    );
+    let listed = |list: &str| {
+        policy(
+            "p",
+            &format!(
+                "  localDomains: [{{domain: l.example, delivery: {{lmtp: {{address: 'h:24'}}}}, recipients: [{list}]}}]"
+            ),
+        )
+    };
+    let without = compile(&[&listed("alice@l.example")]).unwrap();
+    let d = decide(&without, "192.0.2.1", None, "Postmaster");
+    assert_eq!(
+        d,
+        Decision::NoPostmaster {
+            domain: Some("l.example".into())
+        }
+    );
+    assert!(d.to_string().contains("postmaster@l.example"), "{d}");
+    let with = compile(&[&listed("Postmaster@l.example")]).unwrap();
+    assert!(decide(&with, "192.0.2.1", None, "Postmaster").is_accepted());
+}
+
+const LISTED: &str = "  localDomains:\n  - domain: l.example\n    delivery: {lmtp: {address: 'h:24'}}\n    recipients: [alice@l.example, Bob@L.example]\n  - domain: m.example\n    delivery: {maildir: {path: /m}}\n  - domain: n.example\n    delivery: {maildir: {path: /n}}\n    recipients: ['@n.example']\n  relayDomains: [r.example, open.example]\n  relayRecipients: [carol@r.example]\n  trustedNetworks: [192.0.2.0/24]";
+
+#[test]
+fn local_recipient_lists_refuse_unknown_users_for_everyone() {
+    let snap = compile(&[&policy("mail/p", LISTED)]).unwrap();
+    for to in ["alice@l.example", "ALICE@l.example", "bob@L.Example."] {
+        assert!(
+            decide(&snap, "198.51.100.1", None, to).is_accepted(),
+            "{to}"
+        );
+    }
+    // Neither a trusted network nor authentication makes an unknown user deliverable.
+    for (ip, user) in [
+        ("198.51.100.1", None),
+        ("192.0.2.9", None),
+        ("198.51.100.1", Some("u")),
+    ] {
+        let d = decide(&snap, ip, user, "mallory@l.example");
+        assert_eq!(
+            d,
+            Decision::UnknownRecipient {
+                address: "mallory@l.example".into(),
+                table: RecipientTableKind::Local,
+                policy: "mail/p".into()
+            }
+        );
+        assert_eq!(
+            d.to_string(),
+            "reject: user unknown: mallory@l.example is not in its local domain's recipients (policy mail/p)"
+        );
+    }
+    // No list, or `@domain`: every (storable) local part.
+    assert!(decide(&snap, "198.51.100.1", None, "anyone@m.example").is_accepted());
+    assert!(decide(&snap, "198.51.100.1", None, "anyone@n.example").is_accepted());
+}
+
+#[test]
+fn maildir_domains_refuse_local_parts_they_cannot_store() {
+    let snap = compile(&[&policy("mail/p", LISTED)]).unwrap();
+    for local in ["a/b", "..", ".hidden", "a\\b"] {
+        let to = format!("{local}@m.example");
+        let d = decide(&snap, "192.0.2.9", None, &to);
+        assert_eq!(
+            d,
+            Decision::UnsafeLocalPart {
+                address: to.clone(),
+                policy: "mail/p".into()
+            }
+        );
+        assert!(
+            d.to_string().contains("cannot name a Maildir mailbox"),
+            "{d}"
+        );
+        // Even the catch-all does not take them.
+        assert!(!decide(&snap, "192.0.2.9", None, &format!("{local}@n.example")).is_accepted());
+    }
+    // LMTP has no file names to protect: the list decides.
+    assert!(matches!(
+        decide(&snap, "192.0.2.9", None, "a/b@l.example"),
+        Decision::UnknownRecipient { .. }
+    ));
+}
+
+#[test]
+fn relay_recipient_lists_apply_to_their_domains_only() {
+    let snap = compile(&[&policy("mail/p", LISTED)]).unwrap();
+    assert!(decide(&snap, "198.51.100.1", None, "Carol@r.example").is_accepted());
+    let d = decide(&snap, "198.51.100.1", None, "dave@r.example");
+    assert_eq!(
+        d,
+        Decision::UnknownRecipient {
+            address: "dave@r.example".into(),
+            table: RecipientTableKind::Relay,
+            policy: "mail/p".into()
+        }
+    );
+    assert!(d.to_string().contains("is not in relayRecipients"), "{d}");
+    assert!(decide(&snap, "198.51.100.1", None, "dave@open.example").is_accepted());
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! could say differently about one item is a conflict and an error, never a silent pick:
 //!
 //! - trusted networks, relay domains: union (duplicates are harmless);
-//! - local domains: union; one domain with two different deliveries is a conflict;
+//! - local domains: union; one domain with two different deliveries or recipient lists
+//!   is a conflict;
+//! - relay recipients: union per relay domain;
 //! - a domain both local and relay is a conflict (the decision order would hide one);
 //! - users: union; the same user name twice is a conflict;
 //! - routes: in input order; the same domain pattern in two routes is a conflict;
@@ -15,6 +17,7 @@ use super::compile::CompiledDoc;
 use super::error::{Location, PolicyError};
 use super::model::{AddressLiterals, Mode};
 use super::parse::DomainPattern;
+use super::recipients::{self, RecipientTable};
 use super::rules::{Delivery, LocalDomain, Rules, TrustedNetwork, min_limit};
 
 fn conflict(what: String, first: &Location, second: &Location) -> PolicyError {
@@ -51,6 +54,7 @@ impl Default for Merger {
                 trusted_networks: Vec::new(),
                 local_domains: BTreeMap::new(),
                 relay_domains: BTreeMap::new(),
+                relay_recipients: BTreeMap::new(),
                 users: BTreeMap::new(),
                 routes: Vec::new(),
                 limits: Default::default(),
@@ -130,15 +134,27 @@ impl Merger {
 
     fn check_domains(&self, doc: &CompiledDoc) -> Result<(), PolicyError> {
         let o = &self.origins;
-        let mut local: BTreeMap<&str, &Delivery> = BTreeMap::new();
-        for (domain, delivery) in &doc.local_domains {
-            let known = self.rules.local_domains.get(domain).map(|l| &l.delivery);
-            if let Some(existing) = known.or(local.get(domain.as_str()).copied())
-                && existing != delivery
+        let mut local: BTreeMap<&str, (&Delivery, &RecipientTable)> = BTreeMap::new();
+        for (domain, delivery, table) in &doc.local_domains {
+            let known = self
+                .rules
+                .local_domains
+                .get(domain)
+                .map(|l| (&l.delivery, &l.recipients));
+            if let Some((existing, existing_table)) = known.or(local.get(domain.as_str()).copied())
             {
                 let first = o.local.get(domain).unwrap_or(&doc.at);
-                let what = format!("local domain {domain} has different deliveries");
-                return Err(conflict(what, first, &doc.at));
+                let differs = if existing != delivery {
+                    "deliveries"
+                } else if existing_table != table {
+                    "recipient lists"
+                } else {
+                    ""
+                };
+                if !differs.is_empty() {
+                    let what = format!("local domain {domain} has different {differs}");
+                    return Err(conflict(what, first, &doc.at));
+                }
             }
             if let Some(relay_at) = o.relay.get(domain) {
                 return Err(conflict(
@@ -147,7 +163,7 @@ impl Merger {
                     &doc.at,
                 ));
             }
-            local.insert(domain, delivery);
+            local.insert(domain, (delivery, table));
         }
         for domain in &doc.relay_domains {
             let local_at = o
@@ -174,14 +190,23 @@ impl Merger {
         }
         o.policies.insert(doc.id.clone(), doc.at.clone());
         rules.policies.push(doc.id.clone());
-        for (domain, delivery) in doc.local_domains {
+        for (domain, delivery, recipients) in doc.local_domains {
             o.local
                 .entry(domain.clone())
                 .or_insert_with(|| doc.at.clone());
             rules.local_domains.entry(domain).or_insert(LocalDomain {
                 delivery,
+                recipients,
                 policy: doc.id.clone(),
             });
+        }
+        for (domain, table) in doc.relay_recipients {
+            match rules.relay_recipients.get_mut(&domain) {
+                Some(known) => recipients::union(known, table),
+                None => {
+                    rules.relay_recipients.insert(domain, table);
+                }
+            }
         }
         for domain in doc.relay_domains {
             o.relay
@@ -214,6 +239,8 @@ impl Merger {
             min_limit(rules.limits.max_message_size, doc.limits.max_message_size);
         rules.limits.max_recipients =
             min_limit(rules.limits.max_recipients, doc.limits.max_recipients);
+        rules.limits.bounce_size_limit =
+            min_limit(rules.limits.bounce_size_limit, doc.limits.bounce_size_limit);
         rules.retry.max_lifetime_secs =
             min_limit(rules.retry.max_lifetime_secs, doc.retry.max_lifetime_secs);
         // A permission, like a relay domain: the union of what the policies allow.
@@ -305,6 +332,56 @@ mod tests {
         assert_eq!(
             err,
             "conflict: local domain l.example has different deliveries: a.yaml document 1 (policy mail/a) and b.yaml document 1 (policy mail/b)"
+        );
+    }
+
+    #[test]
+    fn recipient_lists_merge_and_conflict_like_the_rest() {
+        let local = |name: &str, list: &str| {
+            policy(
+                name,
+                &format!(
+                    "  localDomains: [{{domain: l.example, delivery: {{maildir: {{path: /m}}}}, recipients: [{list}]}}]"
+                ),
+            )
+        };
+        let err = conflict_of(&[
+            &local("mail/a", "a@l.example"),
+            &local("mail/b", "b@l.example"),
+        ]);
+        assert!(
+            err.contains("local domain l.example has different recipient lists"),
+            "{err}"
+        );
+        assert!(
+            compile(&[
+                &local("mail/a", "a@l.example"),
+                &local("mail/b", "A@l.example")
+            ])
+            .is_ok()
+        );
+        let relay = |name: &str, list: &str, limit: &str| {
+            policy(
+                name,
+                &format!(
+                    "  relayDomains: [r.example]\n  relayRecipients: [{list}]\n  limits: {{bounceSizeLimit: {limit}}}"
+                ),
+            )
+        };
+        let snap = compile(&[
+            &relay("mail/a", "a@r.example", "100k"),
+            &relay("mail/b", "b@r.example", "60000"),
+        ])
+        .unwrap();
+        let table = &snap.rules().relay_recipients["r.example"];
+        assert!(table.accepts("a") && table.accepts("b") && !table.accepts("c"));
+        assert_eq!(snap.bounce_size_limit(), 60_000);
+        assert_eq!(
+            compile(&[&policy("mail/c", "")])
+                .unwrap()
+                .bounce_size_limit(),
+            50_000,
+            "the default"
         );
     }
 

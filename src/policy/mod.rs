@@ -17,6 +17,7 @@
 //! | `check.rs` | checking a snapshot read from the bucket as compilation checks |
 //! | `objects.rs` | snapshots too large for one NATS message, in an object store bucket |
 //! | `decision.rs` | relay and sender decisions with their explanations |
+//! | `recipients.rs` | recipient tables of local and relay domains, Maildir-safe local parts |
 //! | `password.rs` | hashing, verifying and validating password hashes |
 //! | `sealed.rs` | smarthost credentials and webhook keys sealed in the snapshot for the workers |
 //! | `error.rs` | `PolicyError` |
@@ -34,6 +35,7 @@ pub mod model;
 mod objects;
 mod parse;
 mod password;
+mod recipients;
 mod rules;
 pub mod sealed;
 mod snapshot;
@@ -43,7 +45,10 @@ mod stored;
 mod tests;
 
 pub use compile::{NoSecrets, SecretSource};
-pub use decision::{ClientInfo, Decision, NotOwnedReason, SenderDecision, SenderRule, SessionAuth};
+pub use decision::{
+    ClientInfo, Decision, NotOwnedReason, RecipientTableKind, SenderDecision, SenderRule,
+    SessionAuth,
+};
 pub use documents::{Document, parse_documents};
 pub use each::{DocumentOutcome, EachOutcome, compile_each};
 pub use error::{Location, PolicyError};
@@ -51,8 +56,9 @@ pub use parse::{DomainPattern, SenderPattern};
 pub use password::{
     HashScheme, StoredHash, hash_password, hash_password_with_salt, validate_hash, verify_hash,
 };
+pub use recipients::{MAX_RECIPIENT_ENTRIES, RecipientTable, maildir_safe};
 pub use rules::{
-    AllowedSenders, Delivery, Limits, LocalDomain, PolicyCounts, Retry, Route, Rules,
-    SealedCredentials, Smarthost, TrustedNetwork, User,
+    AllowedSenders, DEFAULT_BOUNCE_SIZE_LIMIT, Delivery, Limits, LocalDomain, PolicyCounts, Retry,
+    Route, Rules, SealedCredentials, Smarthost, TrustedNetwork, User,
 };
 pub use snapshot::{PolicySnapshot, SNAPSHOT_FORMAT};

@@ -88,6 +88,13 @@ pub struct RelayPolicySpec {
     #[serde(default)]
     #[schemars(length(max = 1024), inner(length(min = 1, max = 254)))]
     pub relay_domains: Vec<String>,
+    /// Addresses of this policy's relay domains that are accepted (Postfix's
+    /// `relay_recipient_maps`); `@domain` accepts every address of it. A relay domain
+    /// with an entry here refuses other addresses at RCPT with `550 5.1.1`; one without
+    /// any entry accepts every address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000), inner(length(min = 1, max = 320)))]
+    pub relay_recipients: Vec<String>,
     #[serde(default)]
     #[schemars(length(max = 2048))]
     pub users: Vec<UserSpec>,
@@ -143,6 +150,13 @@ pub struct LocalDomainSpec {
     #[schemars(length(min = 1, max = 254))]
     pub domain: String,
     pub delivery: DeliverySpec,
+    /// The addresses this domain accepts (Postfix's `local_recipient_maps`); `@domain`
+    /// accepts every local part. Others are refused at RCPT with `550 5.1.1`, rather than
+    /// accepted and bounced when delivery refuses them. Empty or omitted: every local part
+    /// (that the delivery can take at all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000), inner(length(min = 1, max = 320)))]
+    pub recipients: Vec<String>,
 }
 
 /// Exactly one of the fields must be set. It is a struct of options rather than a serde
@@ -283,6 +297,11 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<i64>", range(min = 1))]
     pub max_recipients: Option<u64>,
+    /// The most of a message a bounce returns (Postfix's `bounce_size_limit`), a
+    /// quantity; 50000 bytes when omitted. A larger message comes back as its header
+    /// only, whatever RET says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce_size_limit: Option<Quantity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{AddressLiterals, CredentialsSecretRef, Mode, SecretKeyRef, TlsMode};
 use super::parse::{DomainPattern, SenderPattern};
 use super::password::StoredHash;
+use super::recipients::RecipientTable;
 use super::sealed::Sealed;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,10 @@ pub struct Rules {
     pub local_domains: BTreeMap<String, LocalDomain>,
     /// Relay domain → the policy that lists it.
     pub relay_domains: BTreeMap<String, String>,
+    /// Relay domain → the addresses it accepts (`relayRecipients`); a relay domain not
+    /// in this map accepts every address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub relay_recipients: BTreeMap<String, RecipientTable>,
     pub users: BTreeMap<String, User>,
     /// In input order; `Rules::route_for` picks the most specific match.
     pub routes: Vec<Route>,
@@ -46,6 +51,9 @@ pub struct TrustedNetwork {
 #[serde(rename_all = "camelCase")]
 pub struct LocalDomain {
     pub delivery: Delivery,
+    /// Absent in snapshots written before it existed: every local part.
+    #[serde(default, skip_serializing_if = "RecipientTable::is_any")]
+    pub recipients: RecipientTable,
     pub policy: String,
 }
 
@@ -127,7 +135,14 @@ pub struct SealedCredentials {
 pub struct Limits {
     pub max_message_size: Option<u64>,
     pub max_recipients: Option<usize>,
+    /// Bytes; `None` means [`DEFAULT_BOUNCE_SIZE_LIMIT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce_size_limit: Option<u64>,
 }
+
+/// Postfix's `bounce_size_limit` default: a bounce returns at most this much of the
+/// message, so that a forged sender cannot have us mail a large message to a victim.
+pub const DEFAULT_BOUNCE_SIZE_LIMIT: u64 = 50_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

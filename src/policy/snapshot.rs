@@ -14,7 +14,7 @@ use super::error::PolicyError;
 use super::merge::merge;
 use super::model::Mode;
 use super::password::{unknown_user_hash, verify_hash};
-use super::rules::{Delivery, Route, Rules};
+use super::rules::{DEFAULT_BOUNCE_SIZE_LIMIT, Delivery, Route, Rules};
 
 /// The version of the serialised snapshot layout, so a reader can tell a snapshot written
 /// by a newer operator from a corrupt one.
@@ -180,6 +180,16 @@ impl PolicySnapshot {
 
     pub fn max_message_size(&self) -> Option<u64> {
         self.rules.limits.max_message_size
+    }
+
+    /// The most of a message a bounce returns, in bytes (`limits.bounceSizeLimit`).
+    pub fn bounce_size_limit(&self) -> usize {
+        let limit = self
+            .rules
+            .limits
+            .bounce_size_limit
+            .unwrap_or(DEFAULT_BOUNCE_SIZE_LIMIT);
+        usize::try_from(limit).unwrap_or(usize::MAX)
     }
 
     pub fn max_recipients(&self) -> Option<usize> {

@@ -139,6 +139,8 @@ struct LoadedRef {
 }
 
 /// What a value holds: the snapshot, or where to fetch it.
+// One lives briefly per policy update read; boxing the snapshot would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Decoded {
     Inline(Loaded),

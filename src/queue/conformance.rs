@@ -98,6 +98,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         client_ip: "2001:db8::25".parse().expect("literal address"),
         helo: "client.example.org".into(),
         authenticated_user: Some("alice".into()),
+        sender_trust: crate::queue::SenderTrust::Authenticated,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

@@ -33,6 +33,11 @@ pub struct Envelope {
     pub client_ip: IpAddr,
     pub helo: String,
     pub authenticated_user: Option<String>,
+    /// Whether the ingress vouched for the sender: success notices (NOTIFY=SUCCESS) go
+    /// only to such senders, so that anyone cannot have us mail a chosen address. Absent
+    /// in envelopes written before it existed, which read as untrusted.
+    #[serde(default, skip_serializing_if = "SenderTrust::is_untrusted")]
+    pub sender_trust: SenderTrust,
     /// Delivery attempts made so far.
     pub attempts: u32,
     /// The reason of the last deferral, for `sluice queue show` and bounces; at most
@@ -47,6 +52,25 @@ pub struct Envelope {
     /// Absent in envelopes written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::telemetry::trace::TraceParent>,
+}
+
+/// How far the ingress that accepted a message trusts its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SenderTrust {
+    /// Anyone on the network: the reverse-path may be forged.
+    #[default]
+    Untrusted,
+    /// The session authenticated (SASL).
+    Authenticated,
+    /// The client is in a trusted network of the policy.
+    TrustedNetwork,
+}
+
+impl SenderTrust {
+    pub fn is_untrusted(&self) -> bool {
+        *self == SenderTrust::Untrusted
+    }
 }
 
 /// The most of a deferral's reason a queue keeps. A remote server's reply can run to any
@@ -206,5 +230,18 @@ mod tests {
         envelope.delay_warned_at_ms = Some(1_700_000_000_000);
         let json = serde_json::to_string(&envelope).unwrap();
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
+    }
+
+    #[test]
+    fn envelopes_without_sender_trust_read_as_untrusted() {
+        let mut envelope = conformance::envelope(&["a"]);
+        envelope.sender_trust = SenderTrust::TrustedNetwork;
+        let mut json = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(json["sender_trust"], "trustedNetwork", "{json}");
+        json.as_object_mut().unwrap().remove("sender_trust");
+        let old: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(old.sender_trust, SenderTrust::Untrusted);
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json.get("sender_trust").is_none(), "{json}");
     }
 }

@@ -7,7 +7,7 @@
 //! | `sluice_connections_refused_total` | counter | `reason` (`max_connections`, `max_per_ip`, `draining`) | connections answered 421 at once |
 //! | `sluice_commands_total` | counter | `verb` | command lines received, by verb (`invalid` for unparsable) |
 //! | `sluice_messages_accepted_total` | counter | | messages answered 250 after DATA/BDAT |
-//! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `routing_denied`, `address_literal_denied`, `sender_not_owned`, `too_many_hops`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`) |
+//! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `routing_denied`, `address_literal_denied`, `unknown_recipient`, `sender_not_owned`, `too_many_hops`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`) |
 //! | `sluice_received_bytes_total` | counter | | octets of accepted messages, Received header included |
 //! | `sluice_auth_total` | counter | `result` (`success`, `failure`: checked and wrong, `locked_out`: refused 454 without a check while the client network or user name is locked out, `busy`: refused 454 because no password check was free within 10 s) | AUTH attempts |
 //! | `sluice_auth_lockouts_total` | counter | `scope` (`ip`: a client address, an IPv6 /64; `user`: a user name) | lockouts started: failed AUTHs reached `limits.authFailuresPerIp` / `authFailuresPerUser` within `authFailureWindow` |

@@ -18,6 +18,7 @@ fn envelope(params: MailParams) -> Envelope {
         client_ip: "127.0.0.1".parse().unwrap(),
         helo: "client.test".into(),
         authenticated_user: None,
+        sender_trust: crate::queue::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

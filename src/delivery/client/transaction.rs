@@ -7,6 +7,7 @@ use super::connection::Connection;
 use super::data::dot_stuff;
 use super::error::ClientError;
 use crate::delivery::Outcome;
+use crate::delivery::outcome::Handoff;
 use crate::queue::Envelope;
 use crate::smtp::address::Recipient;
 use crate::smtp::reply::Reply;
@@ -164,7 +165,24 @@ impl Connection {
     }
 
     fn outcome(&self, reply: &Reply) -> Outcome {
-        reply_outcome(reply, Some(self.remote().to_string()))
+        let mut outcome = reply_outcome(reply, Some(self.remote().to_string()));
+        if let Outcome::Delivered { handoff, .. } = &mut outcome {
+            *handoff = self.handoff();
+        }
+        outcome
+    }
+
+    /// A server that announced DSN got our NOTIFY (see `commands::rcpt_to`), so a
+    /// success notice is its to send (RFC 3461 5.2.1); an LMTP server without DSN is
+    /// the final delivery.
+    fn handoff(&self) -> Handoff {
+        if self.extensions.dsn {
+            Handoff::NotifyPassedOn
+        } else if self.config.lmtp {
+            Handoff::Final
+        } else {
+            Handoff::Relayed
+        }
     }
 }
 
@@ -184,6 +202,7 @@ pub fn reply_outcome(reply: &Reply, remote_mta: Option<String>) -> Outcome {
         2 => Outcome::Delivered {
             remote_mta,
             reply: text,
+            handoff: Handoff::Relayed,
         },
         5 => Outcome::Failed {
             remote_mta,

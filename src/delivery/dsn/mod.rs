@@ -16,12 +16,11 @@ mod tests;
 mod text;
 
 use crate::delivery::Outcome;
-use crate::queue::{Envelope, QueueId};
+use crate::delivery::outcome::Handoff;
+use crate::queue::{Envelope, QueueId, SenderTrust};
 use crate::smtp::address::{Body, MailParams, Mailbox, Notify, Recipient};
 use chrono::{DateTime, Utc};
 use std::net::{IpAddr, Ipv4Addr};
-
-pub use original::FULL_RETURN_LIMIT;
 
 /// What happened to the recipients a notification is about; sets its `Action` field
 /// (RFC 3464 2.3.3) and the outcomes it covers.
@@ -37,11 +36,20 @@ pub enum ReportKind {
 }
 
 impl ReportKind {
-    fn action(self) -> &'static str {
-        match self {
-            ReportKind::Failure => "failed",
-            ReportKind::Delay => "delayed",
-            ReportKind::Success => "delivered",
+    /// The `Action` of one recipient: a success handed to a next hop that knows no DSN
+    /// is `relayed` (RFC 3461 5.2.2), one that reached the mailbox `delivered`.
+    fn action(self, outcome: &Outcome) -> &'static str {
+        match (self, outcome) {
+            (ReportKind::Failure, _) => "failed",
+            (ReportKind::Delay, _) => "delayed",
+            (
+                ReportKind::Success,
+                Outcome::Delivered {
+                    handoff: Handoff::Relayed,
+                    ..
+                },
+            ) => "relayed",
+            (ReportKind::Success, _) => "delivered",
         }
     }
 
@@ -53,12 +61,24 @@ impl ReportKind {
         }
     }
 
+    /// A success that a next hop took NOTIFY for is that hop's to report (RFC 3461
+    /// 5.2.1): we report only what stopped with us.
     fn covers(self, outcome: &Outcome) -> bool {
         match self {
             ReportKind::Failure => !outcome.is_delivered(),
             ReportKind::Delay => matches!(outcome, Outcome::Deferred { .. }),
-            ReportKind::Success => outcome.is_delivered(),
+            ReportKind::Success => matches!(
+                outcome,
+                Outcome::Delivered { handoff, .. } if *handoff != Handoff::NotifyPassedOn
+            ),
         }
+    }
+
+    /// Success notices go only to senders the ingress vouched for (authenticated or in a
+    /// trusted network): otherwise anyone could have us mail a forged reverse-path a
+    /// notice for every message. Failures and delays go to everyone, as RFC 3461 wants.
+    fn allowed_for(self, trust: SenderTrust) -> bool {
+        self != ReportKind::Success || !trust.is_untrusted()
     }
 
     /// RFC 3461 4.1: no NOTIFY means FAILURE, with DELAY at the MTA's discretion (we
@@ -84,6 +104,8 @@ struct Report<'a> {
     kind: ReportKind,
     /// Configuration, but it lands in header fields: kept to printable ASCII.
     reporting_mta: String,
+    /// The most of the original returned (`limits.bounceSizeLimit`).
+    return_limit: usize,
     now: DateTime<Utc>,
 }
 
@@ -97,7 +119,9 @@ struct Report<'a> {
 /// `received_at_ms` = `now`, and client IP 127.0.0.1: it was generated here, not
 /// received, and loopback is what a local submission would show.
 ///
-/// `original` is the message as queued. The fields of `message/delivery-status` carry no
+/// `original` is the message as queued; at most `return_limit` octets of it go back (a
+/// larger one returns its header only). Success notices go only to trusted senders (see
+/// `ReportKind::allowed_for`). The fields of `message/delivery-status` carry no
 /// `Will-Retry-Until` (it is optional, RFC 3464 2.3.9): the schedule is the worker's.
 pub fn build(
     envelope: &Envelope,
@@ -105,9 +129,10 @@ pub fn build(
     kind: ReportKind,
     original: &[u8],
     reporting_mta: &str,
+    return_limit: usize,
     now: DateTime<Utc>,
 ) -> Option<(Envelope, Vec<u8>)> {
-    let report = Report::select(envelope, reports, kind, reporting_mta, now)?;
+    let report = Report::select(envelope, reports, kind, reporting_mta, return_limit, now)?;
     Some(report.compose(original, QueueId::generate()))
 }
 
@@ -117,9 +142,13 @@ impl<'a> Report<'a> {
         reports: &'a [(Recipient, Outcome)],
         kind: ReportKind,
         reporting_mta: &str,
+        return_limit: usize,
         now: DateTime<Utc>,
     ) -> Option<Self> {
         let sender = envelope.reverse_path.as_ref()?;
+        if !kind.allowed_for(envelope.sender_trust) {
+            return None;
+        }
         let recipients: Vec<_> = reports
             .iter()
             .filter(|(r, o)| kind.covers(o) && kind.requested_by(r.notify.as_ref()))
@@ -134,6 +163,7 @@ impl<'a> Report<'a> {
             recipients,
             kind,
             reporting_mta: text::printable(reporting_mta),
+            return_limit,
             now,
         })
     }
@@ -170,6 +200,7 @@ impl<'a> Report<'a> {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             helo: self.reporting_mta.clone(),
             authenticated_user: None,
+            sender_trust: SenderTrust::Untrusted,
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,
@@ -182,7 +213,12 @@ impl<'a> Report<'a> {
     fn message(&self, original: &[u8], id: &QueueId) -> Vec<u8> {
         let human = text::human(self);
         let status = status::delivery_status(self);
-        let returned = original::returned(original, self.kind, self.envelope.params.ret);
+        let returned = original::returned(
+            original,
+            self.kind,
+            self.envelope.params.ret,
+            self.return_limit,
+        );
         let mut bodies = vec![human.as_bytes(), status.as_bytes()];
         bodies.extend(returned.as_ref().map(|r| r.content));
         let boundary = boundary(id, &bodies);

@@ -45,10 +45,12 @@ fn recipient_fields(
         field(out, "Original-Recipient", &value);
     }
     field(out, "Final-Recipient", &final_recipient(&recipient.address));
-    field(out, "Action", report.kind.action());
+    field(out, "Action", report.kind.action(outcome));
     field(out, "Status", &status_code(report.kind, outcome));
     let (remote_mta, reply) = match outcome {
-        Outcome::Delivered { remote_mta, reply }
+        Outcome::Delivered {
+            remote_mta, reply, ..
+        }
         | Outcome::Deferred { remote_mta, reply }
         | Outcome::Failed {
             remote_mta, reply, ..

@@ -26,7 +26,10 @@ pub(super) fn human(report: &Report<'_>) -> String {
             "Your message has not yet been delivered to the recipients below. The mail\r\n\
              system will keep trying; you do not need to send it again."
         }
-        ReportKind::Success => "Your message was delivered to the recipients below, as you asked.",
+        ReportKind::Success => {
+            "Your message was delivered to the recipients below, as you asked. Where the\r\n\
+             report says \"relayed\", it went on to a mail system that sends no such reports."
+        }
     };
     out.push_str(intro);
     out.push_str("\r\n");

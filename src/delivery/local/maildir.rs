@@ -20,6 +20,8 @@
 
 use super::LocalError;
 use crate::delivery::Outcome;
+use crate::delivery::outcome::Handoff;
+use crate::policy::maildir_safe;
 use crate::queue::Envelope;
 use crate::smtp::address::{Mailbox, Recipient, display_reverse_path};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -29,9 +31,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
-
-/// Longest file name most filesystems accept (NAME_MAX).
-const NAME_MAX: usize = 255;
 
 /// Delivers `message` into each recipient's mailbox under `root`. The file system work
 /// runs on the blocking pool, so a slow volume does not stall other deliveries.
@@ -70,6 +69,7 @@ fn deliver_one(root: &Path, sender: &str, rcpt: &Mailbox, message: &[u8]) -> Out
         Ok(path) => Outcome::Delivered {
             remote_mta: None,
             reply: format!("delivered to maildir {}", path.display()),
+            handoff: Handoff::Final,
         },
         Err(e) => {
             tracing::warn!(rcpt = %rcpt, error = %e, "maildir delivery did not complete");
@@ -104,18 +104,13 @@ fn write_message(
 }
 
 /// The directory name of a local part, or `UnsafeLocalPart` (see the module comment).
+/// The same predicate refuses such recipients at RCPT (`policy::maildir_safe`); this
+/// check stays for messages queued before, or under a policy that changed since.
 fn mailbox_name(local: &str) -> Result<String, LocalError> {
-    let name = local.to_lowercase();
-    let bad = name.is_empty()
-        || name.starts_with('.')
-        || name.len() > NAME_MAX
-        || name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control());
-    if bad {
-        Err(LocalError::UnsafeLocalPart(local.to_owned()))
+    if maildir_safe(local) {
+        Ok(local.to_lowercase())
     } else {
-        Ok(name)
+        Err(LocalError::UnsafeLocalPart(local.to_owned()))
     }
 }
 

@@ -19,6 +19,7 @@
 
 use super::{LocalError, http};
 use crate::delivery::Outcome;
+use crate::delivery::outcome::Handoff;
 use crate::queue::Envelope;
 use crate::smtp::address::Recipient;
 use base64::Engine;
@@ -172,7 +173,11 @@ fn outcome_of(status: &http::Status, remote_mta: Option<String>) -> Outcome {
         .trim_end()
         .to_owned();
     match status.code {
-        200..=299 => Outcome::Delivered { remote_mta, reply },
+        200..=299 => Outcome::Delivered {
+            remote_mta,
+            reply,
+            handoff: Handoff::Final,
+        },
         408 | 429 => Outcome::Deferred { remote_mta, reply },
         400..=499 => Outcome::Failed {
             remote_mta,

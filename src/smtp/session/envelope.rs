@@ -2,8 +2,8 @@
 //! Sluice refuse to be an open relay (RFC 5321 4.1.1.2–3, ARCHITECTURE.md invariant 2).
 
 use super::{Greeted, ListenerKind, Rejection, Session, Step, Transaction};
-use crate::policy::{ClientInfo, Decision};
-use crate::queue::{Envelope, QueueId};
+use crate::policy::{ClientInfo, Decision, RecipientTableKind};
+use crate::queue::{Envelope, QueueId, SenderTrust};
 use crate::smtp::address::{MailParams, Mailbox, Notify, Orcpt, Recipient, ReversePath};
 use crate::smtp::reply::Reply;
 use crate::telemetry::trace::TraceParent;
@@ -33,6 +33,7 @@ impl Session {
             client_ip: self.conn.client_ip,
             helo,
             authenticated_user: self.user.clone(),
+            sender_trust: self.sender_trust(),
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,
@@ -125,8 +126,7 @@ impl Session {
             authenticated_user: self.user.clone(),
         };
         let decision = self.policy.relay_decision(&client, &forward_path);
-        if !decision.is_accepted() {
-            let (reason, reply) = refusal(&decision, &forward_path);
+        if let Some((reason, reply)) = refusal(&decision, &forward_path) {
             self.reject(reason, decision.to_string());
             return self.error(reply);
         }
@@ -143,6 +143,18 @@ impl Session {
         Step::Reply(Reply::new(250, "2.1.5", "Ok"))
     }
 
+    /// Authenticated, or from a trusted network: what the worker needs to know to send
+    /// success notices (only such senders get them).
+    fn sender_trust(&self) -> SenderTrust {
+        if self.user.is_some() {
+            SenderTrust::Authenticated
+        } else if self.policy.trusted_network(self.conn.client_ip).is_some() {
+            SenderTrust::TrustedNetwork
+        } else {
+            SenderTrust::Untrusted
+        }
+    }
+
     pub(super) fn reject(&mut self, reason: &'static str, detail: String) {
         let queue_id = self.transaction.as_ref().map(|t| t.envelope.id.clone());
         self.rejection = Some(Rejection {
@@ -153,34 +165,64 @@ impl Session {
     }
 }
 
-/// The rejection label and the reply of a refused RCPT.
-fn refusal(decision: &Decision, forward_path: &Mailbox) -> (&'static str, Reply) {
-    match decision {
+/// The metric label and reply of a refused recipient, `None` when it is accepted. The
+/// texts follow Postfix's, which admins and their log searches know.
+fn refusal(decision: &Decision, forward_path: &Mailbox) -> Option<(&'static str, Reply)> {
+    let (reason, code, status, text) = match decision {
+        Decision::Denied { .. } => (
+            "relay_denied",
+            554,
+            "5.7.1",
+            format!("<{forward_path}>: Relay access denied"),
+        ),
         Decision::RoutingDenied { .. } => (
             "routing_denied",
-            Reply::new(
-                550,
-                "5.7.1",
-                format!(
-                    "<{forward_path}>: sender-specified routing (% ! @ in the local part) is not allowed"
-                ),
+            550,
+            "5.7.1",
+            format!(
+                "<{forward_path}>: sender-specified routing (% ! @ in the local part) is not allowed"
             ),
         ),
         Decision::AddressLiteralDenied { .. } => (
             "address_literal_denied",
-            Reply::new(
+            550,
+            "5.7.1",
+            format!("<{forward_path}>: mail to address literals is not accepted"),
+        ),
+        Decision::UnknownRecipient { table, .. } => {
+            let table = match table {
+                RecipientTableKind::Local => "local",
+                RecipientTableKind::Relay => "relay",
+            };
+            (
+                "unknown_recipient",
                 550,
-                "5.7.1",
-                format!("<{forward_path}>: mail to address literals is not accepted"),
+                "5.1.1",
+                format!(
+                    "<{forward_path}>: Recipient address rejected: User unknown in {table} recipient table"
+                ),
+            )
+        }
+        Decision::NoPostmaster { .. } => (
+            "unknown_recipient",
+            550,
+            "5.1.1",
+            format!("<{forward_path}>: Recipient address rejected: no local mailbox takes it"),
+        ),
+        Decision::UnsafeLocalPart { .. } => (
+            "unknown_recipient",
+            553,
+            "5.1.3",
+            format!(
+                "<{forward_path}>: Recipient address rejected: the local part cannot be delivered here"
             ),
         ),
-        _ => (
-            "relay_denied",
-            Reply::new(
-                554,
-                "5.7.1",
-                format!("<{forward_path}>: Relay access denied"),
-            ),
-        ),
-    }
+        Decision::LocalDomain { .. }
+        | Decision::Postmaster { .. }
+        | Decision::RelayDomain { .. }
+        | Decision::AuthenticatedUser { .. }
+        | Decision::TrustedNetwork { .. }
+        | Decision::OpenRelay { .. } => return None,
+    };
+    Some((reason, Reply::new(code, status, text)))
 }

@@ -152,6 +152,20 @@ fn trusted_client_relays_and_gets_queue_id_only_after_enqueue() {
 }
 
 #[test]
+fn a_local_part_maildir_cannot_store_is_refused_at_rcpt() {
+    let mut t = T::relay("192.0.2.9");
+    t.ok("EHLO client.test");
+    t.ok("MAIL FROM:<a@sender.example>");
+    let r = t.says("RCPT TO:<\"../x\"@local.example>", 553, Some("5.1.3"));
+    assert!(r.to_string().contains("cannot be delivered here"), "{r}");
+    let rejection = t.0.take_rejection().unwrap();
+    assert_eq!(rejection.reason, "unknown_recipient");
+    assert!(rejection.detail.contains("cannot name a Maildir mailbox"));
+    t.says("RCPT TO:<\"a/b\"@local.example>", 553, Some("5.1.3"));
+    t.says("RCPT TO:<ok@local.example>", 250, Some("2.1.5"));
+}
+
+#[test]
 fn untrusted_client_is_refused_relay_but_may_send_to_local_and_relay_domains() {
     let mut t = T::relay("192.0.2.9");
     t.ok("EHLO client.test");

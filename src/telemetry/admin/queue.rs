@@ -160,6 +160,8 @@ fn bounce(envelope: &Envelope, content: &[u8], hostname: &str) -> Option<(Envelo
         ReportKind::Failure,
         content,
         hostname,
+        // The admin listener holds no policy; the default keeps the same protection.
+        usize::try_from(crate::policy::DEFAULT_BOUNCE_SIZE_LIMIT).unwrap_or(usize::MAX),
         now,
     )
 }

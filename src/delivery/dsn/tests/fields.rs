@@ -74,6 +74,7 @@ fn internationalized_addresses() {
         ReportKind::Failure,
         "Subject: é\r\n\r\nb\r\n".as_bytes(),
         "relay.example.net",
+        LIMIT,
         now(),
     );
     let Some((bounce, message)) = built else {
@@ -116,6 +117,7 @@ fn status_codes() {
             Outcome::Delivered {
                 remote_mta: None,
                 reply: "250 2.6.0 queued".into(),
+                handoff: crate::delivery::outcome::Handoff::Final,
             },
             "2.6.0",
         ),
@@ -124,6 +126,7 @@ fn status_codes() {
             Outcome::Delivered {
                 remote_mta: None,
                 reply: "250 2.1234.0 x".into(),
+                handoff: crate::delivery::outcome::Handoff::Final,
             },
             "2.0.0",
         ),

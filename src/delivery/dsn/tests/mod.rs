@@ -14,6 +14,8 @@ const ORIGINAL: &[u8] = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubj
 Message-ID: <1@example.com>\r\n\r\nHi Bob.\r\n";
 /// The header block of [`ORIGINAL`].
 const HEADER: &str = "From: alice@example.com\r\nTo: bob@example.org\r\nSubject: hello\r\nMessage-ID: <1@example.com>\r\n";
+/// The default return limit (`limits.bounceSizeLimit`).
+const LIMIT: usize = 50_000;
 const FIXED_ID: &str = "01HZY3K7Q8X9V2M4N6P0R5T7W8";
 
 fn fixed_id() -> QueueId {
@@ -53,6 +55,7 @@ fn envelope(sender: Option<&str>, params: MailParams) -> Envelope {
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
         helo: "client.example.com".into(),
         authenticated_user: Some("alice".into()),
+        sender_trust: crate::queue::SenderTrust::Authenticated,
         attempts: 3,
         last_error: None,
         delay_warned_at_ms: None,
@@ -85,6 +88,7 @@ fn delivered() -> Outcome {
     Outcome::Delivered {
         remote_mta: Some("mx.example.org".into()),
         reply: "250 2.0.0 Ok: queued as 4F2".into(),
+        handoff: crate::delivery::outcome::Handoff::Relayed,
     }
 }
 
@@ -111,7 +115,16 @@ fn recipient_blocks(message: &str) -> Vec<String> {
 }
 
 fn dsn(env: &Envelope, reports: &[(Recipient, Outcome)], kind: ReportKind) -> Option<String> {
-    build(env, reports, kind, ORIGINAL, "relay.example.net", now()).map(|(_, m)| text_of(&m))
+    build(
+        env,
+        reports,
+        kind,
+        ORIGINAL,
+        "relay.example.net",
+        LIMIT,
+        now(),
+    )
+    .map(|(_, m)| text_of(&m))
 }
 
 #[test]
@@ -123,6 +136,7 @@ fn a_bounce_continues_the_trace_of_its_message() {
         ReportKind::Failure,
         ORIGINAL,
         "relay.example.net",
+        LIMIT,
         now(),
     );
     assert_eq!(untraced.unwrap().0.trace, None);
@@ -134,6 +148,7 @@ fn a_bounce_continues_the_trace_of_its_message() {
         ReportKind::Failure,
         ORIGINAL,
         "relay.example.net",
+        LIMIT,
         now(),
     )
     .unwrap();

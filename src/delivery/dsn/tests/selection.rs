@@ -1,6 +1,8 @@
 //! Who gets a notification, and the envelope it travels in.
 
 use super::*;
+use crate::delivery::outcome::Handoff;
+use crate::queue::SenderTrust;
 
 #[test]
 fn no_notification_for_a_null_reverse_path() {
@@ -87,7 +89,7 @@ fn mixed_recipients_report_only_those_concerned() {
     let blocks = recipient_blocks(&success);
     assert_eq!(blocks.len(), 1);
     assert!(blocks[0].contains(
-        "Final-Recipient: rfc822; b@example.org\r\nAction: delivered\r\nStatus: 2.0.0\r\n"
+        "Final-Recipient: rfc822; b@example.org\r\nAction: relayed\r\nStatus: 2.0.0\r\n"
     ));
     assert!(success.contains("Subject: Successful Mail Delivery Report\r\n"));
 }
@@ -102,6 +104,7 @@ fn the_notification_envelope() {
         ReportKind::Failure,
         ORIGINAL,
         "relay.example.net",
+        LIMIT,
         now(),
     );
     let Some((bounce, message)) = built else {
@@ -129,7 +132,62 @@ fn the_notification_envelope() {
         ReportKind::Failure,
         ORIGINAL,
         "relay.example.net",
+        LIMIT,
         now(),
     );
     assert_ne!(again.map(|(e, _)| e.id), Some(bounce.id));
+}
+
+fn delivered_by(handoff: Handoff) -> Outcome {
+    Outcome::Delivered {
+        remote_mta: Some("mx.example.org".into()),
+        reply: "250 2.0.0 Ok".into(),
+        handoff,
+    }
+}
+
+#[test]
+fn success_notices_only_for_trusted_senders() {
+    let mut env = envelope(Some("alice@example.com"), MailParams::default());
+    let reports = [(rcpt("b@example.org", Some("SUCCESS")), delivered())];
+    for trust in [SenderTrust::Authenticated, SenderTrust::TrustedNetwork] {
+        env.sender_trust = trust;
+        assert!(
+            dsn(&env, &reports, ReportKind::Success).is_some(),
+            "{trust:?}"
+        );
+    }
+    env.sender_trust = SenderTrust::Untrusted;
+    assert_eq!(dsn(&env, &reports, ReportKind::Success), None);
+    // Failures still go to an untrusted sender: RFC 3461 wants them, and they are
+    // bounded by the return limit.
+    let failed_reports = [(rcpt("b@example.org", None), failed("550 5.1.1 no"))];
+    assert!(dsn(&env, &failed_reports, ReportKind::Failure).is_some());
+}
+
+#[test]
+fn a_next_hop_that_took_notify_reports_success_itself() {
+    let env = envelope(Some("alice@example.com"), MailParams::default());
+    let reports = [
+        (
+            rcpt("passed@example.org", Some("SUCCESS")),
+            delivered_by(Handoff::NotifyPassedOn),
+        ),
+        (
+            rcpt("relayed@example.org", Some("SUCCESS")),
+            delivered_by(Handoff::Relayed),
+        ),
+        (
+            rcpt("final@example.org", Some("SUCCESS")),
+            delivered_by(Handoff::Final),
+        ),
+    ];
+    let success = dsn(&env, &reports, ReportKind::Success).unwrap_or_default();
+    let blocks = recipient_blocks(&success);
+    assert_eq!(blocks.len(), 2, "{success}");
+    assert!(blocks[0].contains("relayed@example.org\r\nAction: relayed\r\n"));
+    assert!(blocks[1].contains("final@example.org\r\nAction: delivered\r\n"));
+    assert!(!success.contains("passed@example.org"), "{success}");
+    let only_passed = &reports[..1];
+    assert_eq!(dsn(&env, only_passed, ReportKind::Success), None);
 }

@@ -31,6 +31,7 @@ fn a_complete_failure_notification() {
         &reports,
         ReportKind::Failure,
         "relay.example.net",
+        LIMIT,
         now(),
     );
     let Some(report) = report else {
