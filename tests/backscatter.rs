@@ -125,7 +125,8 @@ async fn wait_for_maildir(root: &Path, mailbox: &str) {
 async fn queue_len(relay: &common::Relay) -> usize {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(relay.admin).await.unwrap();
-    s.write_all(b"GET /queue HTTP/1.1\r\n\r\n").await.unwrap();
+    let request = format!("GET /queue HTTP/1.1\r\nHost: {}\r\n\r\n", relay.admin);
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).await.unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
