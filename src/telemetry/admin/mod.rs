@@ -28,6 +28,8 @@
 //! responder that reads one bounded request head (no body) and closes is all they need,
 //! so no HTTP framework is pulled in for it.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod queue;
 mod request;
 #[cfg(test)]
