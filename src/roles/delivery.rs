@@ -47,6 +47,7 @@ pub fn worker(
             ..Timeouts::default()
         },
         lmtp: false,
+        tls_fallbacks: metrics.delivery_tls_fallbacks.clone(),
     };
     let mut local_names = vec![config.hostname.to_ascii_lowercase()];
     local_names.extend(settings.local_names.iter().map(|n| n.to_ascii_lowercase()));

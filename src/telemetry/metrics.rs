@@ -16,6 +16,7 @@
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
+//! | `sluice_delivery_tls_fallbacks_total` | counter | | outbound connections that went on in plaintext because the handshake of opportunistic STARTTLS failed (certificate not verified, TLS error, handshake timeout); `starttls-required` and `implicit-tls` never fall back |
 //! | `sluice_delivery_seconds` | histogram | | from acceptance to successful delivery, per recipient |
 //! | `sluice_queue_redeliveries_total` | counter | | messages handed out again after an earlier lease lapsed without ack or defer (its worker died or overran its lease); each may be delivered twice, when that worker died between the remote's 250 and the record of it |
 //! | `sluice_delivery_duplicates_suppressed_total` | counter | | recipients of such messages not delivered again because a delivery event records them as delivered |
@@ -31,8 +32,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// A counter family keyed by one label whose values are few and fixed in the code.
@@ -212,6 +213,8 @@ pub struct Metrics {
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
     pub delivery_seconds: Histogram,
+    /// Shared with the outbound client, which counts (`ClientConfig::tls_fallbacks`).
+    pub delivery_tls_fallbacks: Arc<AtomicU64>,
     pub queue_redeliveries: AtomicU64,
     pub delivery_duplicates_suppressed: AtomicU64,
     pub events_lost: LabeledCounter,
@@ -241,6 +244,7 @@ impl Default for Metrics {
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
             delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
+            delivery_tls_fallbacks: Arc::default(),
             queue_redeliveries: AtomicU64::new(0),
             delivery_duplicates_suppressed: AtomicU64::new(0),
             events_lost: LabeledCounter::default(),
@@ -359,6 +363,13 @@ impl Metrics {
             .render(&mut out, "sluice_delivery_seconds");
         counter(
             &mut out,
+            "sluice_delivery_tls_fallbacks_total",
+            "Connections that went on in plaintext after a failed opportunistic TLS handshake.",
+        );
+        let fallbacks = self.delivery_tls_fallbacks.load(Ordering::Relaxed);
+        let _ = writeln!(out, "sluice_delivery_tls_fallbacks_total {fallbacks}");
+        counter(
+            &mut out,
             "sluice_queue_redeliveries_total",
             "Messages handed out again after a lease lapsed.",
         );
@@ -429,7 +440,9 @@ mod tests {
         m.messages_rejected.add("relay_denied", 2);
         m.enqueue_seconds.observe(Duration::from_micros(300));
         m.enqueue_seconds.observe(Duration::from_millis(20));
+        m.delivery_tls_fallbacks.fetch_add(2, Ordering::Relaxed);
         let text = m.render();
+        assert!(text.contains("sluice_delivery_tls_fallbacks_total 2\n"));
         assert!(text.contains("sluice_messages_rejected_total{reason=\"relay_denied\"} 3\n"));
         assert!(text.contains("sluice_enqueue_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(text.contains("sluice_enqueue_seconds_bucket{le=\"0.025\"} 2\n"));

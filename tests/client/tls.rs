@@ -1,7 +1,8 @@
 //! STARTTLS, implicit TLS and AUTH against a rustls server with an rcgen certificate.
 
 use super::*;
-use common::scripted::tls_pair;
+use common::scripted::{tls_pair, tls_pair_for};
+use std::sync::atomic::Ordering;
 
 #[tokio::test]
 async fn required_starttls_not_offered_defers() {
@@ -85,31 +86,171 @@ async fn starttls_then_auth_plain_then_delivery() {
 }
 
 #[tokio::test]
-async fn unverifiable_certificate_fails_when_verifying_and_passes_opportunistically() {
+async fn unverifiable_certificate_fails_when_required_and_passes_opportunistically() {
     let (acceptor, _roots) = tls_pair();
     let (listener, addr) = listen().await;
     let server = tokio::spawn(async move {
-        for _ in 0..2 {
+        // Required and verifying: the handshake fails, nothing follows.
+        // Opportunistic and verifying: the handshake fails, the client comes back in
+        // plaintext and leaves STARTTLS alone. Opportunistic without verifying: TLS.
+        for round in 0..3 {
             let mut p = Peer::accept(&listener).await;
             p.greet_and_ehlo("EHLO", &["STARTTLS"]).await;
             p.expect("STARTTLS").await;
             p.send("220 2.0.0 Ready").await;
-            let p = Peer::starttls_after_reply(p, &acceptor).await;
-            if let Some(mut p) = p {
-                p.ehlo("EHLO", &[]).await;
-                p.quit().await;
+            match Peer::starttls_after_reply(p, &acceptor).await {
+                Some(mut p) => {
+                    assert_eq!(round, 2, "the client accepted an unverifiable certificate");
+                    p.ehlo("EHLO", &[]).await;
+                    p.quit().await;
+                }
+                None if round == 1 => {
+                    let mut p = Peer::accept(&listener).await;
+                    p.greet_and_ehlo("EHLO", &["STARTTLS"]).await;
+                    p.quit().await;
+                }
+                None => assert_eq!(round, 0),
             }
         }
     });
     let mut cfg = config();
-    cfg.tls = TlsMode::Opportunistic;
+    cfg.tls = TlsMode::Required;
     let err = Connection::connect(addr, "localhost", &cfg)
         .await
         .err()
         .unwrap();
     assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+    cfg.tls = TlsMode::Opportunistic;
+    let conn = Connection::connect(addr, "localhost", &cfg).await.unwrap();
+    assert!(!conn.is_encrypted());
+    conn.quit().await;
     cfg.verify_certificates = false;
     let conn = Connection::connect(addr, "localhost", &cfg).await.unwrap();
+    assert!(conn.is_encrypted());
+    conn.quit().await;
+    server.await.unwrap();
+    assert_eq!(cfg.tls_fallbacks.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_failed_opportunistic_handshake_falls_back_to_plaintext_on_a_new_connection() {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&listener).await;
+        p.greet_and_ehlo("EHLO", &["STARTTLS", "8BITMIME"]).await;
+        p.starttls_then_garbage().await;
+        // The second connection still offers STARTTLS; the client does not take it.
+        let mut p = Peer::accept(&listener).await;
+        p.greet_and_ehlo("EHLO", &["STARTTLS", "8BITMIME"]).await;
+        let content = accept_message(&mut p, "bob@example.org").await;
+        p.quit().await;
+        content
+    });
+    let mut cfg = config();
+    cfg.tls = TlsMode::Opportunistic;
+    // As for MX delivery: any certificate would do, the handshake itself fails.
+    cfg.verify_certificates = false;
+    let env = envelope(&["bob@example.org"]);
+    let mut conn = Connection::connect(addr, "mx.example.org", &cfg)
+        .await
+        .unwrap();
+    assert!(!conn.is_encrypted());
+    let outcomes = conn.send(&env, &env.recipients, MESSAGE).await.unwrap();
+    assert!(outcomes[0].is_delivered(), "{outcomes:?}");
+    conn.quit().await;
+    assert_eq!(server.await.unwrap(), MESSAGE);
+    assert_eq!(cfg.tls_fallbacks.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn required_and_implicit_tls_never_fall_back() {
+    let (listener, addr) = listen().await;
+    let mut cfg = config();
+    cfg.tls = TlsMode::Required;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&listener).await;
+        p.greet_and_ehlo("EHLO", &["STARTTLS"]).await;
+        p.starttls_then_garbage().await;
+        listener
+    });
+    let err = Connection::connect(addr, "localhost", &cfg)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.is_tls_handshake_failure(), "{err:?}");
+    let listener = server.await.unwrap();
+    // Had the client come back, its connection would be waiting: `connect` has returned.
+    let again = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        again.is_err(),
+        "the client reconnected after a required handshake failed"
+    );
+
+    // Implicit TLS to a server that speaks plaintext SMTP: no second connection either.
+    cfg.tls = TlsMode::Implicit;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&listener).await;
+        p.send("220 server.test ESMTP plaintext only").await;
+        // Kept open until the client has given up on it.
+        (listener, p)
+    });
+    let err = Connection::connect(addr, "localhost", &cfg)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.is_tls_handshake_failure(), "{err:?}");
+    let (listener, _peer) = server.await.unwrap();
+    let again = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        again.is_err(),
+        "the client reconnected after implicit TLS failed"
+    );
+    assert_eq!(cfg.tls_fallbacks.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_address_literal_is_verified_as_an_ip_address() {
+    let (acceptor, roots) = tls_pair_for(&["127.0.0.1"]);
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&listener).await;
+        p.greet_and_ehlo("EHLO", &["STARTTLS"]).await;
+        let mut p = p.starttls(&acceptor).await;
+        p.ehlo("EHLO", &[]).await;
+        p.quit().await;
+    });
+    let mut cfg = config();
+    cfg.tls = TlsMode::Required;
+    cfg.tls_roots = Arc::new(roots);
+    let conn = Connection::connect(addr, "[127.0.0.1]", &cfg)
+        .await
+        .unwrap();
+    assert!(conn.is_encrypted());
+    assert_eq!(
+        conn.remote(),
+        format!("[127.0.0.1][127.0.0.1]:{}", addr.port())
+    );
+    conn.quit().await;
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_internationalised_name_is_verified_by_its_a_label() {
+    let (acceptor, roots) = tls_pair_for(&["xn--bcher-kva.example"]);
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut p = Peer::accept(&listener).await;
+        p.greet_and_ehlo("EHLO", &["STARTTLS"]).await;
+        let mut p = p.starttls(&acceptor).await;
+        p.ehlo("EHLO", &[]).await;
+        p.quit().await;
+    });
+    let mut cfg = config();
+    cfg.tls = TlsMode::Required;
+    cfg.tls_roots = Arc::new(roots);
+    let conn = Connection::connect(addr, "bücher.example", &cfg)
+        .await
+        .unwrap();
     assert!(conn.is_encrypted());
     conn.quit().await;
     server.await.unwrap();

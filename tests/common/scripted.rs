@@ -23,7 +23,14 @@ pub async fn listen() -> (TcpListener, SocketAddr) {
 
 /// A server certificate for `localhost` and the root store a client needs to trust it.
 pub fn tls_pair() -> (TlsAcceptor, rustls::RootCertStore) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    tls_pair_for(&["localhost"])
+}
+
+/// The same for a certificate whose subject alternative names are `names` (an IP address
+/// becomes an iPAddress SAN, anything else a dNSName).
+pub fn tls_pair_for(names: &[&str]) -> (TlsAcceptor, rustls::RootCertStore) {
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
     let der = CertificateDer::from(cert.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -180,6 +187,19 @@ impl Peer {
         Some(Peer {
             io: BufReader::new(Box::new(tls.ok()?)),
         })
+    }
+
+    /// Answers STARTTLS with 220, waits for the start of the ClientHello (so that the
+    /// client has taken the 220 alone), then answers with bytes that are no TLS record and
+    /// hangs up: a broken TLS stack or a middlebox the handshake cannot get past.
+    pub async fn starttls_then_garbage(mut self) {
+        self.expect("STARTTLS").await;
+        self.send("220 2.0.0 Ready to start TLS").await;
+        let record_header = self.read_exact(5).await;
+        assert_eq!(record_header[0], 22, "a TLS handshake record");
+        let stream = self.io.get_mut();
+        let _ = stream.write_all(b"this is not a TLS record\r\n").await;
+        let _ = stream.shutdown().await;
     }
 
     /// Expects QUIT, answers it, and checks that the client then closes.

@@ -10,6 +10,7 @@ use super::{ClientConfig, TlsMode};
 use crate::smtp::reply::Reply;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -34,10 +35,13 @@ impl Connection {
         config: &ClientConfig,
     ) -> Result<Connection, ClientError> {
         let remote = format!("{server_name}[{}]:{}", addr.ip(), addr.port());
-        let tcp = within_connect_timeout(config, &remote, TcpStream::connect(addr)).await?;
-        // Pipelined commands go out in one write anyway; small writes should not wait.
-        let _ = tcp.set_nodelay(true);
-        Connection::open(Box::new(tcp), server_name, remote, config).await
+        let dial = || async {
+            let tcp = within_connect_timeout(config, &remote, TcpStream::connect(addr)).await?;
+            // Pipelined commands go out in one write anyway; small writes should not wait.
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as Box<dyn Io>)
+        };
+        Connection::open_or_fall_back(dial, server_name, &remote, config).await
     }
 
     /// Connects to a local LMTP (or SMTP) server on a unix socket. TLS modes apply as
@@ -47,8 +51,43 @@ impl Connection {
         config: &ClientConfig,
     ) -> Result<Connection, ClientError> {
         let remote = format!("unix:{}", path.display());
-        let stream = within_connect_timeout(config, &remote, UnixStream::connect(path)).await?;
-        Connection::open(Box::new(stream), "localhost", remote, config).await
+        let dial = || async {
+            let stream = within_connect_timeout(config, &remote, UnixStream::connect(path)).await?;
+            Ok(Box::new(stream) as Box<dyn Io>)
+        };
+        Connection::open_or_fall_back(dial, "localhost", &remote, config).await
+    }
+
+    /// Opens a session over a stream from `dial`. When opportunistic STARTTLS was offered
+    /// but its handshake failed (a certificate that does not verify, a broken TLS stack, a
+    /// middlebox), the session is unusable, so a second stream is dialled and the message
+    /// goes in plaintext, as Postfix does for `smtp_tls_security_level = may`: deferring
+    /// until expiry protects nothing that plaintext delivery to a server without STARTTLS
+    /// would not expose anyway. Required and implicit TLS never fall back.
+    async fn open_or_fall_back<F, Fut>(
+        dial: F,
+        server_name: &str,
+        remote: &str,
+        config: &ClientConfig,
+    ) -> Result<Connection, ClientError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Box<dyn Io>, ClientError>>,
+    {
+        let first = Connection::open(dial().await?, server_name, remote.to_string(), config).await;
+        match first {
+            Err(e) if config.tls == TlsMode::Opportunistic && e.is_tls_handshake_failure() => {
+                tracing::warn!(%remote, error = %e, "opportunistic TLS failed, delivering without TLS on this connection");
+                config.tls_fallbacks.fetch_add(1, Ordering::Relaxed);
+                let plaintext = ClientConfig {
+                    tls: TlsMode::Disabled,
+                    ..config.clone()
+                };
+                let io = dial().await?;
+                Connection::open(io, server_name, remote.to_string(), &plaintext).await
+            }
+            other => other,
+        }
     }
 
     async fn open(

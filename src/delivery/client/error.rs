@@ -4,6 +4,9 @@ use crate::delivery::Outcome;
 use crate::smtp::reply::{Reply, ReplyError};
 use std::time::Duration;
 
+/// The step name of the TLS handshake in [`ClientError::Timeout`].
+pub const TLS_HANDSHAKE: &str = "TLS handshake";
+
 /// A failure of the connection or of the session around the transaction. Replies to
 /// MAIL, RCPT and DATA are not errors: `send` turns them into outcomes. After any error
 /// but [`ClientError::Rejected`] and the refusals decided locally, the connection is
@@ -63,6 +66,16 @@ impl ClientError {
             remote: remote.to_string(),
             command,
             reason: e.to_string(),
+        }
+    }
+
+    /// True when the TLS handshake itself failed (or no name could be made for it): the
+    /// stream is then unusable, but the server may well take the message in plaintext.
+    pub fn is_tls_handshake_failure(&self) -> bool {
+        match self {
+            ClientError::Tls { .. } | ClientError::InvalidServerName { .. } => true,
+            ClientError::Timeout { command, .. } => *command == TLS_HANDSHAKE,
+            _ => false,
         }
     }
 

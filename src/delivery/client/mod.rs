@@ -26,12 +26,14 @@ pub use transaction::reply_outcome;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// How the connection is encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
-    /// STARTTLS when the server offers it, plaintext otherwise (RFC 7435).
+    /// STARTTLS when the server offers it, plaintext otherwise (RFC 7435), and plaintext
+    /// on a new connection when the handshake fails.
     Opportunistic,
     /// STARTTLS or no delivery: a server that does not offer it gets none of our mail.
     Required,
@@ -126,6 +128,10 @@ pub struct ClientConfig {
     pub timeouts: Timeouts,
     /// LMTP (RFC 2033): LHLO, and one reply per recipient after the final dot.
     pub lmtp: bool,
+    /// Counts the connections that fell back to plaintext after a failed opportunistic
+    /// TLS handshake; shared with the process metrics
+    /// (`sluice_delivery_tls_fallbacks_total`).
+    pub tls_fallbacks: Arc<AtomicU64>,
 }
 
 impl ClientConfig {
@@ -140,6 +146,7 @@ impl ClientConfig {
             credentials: None,
             timeouts: Timeouts::default(),
             lmtp: false,
+            tls_fallbacks: Arc::default(),
         }
     }
 }

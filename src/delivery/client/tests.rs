@@ -232,3 +232,45 @@ fn policy_tls_modes_map_and_debug_hides_the_password() {
         "{debug}"
     );
 }
+
+#[test]
+fn tls_server_names_of_address_literals_ips_and_idns() {
+    use rustls::pki_types::ServerName;
+    use std::net::IpAddr;
+    let ip = |text: &str| {
+        let ip: IpAddr = text.parse().unwrap();
+        ServerName::IpAddress(ip.into())
+    };
+    let dns = |text: &'static str| ServerName::try_from(text).unwrap();
+    let cases = [
+        ("[192.0.2.1]", ip("192.0.2.1")),
+        ("[IPv6:2001:db8::1]", ip("2001:db8::1")),
+        ("[ipv6:2001:db8::1]", ip("2001:db8::1")),
+        ("10.9.8.7", ip("10.9.8.7")),
+        ("::1", ip("::1")),
+        ("mx.example.org", dns("mx.example.org")),
+        ("mx.example.org.", dns("mx.example.org")),
+        ("bücher.example", dns("xn--bcher-kva.example")),
+        ("BÜCHER.example.", dns("xn--bcher-kva.example")),
+        ("xn--bcher-kva.example", dns("xn--bcher-kva.example")),
+    ];
+    for (name, want) in cases {
+        assert_eq!(tls::tls_server_name(name).unwrap(), want, "{name}");
+    }
+    for bad in [
+        "[nonsense]",
+        "[2001:db8::1]",
+        "[IPv6:192.0.2.1]",
+        "[192.0.2.1",
+        "[]",
+        "bad name",
+        "",
+    ] {
+        let err = tls::tls_server_name(bad).unwrap_err();
+        assert!(
+            matches!(err, ClientError::InvalidServerName { .. }),
+            "{bad}: {err:?}"
+        );
+        assert!(err.is_tls_handshake_failure());
+    }
+}

@@ -2,12 +2,13 @@
 //! (RFC 3207) and implicit TLS (RFC 8314), with or without certificate verification.
 
 use super::ClientConfig;
-use super::error::ClientError;
+use super::error::{ClientError, TLS_HANDSHAKE};
 use super::wire::Io;
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_rustls::TlsConnector;
@@ -59,11 +60,7 @@ pub async fn handshake(
     config: &ClientConfig,
     duration: Duration,
 ) -> Result<Box<dyn Io>, ClientError> {
-    let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
-        ClientError::InvalidServerName {
-            name: server_name.to_string(),
-        }
-    })?;
+    let name = tls_server_name(server_name)?;
     let tls_error = |reason: String| ClientError::Tls {
         remote: remote.to_string(),
         reason,
@@ -74,10 +71,42 @@ pub async fn handshake(
         Ok(Ok(stream)) => Ok(Box::new(stream)),
         Ok(Err(e)) => Err(tls_error(e.to_string())),
         Err(_) => Err(ClientError::Timeout {
-            command: "TLS handshake",
+            command: TLS_HANDSHAKE,
             duration,
         }),
     }
+}
+
+/// The name the certificate is verified against (and sent as SNI) for a next hop named
+/// `name`: the IP address of an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`,
+/// RFC 5321 4.1.3), which certificates carry as an iPAddress SAN and SNI never carries
+/// (RFC 6066 3); an IP address as it is; and a domain in its A-label form (RFC 5890),
+/// the only form certificates hold, so that `bücher.example` is checked as
+/// `xn--bcher-kva.example`.
+pub fn tls_server_name(name: &str) -> Result<ServerName<'static>, ClientError> {
+    let invalid = || ClientError::InvalidServerName {
+        name: name.to_string(),
+    };
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        let ip = match literal.split_at_checked(5) {
+            Some((tag, v6)) if tag.eq_ignore_ascii_case("ipv6:") => {
+                v6.parse::<Ipv6Addr>().map(IpAddr::V6).ok()
+            }
+            _ => literal.parse::<Ipv4Addr>().map(IpAddr::V4).ok(),
+        };
+        return ip
+            .map(|ip| ServerName::IpAddress(ip.into()))
+            .ok_or_else(invalid);
+    }
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let ascii = match name.is_ascii() {
+        true => name.to_string(),
+        false => idna::domain_to_ascii(name).map_err(|_| invalid())?,
+    };
+    ServerName::try_from(ascii).map_err(|_| invalid())
 }
 
 /// Accepts any certificate, for opportunistic security (RFC 7435): an MX found in DNS

@@ -33,6 +33,8 @@
 //! framework is pulled in for it.
 
 pub mod access;
+#[doc(hidden)]
+pub mod fuzzing;
 mod queue;
 pub mod request;
 #[cfg(test)]
