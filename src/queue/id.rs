@@ -13,9 +13,25 @@ use std::time::SystemTime;
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/// Read back (from the spool, a JetStream header, an admin path) only as `generate`
+/// writes it: an id becomes part of log lines, file and object names and subjects.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct QueueId(String);
+
+impl TryFrom<String> for QueueId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        QueueId::parse(&text).ok_or_else(|| format!("{text:?} is not a queue id"))
+    }
+}
+
+impl From<QueueId> for String {
+    fn from(id: QueueId) -> String {
+        id.0
+    }
+}
 
 static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
 
@@ -84,6 +100,16 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted, ids);
+    }
+
+    #[test]
+    fn only_ids_as_generated_deserialize() {
+        let id = QueueId::generate();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<QueueId>(&json).unwrap(), id);
+        for hostile in ["\"../x\"", "\"\"", "\"01JF0000000000000000000000/\"", "7"] {
+            assert!(serde_json::from_str::<QueueId>(hostile).is_err(), "{hostile}");
+        }
     }
 
     #[test]
