@@ -192,6 +192,25 @@ pub struct Limits {
     pub max_session_lifetime: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Connections at once from one IPv6 network of `ipv6Prefix` bits; by default
+    /// `maxConnectionsPerIp`, since one host commonly has a whole /64.
+    pub max_connections_per_ipv6_prefix: Option<usize>,
+    /// How many leading bits of an IPv6 address name one client network (0 to 128).
+    pub ipv6_prefix: u8,
+    /// Message content all sessions together may hold in memory; when spent, new
+    /// transactions get `452 4.3.1` and messages being received `451 4.3.1`. By default
+    /// a quarter of the container's memory limit (cgroup v2 `memory.max`, else v1
+    /// `memory.limit_in_bytes`), else 256Mi.
+    #[serde(deserialize_with = "serde_size::deserialize_option")]
+    pub memory_budget: Option<u64>,
+    /// A message's content beyond this size is written to a temporary file while it is
+    /// received instead of being held in memory.
+    #[serde(deserialize_with = "serde_size::deserialize")]
+    pub spill_threshold: u64,
+    /// Where those temporary files go: by default `incoming` inside the spool directory
+    /// (the same disk as the spool), or the system's temporary directory without a
+    /// spool (`sluice ingress`: mount a writable volume there on a read-only root).
+    pub spill_directory: Option<PathBuf>,
     /// Pause before answering a failed AUTH, doubled for each further failure.
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub auth_failure_delay: Duration,
@@ -218,6 +237,11 @@ impl Default for Limits {
             max_session_lifetime: Duration::from_secs(3600),
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            max_connections_per_ipv6_prefix: None,
+            ipv6_prefix: 64,
+            memory_budget: None,
+            spill_threshold: 256 << 10,
+            spill_directory: None,
             auth_failure_delay: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -304,6 +328,7 @@ impl Config {
         self.delivery.ca_file.iter_mut().for_each(join);
         self.policies.iter_mut().for_each(join);
         self.ports_file.iter_mut().for_each(join);
+        self.limits.spill_directory.iter_mut().for_each(join);
         self.nats.resolve_paths(base);
         if let Some(tls) = self.tls.as_mut() {
             join(&mut tls.cert_file);
@@ -353,6 +378,29 @@ impl Config {
                 "limits.maxErrors, maxConnections and maxConnectionsPerIp must be positive".into(),
             );
         }
+        self.limits.validate_memory()
+    }
+}
+
+/// The least memory budget: room for one spilled message's write buffers.
+pub const MIN_MEMORY_BUDGET: u64 = 128 << 10;
+
+impl Limits {
+    fn validate_memory(&self) -> Result<(), String> {
+        if self.ipv6_prefix > 128 {
+            return Err("limits.ipv6Prefix must be between 0 and 128".into());
+        }
+        if self.max_connections_per_ipv6_prefix == Some(0) {
+            return Err("limits.maxConnectionsPerIpv6Prefix must be positive".into());
+        }
+        if self.memory_budget.is_some_and(|b| b < MIN_MEMORY_BUDGET) {
+            return Err(format!(
+                "limits.memoryBudget must be at least {MIN_MEMORY_BUDGET} bytes"
+            ));
+        }
+        if self.spill_threshold == 0 {
+            return Err("limits.spillThreshold must be positive".into());
+        }
         Ok(())
     }
 }
@@ -391,6 +439,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.max_message_size, 10 << 20);
         assert_eq!(c.limits.command_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.memory_budget, None, "computed when left out");
+        let c = load(&format!(
+            "{MINIMAL}limits: {{memoryBudget: 64Mi, spillThreshold: 1Mi, spillDirectory: tmp, ipv6Prefix: 56}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.memory_budget, Some(64 << 20));
+        assert_eq!(c.limits.spill_threshold, 1 << 20);
+        assert!(c.limits.spill_directory.unwrap().is_absolute());
+        assert_eq!(c.limits.ipv6_prefix, 56);
     }
 
     #[test]
@@ -398,6 +455,9 @@ mod tests {
         for (extra, needle) in [
             ("limits: {maxCommandLine: 512}\n", "maxCommandLine"),
             ("limits: {maxDataLine: 100}\n", "maxDataLine"),
+            ("limits: {ipv6Prefix: 129}\n", "ipv6Prefix"),
+            ("limits: {memoryBudget: 1Ki}\n", "memoryBudget"),
+            ("limits: {spillThreshold: 0}\n", "spillThreshold"),
             ("bogus: 1\n", "unknown field"),
         ] {
             let err = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();

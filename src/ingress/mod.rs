@@ -2,7 +2,9 @@
 //! and one task per connection ([`connection`]) that drives a protocol
 //! [`Session`](crate::smtp::session::Session) and hands accepted messages to the queue.
 
+pub mod budget;
 mod connection;
+mod content;
 mod io;
 pub mod limits;
 pub mod tls;
@@ -14,7 +16,9 @@ use crate::smtp::reply::Reply;
 use crate::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
+use budget::MemoryBudget;
 use connection::Connection;
+pub use content::SpillSettings;
 use io::Io;
 use limits::ConnectionLimits;
 use std::net::SocketAddr;
@@ -54,6 +58,10 @@ pub struct Shared {
     /// Where the `accepted` event of each queued message goes.
     pub events: Arc<dyn EventSink>,
     pub limits: Arc<ConnectionLimits>,
+    /// Message content held in memory by all sessions together.
+    pub budget: Arc<MemoryBudget>,
+    /// Where content beyond the in-memory threshold goes.
+    pub spill: SpillSettings,
     pub timeouts: Timeouts,
     pub max_command_line: usize,
 }

@@ -90,7 +90,7 @@ pub async fn start(config: Config, role: Role) -> anyhow::Result<Running> {
             metrics.clone(),
             readiness.clone(),
             backend.events(),
-        );
+        )?;
         bound = listeners::bind(&config, &shared, &tracker, &drain, &stop).await?;
         ports.add(&bound)?;
     }
