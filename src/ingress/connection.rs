@@ -5,7 +5,7 @@
 //! Replies are buffered and written when the connection is about to wait for input, which
 //! is what RFC 2920 asks of a PIPELINING server and saves a write per command.
 
-use super::content::{Body, Content};
+use super::content::{Content, Stored};
 use super::io::Io;
 use super::tls::tls_info;
 use super::{Listener, Shared};
@@ -333,25 +333,9 @@ impl Connection {
         let body = content.finish(&tail, &self.shared).await;
         drop(tail);
         let started = Instant::now();
-        let (result, size) = match body {
-            Body::Memory { content, _held } => {
-                let result = self.shared.queue.enqueue(&envelope, &content).await;
-                (result, content.len() as u64)
-            }
-            Body::File { path, len } => {
-                // A queue that reads the file whole needs the memory for it now; messages
-                // done receiving wait for it ahead of those still arriving.
-                let mut held = self.shared.budget.reservation();
-                let need = self.shared.queue.file_body_memory(len);
-                if let Err(e) = held.grow(need, self.shared.timeouts.data).await {
-                    return self
-                        .session
-                        .content_dropped(format!("{len} bytes to queue: {e}"));
-                }
-                let result = self.shared.queue.enqueue_file(&envelope, path.path(), len);
-                (result.await, len)
-            }
-            Body::Dropped(why) => return self.session.content_dropped(why),
+        let (result, size) = match body.store(&envelope, &self.shared).await {
+            Stored::Queue(result, size) => (result, size),
+            Stored::Dropped(why) => return self.session.content_dropped(why),
         };
         let metrics = &self.shared.metrics;
         metrics.enqueue_seconds.observe(started.elapsed());

@@ -10,6 +10,7 @@
 
 use super::Shared;
 use super::budget::Reservation;
+use crate::queue::{Envelope, QueueError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
@@ -75,6 +76,39 @@ pub(super) enum Body {
     File { path: TempPath, len: u64 },
     /// Not kept: the reason, for the log.
     Dropped(String),
+}
+
+/// What became of a complete message.
+pub(super) enum Stored {
+    /// The queue's answer, and the message's size.
+    Queue(Result<(), QueueError>, u64),
+    /// Not offered to the queue: why.
+    Dropped(String),
+}
+
+impl Body {
+    /// Hands the message to the queue; the temporary file and the memory go once the
+    /// queue has answered.
+    pub(super) async fn store(self, envelope: &Envelope, shared: &Shared) -> Stored {
+        match self {
+            Body::Memory { content, _held } => {
+                let result = shared.queue.enqueue(envelope, &content).await;
+                Stored::Queue(result, content.len() as u64)
+            }
+            Body::File { path, len } => {
+                // A queue that reads the file whole needs the memory for it now; messages
+                // done receiving wait for it ahead of those still arriving.
+                let mut held = shared.budget.reservation();
+                let need = shared.queue.file_body_memory(len);
+                if let Err(e) = held.grow(need, shared.timeouts.data).await {
+                    return Stored::Dropped(format!("{len} bytes to queue: {e}"));
+                }
+                let result = shared.queue.enqueue_file(envelope, path.path(), len).await;
+                Stored::Queue(result, len)
+            }
+            Body::Dropped(why) => Stored::Dropped(why),
+        }
+    }
 }
 
 /// A temporary file, removed when this is dropped.
