@@ -229,6 +229,25 @@ pub struct Limits {
     pub session_policy_max_age: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Connections at once from one IPv6 network of `ipv6Prefix` bits; by default
+    /// `maxConnectionsPerIp`, since one host commonly has a whole /64.
+    pub max_connections_per_ipv6_prefix: Option<usize>,
+    /// How many leading bits of an IPv6 address name one client network (0 to 128).
+    pub ipv6_prefix: u8,
+    /// Message content all sessions together may hold in memory; when spent, new
+    /// transactions get `452 4.3.1` and messages being received `451 4.3.1`. By default
+    /// a quarter of the container's memory limit (cgroup v2 `memory.max`, else v1
+    /// `memory.limit_in_bytes`), else 256Mi.
+    #[serde(deserialize_with = "serde_size::deserialize_option")]
+    pub memory_budget: Option<u64>,
+    /// A message's content beyond this size is written to a temporary file while it is
+    /// received instead of being held in memory.
+    #[serde(deserialize_with = "serde_size::deserialize")]
+    pub spill_threshold: u64,
+    /// Where those temporary files go: by default `incoming` inside the spool directory
+    /// (the same disk as the spool), or the system's temporary directory without a
+    /// spool (`sluice ingress`: mount a writable volume there on a read-only root).
+    pub spill_directory: Option<PathBuf>,
     /// Pause before checking the password of a client network or user name with failed
     /// AUTHs in the current window, doubled for each further failure (up to 8 times).
     #[serde(deserialize_with = "serde_duration::deserialize")]
@@ -276,6 +295,11 @@ impl Default for Limits {
             session_policy_max_age: Duration::from_secs(120),
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            max_connections_per_ipv6_prefix: None,
+            ipv6_prefix: 64,
+            memory_budget: None,
+            spill_threshold: 256 << 10,
+            spill_directory: None,
             auth_failure_delay: Duration::from_secs(1),
             max_concurrent_auth_checks: None,
             auth_failures_per_ip: 10,
@@ -371,6 +395,7 @@ impl Config {
         self.policies.iter_mut().for_each(join);
         self.ports_file.iter_mut().for_each(join);
         self.admin_token_file.iter_mut().for_each(join);
+        self.limits.spill_directory.iter_mut().for_each(join);
         self.nats.resolve_paths(base);
         if let Some(tls) = self.tls.as_mut() {
             join(&mut tls.cert_file);
@@ -421,6 +446,29 @@ impl Config {
             return Err(
                 "limits.maxErrors, maxConnections, maxConnectionsPerIp, maxConcurrentAuthChecks and authFailureTableSize must be positive".into(),
             );
+        }
+        self.limits.validate_memory()
+    }
+}
+
+/// The least memory budget: room for one spilled message's write buffers.
+pub const MIN_MEMORY_BUDGET: u64 = 128 << 10;
+
+impl Limits {
+    fn validate_memory(&self) -> Result<(), String> {
+        if self.ipv6_prefix > 128 {
+            return Err("limits.ipv6Prefix must be between 0 and 128".into());
+        }
+        if self.max_connections_per_ipv6_prefix == Some(0) {
+            return Err("limits.maxConnectionsPerIpv6Prefix must be positive".into());
+        }
+        if self.memory_budget.is_some_and(|b| b < MIN_MEMORY_BUDGET) {
+            return Err(format!(
+                "limits.memoryBudget must be at least {MIN_MEMORY_BUDGET} bytes"
+            ));
+        }
+        if self.spill_threshold == 0 {
+            return Err("limits.spillThreshold must be positive".into());
         }
         Ok(())
     }
@@ -488,6 +536,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.max_message_size, 10 << 20);
         assert_eq!(c.limits.command_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.memory_budget, None, "computed when left out");
+        let c = load(&format!(
+            "{MINIMAL}limits: {{memoryBudget: 64Mi, spillThreshold: 1Mi, spillDirectory: tmp, ipv6Prefix: 56}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.memory_budget, Some(64 << 20));
+        assert_eq!(c.limits.spill_threshold, 1 << 20);
+        assert!(c.limits.spill_directory.unwrap().is_absolute());
+        assert_eq!(c.limits.ipv6_prefix, 56);
     }
 
     #[test]
@@ -528,6 +585,9 @@ mod tests {
                 "limits: {authFailureTableSize: 0}\n",
                 "authFailureTableSize",
             ),
+            ("limits: {ipv6Prefix: 129}\n", "ipv6Prefix"),
+            ("limits: {memoryBudget: 1Ki}\n", "memoryBudget"),
+            ("limits: {spillThreshold: 0}\n", "spillThreshold"),
             ("bogus: 1\n", "unknown field"),
         ] {
             let err = load(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();

@@ -89,6 +89,11 @@ pub mod serde_size {
             Raw::Text(t) => super::parse_size(&t).map_err(D::Error::custom),
         }
     }
+
+    /// For a size that has a computed default when left out (`#[serde(default)]`).
+    pub fn deserialize_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        deserialize(d).map(Some)
+    }
 }
 
 pub mod serde_duration {

@@ -270,7 +270,11 @@ mod tests {
         for key in 1..20_000u32 {
             let now = t0 + Duration::from_millis(u64::from(key) * 10);
             let _ = fail_once(&mut t, key, now);
-            assert!(t.tracked() <= 500, "{} entries after key {key}", t.tracked());
+            assert!(
+                t.tracked() <= 500,
+                "{} entries after key {key}",
+                t.tracked()
+            );
         }
         let now = t0 + Duration::from_secs(200);
         assert!(matches!(t.admit(&0, now), Admission::Locked { .. }));

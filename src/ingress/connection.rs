@@ -5,13 +5,14 @@
 //! Replies are buffered and written when the connection is about to wait for input, which
 //! is what RFC 2920 asks of a PIPELINING server and saves a write per command.
 
+use super::content::{Content, Stored};
 use super::io::Io;
 use super::tls::tls_info;
 use super::{Listener, Shared};
 use crate::events::DeliveryEvent;
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
-use crate::smtp::session::{Session, Step};
+use crate::smtp::session::{Resources, Session, Step};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +47,8 @@ pub(super) struct Connection {
     peer: String,
     /// When the session took the policy it applies.
     policy_since: Instant,
+    /// The content of the message being received, taken from the session as it comes.
+    content: Option<Content>,
 }
 
 impl Connection {
@@ -66,6 +69,7 @@ impl Connection {
             shared,
             peer,
             policy_since: Instant::now(),
+            content: None,
         }
     }
 
@@ -114,6 +118,7 @@ impl Connection {
                 if !self.session.in_auth_exchange() {
                     self.shared.metrics.commands.inc(verb_label(&line));
                 }
+                self.session.set_resources(self.resources());
                 let step = self.session.command(&line);
                 self.apply(step).await
             }
@@ -178,6 +183,7 @@ impl Connection {
         while offset < bytes.len() && self.session.receiving_message() {
             let (n, step) = self.session.message_bytes(&bytes[offset..]);
             offset += n;
+            self.take_content().await;
             if let Some(step) = step
                 && self.apply(step).await == Flow::Close
             {
@@ -209,13 +215,44 @@ impl Connection {
                     Some(self.verify(username, password).await)
                 }
                 Step::Enqueue(message) => {
-                    let (envelope, content) = *message;
-                    Some(self.enqueue(envelope, content).await)
+                    let (envelope, tail) = *message;
+                    Some(self.enqueue(envelope, tail).await)
                 }
             };
         }
         self.account_rejection();
+        if !self.session.content_in_progress() {
+            // Refused, reset or queued: a spill file goes with it.
+            self.content = None;
+        }
         Flow::Continue
+    }
+
+    /// Whether a new message would find memory: at least the threshold a message may
+    /// fill before it spills, so that one that starts now can also reach its file.
+    fn resources(&self) -> Resources {
+        let budget = &self.shared.budget;
+        let need = self.shared.spill.threshold.min(budget.limit());
+        if budget.available() < need {
+            Resources::Exhausted
+        } else {
+            Resources::Available
+        }
+    }
+
+    /// Moves the content the session received to where this message is kept.
+    async fn take_content(&mut self) {
+        let Some(buffer) = self.session.content_buffer() else {
+            return;
+        };
+        if buffer.is_empty() {
+            return;
+        }
+        let content = self
+            .content
+            .get_or_insert_with(|| Content::new(&self.shared));
+        content.push(buffer, &self.shared).await;
+        buffer.clear();
     }
 
     async fn close_with(&mut self, reply: Reply) -> Flow {
@@ -307,9 +344,18 @@ impl Connection {
         self.session.auth_result(verdict.outcome())
     }
 
-    async fn enqueue(&mut self, envelope: crate::queue::Envelope, content: Vec<u8>) -> Step {
+    async fn enqueue(&mut self, envelope: crate::queue::Envelope, tail: Vec<u8>) -> Step {
+        let content = match self.content.take() {
+            Some(content) => content,
+            None => Content::new(&self.shared),
+        };
+        let body = content.finish(&tail, &self.shared).await;
+        drop(tail);
         let started = Instant::now();
-        let result = self.shared.queue.enqueue(&envelope, &content).await;
+        let (result, size) = match body.store(&envelope, &self.shared).await {
+            Stored::Queue(result, size) => (result, size),
+            Stored::Dropped(why) => return self.session.content_dropped(why),
+        };
         let metrics = &self.shared.metrics;
         metrics.enqueue_seconds.observe(started.elapsed());
         if result.is_ok() {
@@ -320,12 +366,12 @@ impl Connection {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics
                 .received_bytes
-                .fetch_add(content.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 queue_id = %envelope.id,
                 from = %crate::smtp::address::display_reverse_path(&envelope.reverse_path),
                 nrcpt = envelope.recipients.len(),
-                size = content.len(),
+                size,
                 client = %self.peer,
                 listener = %self.listener.name,
                 user = envelope.authenticated_user.as_deref().unwrap_or(""),

@@ -1,21 +1,52 @@
-//! Concurrent connection limits, overall and per client IP: a connection holds a
-//! [`ConnectionPermit`] for its lifetime, and is answered 421 4.7.0 when none is left.
+//! Concurrent connection limits, overall, per client IP and per IPv6 prefix: a
+//! connection holds a [`ConnectionPermit`] for its lifetime, and is answered 421 4.7.0
+//! when none is left.
+//!
+//! One IPv6 host usually has a whole /64 to itself and can pick a fresh address from it
+//! for every connection, so a per-address limit alone does not bound it; connections are
+//! also counted per prefix (`limits.ipv6Prefix`, 64 bits by default).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
 pub struct ConnectionLimits {
     max_total: usize,
     max_per_ip: usize,
+    ipv6: Ipv6Limit,
     state: Mutex<Counts>,
+}
+
+/// How IPv6 clients are grouped.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv6Limit {
+    /// Leading bits that name one client network (0 to 128).
+    pub prefix: u8,
+    /// Connections at once from one such network.
+    pub max_per_prefix: usize,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    per_prefix: HashMap<Ipv6Addr, usize>,
+}
+
+/// The network of an IPv6 client: its address with all but the first `prefix` bits
+/// zeroed. `None` for IPv4 (and IPv4-mapped) clients, which are counted per address.
+pub fn ipv6_network(ip: IpAddr, prefix: u8) -> Option<Ipv6Addr> {
+    let IpAddr::V6(v6) = ip else {
+        return None;
+    };
+    if v6.to_ipv4_mapped().is_some() {
+        return None;
+    }
+    let mask = u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0);
+    Some(Ipv6Addr::from(u128::from(v6) & mask))
 }
 
 /// Why a connection was refused, as the metric label.
@@ -23,6 +54,7 @@ struct Counts {
 pub enum Refusal {
     MaxConnections,
     MaxPerIp,
+    MaxPerIpv6Prefix,
 }
 
 impl Refusal {
@@ -30,6 +62,7 @@ impl Refusal {
         match self {
             Refusal::MaxConnections => "max_connections",
             Refusal::MaxPerIp => "max_per_ip",
+            Refusal::MaxPerIpv6Prefix => "max_per_ipv6_prefix",
         }
     }
 }
@@ -42,10 +75,20 @@ pub struct ConnectionPermit {
 }
 
 impl ConnectionLimits {
+    /// IPv6 networks are /64s limited like one address.
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        let ipv6 = Ipv6Limit {
+            prefix: 64,
+            max_per_prefix: max_per_ip,
+        };
+        Self::with_ipv6(max_total, max_per_ip, ipv6)
+    }
+
+    pub fn with_ipv6(max_total: usize, max_per_ip: usize, ipv6: Ipv6Limit) -> Arc<Self> {
         Arc::new(ConnectionLimits {
             max_total,
             max_per_ip,
+            ipv6,
             state: Mutex::new(Counts::default()),
         })
     }
@@ -55,11 +98,17 @@ impl ConnectionLimits {
         if counts.total >= self.max_total {
             return Err(Refusal::MaxConnections);
         }
-        let for_ip = counts.per_ip.entry(ip).or_default();
-        if *for_ip >= self.max_per_ip {
+        if counts.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
             return Err(Refusal::MaxPerIp);
         }
-        *for_ip += 1;
+        let network = ipv6_network(ip, self.ipv6.prefix);
+        if let Some(net) = network {
+            if counts.per_prefix.get(&net).copied().unwrap_or(0) >= self.ipv6.max_per_prefix {
+                return Err(Refusal::MaxPerIpv6Prefix);
+            }
+            *counts.per_prefix.entry(net).or_default() += 1;
+        }
+        *counts.per_ip.entry(ip).or_default() += 1;
         counts.total += 1;
         Ok(ConnectionPermit {
             limits: Arc::clone(self),
@@ -82,6 +131,14 @@ impl Drop for ConnectionPermit {
                 counts.per_ip.remove(&self.ip);
             }
         }
+        if let Some(net) = ipv6_network(self.ip, self.limits.ipv6.prefix)
+            && let Some(n) = counts.per_prefix.get_mut(&net)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_prefix.remove(&net);
+            }
+        }
     }
 }
 
@@ -102,5 +159,54 @@ mod tests {
         drop(p1);
         let _p4 = limits.try_acquire(a).unwrap();
         assert_eq!(limits.active(), 3);
+    }
+
+    #[test]
+    fn ipv6_networks_are_the_leading_prefix_bits() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let net = |s: &str| Some(s.parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            ipv6_network(ip("2001:db8:1:2:3:4:5:6"), 64),
+            net("2001:db8:1:2::")
+        );
+        assert_eq!(
+            ipv6_network(ip("2001:db8:1:2:3:4:5:6"), 48),
+            net("2001:db8:1::")
+        );
+        assert_eq!(
+            ipv6_network(ip("2001:db8:1:2ff::1"), 56),
+            net("2001:db8:1:200::")
+        );
+        assert_eq!(ipv6_network(ip("2001:db8::1"), 128), net("2001:db8::1"));
+        assert_eq!(ipv6_network(ip("2001:db8::1"), 0), net("::"));
+        assert_eq!(ipv6_network(ip("2001:db8::1"), 200), net("2001:db8::1"));
+        assert_eq!(ipv6_network(ip("192.0.2.1"), 64), None);
+        assert_eq!(ipv6_network(ip("::ffff:192.0.2.1"), 64), None);
+    }
+
+    #[test]
+    fn one_ipv6_network_is_limited_across_its_addresses() {
+        let ipv6 = Ipv6Limit {
+            prefix: 64,
+            max_per_prefix: 2,
+        };
+        let limits = ConnectionLimits::with_ipv6(100, 10, ipv6);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = limits.try_acquire(ip("2001:db8:0:1::1")).unwrap();
+        let _second = limits.try_acquire(ip("2001:db8:0:1::2")).unwrap();
+        assert_eq!(
+            limits.try_acquire(ip("2001:db8:0:1:ffff::3")).unwrap_err(),
+            Refusal::MaxPerIpv6Prefix
+        );
+        // Another /64, and IPv4, are counted apart.
+        let _other = limits.try_acquire(ip("2001:db8:0:2::1")).unwrap();
+        let _v4 = limits.try_acquire(ip("192.0.2.1")).unwrap();
+        drop(first);
+        let _again = limits.try_acquire(ip("2001:db8:0:1::3")).unwrap();
+        assert_eq!(limits.active(), 4);
+        assert_eq!(
+            limits.try_acquire(ip("2001:db8:0:1::4")).unwrap_err(),
+            Refusal::MaxPerIpv6Prefix
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 pub mod auth_failures;
 pub mod auth_guard;
+pub mod budget;
 mod connection;
+mod content;
 mod io;
 pub mod limits;
 pub mod tls;
@@ -17,7 +19,9 @@ use crate::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig}
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use auth_guard::AuthGuard;
+use budget::MemoryBudget;
 use connection::Connection;
+pub use content::SpillSettings;
 use io::Io;
 use limits::ConnectionLimits;
 use std::net::SocketAddr;
@@ -60,6 +64,10 @@ pub struct Shared {
     pub limits: Arc<ConnectionLimits>,
     /// Lockouts, failure delays and the bound on password checks, across connections.
     pub auth: AuthGuard,
+    /// Message content held in memory by all sessions together.
+    pub budget: Arc<MemoryBudget>,
+    /// Where content beyond the in-memory threshold goes.
+    pub spill: SpillSettings,
     pub timeouts: Timeouts,
     pub max_command_line: usize,
 }

@@ -108,7 +108,10 @@ mod tests {
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<QueueId>(&json).unwrap(), id);
         for hostile in ["\"../x\"", "\"\"", "\"01JF0000000000000000000000/\"", "7"] {
-            assert!(serde_json::from_str::<QueueId>(hostile).is_err(), "{hostile}");
+            assert!(
+                serde_json::from_str::<QueueId>(hostile).is_err(),
+                "{hostile}"
+            );
         }
     }
 

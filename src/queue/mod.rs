@@ -18,6 +18,7 @@ use crate::smtp::address::{MailParams, Recipient, ReversePath};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// Everything about a message except its content: who sent it, to whom, and how it
@@ -148,6 +149,26 @@ pub trait Queue: Send + Sync + 'static {
     /// Stores the message durably; the ingress answers 250 only after `Ok`.
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError>;
 
+    /// Stores a message whose body the ingress received into the file `body` (`len`
+    /// bytes), with the same guarantee as [`Queue::enqueue`]. The file stays the
+    /// caller's: it is read, never moved or removed. This default reads it whole into
+    /// memory; a backend that can stream it says so in [`Queue::file_body_memory`].
+    async fn enqueue_file(
+        &self,
+        envelope: &Envelope,
+        body: &Path,
+        len: u64,
+    ) -> Result<(), QueueError> {
+        let content = read_body_file(body, len).await?;
+        self.enqueue(envelope, &content).await
+    }
+
+    /// How many bytes of memory [`Queue::enqueue_file`] holds for a body of `len`
+    /// bytes: what the ingress reserves from its memory budget before calling it.
+    fn file_body_memory(&self, len: u64) -> u64 {
+        len
+    }
+
     /// Returns when a message may be due, when something was enqueued or deferred, or
     /// after `max`, so that a worker need not poll; it may return with nothing to take.
     async fn wait_for_work(&self, max: Duration);
@@ -207,6 +228,21 @@ pub trait Queue: Send + Sync + 'static {
             oldest: list.into_iter().map(|e| e.envelope.id).min(),
         })
     }
+}
+
+/// Reads a body file of `len` bytes, as [`Queue::enqueue_file`] hands it over.
+pub async fn read_body_file(path: &Path, len: u64) -> Result<Vec<u8>, QueueError> {
+    let content = tokio::fs::read(path).await.map_err(|e| {
+        QueueError::Storage(format!("cannot read message body {}: {e}", path.display()))
+    })?;
+    if content.len() as u64 != len {
+        return Err(QueueError::Storage(format!(
+            "message body {} has {} bytes, not {len}",
+            path.display(),
+            content.len()
+        )));
+    }
+    Ok(content)
 }
 
 /// Milliseconds since the Unix epoch, the time unit of envelopes.

@@ -5,9 +5,10 @@ use crate::config::{Config, Limits, ListenerConfig};
 use crate::events::EventSink;
 use crate::ingress::auth_failures::FailureLimits;
 use crate::ingress::auth_guard::{AuthGuard, AuthGuardConfig};
-use crate::ingress::limits::ConnectionLimits;
+use crate::ingress::budget::{MemoryBudget, default_budget};
+use crate::ingress::limits::{ConnectionLimits, Ipv6Limit};
 use crate::ingress::tls::TlsStore;
-use crate::ingress::{self, Listener, Shared, Timeouts};
+use crate::ingress::{self, Listener, Shared, SpillSettings, Timeouts};
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::smtp::session::{ListenerKind, ReceivedUser, SessionConfig};
@@ -39,19 +40,43 @@ pub fn shared(
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     events: Arc<dyn EventSink>,
-) -> Arc<Shared> {
-    Arc::new(Shared {
+) -> anyhow::Result<Arc<Shared>> {
+    let limits = &config.limits;
+    let budget = MemoryBudget::new(
+        limits.memory_budget.unwrap_or_else(default_budget),
+        metrics.clone(),
+    );
+    let spill = spill_settings(config)?;
+    let largest = queue.file_body_memory(limits.max_message_size);
+    if largest > budget.limit() {
+        tracing::warn!(
+            budget = budget.limit(),
+            needed = largest,
+            "limits.memoryBudget is smaller than the queue needs to store a message of limits.maxMessageSize: such messages will get 451 4.3.1"
+        );
+    }
+    tracing::info!(budget = budget.limit(), spill_threshold = spill.threshold, spill_directory = %spill.dir.display(), "memory budget for message content");
+    let ipv6 = Ipv6Limit {
+        prefix: limits.ipv6_prefix,
+        max_per_prefix: limits
+            .max_connections_per_ipv6_prefix
+            .unwrap_or(limits.max_connections_per_ip),
+    };
+    Ok(Arc::new(Shared {
         queue,
         policy,
         tls,
         metrics,
         readiness,
         events,
-        limits: ConnectionLimits::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
+        limits: ConnectionLimits::with_ipv6(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            ipv6,
         ),
         auth: AuthGuard::new(auth_guard_config(&config.limits)),
+        budget,
+        spill,
         timeouts: Timeouts {
             command: config.limits.command_timeout,
             data: config.limits.data_timeout,
@@ -60,6 +85,35 @@ pub fn shared(
             policy_max_age: config.limits.session_policy_max_age,
         },
         max_command_line: config.limits.max_command_line,
+    }))
+}
+
+/// The temporary files of large messages: in the spool's `incoming` directory (ours
+/// alone: what a crash left there is removed now), else where configured, else the
+/// system's temporary directory.
+fn spill_settings(config: &Config) -> anyhow::Result<SpillSettings> {
+    let own = config.limits.spill_directory.is_none() && !config.spool.as_os_str().is_empty();
+    let dir = match &config.limits.spill_directory {
+        Some(dir) => dir.clone(),
+        None if own => config.spool.join("incoming"),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the spill directory {}", dir.display()))?;
+    if own {
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("sluice-body-")
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(SpillSettings {
+        threshold: config.limits.spill_threshold,
+        dir,
     })
 }
 

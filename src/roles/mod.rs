@@ -101,7 +101,7 @@ pub async fn start_with_disk(
             metrics.clone(),
             readiness.clone(),
             backend.events(),
-        );
+        )?;
         bound = listeners::bind(&config, &shared, &tracker, &drain, &stop).await?;
         ports.add(&bound)?;
     }

@@ -4,15 +4,18 @@
 //! | --- | --- | --- | --- |
 //! | `sluice_connections_total` | counter | `listener` | connections accepted |
 //! | `sluice_connections_active` | gauge | | sessions open now |
-//! | `sluice_connections_refused_total` | counter | `reason` (`max_connections`, `max_per_ip`, `draining`) | connections answered 421 at once |
+//! | `sluice_connections_refused_total` | counter | `reason` (`max_connections`, `max_per_ip`, `max_per_ipv6_prefix`, `draining`) | connections answered 421 at once |
 //! | `sluice_commands_total` | counter | `verb` | command lines received, by verb (`invalid` for unparsable) |
 //! | `sluice_messages_accepted_total` | counter | | messages answered 250 after DATA/BDAT |
-//! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `routing_denied`, `address_literal_denied`, `unknown_recipient`, `sender_not_owned`, `too_many_hops`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`) |
+//! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `routing_denied`, `address_literal_denied`, `unknown_recipient`, `sender_not_owned`, `too_many_hops`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`, `insufficient_storage`: the memory budget was spent or the spill file could not be written) |
 //! | `sluice_received_bytes_total` | counter | | octets of accepted messages, Received header included |
 //! | `sluice_auth_total` | counter | `result` (`success`, `failure`: checked and wrong, `locked_out`: refused 454 without a check while the client network or user name is locked out, `busy`: refused 454 because no password check was free within 10 s) | AUTH attempts |
 //! | `sluice_auth_lockouts_total` | counter | `scope` (`ip`: a client address, an IPv6 /64; `user`: a user name) | lockouts started: failed AUTHs reached `limits.authFailuresPerIp` / `authFailuresPerUser` within `authFailureWindow` |
 //! | `sluice_policy_reloads_total` | counter | `result` (`applied`, `invalid`) | policy reloads |
 //! | `sluice_policy_revision_info` | gauge | `revision` (the snapshot's revision hash) | always 1, in exactly one series: the revision of the policy snapshot applied to new sessions and deliveries now; none before the first |
+//! | `sluice_memory_budget_bytes` | gauge | | the ingress's budget of message bytes held in memory (`limits.memoryBudget`) |
+//! | `sluice_memory_in_flight_bytes` | gauge | | message bytes the ingress holds in memory now, reserved from that budget |
+//! | `sluice_messages_spilled_total` | counter | | messages whose content outgrew `limits.spillThreshold` and went to a temporary file while being received |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
@@ -205,6 +208,9 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     pub messages_rejected: LabeledCounter,
     pub received_bytes: AtomicU64,
+    pub memory_budget_bytes: AtomicU64,
+    pub memory_in_flight_bytes: AtomicU64,
+    pub messages_spilled: AtomicU64,
     pub auth: LabeledCounter,
     pub auth_lockouts: LabeledCounter,
     pub policy_reloads: LabeledCounter,
@@ -236,6 +242,9 @@ impl Default for Metrics {
             messages_accepted: AtomicU64::new(0),
             messages_rejected: LabeledCounter::default(),
             received_bytes: AtomicU64::new(0),
+            memory_budget_bytes: AtomicU64::new(0),
+            memory_in_flight_bytes: AtomicU64::new(0),
+            messages_spilled: AtomicU64::new(0),
             auth: LabeledCounter::default(),
             auth_lockouts: LabeledCounter::default(),
             policy_reloads: LabeledCounter::default(),
@@ -313,6 +322,19 @@ impl Metrics {
         );
         let bytes = self.received_bytes.load(Ordering::Relaxed);
         let _ = writeln!(out, "sluice_received_bytes_total {bytes}");
+        let budget = self.memory_budget_bytes.load(Ordering::Relaxed);
+        let in_flight = self.memory_in_flight_bytes.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_memory_budget_bytes Budget of message bytes held in memory.\n# TYPE sluice_memory_budget_bytes gauge\nsluice_memory_budget_bytes {budget}\n# HELP sluice_memory_in_flight_bytes Message bytes held in memory now.\n# TYPE sluice_memory_in_flight_bytes gauge\nsluice_memory_in_flight_bytes {in_flight}"
+        );
+        counter(
+            &mut out,
+            "sluice_messages_spilled_total",
+            "Messages received into a temporary file.",
+        );
+        let spilled = self.messages_spilled.load(Ordering::Relaxed);
+        let _ = writeln!(out, "sluice_messages_spilled_total {spilled}");
         counter(&mut out, "sluice_auth_total", "AUTH attempts by result.");
         self.auth.render(&mut out, "sluice_auth_total", "result");
         counter(

@@ -124,6 +124,9 @@ impl Default for JetStreamOptions {
 /// envelope header is counted twice on top, leaving it room to grow on deferrals.
 const HEADER_ROOM: usize = 4 * 1024;
 
+/// The chunk size of the object store's `put` (async-nats's default).
+const OBJECT_CHUNK: u64 = 128 * 1024;
+
 /// When a deferral cannot be republished, the old message comes back after the deferral's
 /// own delay, bounded by these.
 const FAILED_DEFER_MIN: Duration = Duration::from_secs(1);
@@ -317,6 +320,61 @@ impl JetStreamQueue {
         }
     }
 
+    /// The largest body that travels as the message payload beside `envelope`; larger
+    /// ones go to the object store.
+    fn payload_room(&self, envelope: &Envelope) -> Result<usize, QueueError> {
+        // While disconnected the client would buffer the publish and send it after
+        // reconnecting, long after the sender was told 451: refuse before publishing.
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(QueueError::Storage("not connected to NATS".into()));
+        }
+        let envelope_len = serde_json::to_string(envelope).map_or(0, |json| json.len());
+        self.max_payload
+            .checked_sub(HEADER_ROOM + 2 * envelope_len)
+            .ok_or_else(|| {
+                QueueError::Full(format!(
+                    "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
+                    envelope.id, self.max_payload
+                ))
+            })
+    }
+
+    /// Stores a body in the object store under the queue id, and returns that name.
+    async fn put_body(
+        &self,
+        envelope: &Envelope,
+        body: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> Result<String, QueueError> {
+        let name = envelope.id.to_string();
+        self.bodies
+            .put(name.as_str(), body)
+            .await
+            .map_err(err("storing a large body"))?;
+        Ok(name)
+    }
+
+    /// Publishes a new queue item; `payload` is the body unless it is in `body_object`.
+    async fn publish_new(
+        &self,
+        envelope: &Envelope,
+        body_size: u64,
+        body_object: Option<String>,
+        payload: &[u8],
+    ) -> Result<(), QueueError> {
+        let meta = Meta {
+            envelope: envelope.clone(),
+            not_before_ms: None,
+            body_size,
+            body_object,
+        };
+        if let Err(e) = self.publish(&meta, envelope.id.as_str(), payload).await {
+            self.withdraw_later(meta);
+            return Err(e);
+        }
+        self.work.notify_waiters();
+        Ok(())
+    }
+
     fn subject(&self, id: &QueueId) -> String {
         format!("{}.{}", self.options.subject_prefix, id)
     }
@@ -458,43 +516,44 @@ impl JetStreamQueue {
 #[async_trait]
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
-        // While disconnected the client would buffer the publish and send it after
-        // reconnecting, long after the sender was told 451: refuse before publishing.
-        if self.js.client().connection_state() != async_nats::connection::State::Connected {
-            return Err(QueueError::Storage("not connected to NATS".into()));
-        }
-        let envelope_len = serde_json::to_string(envelope).map_or(0, |json| json.len());
-        let limit = self
-            .max_payload
-            .checked_sub(HEADER_ROOM + 2 * envelope_len)
-            .ok_or_else(|| {
-                QueueError::Full(format!(
-                    "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
-                    envelope.id, self.max_payload
-                ))
-            })?;
+        let limit = self.payload_room(envelope)?;
         let body_object = if body.len() > limit {
-            let name = envelope.id.to_string();
-            self.bodies
-                .put(name.as_str(), &mut &body[..])
-                .await
-                .map_err(err("storing a large body"))?;
-            Some(name)
+            Some(self.put_body(envelope, &mut &body[..]).await?)
         } else {
             None
         };
-        let meta = Meta {
-            envelope: envelope.clone(),
-            not_before_ms: None,
-            body_size: body.len() as u64,
-            body_object,
-        };
-        if let Err(e) = self.publish(&meta, envelope.id.as_str(), body).await {
-            self.withdraw_later(meta);
-            return Err(e);
+        self.publish_new(envelope, body.len() as u64, body_object, body)
+            .await
+    }
+
+    /// A body too large for a message payload goes from the file straight to the object
+    /// store, in the store's chunks: the ingress never holds it whole.
+    async fn enqueue_file(
+        &self,
+        envelope: &Envelope,
+        body: &std::path::Path,
+        len: u64,
+    ) -> Result<(), QueueError> {
+        let limit = self.payload_room(envelope)?;
+        if len <= limit as u64 {
+            let content = super::read_body_file(body, len).await?;
+            return self.enqueue(envelope, &content).await;
         }
-        self.work.notify_waiters();
-        Ok(())
+        let mut file = tokio::fs::File::open(body).await.map_err(|e| {
+            QueueError::Storage(format!("cannot open message body {}: {e}", body.display()))
+        })?;
+        let name = self.put_body(envelope, &mut file).await?;
+        self.publish_new(envelope, len, Some(name), &[]).await
+    }
+
+    /// The object store reads its input in chunks of this size, and the NATS client
+    /// buffers about as much while publishing.
+    fn file_body_memory(&self, len: u64) -> u64 {
+        if len > self.max_payload as u64 {
+            2 * OBJECT_CHUNK
+        } else {
+            len
+        }
     }
 
     async fn wait_for_work(&self, max: Duration) {

@@ -73,9 +73,12 @@ impl StorageBackend for Backend {
 pub(super) fn open(
     path: &Path,
     switch: Option<&DiskFullSwitch>,
+    cache_size: usize,
 ) -> Result<Database, DatabaseError> {
+    let mut builder = Builder::new();
+    builder.set_cache_size(cache_size);
     let Some(switch) = switch else {
-        return Database::create(path);
+        return builder.create(path);
     };
     let file = OpenOptions::new()
         .read(true)
@@ -87,5 +90,5 @@ pub(super) fn open(
         file: FileBackend::new(file)?,
         switch: switch.clone(),
     };
-    Builder::new().create_with_backend(backend)
+    builder.create_with_backend(backend)
 }

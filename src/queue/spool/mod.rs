@@ -297,6 +297,30 @@ impl Spool {
         Ok(answer)
     }
 
+    async fn enqueue_owned(&self, envelope: &Envelope, body: Vec<u8>) -> Result<(), QueueError> {
+        let id = envelope.id.clone();
+        let size = body.len() as u64;
+        let op = Op::Enqueue {
+            id: id.clone(),
+            envelope: to_json(envelope)?,
+            body,
+            due_at_ms: now_ms(),
+        };
+        if !self.shared.lock_index().reserve(&id, size) {
+            return Err(QueueError::Storage(format!(
+                "message {id} is already queued"
+            )));
+        }
+        // From here on the committer settles the reservation, even if we are cancelled.
+        match self.submit(op) {
+            Ok(answer) => answer.await.map_err(|_| QueueError::Closed)?.map(drop),
+            Err(e) => {
+                self.shared.lock_index().abort_enqueue(&id);
+                Err(e)
+            }
+        }
+    }
+
     /// Commits an ack or defer of `id`, whose lease `begin_settle` already took.
     async fn settle(&self, id: &QueueId, op: Op) -> Result<(), QueueError> {
         match self.submit(op) {
@@ -361,26 +385,23 @@ impl Queue for Spool {
     }
 
     async fn enqueue(&self, envelope: &Envelope, body: &[u8]) -> Result<(), QueueError> {
-        let id = envelope.id.clone();
-        let op = Op::Enqueue {
-            id: id.clone(),
-            envelope: to_json(envelope)?,
-            body: body.to_vec(),
-            due_at_ms: now_ms(),
-        };
-        if !self.shared.lock_index().reserve(&id, body.len() as u64) {
-            return Err(QueueError::Storage(format!(
-                "message {id} is already queued"
-            )));
-        }
-        // From here on the committer settles the reservation, even if we are cancelled.
-        match self.submit(op) {
-            Ok(answer) => answer.await.map_err(|_| QueueError::Closed)?.map(drop),
-            Err(e) => {
-                self.shared.lock_index().abort_enqueue(&id);
-                Err(e)
-            }
-        }
+        self.enqueue_owned(envelope, body.to_vec()).await
+    }
+
+    /// Reads the file into the buffer that goes to the committer: one copy, not two.
+    async fn enqueue_file(
+        &self,
+        envelope: &Envelope,
+        body: &Path,
+        len: u64,
+    ) -> Result<(), QueueError> {
+        let content = crate::queue::read_body_file(body, len).await?;
+        self.enqueue_owned(envelope, content).await
+    }
+
+    /// The body read back, and redb's copy of it in the write transaction.
+    fn file_body_memory(&self, len: u64) -> u64 {
+        len.saturating_mul(2)
     }
 
     async fn take(&self, lease: Duration) -> Result<Option<Lease>, QueueError> {

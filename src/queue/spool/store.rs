@@ -72,11 +72,16 @@ pub(super) fn parse_envelope(id: &str, bytes: &[u8]) -> Result<Envelope, QueueEr
 /// Opens (or creates) the database and makes sure the tables exist, so that readers never
 /// meet a missing table. After a crash redb repairs the file here: the last committed
 /// transaction is what we get back, and an interrupted one is gone entirely.
+/// redb's page cache: its default of 1 GiB made a standalone relay's RSS grow by that
+/// much under a load of large messages (bench/memory.py), beside the ingress's memory
+/// budget. Bodies are written once and read once, so a small cache costs little.
+const CACHE_SIZE: usize = 64 << 20;
+
 pub(super) fn open_database(
     dir: &Path,
     switch: Option<&DiskFullSwitch>,
 ) -> Result<Database, QueueError> {
-    let db = disk::open(&dir.join(DB_FILE), switch).map_err(storage_error)?;
+    let db = disk::open(&dir.join(DB_FILE), switch, CACHE_SIZE).map_err(storage_error)?;
     let txn = db.begin_write().map_err(storage_error)?;
     {
         txn.open_table(ENVELOPES).map_err(storage_error)?;

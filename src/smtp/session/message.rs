@@ -1,7 +1,7 @@
 //! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030): receiving message content, the end of the
 //! message, and the reply once the queue has it.
 
-use super::{Greeted, Rejection, Session, Step};
+use super::{Greeted, Rejection, Resources, Session, Step};
 use crate::filter::received::{self, Trace};
 use crate::queue::{QueueError, unix_ms};
 use crate::smtp::data::{BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
@@ -58,6 +58,9 @@ impl Session {
         {
             return self.sequence_error("DATA cannot follow BDAT");
         }
+        if self.resources == Resources::Exhausted {
+            return Step::Reply(self.insufficient_storage_reply(452, super::BUDGET_SPENT.into()));
+        }
         let receiver = DataReceiver::new(self.body_limits());
         self.start_receiving(Framing::Data(receiver));
         Step::StartData(Reply::plain(
@@ -78,6 +81,9 @@ impl Session {
                 ) =>
             {
                 Some(Reply::new(503, "5.5.1", "Error: BDAT cannot follow DATA"))
+            }
+            Some(t) if t.receiving.is_none() && self.resources == Resources::Exhausted => {
+                Some(self.insufficient_storage_reply(452, super::BUDGET_SPENT.into()))
             }
             _ => None,
         });
@@ -256,6 +262,37 @@ impl Session {
         t.envelope.received_at_ms = unix_ms(SystemTime::now());
         self.pending = Some(t.envelope.id.clone());
         Step::Enqueue(Box::new((t.envelope, receiving.message)))
+    }
+
+    /// The content received so far that the ingress has not taken yet. The receivers
+    /// append to it; the ingress moves it to where the message is kept (memory within its
+    /// budget, or a file) after every [`Session::message_bytes`], so that the session
+    /// itself holds no more than one read of content.
+    pub fn content_buffer(&mut self) -> Option<&mut Vec<u8>> {
+        let receiving = self.transaction.as_mut()?.receiving.as_mut()?;
+        Some(&mut receiving.message)
+    }
+
+    /// True from the start of DATA or the first BDAT until the message ends (accepted,
+    /// refused, or abandoned by RSET).
+    pub fn content_in_progress(&self) -> bool {
+        self.transaction
+            .as_ref()
+            .is_some_and(|t| t.receiving.is_some())
+    }
+
+    /// Instead of [`Session::enqueue_result`] after a [`Step::Enqueue`]: the ingress had
+    /// no room for the content (memory budget spent, spill file not writable) and dropped
+    /// it while the rest was read, so the client is told to try again later.
+    pub fn content_dropped(&mut self, why: String) -> Step {
+        let Some(id) = self.pending.take() else {
+            return self.sequence_error("no message waiting for the queue");
+        };
+        let reply = self.insufficient_storage_reply(451, why);
+        if let Some(rejection) = self.rejection.as_mut() {
+            rejection.queue_id = Some(id);
+        }
+        Step::Reply(reply)
     }
 
     /// The queue's answer to a [`Step::Enqueue`]: only now may the client hear 250.

@@ -115,6 +115,17 @@ pub enum Step {
     Enqueue(Box<(Envelope, Vec<u8>)>),
 }
 
+/// Whether the connection has memory for message content now: the ingress says so
+/// before each command ([`Session::set_resources`]), since only it knows its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resources {
+    Available,
+    /// A new transaction, recipient or message content would not fit: 452 4.3.1.
+    Exhausted,
+}
+
+const BUDGET_SPENT: &str = "the memory budget for message content is spent";
+
 /// The mail transaction: exists only from MAIL to the end of the message.
 #[derive(Debug)]
 struct Transaction {
@@ -144,6 +155,7 @@ pub struct Session {
     rejection: Option<Rejection>,
     errors: u32,
     failed_auths: u32,
+    resources: Resources,
 }
 
 /// Why the last step refused a recipient, a sender or a message: for logs and metrics.
@@ -175,6 +187,7 @@ impl Session {
             rejection: None,
             errors: 0,
             failed_auths: 0,
+            resources: Resources::Available,
         }
     }
 
@@ -244,6 +257,26 @@ impl Session {
         None
     }
 
+    /// Whether there is memory for content now; applies to the following commands.
+    pub fn set_resources(&mut self, resources: Resources) {
+        self.resources = resources;
+    }
+
+    /// RFC 3463 4.3.1 "mail system full": the transient answer while the process holds
+    /// all the message content it may; the client tries again later.
+    fn insufficient_storage_reply(&mut self, code: u16, detail: String) -> Reply {
+        self.rejection = Some(Rejection {
+            reason: "insufficient_storage",
+            detail,
+            queue_id: self.transaction.as_ref().map(|t| t.envelope.id.clone()),
+        });
+        Reply::new(
+            code,
+            "4.3.1",
+            "Error: insufficient system storage, try again later",
+        )
+    }
+
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8]) -> Step {
         if self.auth.is_some() {
@@ -282,6 +315,12 @@ impl Session {
     }
 
     fn dispatch(&mut self, command: Command) -> Step {
+        if self.resources == Resources::Exhausted
+            && matches!(command, Command::Mail { .. } | Command::Rcpt { .. })
+        {
+            // Not counted as the client's error: the shortage is ours.
+            return Step::Reply(self.insufficient_storage_reply(452, BUDGET_SPENT.into()));
+        }
         match command {
             Command::Ehlo(name) => self.ehlo(name),
             Command::Helo(name) => self.helo(name),

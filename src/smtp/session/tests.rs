@@ -385,3 +385,65 @@ fn smuggled_end_of_data_does_not_start_a_second_transaction() {
         }
     }
 }
+
+#[test]
+fn without_memory_new_transactions_recipients_and_content_get_452() {
+    let mut t = T::relay("10.1.2.3");
+    t.ok("EHLO client.test");
+    t.0.set_resources(Resources::Exhausted);
+    t.says("MAIL FROM:<a@sender.example>", 452, Some("4.3.1"));
+    assert_eq!(t.0.take_rejection().unwrap().reason, "insufficient_storage");
+    t.0.set_resources(Resources::Available);
+    t.ok("MAIL FROM:<a@sender.example>");
+    t.0.set_resources(Resources::Exhausted);
+    t.says("RCPT TO:<b@remote.example>", 452, Some("4.3.1"));
+    t.0.set_resources(Resources::Available);
+    t.ok("RCPT TO:<b@remote.example>");
+    t.0.set_resources(Resources::Exhausted);
+    t.says("DATA", 452, Some("4.3.1"));
+    assert!(!t.0.receiving_message(), "no content after a refused DATA");
+    // A BDAT chunk refused for want of memory is still read, then answered.
+    assert!(matches!(t.0.command(b"BDAT 5 LAST"), Step::ReadChunk));
+    let (n, step) = t.0.message_bytes(b"hello");
+    assert_eq!(n, 5);
+    match step {
+        Some(Step::Reply(r)) => assert_eq!((r.code, r.status), (452, Some("4.3.1"))),
+        other => panic!("expected 452, got {other:?}"),
+    }
+    // The transaction is intact: with memory back, the message goes through.
+    t.0.set_resources(Resources::Available);
+    t.ok("DATA");
+    let (envelope, _) = enqueued(t.content(b"Subject: x\r\n\r\nhi\r\n.\r\n"));
+    assert_eq!(envelope.recipients.len(), 1);
+}
+
+#[test]
+fn content_taken_by_the_ingress_as_it_comes_and_dropped_content_gets_451() {
+    let mut t = T::relay("10.1.2.3");
+    t.ok("EHLO client.test");
+    t.ok("MAIL FROM:<a@sender.example>");
+    t.ok("RCPT TO:<b@remote.example>");
+    assert!(!t.0.content_in_progress());
+    t.ok("DATA");
+    assert!(t.0.content_in_progress());
+    let first = b"Subject: x\r\n\r\nfirst ";
+    let (n, step) = t.0.message_bytes(first);
+    assert!(step.is_none() && n == first.len());
+    let taken = std::mem::take(t.0.content_buffer().unwrap());
+    let received = String::from_utf8(taken).unwrap();
+    assert!(received.starts_with("Received: ") && received.ends_with("first "));
+    let (_, tail) = enqueued(t.content(b"second\r\n.\r\n"));
+    assert_eq!(tail, b"second\r\n", "only what was not taken");
+    assert!(!t.0.content_in_progress());
+    match t.0.content_dropped("no room".into()) {
+        Step::Reply(r) => assert_eq!((r.code, r.status), (451, Some("4.3.1"))),
+        other => panic!("expected 451, got {other:?}"),
+    }
+    let rejection = t.0.take_rejection().unwrap();
+    assert_eq!(
+        (rejection.reason, rejection.detail.as_str()),
+        ("insufficient_storage", "no room")
+    );
+    assert!(rejection.queue_id.is_some());
+    t.ok("MAIL FROM:<a@sender.example>");
+}
