@@ -54,29 +54,119 @@ where
 }
 
 /// How many `Received:` fields the header section of `message` holds: the hops it has
-/// made (RFC 5321 6.3: a count past a limit means a loop). The section ends at the first
-/// empty line, or, as in Postfix, at the first line that is neither a field nor the
-/// continuation of one; the body is never read. Field names compare case-insensitively,
-/// and the obsolete space before the colon (RFC 5322 4.5) counts too.
+/// made (RFC 5321 6.3: a count past a limit means a loop). See [`HopCounter`].
 pub fn count(message: &[u8]) -> usize {
-    let mut hops = 0;
-    for line in message.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-            continue;
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            break;
-        };
-        let name = line[..colon].trim_ascii_end();
-        if name.is_empty() || !name.iter().all(|b| (33..=126).contains(b)) {
-            break;
-        }
-        if name.eq_ignore_ascii_case(b"received") {
-            hops += 1;
+    let mut counter = HopCounter::default();
+    counter.feed(message);
+    counter.hops()
+}
+
+/// Counts `Received:` fields as a message streams past, in pieces of any size, holding
+/// no more than a few bytes of it: the ingress keeps content in memory only up to a
+/// threshold. The header section ends at the first empty line, or, as in Postfix, at
+/// the first line that is neither a field nor the continuation of one; the body is never
+/// read. Field names compare case-insensitively, and the obsolete blanks before the
+/// colon (RFC 5322 4.5) count too.
+#[derive(Debug, Default)]
+pub struct HopCounter {
+    hops: usize,
+    line: LineState,
+    ended: bool,
+}
+
+#[derive(Debug, Default)]
+enum LineState {
+    /// Nothing of the line yet.
+    #[default]
+    Start,
+    /// In the field name: its first bytes (lowercased, enough to tell `received`), its
+    /// length, whether blanks followed it, and whether it is still a valid name.
+    Name {
+        start: [u8; 8],
+        len: usize,
+        blanks: bool,
+        valid: bool,
+    },
+    /// Past the colon, or a continuation line: nothing more to learn before the LF.
+    Rest,
+}
+
+impl HopCounter {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.ended {
+                return;
+            }
+            self.byte(b);
         }
     }
-    hops
+
+    /// The `Received:` fields seen so far.
+    pub fn hops(&self) -> usize {
+        self.hops
+    }
+
+    fn byte(&mut self, b: u8) {
+        let state = std::mem::take(&mut self.line);
+        self.line = match (state, b) {
+            (LineState::Rest, b'\n') => LineState::Start,
+            (LineState::Rest, _) => LineState::Rest,
+            (LineState::Start, b' ' | b'\t') => LineState::Rest,
+            (LineState::Start, b) => self.name_byte([0; 8], 0, false, true, b),
+            (
+                LineState::Name {
+                    start,
+                    len,
+                    blanks,
+                    valid,
+                },
+                b,
+            ) => self.name_byte(start, len, blanks, valid, b),
+        };
+    }
+
+    fn name_byte(
+        &mut self,
+        mut start: [u8; 8],
+        len: usize,
+        blanks: bool,
+        valid: bool,
+        b: u8,
+    ) -> LineState {
+        match b {
+            b':' => {
+                if len == 0 || !valid {
+                    self.ended = true;
+                } else if len == 8 && &start == b"received" {
+                    self.hops += 1;
+                }
+                LineState::Rest
+            }
+            // A line without a colon: the header section is over.
+            b'\n' => {
+                self.ended = true;
+                LineState::Start
+            }
+            b if b.is_ascii_whitespace() => LineState::Name {
+                start,
+                len,
+                blanks: true,
+                valid,
+            },
+            b => {
+                if len < start.len() {
+                    start[len] = b.to_ascii_lowercase();
+                }
+                LineState::Name {
+                    start,
+                    len: len + 1,
+                    blanks,
+                    // Blanks inside a name, or bytes outside 33..=126, make it no name.
+                    valid: valid && !blanks && (33..=126).contains(&b),
+                }
+            }
+        }
+    }
 }
 
 /// `with` keyword: SMTP or ESMTP, UTF8SMTP for SMTPUTF8 transactions, then S for TLS
@@ -184,6 +274,19 @@ mod tests {
         ];
         for (text, hops) in cases {
             assert_eq!(count(text.as_bytes()), *hops, "{text:?}");
+            // In two pieces, split anywhere, and byte by byte: the same count.
+            let bytes = text.as_bytes();
+            for at in 0..=bytes.len() {
+                let mut counter = HopCounter::default();
+                counter.feed(&bytes[..at]);
+                counter.feed(&bytes[at..]);
+                assert_eq!(counter.hops(), *hops, "{text:?} split at {at}");
+            }
+            let mut counter = HopCounter::default();
+            bytes
+                .iter()
+                .for_each(|b| counter.feed(std::slice::from_ref(b)));
+            assert_eq!(counter.hops(), *hops, "{text:?} byte by byte");
         }
     }
 

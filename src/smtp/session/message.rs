@@ -2,7 +2,7 @@
 //! message, and the reply once the queue has it.
 
 use super::{Greeted, Rejection, Resources, Session, Step};
-use crate::filter::received::{self, Trace};
+use crate::filter::received::{self, HopCounter, Trace};
 use crate::queue::{QueueError, unix_ms};
 use crate::smtp::data::{BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
 use crate::smtp::reply::Reply;
@@ -12,9 +12,9 @@ use std::time::SystemTime;
 #[derive(Debug)]
 pub(super) struct Receiving {
     message: Vec<u8>,
-    /// The length of our own Received header at the start of `message`: the hop count
-    /// is about the hops before us.
-    own_header: usize,
+    /// The hops before us, counted as the content passes: the ingress takes `message`
+    /// away after each read. Our own Received header is not fed to it.
+    hops: HopCounter,
     framing: Framing,
 }
 
@@ -159,7 +159,7 @@ impl Session {
         message.extend_from_slice(header.as_bytes());
         t.receiving = Some(Receiving {
             message,
-            own_header: header.len(),
+            hops: HopCounter::default(),
             framing,
         });
     }
@@ -180,7 +180,11 @@ impl Session {
         };
         match &mut receiving.framing {
             Framing::Data(receiver) => {
+                let before = receiving.message.len();
                 let (n, outcome) = receiver.feed(input, &mut receiving.message);
+                receiving
+                    .hops
+                    .feed(receiving.message.get(before..).unwrap_or_default());
                 (n, outcome.map(|o| self.end_of_message(o)))
             }
             Framing::Bdat {
@@ -191,7 +195,11 @@ impl Session {
                 let n = input
                     .len()
                     .min(usize::try_from(*chunk_left).unwrap_or(usize::MAX));
+                let before = receiving.message.len();
                 receiver.feed(&input[..n], &mut receiving.message);
+                receiving
+                    .hops
+                    .feed(receiving.message.get(before..).unwrap_or_default());
                 *chunk_left -= n as u64;
                 let done = *chunk_left == 0;
                 (n, done.then(|| self.chunk_done()))
@@ -245,7 +253,7 @@ impl Session {
             );
             return Step::Reply(reply);
         }
-        let hops = received::count(&receiving.message[receiving.own_header..]);
+        let hops = receiving.hops.hops();
         let max = self.config.max_received_headers;
         if hops > max {
             self.reject(
