@@ -21,15 +21,16 @@ const MESSAGE: &[u8] = b"Subject: tls\r\n\r\nhello\r\n";
 
 /// A relay that delivers: MX lookups go to `dns`, MX hosts are reached on `mx_port`,
 /// retries come after a second. 127.0.0.1 is trusted, so the test client relays without
-/// authenticating. `policy_extra` is more lines of the policy's `spec:`.
+/// authenticating, also to address literals. `policy_extra` is more lines of the
+/// policy's `spec:`.
 async fn relay(dns: &DnsServer, mx_port: u16, policy_extra: &str) -> common::Relay {
     let delivery = format!(
-        "{{ nameserver: \"{}\", mxPort: {mx_port}, connectTimeout: 5s, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: 1h, jitter: 0 }} }}",
+        "{{ allowPrivateDestinations: true, nameserver: \"{}\", mxPort: {mx_port}, connectTimeout: 5s, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: 1h, jitter: 0 }} }}",
         dns.addr
     );
     let config = common::config_yaml_with("{}", &delivery);
     let policy = format!(
-        "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nmetadata: {{name: tls}}\nspec:\n  trustedNetworks: [\"127.0.0.1/32\"]\n{policy_extra}"
+        "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nmetadata: {{name: tls}}\nspec:\n  trustedNetworks: [\"127.0.0.1/32\"]\n  addressLiterals: allow\n{policy_extra}"
     );
     common::start_with(&config, &policy).await
 }

@@ -97,7 +97,7 @@ async fn a_full_disk_gets_452_then_mail_is_accepted_again_and_nothing_acknowledg
     .await;
     let sink = Sink::start(AcceptAll).await;
     let delivery = format!(
-        "{{ nameserver: \"{}\", mxPort: {} }}",
+        "{{ allowPrivateDestinations: true, nameserver: \"{}\", mxPort: {} }}",
         dns.addr,
         sink.addr.port()
     );

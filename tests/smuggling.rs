@@ -206,7 +206,7 @@ async fn sendmail_lf(port: u16) -> String {
 /// A relay that delivers every message to `sink` by MX.
 async fn delivering_relay(dns: &DnsServer, sink: &Sink, reject: bool) -> common::Relay {
     let delivery = format!(
-        "{{ nameserver: \"{}\", mxPort: {}, retry: {{ firstRetry: 1s, maxInterval: 1s, jitter: 0 }} }}",
+        "{{ allowPrivateDestinations: true, nameserver: \"{}\", mxPort: {}, retry: {{ firstRetry: 1s, maxInterval: 1s, jitter: 0 }} }}",
         dns.addr,
         sink.addr.port()
     );
