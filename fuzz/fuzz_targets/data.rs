@@ -10,11 +10,14 @@
 //!   stuffing dot counts toward the line length, TooBig > BareLineEnding > LineTooLong);
 //! - BDAT takes content as is, counts every octet, and matches the same model;
 //!   `outcome()` after the first fragment is the final one unless a CR ended that
-//!   fragment and the next starts with LF, or a later fragment breaks a graver limit.
+//!   fragment and the next starts with LF, or a later fragment breaks a graver limit;
+//! - in `normalize` mode (the model above is `reject` mode's), DATA ends at exactly the
+//!   same octet, whole and fragmented feeding agree, and complete content has no bare
+//!   LF or CR: only `<CRLF>.<CRLF>` ends the data, whatever the line endings.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::smtp::data::{BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
+use sluice::smtp::data::{BareLineEndings, BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
 
 const ALPHABET: [u8; 8] = [b'\r', b'\n', b'.', b'a', b'\r', b'\n', b'.', b' '];
 
@@ -82,8 +85,15 @@ fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else {
         return;
     };
-    let input: Vec<u8> = rest.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()]).collect();
-    let limits = BodyLimits { max_size: 64, max_line: 16 };
+    let input: Vec<u8> = rest
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()])
+        .collect();
+    let limits = BodyLimits {
+        max_size: 64,
+        max_line: 16,
+        bare_line_endings: BareLineEndings::Reject,
+    };
     let cut = (split as usize).min(input.len());
 
     // DATA, whole.
@@ -91,7 +101,10 @@ fuzz_target!(|data: &[u8]| {
     let mut receiver = DataReceiver::new(limits);
     let (n_whole, end_whole) = receiver.feed(&input, &mut whole);
     assert!(n_whole <= input.len());
-    assert!(end_whole.is_some() || n_whole == input.len(), "stopped early");
+    assert!(
+        end_whole.is_some() || n_whole == input.len(),
+        "stopped early"
+    );
     assert!(whole.len() as u64 <= limits.max_size);
     assert_eq!(whole.len() as u64, receiver.received().min(limits.max_size));
     // Once done, further calls consume nothing and repeat the outcome.
@@ -102,12 +115,23 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let (n_model, content, end_model) = model_data(&input, limits);
-    assert_eq!((n_whole, end_whole), (n_model, end_model), "DATA differs from the model");
+    assert_eq!(
+        (n_whole, end_whole),
+        (n_model, end_model),
+        "DATA differs from the model"
+    );
     if end_whole.is_some() {
-        assert_eq!(whole, capped(&content, limits), "DATA content differs from the model");
+        assert_eq!(
+            whole,
+            capped(&content, limits),
+            "DATA content differs from the model"
+        );
         assert_eq!(receiver.received(), content.len() as u64);
     } else {
-        assert!(whole.starts_with(capped(&content, limits)), "DATA content differs from the model");
+        assert!(
+            whole.starts_with(capped(&content, limits)),
+            "DATA content differs from the model"
+        );
     }
 
     // DATA, in two fragments.
@@ -121,15 +145,63 @@ fuzz_target!(|data: &[u8]| {
         let (n2, end2) = receiver.feed(&input[cut..], &mut parts);
         (n1 + n2, end2)
     };
-    assert_eq!((n_whole, end_whole), (n_parts, end_parts), "fragmented DATA differs");
+    assert_eq!(
+        (n_whole, end_whole),
+        (n_parts, end_parts),
+        "fragmented DATA differs"
+    );
     assert_eq!(whole, parts, "fragmented DATA content differs");
+
+    // DATA in normalize mode: the same end of data, and clean CRLF content.
+    let normalize = BodyLimits {
+        bare_line_endings: BareLineEndings::Normalize,
+        ..limits
+    };
+    let mut norm_whole = Vec::new();
+    let (n_norm, end_norm) = DataReceiver::new(normalize).feed(&input, &mut norm_whole);
+    assert_eq!(n_norm, n_whole, "normalize mode ends DATA elsewhere");
+    assert_eq!(
+        end_norm.is_some(),
+        end_whole.is_some(),
+        "normalize mode ends DATA elsewhere"
+    );
+    if end_norm == Some(BodyOutcome::Complete) {
+        let bare = norm_whole.iter().enumerate().any(|(i, &b)| match b {
+            b'\r' => norm_whole.get(i + 1) != Some(&b'\n'),
+            b'\n' => i == 0 || norm_whole[i - 1] != b'\r',
+            _ => false,
+        });
+        assert!(!bare, "normalized content with a bare line ending");
+    }
+    let mut norm_parts = Vec::new();
+    let mut receiver = DataReceiver::new(normalize);
+    let (n1, end1) = receiver.feed(&input[..cut], &mut norm_parts);
+    let (n_np, end_np) = if end1.is_some() {
+        (n1, end1)
+    } else {
+        let (n2, end2) = receiver.feed(&input[cut..], &mut norm_parts);
+        (n1 + n2, end2)
+    };
+    assert_eq!(
+        (n_norm, end_norm),
+        (n_np, end_np),
+        "fragmented normalize DATA differs"
+    );
+    assert_eq!(
+        norm_whole, norm_parts,
+        "fragmented normalize DATA content differs"
+    );
 
     // BDAT: the content is taken as is; every octet counts.
     let bdat_model = model_outcome(&input, input.len(), limits);
     let mut bdat_whole = BdatReceiver::new(limits);
     let mut out_whole = Vec::new();
     bdat_whole.feed(&input, &mut out_whole);
-    assert_eq!(bdat_whole.outcome(), bdat_model, "BDAT differs from the model");
+    assert_eq!(
+        bdat_whole.outcome(),
+        bdat_model,
+        "BDAT differs from the model"
+    );
     assert_eq!(out_whole, capped(&input, limits));
     assert_eq!(bdat_whole.received(), input.len() as u64);
 
@@ -137,7 +209,11 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     bdat.feed(&input[..cut], &mut out);
     let early = bdat.outcome();
-    assert_eq!(early, model_outcome(&input[..cut], cut, limits), "early BDAT outcome");
+    assert_eq!(
+        early,
+        model_outcome(&input[..cut], cut, limits),
+        "early BDAT outcome"
+    );
     bdat.feed(&input[cut..], &mut out);
     assert_eq!(bdat.outcome(), bdat_model, "fragmented BDAT differs");
     assert_eq!(out, out_whole, "fragmented BDAT content differs");
@@ -151,6 +227,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let crlf_across = input[..cut].ends_with(b"\r") && input[cut..].starts_with(b"\n");
     if !crlf_across {
-        assert!(rank(bdat_model) >= rank(early), "{early:?} became {bdat_model:?}");
+        assert!(
+            rank(bdat_model) >= rank(early),
+            "{early:?} became {bdat_model:?}"
+        );
     }
 });

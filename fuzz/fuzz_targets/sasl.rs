@@ -20,7 +20,9 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use libfuzzer_sys::fuzz_target;
 use sluice::policy::PolicySnapshot;
 use sluice::smtp::sasl::{Credentials, SaslError, decode_login_field, decode_plain};
-use sluice::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig, Step, TlsInfo};
+use sluice::smtp::session::{
+    ConnectionInfo, ListenerKind, ReceivedUser, Session, SessionConfig, Step, TlsInfo,
+};
 use std::sync::{Arc, OnceLock};
 
 /// The bytes a raw response is made of: the base64 alphabet, padding, blanks, the
@@ -91,7 +93,10 @@ fn session() -> Session {
         max_message_size: 1000,
         max_recipients: 10,
         max_data_line: 998,
+        max_received_headers: 100,
+        bare_line_endings: Default::default(),
         max_errors: 10,
+        received_user: ReceivedUser::Named,
     });
     let conn = ConnectionInfo {
         client_ip: "192.0.2.1".parse().unwrap(),
