@@ -328,7 +328,7 @@ impl Connection {
     /// with their recent failures (across connections), on a blocking thread within the
     /// bound on concurrent checks (password hashing is slow on purpose).
     async fn verify(&mut self, username: String, password: String) -> Step {
-        // The session's own snapshot: a session keeps the policy it started with.
+        // The policy this session applies (see refresh_policy).
         let policy = self.session.policy().clone();
         let user = username.clone();
         let check = move || policy.verify_password(&user, &password);
