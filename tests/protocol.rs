@@ -107,15 +107,7 @@ async fn submission_requires_auth_and_auth_requires_tls() {
 #[tokio::test]
 async fn a_removed_user_is_logged_out_at_the_next_command_after_the_policy_cap() {
     let relay = common::start("{sessionPolicyMaxAge: 1s}").await;
-    let mut c = Client::connect_from(relay.submission, "127.0.0.2").await;
-    c.cmd("EHLO client.test", "250 ").await;
-    let mut c = start_tls(c, &relay.ca_pem).await;
-    c.cmd("EHLO client.test", "250 ").await;
-    c.cmd(
-        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
-        "235 2.7.0",
-    )
-    .await;
+    let mut c = alice_over_tls(relay.submission, &relay.ca_pem).await;
     let policy = relay.dir.path().join("policy.yaml");
     std::fs::write(
         &policy,
@@ -153,6 +145,20 @@ fn plain(user: &str, password: &str) -> String {
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A session from 127.0.0.2 to `addr`, over STARTTLS, authenticated as alice.
+async fn alice_over_tls(addr: std::net::SocketAddr, ca_pem: &str) -> Client {
+    let mut c = Client::connect_from(addr, "127.0.0.2").await;
+    c.cmd("EHLO client.test", "250 ").await;
+    let mut c = start_tls(c, ca_pem).await;
+    c.cmd("EHLO client.test", "250 ").await;
+    c.cmd(
+        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
+        "235 2.7.0",
+    )
+    .await;
+    c
 }
 
 async fn start_tls(mut c: Client, ca_pem: &str) -> Client {
@@ -208,15 +214,8 @@ async fn auth_plain_and_login_over_starttls_then_relay_with_sender_rights() {
     c.send(b"Subject: authenticated\r\n\r\nhi\r\n.\r\n").await;
     c.expect("250 2.0.0").await;
 
-    let mut c = Client::connect_from(relay.relay, "127.0.0.2").await;
-    c.cmd("EHLO client.test", "250 ").await;
-    let mut c = start_tls(c, &relay.ca_pem).await;
-    c.cmd("EHLO client.test", "250 ").await;
-    c.cmd(
-        &format!("AUTH PLAIN {}", plain("alice", common::PASSWORD)),
-        "235 2.7.0",
-    )
-    .await;
+    // AUTH works on the relay port too, once under TLS.
+    alice_over_tls(relay.relay, &relay.ca_pem).await;
     let spool = relay.stop_and_list().await;
     let text = String::from_utf8_lossy(&spool[0].1).into_owned();
     assert_eq!(

@@ -208,9 +208,18 @@ async fn required_and_implicit_tls_never_fall_back() {
     assert_eq!(cfg.tls_fallbacks.load(Ordering::Relaxed), 0);
 }
 
-#[tokio::test]
-async fn an_address_literal_is_verified_as_an_ip_address() {
-    let (acceptor, roots) = tls_pair_for(&["127.0.0.1"]);
+/// Connects with STARTTLS required to a server whose certificate names only
+/// `cert_names`, as the delivery to `destination` would, verifying the certificate.
+/// Returns the connection, the server's address and its task.
+async fn verified_starttls(
+    cert_names: &[&str],
+    destination: &str,
+) -> (
+    Connection,
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<()>,
+) {
+    let (acceptor, roots) = tls_pair_for(cert_names);
     let (listener, addr) = listen().await;
     let server = tokio::spawn(async move {
         let mut p = Peer::accept(&listener).await;
@@ -222,9 +231,13 @@ async fn an_address_literal_is_verified_as_an_ip_address() {
     let mut cfg = config();
     cfg.tls = TlsMode::Required;
     cfg.tls_roots = Arc::new(roots);
-    let conn = Connection::connect(addr, "[127.0.0.1]", &cfg)
-        .await
-        .unwrap();
+    let conn = Connection::connect(addr, destination, &cfg).await.unwrap();
+    (conn, addr, server)
+}
+
+#[tokio::test]
+async fn an_address_literal_is_verified_as_an_ip_address() {
+    let (conn, addr, server) = verified_starttls(&["127.0.0.1"], "[127.0.0.1]").await;
     assert!(conn.is_encrypted());
     assert_eq!(
         conn.remote(),
@@ -236,21 +249,7 @@ async fn an_address_literal_is_verified_as_an_ip_address() {
 
 #[tokio::test]
 async fn an_internationalised_name_is_verified_by_its_a_label() {
-    let (acceptor, roots) = tls_pair_for(&["xn--bcher-kva.example"]);
-    let (listener, addr) = listen().await;
-    let server = tokio::spawn(async move {
-        let mut p = Peer::accept(&listener).await;
-        p.greet_and_ehlo("EHLO", &["STARTTLS"]).await;
-        let mut p = p.starttls(&acceptor).await;
-        p.ehlo("EHLO", &[]).await;
-        p.quit().await;
-    });
-    let mut cfg = config();
-    cfg.tls = TlsMode::Required;
-    cfg.tls_roots = Arc::new(roots);
-    let conn = Connection::connect(addr, "bücher.example", &cfg)
-        .await
-        .unwrap();
+    let (conn, _, server) = verified_starttls(&["xn--bcher-kva.example"], "bücher.example").await;
     assert!(conn.is_encrypted());
     conn.quit().await;
     server.await.unwrap();
