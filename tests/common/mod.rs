@@ -2,6 +2,7 @@
 //! certificates and a known policy, and a raw SMTP client for transcripts.
 #![allow(dead_code)]
 
+pub mod chart;
 pub mod dns;
 pub mod fleet;
 pub mod hook;
