@@ -272,6 +272,14 @@ pub struct Limits {
     /// How long SIGTERM waits for open sessions before closing them.
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub shutdown_grace: Duration,
+    /// How long after SIGTERM the listeners go on accepting and serving as usual while
+    /// `/readyz` already answers 503, before the drain (and `shutdownGrace`) starts.
+    /// Kubernetes removes a terminating pod from the Service's endpoints only seconds
+    /// after sending SIGTERM; connections routed to it meanwhile would be refused
+    /// without this. Roles without listeners (worker) stop at once. A second SIGTERM or
+    /// SIGINT cuts the delay short.
+    #[serde(deserialize_with = "serde_duration::deserialize")]
+    pub drain_delay: Duration,
 }
 
 /// RFC 5321 4.5.3.1.4 allows 512 octets, plus what the advertised extensions add to MAIL:
@@ -308,6 +316,7 @@ impl Default for Limits {
             auth_lockout: Duration::from_secs(900),
             auth_failure_table_size: 10_000,
             shutdown_grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -514,6 +523,11 @@ mod tests {
         let c = load(MINIMAL).unwrap();
         assert_eq!(c.limits.max_command_line, 2048);
         assert_eq!(c.limits.max_message_size, 25 << 20);
+        assert_eq!(
+            c.limits.drain_delay,
+            Duration::ZERO,
+            "no delay unless asked"
+        );
         assert!(c.spool.is_absolute() && c.spool.ends_with("var/spool"));
         assert!(c.policies[0].ends_with("policy.yaml"));
         assert_eq!(c.listeners[0].bare_line_endings, BareLineEndings::Normalize);
@@ -531,11 +545,12 @@ mod tests {
     #[test]
     fn limits_parse_units() {
         let c = load(&format!(
-            "{MINIMAL}limits: {{maxMessageSize: 10Mi, commandTimeout: 2m}}\n"
+            "{MINIMAL}limits: {{maxMessageSize: 10Mi, commandTimeout: 2m, drainDelay: 5s}}\n"
         ))
         .unwrap();
         assert_eq!(c.limits.max_message_size, 10 << 20);
         assert_eq!(c.limits.command_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.drain_delay, Duration::from_secs(5));
         assert_eq!(c.limits.memory_budget, None, "computed when left out");
         let c = load(&format!(
             "{MINIMAL}limits: {{memoryBudget: 64Mi, spillThreshold: 1Mi, spillDirectory: tmp, ipv6Prefix: 56}}\n"

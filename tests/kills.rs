@@ -5,8 +5,9 @@
 //!   250 and never reaches the sink (no partial message), the other clients fail over to
 //!   the other ingress, and nothing answered 250 is lost;
 //! - a worker SIGTERMed in the middle of a slow delivery: it exits 0 within its grace
-//!   period, and the message it held comes back at once (it naks its leases on the way
-//!   out) rather than after a long `ack_wait`.
+//!   period (a drain delay is for roles with listeners only), and the message it held
+//!   comes back at once (it naks its leases on the way out) rather than after a long
+//!   `ack_wait`.
 
 mod common;
 
@@ -115,7 +116,15 @@ async fn worker_sigterm_mid_delivery_hands_the_message_back() {
     let nats = NatsServer::start();
     let sink = Sink::start(SlowFirst).await;
     // A long ack_wait: a message coming back quickly can only be the worker's own nak.
-    let args = ["--nats-ack-wait", "60s", "--shutdown-grace", "1s"];
+    // A long drain delay, which a worker skips: nothing routes connections to it.
+    let args = [
+        "--nats-ack-wait",
+        "60s",
+        "--shutdown-grace",
+        "1s",
+        "--drain-delay",
+        "60s",
+    ];
     let mut fleet = Fleet::start(&nats.url(), sink.addr.port(), (1, 1), &args, &[]).await;
     let sent = mail::send_one(
         fleet.ingresses[0].smtp(),

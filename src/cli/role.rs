@@ -34,6 +34,11 @@ pub struct CommonArgs {
     /// How long SIGTERM waits for sessions and deliveries to finish (e.g. 25s).
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", value_parser = sluice::units::parse_duration)]
     shutdown_grace: Option<Duration>,
+    /// How long SIGTERM keeps the listeners serving, already unready (/readyz 503),
+    /// before the drain starts: the time Kubernetes takes to take the pod out of the
+    /// Service (e.g. 5s). A second SIGTERM cuts it short. Default 0s.
+    #[arg(long, env = "SLUICE_DRAIN_DELAY", value_parser = sluice::units::parse_duration)]
+    drain_delay: Option<Duration>,
     /// The largest message accepted (e.g. 25Mi). Workers take it too: they refuse a
     /// queued message beyond it (plus room for a bounce), so give both roles the same.
     #[arg(long, env = "SLUICE_MAX_MESSAGE_SIZE", value_parser = sluice::units::parse_size)]
@@ -115,6 +120,7 @@ impl CommonArgs {
         set(&mut config.hostname, &self.hostname);
         set(&mut config.log, &self.log);
         set(&mut config.limits.shutdown_grace, &self.shutdown_grace);
+        set(&mut config.limits.drain_delay, &self.drain_delay);
         set(&mut config.limits.max_message_size, &self.max_message_size);
         if self.admin.is_some() {
             config.admin = self.admin;
@@ -213,6 +219,8 @@ mod tests {
             "nats://flag:4222",
             "--max-message-size",
             "10Mi",
+            "--drain-delay",
+            "5s",
         ])
         .unwrap();
         let mut config = args.common.config().unwrap();
@@ -236,6 +244,7 @@ mod tests {
         assert_eq!(smtp[0].address, "127.0.0.1:2525".parse().unwrap());
         assert!(config.listeners.iter().any(|l| l.name == "other"));
         assert_eq!(config.limits.max_message_size, 10 << 20);
+        assert_eq!(config.limits.drain_delay, Duration::from_secs(5));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Running {
     backend: Backend,
     worker: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
     grace: Duration,
+    /// `limits.drainDelay` for a role with listeners, zero for one without: nothing
+    /// routes connections to a worker, so it has nothing to wait for.
+    drain_delay: Duration,
 }
 
 /// Loads everything, binds every socket and starts serving as `role`. Errors are
@@ -150,6 +153,10 @@ pub async fn start_with_disk(
         backend,
         worker,
         grace: config.limits.shutdown_grace,
+        drain_delay: match role.accepts_mail() {
+            true => config.limits.drain_delay,
+            false => Duration::ZERO,
+        },
     })
 }
 
@@ -157,6 +164,23 @@ impl Running {
     /// Re-reads policy files and certificates now (what SIGHUP does).
     pub fn reload(&self) {
         self.reload.notify_one();
+    }
+
+    /// What SIGTERM does: unready at once, so that Kubernetes takes the pod out of its
+    /// Services, but still accepting and serving as usual for `limits.drainDelay` while
+    /// that happens, so that connections routed here meanwhile are served rather than
+    /// refused; then [`Running::shutdown`]. When `cut_short` completes (a second signal)
+    /// the rest of the delay is skipped.
+    pub async fn shutdown_after_delay(self, cut_short: impl Future<Output = ()>) {
+        self.readiness.start_draining();
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "not ready; serving on until the drain delay is over");
+            tokio::select! {
+                _ = tokio::time::sleep(self.drain_delay) => {}
+                _ = cut_short => tracing::info!("signalled again: draining now"),
+            }
+        }
+        self.shutdown().await;
     }
 
     /// Stops accepting and taking mail from the queue, lets open transactions and
@@ -186,7 +210,8 @@ impl Running {
     }
 }
 
-/// Runs as `role` until SIGTERM or SIGINT; SIGHUP reloads policy files and certificates.
+/// Runs as `role` until SIGTERM or SIGINT, then drains (after `limits.drainDelay`, which
+/// a second signal cuts short); SIGHUP reloads policy files and certificates.
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -204,8 +229,14 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             _ = hup.recv() => running.reload(),
         }
     }
-    tracing::info!("shutting down: draining");
-    running.shutdown().await;
+    tracing::info!("shutting down");
+    let again = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    running.shutdown_after_delay(again).await;
     tracing::info!("stopped");
     Ok(())
 }
