@@ -120,9 +120,11 @@ async fn send_through_new_connection(addr: SocketAddr, subject: &str) {
 
 #[tokio::test]
 async fn during_the_drain_delay_new_connections_are_served_while_unready() {
-    let delay = Duration::from_secs(3);
+    // Long enough for the checks below on a loaded machine; they assert that they
+    // finished within it.
+    let delay = Duration::from_secs(4);
     let (dir, config, _) = common::prepare("{shutdownGrace: 10s}");
-    let mut sluice = Standalone::start(&config, &["--drain-delay", "3s"]).await;
+    let mut sluice = Standalone::start(&config, &["--drain-delay", "4s"]).await;
     let mut idle = Client::connect(sluice.smtp).await;
     idle.cmd("EHLO client.test", "250 ").await;
 
@@ -148,7 +150,7 @@ async fn during_the_drain_delay_new_connections_are_served_while_unready() {
     while tokio::net::TcpStream::connect(sluice.smtp).await.is_ok() {
         assert!(
             Instant::now() < deadline,
-            "still accepting 13 s after SIGTERM"
+            "still accepting 10 s after the delay"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

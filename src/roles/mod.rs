@@ -8,8 +8,9 @@
 //! The ingress and the worker keep no state of their own: the queue is in JetStream and
 //! the compiled policy in the NATS bucket `sluice-policy`, followed while running. Each
 //! role is ready (`/readyz`) once its queue answers, it has a policy and its listeners
-//! are bound; it stops being ready while JetStream does not answer, and for good when it
-//! drains on SIGTERM.
+//! are bound; it stops being ready while JetStream does not answer, and for good at
+//! SIGTERM, after which a role with listeners serves on for `limits.drainDelay` (while
+//! Kubernetes takes it out of the Service) before it drains.
 
 mod delivery;
 mod listeners;
