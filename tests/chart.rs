@@ -4,7 +4,7 @@
 //! the chart is the generated one. The parts beside this file assert on the parsed
 //! objects: pods locked down (`pods.rs`), the roles' configuration read by the real config
 //! code (`config.rs`), Services and NetworkPolicies (`network.rs`), the operator's RBAC
-//! (`rbac.rs`), autoscaling and disruption budgets (`scaling.rs`), and what the values
+//! (`rbac.rs`) and the calls the real operator makes (`operator_calls.rs`), autoscaling and disruption budgets (`scaling.rs`), and what the values
 //! schema refuses (`schema.rs`).
 
 mod common;
@@ -18,6 +18,8 @@ use std::process::Command;
 mod config;
 #[path = "chart/network.rs"]
 mod network;
+#[path = "chart/operator_calls.rs"]
+mod operator_calls;
 #[path = "chart/pods.rs"]
 mod pods;
 #[path = "chart/rbac.rs"]

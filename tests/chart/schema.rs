@@ -7,41 +7,65 @@ use crate::common::chart::{refused, render};
 #[test]
 fn the_schema_refuses_typos_wrong_types_and_contradictions() {
     for (values, needle) in [
-        ("ingres: {replicas: 3}", "ingres"),
-        ("ingress: {replcias: 3}", "replcias"),
-        ("worker: {keda: {enabeld: true}}", "enabeld"),
+        ("ingres: {replicas: 3}", "additional properties 'ingres'"),
+        (
+            "ingress: {replcias: 3}",
+            "'/ingress': additional properties 'replcias'",
+        ),
+        (
+            "worker: {keda: {enabeld: true}}",
+            "additional properties 'enabeld'",
+        ),
         (
             "networkPolicy: {adminFrom: [{podSelektor: {}}]}",
-            "podSelektor",
+            "additional properties 'podSelektor'",
         ),
-        ("ingress: {replicas: three}", "replicas"),
-        ("ingress: {replicas: '3'}", "replicas"),
-        ("limits: {maxRecipients: 0}", "maxRecipients"),
-        ("ingress: {service: {type: ExternalName}}", "type"),
+        (
+            "ingress: {replicas: three}",
+            "'/ingress/replicas': got string, want integer",
+        ),
+        (
+            "ingress: {replicas: '3'}",
+            "'/ingress/replicas': got string",
+        ),
+        (
+            "limits: {maxRecipients: 0}",
+            "'/limits/maxRecipients': minimum",
+        ),
+        (
+            "ingress: {service: {type: ExternalName}}",
+            "'/ingress/service/type': value must be one of",
+        ),
         (
             "ingress: {service: {externalTrafficPolicy: local}}",
-            "externalTrafficPolicy",
+            "'/ingress/service/externalTrafficPolicy'",
         ),
         (
             "worker: {keda: {enabled: true}, autoscaling: {enabled: true}}",
-            "enabled",
+            "'/worker/autoscaling/enabled': value must be false",
         ),
-        ("admin: {service: {type: LoadBalancer}}", "service"),
-        ("admin: {type: NodePort}", "type"),
+        (
+            "admin: {service: {type: LoadBalancer}}",
+            "'/admin': additional properties 'service'",
+        ),
+        (
+            "admin: {type: NodePort}",
+            "'/admin': additional properties 'type'",
+        ),
         (
             "ingress: {proxyProtocol: {enabled: true}}",
-            "trustedProxies",
+            "'/ingress/proxyProtocol/trustedProxies': minItems",
         ),
         (
             "ingress: {proxyProtocol: {enabled: true, trustedProxies: [not-a-cidr]}}",
-            "trustedProxies",
+            "'/ingress/proxyProtocol/trustedProxies/0'",
         ),
         (
             "tls: {certManager: {enabled: true, issuerRef: {name: i}}}",
-            "dnsNames",
+            "'/tls/certManager/dnsNames': minItems",
         ),
-        ("log: yaml", "log"),
-        ("hostname: 'mx example'", "hostname"),
+        ("log: yaml", "'/log'"),
+        ("hostname: 'mx example'", "'/hostname'"),
     ] {
         let error = refused(values);
         assert!(error.contains(needle), "{values}: {error}");
