@@ -14,7 +14,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
     wanted.iter().all(|(k, v)| &labels[k] == v)
 }
 
-fn pod_labels<'a>(rendered: &'a Rendered) -> Vec<(String, &'a Value)> {
+fn pod_labels(rendered: &Rendered) -> Vec<(String, &Value)> {
     rendered
         .objects
         .iter()

@@ -249,7 +249,7 @@ fn worker_and_operator_share_the_secrets_key_and_the_ingress_never_sees_it() {
     for (set, rendered) in all_sets() {
         let secret_of = |role: &str| -> Option<String> {
             let p = pod(&rendered, role);
-            let mount = mounts(&container(&rendered, role))
+            let mount = mounts(container(&rendered, role))
                 .into_iter()
                 .find(|(path, _)| path == "/run/sluice/secrets-key")?;
             let volume = p["volumes"]
@@ -348,7 +348,7 @@ fn every_path_in_a_roles_configuration_is_on_a_volume_it_mounts() {
             let text = config["data"]["sluice.yaml"].as_str().unwrap();
             let yaml: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
             let c = container(&rendered, role);
-            let mounts = mounts(&c);
+            let mounts = mounts(c);
             let mut paths = vec![yaml["adminTokenFile"].as_str().unwrap().to_string()];
             for key in [
                 &yaml["tls"]["certFile"],
@@ -385,6 +385,6 @@ fn every_path_in_a_roles_configuration_is_on_a_volume_it_mounts() {
         }
         let volumes = pod(&rendered, "ingress")["volumes"].as_array().unwrap();
         let spill = volumes.iter().find(|v| v["name"] == "spill").unwrap();
-        assert!(spill["emptyDir"].is_object(), "{set}");
+        assert_eq!(spill["emptyDir"]["sizeLimit"], "4Gi", "{set}");
     }
 }
