@@ -89,3 +89,35 @@ fn the_templates_refuse_what_the_schema_cannot_see() {
     let error = refused("ingress: {listeners: {smtp: {enabled: false}}}");
     assert!(error.contains("no listener"), "{error}");
 }
+
+#[test]
+fn every_key_of_values_yaml_has_a_comment_above_it() {
+    let text =
+        std::fs::read_to_string(crate::common::chart::repo_path("charts/sluice/values.yaml"))
+            .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // The `nats:` block at the end is the NATS part's (templates/nats/); this covers the rest.
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("# NATS:"))
+        .expect("the NATS banner");
+    let mut keys = 0;
+    for (i, line) in lines[..end].iter().enumerate() {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        let is_key = trimmed.split_once(':').is_some_and(|(k, _)| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+        });
+        if line.trim_start().starts_with('#') || !is_key {
+            continue;
+        }
+        keys += 1;
+        assert!(
+            lines[i - 1].trim_start().starts_with('#'),
+            "values.yaml line {}: {line:?} has no comment above it",
+            i + 1
+        );
+    }
+    assert!(keys > 80, "{keys} keys");
+}
