@@ -88,6 +88,12 @@ fn the_templates_refuse_what_the_schema_cannot_see() {
     // Only submission listeners, without a certificate: nothing would listen.
     let error = refused("ingress: {listeners: {smtp: {enabled: false}}}");
     assert!(error.contains("no listener"), "{error}");
+    // KEDA with an existing NATS but the chart's monitoring endpoint: there is none.
+    let error = refused("nats: {url: 'nats://nats.infra:4222'}\nworker: {keda: {enabled: true}}");
+    assert!(error.contains("worker.keda.monitorEndpoint"), "{error}");
+    render(
+        "nats: {url: 'nats://nats.infra:4222'}\nworker: {keda: {enabled: true, monitorEndpoint: 'nats.infra:8222'}}",
+    );
 }
 
 #[test]

@@ -83,11 +83,11 @@ spec:
           image: {{ include "sluice.image" $root | quote }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           args: {{ toJson .args }}
+          {{- $env := trim (printf "%s\n%s" (default "" .env) (include "sluice.nats.env" (dict "root" $root "role" .component))) }}
+          {{- with $env }}
           env:
-            {{- with .env }}
             {{- . | nindent 12 }}
-            {{- end }}
-            {{- include "sluice.nats.env" (dict "root" $root "role" .component) | nindent 12 }}
+          {{- end }}
           ports:
             {{- range .ports }}
             - name: {{ .name }}
