@@ -136,25 +136,48 @@ async fn every_call_of_the_real_operator_is_granted_by_the_charts_rbac() {
     kube.put_secret("relay-users", &[("app", b"app-password")])
         .await;
     kube.apply_policy(policy()).await;
-    // The operator as the chart runs it: its namespace, leader election, a second
-    // policy namespace.
+    // The operator as the chart runs it: its arguments from the rendered Deployment (the
+    // key file where this test keeps it), its namespace and name as the downward API
+    // gives them, a second policy namespace.
+    let rendered = render("operator: {policyNamespaces: [mail, helpdesk]}");
+    let deployment = rendered.one("Deployment", "-operator");
+    let rendered_args: Vec<String> =
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+    let (role, rest) = rendered_args.split_first().unwrap();
+    assert_eq!(role, "operator");
+    assert_eq!(rest[..2], ["--config", "/etc/sluice/sluice.yaml"]);
+    let key = key.to_str().unwrap().to_string();
+    let args: Vec<&str> = rest[2..]
+        .iter()
+        .map(|a| {
+            if a == "/run/sluice/secrets-key/key" {
+                key.as_str()
+            } else {
+                a.as_str()
+            }
+        })
+        .collect();
+    let lease_name = rest
+        .iter()
+        .skip_while(|a| *a != "--lease-name")
+        .nth(1)
+        .expect("the chart names the Lease");
     let kubeconfig = kube.kubeconfig_path();
     let env = [
         ("KUBECONFIG", kubeconfig.as_os_str()),
         ("POD_NAME", OsStr::new("operator-0")),
         ("POD_NAMESPACE", OsStr::new("mail")),
     ];
-    let args = [
-        "--secrets-key-file",
-        key.to_str().unwrap(),
-        "--policy-namespaces",
-        "mail,helpdesk",
-    ];
     let requests_before = kube.log().lines().count();
     let mut operator =
         RoleProcess::start_with_env("operator-0", "operator", &nats.url(), &args, &env).await;
     operator.wait_ready(READY_WITHIN).await;
-    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/mail/leases/sluice-operator";
+    let lease = format!("/apis/coordination.k8s.io/v1/namespaces/mail/leases/{lease_name}");
     served(
         &kube,
         "PATCH /apis/sluice.dev/v1alpha1/namespaces/mail/relaypolicies/corp/status",
@@ -168,7 +191,7 @@ async fn every_call_of_the_real_operator_is_granted_by_the_charts_rbac() {
     )
     .await;
     // A renewal (every 5 s), then the release on SIGTERM.
-    served(&kube, &format!("PUT {LEASE}"), &operator).await;
+    served(&kube, &format!("PUT {lease}"), &operator).await;
     operator.terminate();
     let status = operator.wait_exit(Duration::from_secs(15)).await;
     assert!(
@@ -179,7 +202,6 @@ async fn every_call_of_the_real_operator_is_granted_by_the_charts_rbac() {
 
     let log = kube.log();
     let calls: BTreeSet<Call> = log.lines().skip(requests_before).filter_map(call).collect();
-    let rendered = render("operator: {policyNamespaces: [mail, helpdesk]}");
     let grants = grants(&rendered.objects);
     let refused: Vec<&Call> = calls.iter().filter(|c| !granted(&grants, c)).collect();
     assert!(
