@@ -1,0 +1,201 @@
+//! The real roles on the chart's own three-server cluster, as the chart wires them: the
+//! operator's user pushes the policy, `sluice ingress` and `sluice worker` log in as their
+//! own users with SLUICE_NATS_REPLICAS=3, and a message sent with swaks reaches the sink
+//! (the permissions suffice). Then, as each user through async-nats and the CLI, what
+//! must be refused is: the ingress and worker users cannot write the policy, the ingress
+//! user cannot take a queued message, `sluice policy push` as the ingress user fails.
+
+use crate::cluster::RenderedCluster;
+use crate::common::chart;
+use crate::common::roles::{READY_WITHIN, RoleProcess, policy_config, policy_push, route_policy};
+use crate::common::sink::{AcceptAll, Sink};
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+/// How long a write that the server refuses may take to fail (the client may only time
+/// out: a permission violation is not an answer to the request).
+const REFUSED_WITHIN: Duration = Duration::from_secs(15);
+
+async fn start_role(cluster: &RenderedCluster, role: &str) -> RoleProcess {
+    let env: Vec<(&str, OsString)> = vec![
+        ("SLUICE_NATS_USER", role.into()),
+        ("SLUICE_NATS_PASSWORD", cluster.password(role).into()),
+        ("SLUICE_NATS_REPLICAS", "3".into()),
+    ];
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let mut args = vec!["--hostname", "relay.test"];
+    if role == "ingress" {
+        args.extend(["--smtp", "127.0.0.1:0"]);
+    }
+    RoleProcess::start_with_env(role, role, &cluster.url(), &args, &env).await
+}
+
+/// swaks, a real SMTP client, sends one message; panics unless it is accepted.
+fn swaks(ingress: &RoleProcess, to: &str) {
+    let out = std::process::Command::new("swaks")
+        .args(["--server", &ingress.smtp().to_string()])
+        .args(["--from", "sender@client.test", "--to", to])
+        .args(["--body", "through the chart's NATS", "--timeout", "30"])
+        .output()
+        .expect("swaks (scripts/install-test-deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("250 2.0.0"),
+        "swaks:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The policy key's newest revision, read as `role`.
+async fn policy_revision(cluster: &RenderedCluster, role: &str) -> u64 {
+    let js = jetstream::new(cluster.connect(role).await);
+    let kv = js.get_key_value("sluice-policy").await.expect("the bucket");
+    kv.entry("snapshot")
+        .await
+        .expect("reading the policy")
+        .expect("a policy")
+        .revision
+}
+
+/// `role` tries to write the policy key, through the KV API and by a plain JetStream
+/// publish to the key's subject; both must fail, and the key must keep its revision.
+async fn cannot_write_policy(cluster: &RenderedCluster, role: &str) {
+    let before = policy_revision(cluster, "operator").await;
+    let js = jetstream::new(cluster.connect(role).await);
+    let kv = js.get_key_value("sluice-policy").await.expect("readable");
+    let put = tokio::time::timeout(REFUSED_WITHIN, kv.put("snapshot", "{}".into())).await;
+    assert!(
+        !matches!(put, Ok(Ok(_))),
+        "{role} wrote the policy: {put:?}"
+    );
+    let publish = async {
+        match js.publish("$KV.sluice-policy.snapshot", "{}".into()).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        }
+    };
+    let stored = tokio::time::timeout(REFUSED_WITHIN, publish)
+        .await
+        .unwrap_or(false);
+    assert!(!stored, "{role} published to the policy key");
+    assert_eq!(policy_revision(cluster, "operator").await, before, "{role}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
+    let _heavy = crate::common::roles::exclusive().await;
+    let rendered = chart::render("");
+    let started = Instant::now();
+    let cluster = RenderedCluster::start(&rendered, Duration::from_secs(60)).await;
+    let formed = started.elapsed();
+
+    let sink = Sink::start(AcceptAll).await;
+    let policy_dir = tempfile::tempdir().unwrap();
+    let config = policy_config(
+        policy_dir.path(),
+        &route_policy(&["127.0.0.1/32"], sink.addr.port()),
+    );
+    let operator_password = cluster.password("operator");
+    policy_push(
+        &config,
+        &cluster.url(),
+        &[
+            "--nats-user",
+            "operator",
+            "--nats-password",
+            &operator_password,
+            "--nats-replicas",
+            "3",
+        ],
+    )
+    .await;
+    let mut ingress = start_role(&cluster, "ingress").await;
+    let mut worker = start_role(&cluster, "worker").await;
+    ingress.wait_ready(READY_WITHIN).await;
+    worker.wait_ready(READY_WITHIN).await;
+    let ready = started.elapsed();
+
+    swaks(&ingress, "first@sink.test");
+    let got = sink.wait_for(1, Duration::from_secs(30)).await;
+    worker.fail_if(got.len() != 1, "the message did not reach the sink");
+    assert!(
+        got[0].rcpt_to[0].contains("<first@sink.test>"),
+        "{:?}",
+        got[0].rcpt_to
+    );
+    let delivered = started.elapsed();
+
+    // The queue and the policy are R3, as SLUICE_NATS_REPLICAS asked.
+    let js = jetstream::new(cluster.connect("worker").await);
+    for stream in ["SLUICE_MESSAGES", "SLUICE_EVENTS", "KV_sluice-policy"] {
+        let mut handle = js.get_stream(stream).await.unwrap();
+        let info = handle.info().await.unwrap().clone();
+        assert_eq!(info.config.num_replicas, 3, "{stream}");
+        let replicas = info.cluster.map_or(0, |c| c.replicas.len());
+        assert_eq!(replicas, 2, "{stream}: a leader and two replicas");
+    }
+
+    cannot_write_policy(&cluster, "ingress").await;
+    cannot_write_policy(&cluster, "worker").await;
+
+    // With no worker running, a queued message waits for the consumer: the ingress user
+    // cannot fetch it, the worker user can.
+    worker.kill();
+    swaks(&ingress, "second@sink.test");
+    let consumer = |role: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let js = jetstream::new(cluster.connect(role).await);
+            let stream = js.get_stream("SLUICE_MESSAGES").await.unwrap();
+            let consumer: PullConsumer = stream.get_consumer("sluice-workers").await.unwrap();
+            let batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await;
+            match batch {
+                Ok(mut messages) => {
+                    let next = tokio::time::timeout(REFUSED_WITHIN, messages.next()).await;
+                    matches!(next, Ok(Some(Ok(_))))
+                }
+                Err(_) => false,
+            }
+        }
+    };
+    assert!(
+        !consumer("ingress").await,
+        "the ingress user took a queued message"
+    );
+    assert!(
+        consumer("worker").await,
+        "the worker user found no queued message"
+    );
+
+    // The CLI as the ingress user: refused, and the policy stays.
+    let before = policy_revision(&cluster, "operator").await;
+    let ingress_password = cluster.password("ingress");
+    let push = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["policy", "push", "--config"])
+        .arg(&config)
+        .args(["--nats-url", &cluster.url(), "--nats-user", "ingress"])
+        .args(["--nats-password", &ingress_password])
+        .output();
+    let push = tokio::time::timeout(Duration::from_secs(60), push)
+        .await
+        .expect("sluice policy push ends")
+        .unwrap();
+    assert!(
+        !push.status.success(),
+        "sluice policy push as ingress succeeded"
+    );
+    assert_eq!(policy_revision(&cluster, "operator").await, before);
+    ingress.terminate();
+    println!(
+        "chart NATS: cluster formed in {formed:.1?}, roles ready at {ready:.1?}, \
+         delivered at {delivered:.1?}, all done in {:.1?}",
+        started.elapsed()
+    );
+}
