@@ -175,6 +175,21 @@ impl RenderedCluster {
         all
     }
 
+    /// The permission violations the servers logged so far (nats-server logs each
+    /// refused publish or subscription as an error).
+    pub fn violations(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let log = std::fs::read_to_string(entry.path().join("log")).unwrap_or_default();
+            found.extend(
+                log.lines()
+                    .filter(|l| l.contains("Violation"))
+                    .map(str::to_string),
+            );
+        }
+        found
+    }
+
     async fn wait_healthy(&mut self, within: Duration) {
         use crate::common::roles::http_get;
         let deadline = Instant::now() + within;

@@ -59,11 +59,19 @@ async fn policy_revision(cluster: &RenderedCluster, role: &str) -> u64 {
         .revision
 }
 
+/// JetStream as `role`, with requests given up after 2 s: a refused request is never
+/// answered, and the default would wait 5 s for each.
+async fn js_as(cluster: &RenderedCluster, role: &str) -> jetstream::Context {
+    jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(cluster.connect(role).await)
+}
+
 /// `role` tries to write the policy key, through the KV API and by a plain JetStream
 /// publish to the key's subject; both must fail, and the key must keep its revision.
 async fn cannot_write_policy(cluster: &RenderedCluster, role: &str) {
     let before = policy_revision(cluster, "operator").await;
-    let js = jetstream::new(cluster.connect(role).await);
+    let js = js_as(cluster, role).await;
     let kv = js.get_key_value("sluice-policy").await.expect("readable");
     let put = tokio::time::timeout(REFUSED_WITHIN, kv.put("snapshot", "{}".into())).await;
     assert!(
@@ -111,10 +119,12 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
         ],
     )
     .await;
-    let mut ingress = start_role(&cluster, "ingress").await;
+    // One after the other: two roles creating the R3 streams at once on a new cluster
+    // both wait out a 10 s JetStream timeout (seen with and without permissions).
     let mut worker = start_role(&cluster, "worker").await;
-    ingress.wait_ready(READY_WITHIN).await;
     worker.wait_ready(READY_WITHIN).await;
+    let mut ingress = start_role(&cluster, "ingress").await;
+    ingress.wait_ready(READY_WITHIN).await;
     let ready = started.elapsed();
 
     swaks(&ingress, "first@sink.test");
@@ -127,8 +137,34 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     );
     let delivered = started.elapsed();
 
-    // The queue and the policy are R3, as SLUICE_NATS_REPLICAS asked.
+    // Settled as well as delivered: the work queue is empty once the worker's ack
+    // counts, and the events of both roles are stored.
     let js = jetstream::new(cluster.connect("worker").await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut queue = js.get_stream("SLUICE_MESSAGES").await.unwrap();
+        let left = queue.info().await.unwrap().state.messages;
+        if left == 0 {
+            break;
+        }
+        worker.fail_if(
+            Instant::now() > deadline,
+            &format!("{left} queued after delivery"),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = js.get_stream("SLUICE_EVENTS").await.unwrap();
+    let subjects = events.info_with_subjects("sluice.events.>").await.unwrap();
+    let subjects: Vec<String> = subjects.map(|s| s.unwrap().0).collect().await;
+    for kind in ["accepted", "delivered"] {
+        let found = subjects.iter().any(|s| s.ends_with(&format!(".{kind}")));
+        assert!(found, "no {kind} event in {subjects:?}");
+    }
+    // Everything so far within the permissions: not one refusal logged.
+    let violations = cluster.violations();
+    assert!(violations.is_empty(), "refused: {violations:#?}");
+
+    // The queue and the policy are R3, as SLUICE_NATS_REPLICAS asked.
     for stream in ["SLUICE_MESSAGES", "SLUICE_EVENTS", "KV_sluice-policy"] {
         let mut handle = js.get_stream(stream).await.unwrap();
         let info = handle.info().await.unwrap().clone();
@@ -147,7 +183,7 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     let consumer = |role: &'static str| {
         let cluster = &cluster;
         async move {
-            let js = jetstream::new(cluster.connect(role).await);
+            let js = js_as(cluster, role).await;
             let stream = js.get_stream("SLUICE_MESSAGES").await.unwrap();
             let consumer: PullConsumer = stream.get_consumer("sluice-workers").await.unwrap();
             let batch = consumer
