@@ -7,7 +7,7 @@
 
 use crate::cluster::RenderedCluster;
 use crate::common::chart;
-use crate::common::roles::{READY_WITHIN, RoleProcess, policy_config, policy_push, route_policy};
+use crate::common::roles::{READY_WITHIN, RoleProcess, policy_config, route_policy};
 use crate::common::sink::{AcceptAll, Sink};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
@@ -91,6 +91,62 @@ async fn cannot_write_policy(cluster: &RenderedCluster, role: &str) {
     assert_eq!(policy_revision(cluster, "operator").await, before, "{role}");
 }
 
+/// `sluice policy push` as the operator's user; the revision pushed.
+async fn push_as_operator(cluster: &RenderedCluster, config: &std::path::Path) -> String {
+    let password = cluster.password("operator");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["policy", "push", "--config"])
+        .arg(config)
+        .args(["--nats-url", &cluster.url(), "--nats-user", "operator"])
+        .args(["--nats-password", &password, "--nats-replicas", "3"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split("revision ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no revision in {text:?}"))
+        .to_string()
+}
+
+/// The test's policy with `users` users (about 170 bytes each in the snapshot): 8,000
+/// make a snapshot larger than a NATS message, which goes to the policy object store.
+fn large_policy(sink_port: u16, users: usize) -> String {
+    let mut policy = route_policy(&["127.0.0.1/32"], sink_port);
+    policy += "  users:\n";
+    for i in 0..users {
+        policy += &format!(
+            "    - {{name: user{i:05}, passwordHash: '{}', allowedSenders: ['@d{i}.example']}}\n",
+            crate::common::password_hash()
+        );
+    }
+    policy
+}
+
+/// Waits until `process` applies `revision` (its metrics show it).
+async fn applies(process: &RoleProcess, revision: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = process.metrics().await.unwrap_or_default();
+        if page.contains(&format!(
+            "sluice_policy_revision_info{{revision=\"{revision}\"}} 1"
+        )) {
+            return;
+        }
+        process.fail_if(
+            Instant::now() > deadline,
+            &format!("policy {revision} not applied"),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     let _heavy = crate::common::roles::exclusive().await;
@@ -105,20 +161,7 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
         policy_dir.path(),
         &route_policy(&["127.0.0.1/32"], sink.addr.port()),
     );
-    let operator_password = cluster.password("operator");
-    policy_push(
-        &config,
-        &cluster.url(),
-        &[
-            "--nats-user",
-            "operator",
-            "--nats-password",
-            &operator_password,
-            "--nats-replicas",
-            "3",
-        ],
-    )
-    .await;
+    push_as_operator(&cluster, &config).await;
     // One after the other: two roles creating the R3 streams at once on a new cluster
     // both wait out a 10 s JetStream timeout (seen with and without permissions).
     let mut worker = start_role(&cluster, "worker").await;
@@ -160,6 +203,21 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
         let found = subjects.iter().any(|s| s.ends_with(&format!(".{kind}")));
         assert!(found, "no {kind} event in {subjects:?}");
     }
+    // A snapshot too large for one message: the operator's user writes it to the policy
+    // object store, the ingress and worker users read it from there.
+    let large_dir = tempfile::tempdir().unwrap();
+    let large = policy_config(large_dir.path(), &large_policy(sink.addr.port(), 8_000));
+    let revision = push_as_operator(&cluster, &large).await;
+    let mut objects = js.get_stream("OBJ_sluice-policy-objects").await.unwrap();
+    let info = objects.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3);
+    assert!(
+        info.state.messages > 0,
+        "the snapshot is not in the object store"
+    );
+    applies(&ingress, &revision).await;
+    applies(&worker, &revision).await;
+
     // Everything so far within the permissions: not one refusal logged.
     let violations = cluster.violations();
     assert!(violations.is_empty(), "refused: {violations:#?}");
