@@ -20,6 +20,9 @@ pub struct RenderedCluster {
     dir: TempDir,
     pub client_ports: Vec<u16>,
     pub monitor_ports: Vec<u16>,
+    pub route_ports: Vec<u16>,
+    /// The StatefulSet's name, which is also the NATS cluster's.
+    pub name: String,
     /// The Secret's values by key (`ingress-password`, …).
     pub secret: HashMap<String, String>,
 }
@@ -132,6 +135,8 @@ impl RenderedCluster {
             dir,
             client_ports: client_ports.to_vec(),
             monitor_ports: monitor_ports.to_vec(),
+            route_ports: route_ports.to_vec(),
+            name,
             secret,
         };
         cluster.wait_healthy(within).await;
@@ -173,6 +178,29 @@ impl RenderedCluster {
             all += "\n";
         }
         all
+    }
+
+    /// What a server's route port answers to a route that logs in with `credentials`
+    /// (`"user":"route","pass":…` or nothing), then pings: the first line after INFO.
+    pub fn route_answer(&self, credentials: &str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.route_ports[0]))
+            .expect("route port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("INFO"), "{line}");
+        let connect = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"name\":\"rogue\",\"cluster\":\"{}\"{credentials}}}\r\nPING\r\n",
+            self.name
+        );
+        (&stream).write_all(connect.as_bytes()).unwrap();
+        line.clear();
+        let _ = reader.read_line(&mut line);
+        line.trim().to_string()
     }
 
     /// The permission violations the servers logged so far (nats-server logs each

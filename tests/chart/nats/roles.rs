@@ -155,6 +155,14 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     let cluster = RenderedCluster::start(&rendered, Duration::from_secs(60)).await;
     let formed = started.elapsed();
 
+    // The routes log in: a server without the route password cannot join (and read
+    // every message), one with it can.
+    let route_password = cluster.password("route");
+    let refused = cluster.route_answer("");
+    assert!(refused.contains("Authorization Violation"), "{refused}");
+    let accepted = cluster.route_answer(&format!(r#","user":"route","pass":"{route_password}""#));
+    assert!(!accepted.contains("-ERR"), "{accepted}");
+
     let sink = Sink::start(AcceptAll).await;
     let policy_dir = tempfile::tempdir().unwrap();
     let config = policy_config(
