@@ -290,6 +290,18 @@ fn nats_server_accepts_every_rendered_configuration() {
 }
 
 #[test]
+fn helm_lint_is_clean_in_both_modes() {
+    for values in [
+        "",
+        "nats: { replicas: 1 }",
+        "nats: { url: \"nats://nats.example:4222\", existing: { credentials: { worker: { secretName: s, credsKey: c } } } }",
+    ] {
+        let messages = chart::lint(values);
+        assert!(messages.is_empty(), "{values}: {messages:#?}");
+    }
+}
+
+#[test]
 fn checkov_and_kubernetes_validate_pass_the_nats_objects() {
     for values in ["", "nats: { replicas: 1, podAntiAffinity: hard }"] {
         let rendered = chart::render(values);
