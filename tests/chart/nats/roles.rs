@@ -8,7 +8,7 @@
 use crate::cluster::RenderedCluster;
 use crate::common::chart;
 use crate::common::roles::{READY_WITHIN, RoleProcess, policy_config, route_policy};
-use crate::common::sink::{AcceptAll, Sink};
+use crate::common::sink::{Replies, Sink};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
 use std::ffi::OsString;
@@ -32,8 +32,21 @@ async fn start_role(cluster: &RenderedCluster, role: &str) -> RoleProcess {
     RoleProcess::start_with_env(role, role, &cluster.url(), &args, &env).await
 }
 
-/// swaks, a real SMTP client, sends one message; panics unless it is accepted.
-fn swaks(ingress: &RoleProcess, to: &str) {
+/// Takes everything but the recipients named `defer…`, which it defers for ever.
+struct DeferSome;
+impl Replies for DeferSome {
+    fn rcpt(&self, address: &str, _: usize) -> String {
+        if address.contains("<defer") {
+            "451 4.3.0 Try again later".into()
+        } else {
+            "250 2.1.5 Ok".into()
+        }
+    }
+}
+
+/// swaks, a real SMTP client, sends one message; panics unless it is accepted. The
+/// queue id the ingress gave it.
+fn swaks(ingress: &RoleProcess, to: &str) -> String {
     let out = std::process::Command::new("swaks")
         .args(["--server", &ingress.smtp().to_string()])
         .args(["--from", "sender@client.test", "--to", to])
@@ -46,6 +59,25 @@ fn swaks(ingress: &RoleProcess, to: &str) {
         "swaks:\n{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text.split("queued as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no queue id in {text}"))
+        .to_string()
+}
+
+/// `sluice queue ARGS` against a role's admin listener: (exit code, output).
+async fn queue_tool(process: &RoleProcess, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("queue")
+        .args(args)
+        .args(["--admin", &process.admin.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
 }
 
 /// The policy key's newest revision, read as `role`.
@@ -163,7 +195,7 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     let accepted = cluster.route_answer(&format!(r#","user":"route","pass":"{route_password}""#));
     assert!(!accepted.contains("-ERR"), "{accepted}");
 
-    let sink = Sink::start(AcceptAll).await;
+    let sink = Sink::start(DeferSome).await;
     let policy_dir = tempfile::tempdir().unwrap();
     let config = policy_config(
         policy_dir.path(),
@@ -225,6 +257,29 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     );
     applies(&ingress, &revision).await;
     applies(&worker, &revision).await;
+
+    // Deferrals and the queue tools run in the worker, as the worker's user: two
+    // messages deferred, one deleted, the other made due again.
+    let kept = swaks(&ingress, "defer-kept@sink.test");
+    let removed = swaks(&ingress, "defer-removed@sink.test");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = queue_tool(&worker, &["list"]).await;
+        if list.matches("451 4.3.0").count() >= 2 {
+            break;
+        }
+        worker.fail_if(Instant::now() > deadline, &format!("not deferred:\n{list}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, text) = queue_tool(&worker, &["delete", &removed]).await;
+    assert!(code == 0 && text.contains("deleted"), "{code}: {text}");
+    let (code, text) = queue_tool(&worker, &["retry", "--all"]).await;
+    assert!(
+        code == 0 && text.contains("1 message due now"),
+        "{code}: {text}"
+    );
+    let (_, list) = queue_tool(&worker, &["list"]).await;
+    assert!(list.contains(&kept) && !list.contains(&removed), "{list}");
 
     // Everything so far within the permissions: not one refusal logged.
     let violations = cluster.violations();
