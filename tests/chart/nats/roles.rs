@@ -8,7 +8,7 @@
 use crate::cluster::RenderedCluster;
 use crate::common::chart;
 use crate::common::roles::{READY_WITHIN, RoleProcess, policy_config, route_policy};
-use crate::common::sink::{Replies, Sink};
+use crate::common::sink::{Replies, Sink, Transaction};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
 use std::ffi::OsString;
@@ -23,6 +23,8 @@ async fn start_role(cluster: &RenderedCluster, role: &str) -> RoleProcess {
         ("SLUICE_NATS_USER", role.into()),
         ("SLUICE_NATS_PASSWORD", cluster.password(role).into()),
         ("SLUICE_NATS_REPLICAS", "3".into()),
+        // A message held by a worker that died comes back this soon.
+        ("SLUICE_NATS_ACK_WAIT", "3s".into()),
     ];
     let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let mut args = vec!["--hostname", "relay.test"];
@@ -32,9 +34,22 @@ async fn start_role(cluster: &RenderedCluster, role: &str) -> RoleProcess {
     RoleProcess::start_with_env(role, role, &cluster.url(), &args, &env).await
 }
 
-/// Takes everything but the recipients named `defer…`, which it defers for ever.
-struct DeferSome;
+/// Takes everything but the recipients named `defer…`, which it defers for ever, and
+/// sits on the first message to `slow@` (for a worker to die while it waits).
+#[derive(Default)]
+struct DeferSome {
+    held: std::sync::atomic::AtomicBool,
+}
 impl Replies for DeferSome {
+    fn hold(&self, t: &Transaction, _: usize) -> Duration {
+        let slow = t.rcpt_to.iter().any(|r| r.contains("<slow@"));
+        if slow && !self.held.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Duration::from_secs(120)
+        } else {
+            Duration::ZERO
+        }
+    }
+
     fn rcpt(&self, address: &str, _: usize) -> String {
         if address.contains("<defer") {
             "451 4.3.0 Try again later".into()
@@ -195,7 +210,7 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     let accepted = cluster.route_answer(&format!(r#","user":"route","pass":"{route_password}""#));
     assert!(!accepted.contains("-ERR"), "{accepted}");
 
-    let sink = Sink::start(DeferSome).await;
+    let sink = Sink::start(DeferSome::default()).await;
     let policy_dir = tempfile::tempdir().unwrap();
     let config = policy_config(
         policy_dir.path(),
@@ -280,6 +295,38 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     );
     let (_, list) = queue_tool(&worker, &["list"]).await;
     assert!(list.contains(&kept) && !list.contains(&removed), "{list}");
+
+    // A worker killed in the middle of a delivery: the next one takes the message again
+    // once ack_wait has run out, after looking up its delivery events.
+    swaks(&ingress, "slow@sink.test");
+    let slow = |sink: &Sink| {
+        let all = sink.transactions();
+        all.iter()
+            .filter(|t| t.rcpt_to.iter().any(|r| r.contains("<slow@")))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow(&sink) == 0 {
+        worker.fail_if(Instant::now() > deadline, "the slow message never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.kill();
+    let mut worker = start_role(&cluster, "worker").await;
+    worker.wait_ready(READY_WITHIN).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow(&sink) < 2 {
+        worker.fail_if(
+            Instant::now() > deadline,
+            "the slow message was not redelivered",
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = worker.metrics().await.unwrap_or_default();
+    let redelivered = crate::common::roles::metric_sum(&page, "sluice_queue_redeliveries_total");
+    worker.fail_if(
+        redelivered.unwrap_or(0.0) < 1.0,
+        &format!("redeliveries {redelivered:?}"),
+    );
 
     // Everything so far within the permissions: not one refusal logged.
     let violations = cluster.violations();
