@@ -1,9 +1,13 @@
 //! The real roles on the chart's own three-server cluster, as the chart wires them: the
-//! operator's user pushes the policy, `sluice ingress` and `sluice worker` log in as their
-//! own users with SLUICE_NATS_REPLICAS=3, and a message sent with swaks reaches the sink
-//! (the permissions suffice). Then, as each user through async-nats and the CLI, what
-//! must be refused is: the ingress and worker users cannot write the policy, the ingress
-//! user cannot take a queued message, `sluice policy push` as the ingress user fails.
+//! routes refuse a server without the route password; the operator's user pushes the
+//! policy (and later one too large for a message, through the policy object store);
+//! `sluice ingress` and `sluice worker` log in as their own users with
+//! SLUICE_NATS_REPLICAS=3; a message sent with swaks is delivered and settled, others are
+//! deferred, deleted and retried with `sluice queue`, one is taken again after its worker
+//! died mid-delivery; and the servers log not one permission violation meanwhile: the
+//! permissions suffice. Then what must be refused is, and the servers say it was their
+//! permissions: the ingress and worker users cannot write the policy, the ingress user
+//! cannot take a queued message, `sluice policy push` as the ingress user fails.
 
 use crate::cluster::RenderedCluster;
 use crate::common::chart;
