@@ -6,8 +6,12 @@ How the Sluice roles reach NATS: the interface between the NATS part of the char
   volumes:       {{ include "sluice.nats.volumes" (dict "root" $ "role" "ingress") }}
   volumeMounts:  {{ include "sluice.nats.volumeMounts" (dict "root" $ "role" "ingress") }}
 
-with role one of ingress, worker, operator. Each renders a YAML list (possibly empty,
-as "[]"-free nothing) indented by the caller with nindent.
+with role one of ingress, worker, operator. Each renders YAML list items (possibly
+nothing at all) indented by the caller with nindent.
+
+Two modes: nats.url empty, the chart runs its own JetStream cluster (templates/nats/) and
+each role connects as its own user, with the password from the chart's Secret; nats.url
+set, the roles connect there with the credentials of nats.existing.
 */}}
 
 {{/* The NATS URL the roles connect to. */}}
@@ -19,14 +23,230 @@ as "[]"-free nothing) indented by the caller with nindent.
 {{- end -}}
 {{- end -}}
 
-{{/* Environment of one role (SLUICE_NATS_* variables). Stub until templates/nats/ exists. */}}
-{{- define "sluice.nats.env" -}}
-- name: SLUICE_NATS_URL
-  value: {{ include "sluice.nats.url" .root | quote }}
+{{/* The Secret holding the NATS passwords of the chart's own NATS. */}}
+{{- define "sluice.nats.authSecret" -}}
+{{- .Values.nats.auth.existingSecret | default (include "sluice.componentName" (dict "root" . "component" "nats-auth")) -}}
 {{- end -}}
 
+{{/* Replicas of the streams and buckets the roles create. */}}
+{{- define "sluice.nats.streamReplicas" -}}
+{{- if .Values.nats.url -}}{{ .Values.nats.streamReplicas }}{{- else -}}{{ .Values.nats.replicas }}{{- end -}}
+{{- end -}}
+
+{{/* Where a role's credential and CA files are mounted (mode 2). */}}
+{{- define "sluice.nats.filesDir" -}}/etc/sluice/nats{{- end -}}
+
+{{/* Environment of one role: SLUICE_NATS_* variables. */}}
+{{- define "sluice.nats.env" -}}
+{{- $root := .root -}}
+{{- $nats := $root.Values.nats -}}
+{{- $dir := include "sluice.nats.filesDir" . -}}
+- name: SLUICE_NATS_URL
+  value: {{ include "sluice.nats.url" $root | quote }}
+- name: SLUICE_NATS_REPLICAS
+  value: {{ include "sluice.nats.streamReplicas" $root | quote }}
+{{- if not $nats.url }}
+- name: SLUICE_NATS_USER
+  value: {{ .role | quote }}
+- name: SLUICE_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sluice.nats.authSecret" $root }}
+      key: {{ printf "%s-password" .role }}
+{{- else }}
+{{- $c := index $nats.existing.credentials .role | default dict }}
+{{- if $c.user }}
+- name: SLUICE_NATS_USER
+  value: {{ $c.user | quote }}
+{{- else if $c.userKey }}
+- name: SLUICE_NATS_USER
+  valueFrom:
+    secretKeyRef: { name: {{ $c.secretName }}, key: {{ $c.userKey }} }
+{{- end }}
+{{- if $c.passwordKey }}
+- name: SLUICE_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef: { name: {{ $c.secretName }}, key: {{ $c.passwordKey }} }
+{{- end }}
+{{- if $c.tokenKey }}
+- name: SLUICE_NATS_TOKEN
+  valueFrom:
+    secretKeyRef: { name: {{ $c.secretName }}, key: {{ $c.tokenKey }} }
+{{- end }}
+{{- if $c.credsKey }}
+- name: SLUICE_NATS_CREDS_FILE
+  value: {{ printf "%s/credentials/user.creds" $dir }}
+{{- end }}
+{{- if $c.nkeyKey }}
+- name: SLUICE_NATS_NKEY_FILE
+  value: {{ printf "%s/credentials/user.nk" $dir }}
+{{- end }}
+{{- if $nats.existing.tls.ca.secretName }}
+- name: SLUICE_NATS_CA_FILE
+  value: {{ printf "%s/ca/ca.crt" $dir }}
+{{- end }}
+{{- if $nats.existing.tls.clientCertSecretName }}
+- name: SLUICE_NATS_CERT_FILE
+  value: {{ printf "%s/client/tls.crt" $dir }}
+- name: SLUICE_NATS_KEY_FILE
+  value: {{ printf "%s/client/tls.key" $dir }}
+{{- end }}
+{{- if $nats.existing.tls.required }}
+- name: SLUICE_NATS_TLS_REQUIRED
+  value: "true"
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes of one role: its credential files and the CA (mode 2 only). */}}
 {{- define "sluice.nats.volumes" -}}
+{{- $nats := .root.Values.nats -}}
+{{- if $nats.url -}}
+{{- $c := index $nats.existing.credentials .role | default dict -}}
+{{- if or $c.credsKey $c.nkeyKey }}
+- name: nats-credentials
+  secret:
+    secretName: {{ $c.secretName }}
+    defaultMode: 0440
+    items:
+      {{- if $c.credsKey }}
+      - { key: {{ $c.credsKey }}, path: user.creds }
+      {{- end }}
+      {{- if $c.nkeyKey }}
+      - { key: {{ $c.nkeyKey }}, path: user.nk }
+      {{- end }}
+{{- end }}
+{{- if $nats.existing.tls.ca.secretName }}
+- name: nats-ca
+  secret:
+    secretName: {{ $nats.existing.tls.ca.secretName }}
+    defaultMode: 0444
+    items:
+      - { key: {{ $nats.existing.tls.ca.key }}, path: ca.crt }
+{{- end }}
+{{- if $nats.existing.tls.clientCertSecretName }}
+- name: nats-client-cert
+  secret:
+    secretName: {{ $nats.existing.tls.clientCertSecretName }}
+    defaultMode: 0440
+    items:
+      - { key: tls.crt, path: tls.crt }
+      - { key: tls.key, path: tls.key }
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{- define "sluice.nats.volumeMounts" -}}
+{{- $nats := .root.Values.nats -}}
+{{- $dir := include "sluice.nats.filesDir" . -}}
+{{- if $nats.url -}}
+{{- $c := index $nats.existing.credentials .role | default dict -}}
+{{- if or $c.credsKey $c.nkeyKey }}
+- { name: nats-credentials, mountPath: {{ printf "%s/credentials" $dir }}, readOnly: true }
+{{- end }}
+{{- if $nats.existing.tls.ca.secretName }}
+- { name: nats-ca, mountPath: {{ printf "%s/ca" $dir }}, readOnly: true }
+{{- end }}
+{{- if $nats.existing.tls.clientCertSecretName }}
+- { name: nats-client-cert, mountPath: {{ printf "%s/client" $dir }}, readOnly: true }
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What each role's NATS user may publish (the JetStream API calls included) and subscribe
+to: rendered into the chart's own nats-server configuration, and the list to give each
+role's user on an existing NATS. Found by reading src/queue/jetstream, src/events,
+src/policy/bucket.rs and objects.rs, and by tracing the roles against nats-server -DV;
+tests/chart_nats.rs proves the lists suffice and that writes of the policy are refused.
+Only the operator writes the policy bucket (and its object store for large snapshots).
+
+Replies come back on async-nats's inbox, "_INBOX.>": it is shared by all users (the
+roles do not set a per-user inbox prefix), so a user can see replies sent to another.
+*/}}
+{{- define "sluice.nats.permissions" -}}
+{{- $readPolicy := list
+  "$JS.API.INFO"
+  "$JS.API.STREAM.INFO.KV_sluice-policy"
+  "$JS.API.STREAM.INFO.OBJ_sluice-policy-objects"
+  "$JS.API.CONSUMER.CREATE.KV_sluice-policy"
+  "$JS.API.CONSUMER.CREATE.KV_sluice-policy.>"
+  "$JS.API.CONSUMER.CREATE.OBJ_sluice-policy-objects"
+  "$JS.API.CONSUMER.CREATE.OBJ_sluice-policy-objects.>"
+  "$JS.API.DIRECT.GET.KV_sluice-policy.>"
+  "$JS.API.DIRECT.GET.OBJ_sluice-policy-objects.>"
+  "$JS.API.STREAM.MSG.GET.KV_sluice-policy"
+  "$JS.API.STREAM.MSG.GET.OBJ_sluice-policy-objects"
+  "$JS.FC.KV_sluice-policy.>"
+  "$JS.FC.OBJ_sluice-policy-objects.>" -}}
+{{- /* Both roles set up the queue's streams, consumer and bodies bucket at start. */ -}}
+{{- $setUpQueue := list
+  "$JS.API.STREAM.CREATE.SLUICE_MESSAGES"
+  "$JS.API.STREAM.UPDATE.SLUICE_MESSAGES"
+  "$JS.API.STREAM.INFO.SLUICE_MESSAGES"
+  "$JS.API.CONSUMER.INFO.SLUICE_MESSAGES.sluice-workers"
+  "$JS.API.CONSUMER.CREATE.SLUICE_MESSAGES.sluice-workers.>"
+  "$JS.API.CONSUMER.DURABLE.CREATE.SLUICE_MESSAGES.sluice-workers"
+  "$JS.API.STREAM.CREATE.OBJ_sluice-bodies"
+  "$JS.API.STREAM.INFO.OBJ_sluice-bodies"
+  "$JS.API.STREAM.CREATE.SLUICE_EVENTS"
+  "$JS.API.STREAM.UPDATE.SLUICE_EVENTS"
+  "$JS.API.STREAM.INFO.SLUICE_EVENTS"
+  "sluice.msg.>"
+  "sluice.events.>"
+  "$O.sluice-bodies.C.>"
+  "$O.sluice-bodies.M.>"
+  "$JS.API.DIRECT.GET.OBJ_sluice-bodies.>" -}}
+{{- /* Taking, settling and managing queued messages, reading bodies and delivery events. */ -}}
+{{- $work := list
+  "$JS.API.CONSUMER.MSG.NEXT.SLUICE_MESSAGES.sluice-workers"
+  "$JS.ACK.SLUICE_MESSAGES.sluice-workers.>"
+  "$JS.API.STREAM.MSG.GET.SLUICE_MESSAGES"
+  "$JS.API.STREAM.MSG.DELETE.SLUICE_MESSAGES"
+  "$JS.API.STREAM.PURGE.SLUICE_MESSAGES"
+  "$JS.API.CONSUMER.CREATE.OBJ_sluice-bodies"
+  "$JS.API.CONSUMER.CREATE.OBJ_sluice-bodies.>"
+  "$JS.API.STREAM.MSG.GET.OBJ_sluice-bodies"
+  "$JS.API.STREAM.PURGE.OBJ_sluice-bodies"
+  "$JS.FC.OBJ_sluice-bodies.>"
+  "$JS.API.CONSUMER.CREATE.SLUICE_EVENTS"
+  "$JS.API.CONSUMER.CREATE.SLUICE_EVENTS.>"
+  "$JS.API.CONSUMER.INFO.SLUICE_EVENTS.>"
+  "$JS.API.CONSUMER.MSG.NEXT.SLUICE_EVENTS.>"
+  "$JS.API.CONSUMER.DELETE.SLUICE_EVENTS.>" -}}
+{{- $writePolicy := list
+  "$JS.API.STREAM.CREATE.KV_sluice-policy"
+  "$KV.sluice-policy.>"
+  "$JS.API.STREAM.CREATE.OBJ_sluice-policy-objects"
+  "$O.sluice-policy-objects.>"
+  "$JS.API.STREAM.PURGE.OBJ_sluice-policy-objects" -}}
+{{- $inbox := list "_INBOX.>" -}}
+ingress:
+  publish: {{ concat $readPolicy $setUpQueue | toJson }}
+  subscribe: {{ $inbox | toJson }}
+worker:
+  publish: {{ concat $readPolicy $setUpQueue $work | toJson }}
+  subscribe: {{ $inbox | toJson }}
+operator:
+  publish: {{ concat $readPolicy $writePolicy | toJson }}
+  subscribe: {{ $inbox | toJson }}
+{{- end -}}
+
+{{/* Labels of the NATS servers' pods and objects. */}}
+{{- define "sluice.nats.labels" -}}
+{{ include "sluice.labels" (dict "root" . "component" "nats") }}
+{{- end -}}
+
+{{- define "sluice.nats.selectorLabels" -}}
+{{ include "sluice.selectorLabels" (dict "root" . "component" "nats") }}
+{{- end -}}
+
+{{/* The nats image reference: a digest wins over the tag. */}}
+{{- define "sluice.nats.image" -}}
+{{- $image := .Values.nats.image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository $image.tag -}}
+{{- end -}}
 {{- end -}}
