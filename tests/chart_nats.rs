@@ -151,9 +151,19 @@ fn passwords_live_in_the_secret_only() {
     }
     // An existing Secret replaces the generated one.
     let rendered = chart::render("nats: { auth: { existingSecret: nats-passwords } }");
-    assert!(rendered.of_kind("Secret").is_empty());
+    assert!(nats_objects(&rendered, "Secret").is_empty());
     let env = container(&rendered)["env"].to_string();
     assert!(env.contains("nats-passwords"), "{env}");
+}
+
+/// The objects of `kind` that the NATS part of the chart renders (the rest of the chart
+/// has Secrets, PDBs and NetworkPolicies of its own).
+fn nats_objects<'a>(rendered: &'a chart::Rendered, kind: &str) -> Vec<&'a serde_json::Value> {
+    rendered
+        .of_kind(kind)
+        .into_iter()
+        .filter(|o| chart::template_of(o).contains("/nats/"))
+        .collect()
 }
 
 #[test]
@@ -161,7 +171,7 @@ fn one_server_has_no_cluster_and_an_existing_nats_no_server_at_all() {
     let rendered = chart::render("nats: { replicas: 1 }");
     let config = config_text(&rendered);
     assert!(!config.contains("cluster {"), "{config}");
-    assert!(rendered.of_kind("PodDisruptionBudget").is_empty());
+    assert!(nats_objects(&rendered, "PodDisruptionBudget").is_empty());
     let env = container(&rendered)["env"].to_string();
     assert!(!env.contains("NATS_ROUTE_0"), "{env}");
 
@@ -174,12 +184,10 @@ fn one_server_has_no_cluster_and_an_existing_nats_no_server_at_all() {
         "PodDisruptionBudget",
         "NetworkPolicy",
     ] {
-        let found: Vec<_> = rendered
-            .of_kind(kind)
-            .into_iter()
-            .filter(|o| chart::template_of(o).contains("/nats/"))
-            .collect();
-        assert!(found.is_empty(), "{kind} rendered for an existing NATS");
+        assert!(
+            nats_objects(&rendered, kind).is_empty(),
+            "{kind} rendered for an existing NATS"
+        );
     }
 }
 
@@ -240,9 +248,11 @@ fn the_network_policy_admits_clients_routes_and_monitoring_from_whom_it_should()
         "keda"
     );
     assert!(
-        chart::render("nats: { networkPolicy: { enabled: false } }")
-            .of_kind("NetworkPolicy")
-            .is_empty()
+        nats_objects(
+            &chart::render("nats: { networkPolicy: { enabled: false } }"),
+            "NetworkPolicy"
+        )
+        .is_empty()
     );
 }
 

@@ -60,7 +60,7 @@ fn keda_scales_workers_on_the_consumers_pending_messages() {
     assert_eq!(
         trigger["metadata"],
         json!({
-            "natsServerMonitoringEndpoint": "mail-sluice-nats.mail.svc.cluster.local:8222",
+            "natsServerMonitoringEndpoint": "mail-sluice-nats-headless.mail.svc.cluster.local:8222",
             "account": "$G",
             "stream": "SLUICE_MESSAGES",
             "consumer": "sluice-workers",

@@ -21,6 +21,9 @@ metadata:
   {{- if .serviceAccount }}
   {{- $skips = printf "%s\ncheckov.io/skip3: %s" $skips ("CKV_K8S_38=the operator watches RelayPolicies and Secrets and holds a Lease: it needs its token" | quote) }}
   {{- end }}
+  {{- if contains "secretKeyRef" (include "sluice.nats.env" (dict "root" $root "role" .component)) }}
+  {{- $skips = printf "%s\ncheckov.io/skip4: %s" $skips ("CKV_K8S_35=the NATS password or token reaches sluice as SLUICE_NATS_* from a secretKeyRef: sluice reads NATS credentials from its flags and environment, files only for creds, NKey and TLS" | quote) }}
+  {{- end }}
   {{- with $skips }}
   annotations:
     {{- . | nindent 4 }}
