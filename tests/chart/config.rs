@@ -142,13 +142,13 @@ fn listeners(config: &Config) -> Vec<(String, String, ListenerKind)> {
 
 #[test]
 fn submission_listeners_and_tls_are_there_only_with_a_certificate() {
-    let plain = config_of(&render_set("defaults"), "ingress");
+    let plain = config_of(&render("tls: {selfSigned: false}"), "ingress");
     assert_eq!(
         listeners(&plain),
         [("smtp".into(), "0.0.0.0:2525".into(), ListenerKind::Relay)]
     );
     assert!(plain.tls.is_none());
-    for set in ["clusterip-proxy", "cert-manager"] {
+    for set in ["defaults", "clusterip-proxy", "cert-manager"] {
         let config = config_of(&render_set(set), "ingress");
         assert_eq!(
             listeners(&config),
@@ -288,4 +288,59 @@ fn the_notes_show_a_first_policy_and_a_test_message() {
     let resource: sluice::policy::model::RelayPolicyResource =
         serde_yaml::from_str(&policy).unwrap_or_else(|e| panic!("{e}\n{policy}"));
     assert_eq!(resource.spec.users.len(), 1);
+}
+
+/// Without a certificate of the user's, the chart makes a self-signed one for the relay's
+/// name, as a `kubernetes.io/tls` Secret the ingress mounts, and the binary's own loader
+/// takes it; with a certificate given, there is none.
+#[test]
+fn a_default_install_gets_a_self_signed_certificate_for_its_hostname() {
+    use base64::Engine;
+    let rendered = render("hostname: mx.example.com");
+    let secret = rendered.one("Secret", "-tls");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let decode = |key: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str().unwrap())
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, decode("tls.crt")).unwrap();
+    std::fs::write(&key, decode("tls.key")).unwrap();
+    sluice::ingress::tls::load_acceptor(&cert, &key).expect("the ingress loads it");
+    let pem = String::from_utf8(decode("tls.crt")).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .unwrap();
+    assert!(
+        der.windows(b"mx.example.com".len())
+            .any(|w| w == b"mx.example.com"),
+        "the certificate names the relay's hostname"
+    );
+    let ingress = rendered.one("Deployment", "-ingress");
+    let volumes = ingress["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(
+        volumes.contains(secret["metadata"]["name"].as_str().unwrap()),
+        "{volumes}"
+    );
+
+    for values in [
+        "tls: {secretName: mine}",
+        "tls: {certManager: {enabled: true, issuerRef: {name: le}, dnsNames: [mx.example.com]}}",
+        "tls: {selfSigned: false}",
+    ] {
+        let rendered = render(values);
+        assert!(
+            !rendered
+                .of_kind("Secret")
+                .iter()
+                .any(|s| s["type"] == "kubernetes.io/tls"),
+            "{values}"
+        );
+    }
 }

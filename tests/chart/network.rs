@@ -104,6 +104,14 @@ fn the_public_service_follows_the_values() {
         .iter()
         .map(|p| &p["port"])
         .collect();
+    assert_eq!(ports, [25, 587, 465], "with the self-signed certificate");
+    let plain = render("tls: {selfSigned: false}");
+    let ports: Vec<&Value> = plain.one("Service", "-ingress")["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["port"])
+        .collect();
     assert_eq!(ports, [25], "no submission ports without TLS");
     let local = render_set("cert-manager");
     let service = local.one("Service", "-ingress");

@@ -86,7 +86,7 @@ fn the_schema_refuses_typos_wrong_types_and_contradictions() {
 #[test]
 fn the_templates_refuse_what_the_schema_cannot_see() {
     // Only submission listeners, without a certificate: nothing would listen.
-    let error = refused("ingress: {listeners: {smtp: {enabled: false}}}");
+    let error = refused("tls: {selfSigned: false}\ningress: {listeners: {smtp: {enabled: false}}}");
     assert!(error.contains("no listener"), "{error}");
     // KEDA with an existing NATS but the chart's monitoring endpoint: there is none.
     let error = refused("nats: {url: 'nats://nats.infra:4222'}\nworker: {keda: {enabled: true}}");

@@ -17,7 +17,12 @@ security context every container runs with, and how pods spread. The role templa
 
 {{/* Whether the ingress has a certificate: the submission listeners need one. */}}
 {{- define "sluice.tls.enabled" -}}
-{{- if or .Values.tls.secretName .Values.tls.certManager.enabled -}}true{{- end -}}
+{{- if or .Values.tls.secretName .Values.tls.certManager.enabled .Values.tls.selfSigned -}}true{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart makes a self-signed certificate: asked for, and none given. */}}
+{{- define "sluice.tls.selfSigned" -}}
+{{- if and .Values.tls.selfSigned (not .Values.tls.secretName) (not .Values.tls.certManager.enabled) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "sluice.tls.secretName" -}}
