@@ -436,9 +436,11 @@ async fn implicit_tls_starts_after_the_header_and_records_the_client() {
         pending: v2_tcp4([192, 0, 2, 20], 4242),
         held: true,
     };
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), first)
+    let handshake = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), first);
+    let tls = tokio::time::timeout(REPLY_TIMEOUT, handshake)
         .await
+        .expect("TLS handshake timed out")
         .expect("TLS handshake behind the header");
     let mut c = Client::over(Box::new(tls));
     c.expect("220 ").await;
