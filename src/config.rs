@@ -5,9 +5,11 @@
 //! ([`Config::validate`]). (The relay rules themselves live in RelayPolicy documents,
 //! see [`crate::policy`].)
 
+use crate::ingress::proxy::ProxyProtocol;
 use crate::smtp::data::BareLineEndings;
 use crate::smtp::session::ListenerKind;
 use crate::units::{serde_duration, serde_size};
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -178,6 +180,63 @@ pub struct ListenerConfig {
     /// `<CRLF>.<CRLF>` ends DATA and a bare CR is refused (see `smtp::data`).
     #[serde(default)]
     pub bare_line_endings: BareLineEndings,
+    /// Behind a load balancer that speaks the PROXY protocol (HAProxy's, v1 or v2): each
+    /// connection starts with a header naming the client, which then stands for the
+    /// client everywhere (trusted networks, connection and AUTH limits, `Received:`,
+    /// logs). Connections without a valid header are closed without a greeting.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers' addresses (CIDRs or single addresses) that may send the header;
+    /// needed with `proxyProtocol`, refused without it. Others are closed at once.
+    #[serde(default, deserialize_with = "deserialize_networks")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a balancer may take to send the whole header; 5s by default.
+    #[serde(default, deserialize_with = "serde_duration::deserialize_option")]
+    pub proxy_header_timeout: Option<Duration>,
+}
+
+/// The default of `proxyHeaderTimeout`: balancers send the header with their first
+/// segment, so seconds are generous, and an idle connection is not held long.
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ListenerConfig {
+    /// The PROXY protocol settings, checked; `None` when the listener does not use it.
+    pub fn proxy_protocol(&self) -> Result<Option<ProxyProtocol>, String> {
+        let name = &self.name;
+        if !self.proxy_protocol {
+            if !self.trusted_proxies.is_empty() || self.proxy_header_timeout.is_some() {
+                return Err(format!(
+                    "listener {name}: trustedProxies and proxyHeaderTimeout only make sense with proxyProtocol: true"
+                ));
+            }
+            return Ok(None);
+        }
+        if self.trusted_proxies.is_empty() {
+            return Err(format!(
+                "listener {name}: proxyProtocol needs trustedProxies, the addresses of the load balancers allowed to send the PROXY header"
+            ));
+        }
+        let header_timeout = self
+            .proxy_header_timeout
+            .unwrap_or(DEFAULT_PROXY_HEADER_TIMEOUT);
+        if header_timeout.is_zero() {
+            return Err(format!(
+                "listener {name}: proxyHeaderTimeout must be positive"
+            ));
+        }
+        Ok(Some(ProxyProtocol {
+            trusted: self.trusted_proxies.clone(),
+            header_timeout,
+        }))
+    }
+}
+
+fn deserialize_networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    use serde::de::Error;
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| crate::policy::parse_network(text).map_err(D::Error::custom))
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -430,6 +489,9 @@ impl Config {
             .listeners
             .iter()
             .find(|l| l.kind == ListenerKind::Submissions);
+        for listener in &self.listeners {
+            listener.proxy_protocol()?;
+        }
         if let (Some(l), None) = (implicit_tls, &self.tls) {
             return Err(format!(
                 "listener {} is implicit TLS (submissions) but `tls` is not configured",
@@ -540,6 +602,62 @@ mod tests {
         assert_eq!(c.listeners[0].bare_line_endings, BareLineEndings::Reject);
         let bad = MINIMAL.replace("kind: relay", "kind: relay, bareLineEndings: strip");
         assert!(load(&bad).unwrap_err().to_string().contains("normalize"));
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies_and_nothing_else_goes_without_it() {
+        let c = load(MINIMAL).unwrap();
+        assert!(
+            c.listeners[0].proxy_protocol().unwrap().is_none(),
+            "off by default"
+        );
+        let on = |extra: &str| MINIMAL.replace("kind: relay", &format!("kind: relay, {extra}"));
+        let c = load(&on(
+            "proxyProtocol: true, trustedProxies: [10.0.0.0/8, '192.0.2.1', 'fd00::/8']",
+        ))
+        .unwrap();
+        let proxy = c.listeners[0].proxy_protocol().unwrap().unwrap();
+        assert_eq!(proxy.header_timeout, DEFAULT_PROXY_HEADER_TIMEOUT);
+        assert_eq!(proxy.trusted.len(), 3);
+        assert!(proxy.trusts("10.1.2.3".parse().unwrap()));
+        assert!(proxy.trusts("192.0.2.1".parse().unwrap()));
+        assert!(!proxy.trusts("192.0.2.2".parse().unwrap()));
+        let c = load(&on(
+            "proxyProtocol: true, trustedProxies: [127.0.0.1/32], proxyHeaderTimeout: 2s",
+        ))
+        .unwrap();
+        let proxy = c.listeners[0].proxy_protocol().unwrap().unwrap();
+        assert_eq!(proxy.header_timeout, Duration::from_secs(2));
+        for (extra, needle) in [
+            ("proxyProtocol: true", "needs trustedProxies"),
+            (
+                "proxyProtocol: true, trustedProxies: []",
+                "needs trustedProxies",
+            ),
+            (
+                "trustedProxies: [10.0.0.0/8]",
+                "only make sense with proxyProtocol",
+            ),
+            (
+                "proxyHeaderTimeout: 3s",
+                "only make sense with proxyProtocol",
+            ),
+            (
+                "proxyProtocol: true, trustedProxies: [10.0.0.1/8]",
+                "host bits",
+            ),
+            (
+                "proxyProtocol: true, trustedProxies: [balancer]",
+                "not a CIDR",
+            ),
+            (
+                "proxyProtocol: true, trustedProxies: [10.0.0.0/8], proxyHeaderTimeout: 0s",
+                "proxyHeaderTimeout must be positive",
+            ),
+        ] {
+            let err = load(&on(extra)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
     }
 
     #[test]

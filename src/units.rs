@@ -104,6 +104,12 @@ pub mod serde_duration {
         let text = String::deserialize(d)?;
         super::parse_duration(&text).map_err(D::Error::custom)
     }
+
+    pub fn deserialize_option<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        deserialize(d).map(Some)
+    }
 }
 
 #[cfg(test)]

@@ -153,6 +153,9 @@ impl IngressArgs {
                 allow_plaintext_auth: false,
                 received_auth_user: None,
                 bare_line_endings: BareLineEndings::default(),
+                proxy_protocol: false,
+                trusted_proxies: Vec::new(),
+                proxy_header_timeout: None,
             });
         }
         if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {

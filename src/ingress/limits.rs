@@ -5,6 +5,12 @@
 //! One IPv6 host usually has a whole /64 to itself and can pick a fresh address from it
 //! for every connection, so a per-address limit alone does not bound it; connections are
 //! also counted per prefix (`limits.ipv6Prefix`, 64 bits by default).
+//!
+//! Behind a load balancer speaking the PROXY protocol the client is known only once the
+//! header is read, so a permit is taken in two steps: [`ConnectionLimits::admit`]
+//! counts the connection against the total at once, and
+//! [`ConnectionPermit::identify`] then counts it against its client's address, which
+//! keeps the balancer itself from being limited as one client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -71,7 +77,8 @@ impl Refusal {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
+    /// Whom the connection is counted for, once known.
+    ip: Option<IpAddr>,
 }
 
 impl ConnectionLimits {
@@ -94,25 +101,19 @@ impl ConnectionLimits {
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        self.admit()?.identify(ip)
+    }
+
+    /// Counts a connection whose client is not known yet against the total only.
+    pub fn admit(self: &Arc<Self>) -> Result<ConnectionPermit, Refusal> {
         let mut counts = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if counts.total >= self.max_total {
             return Err(Refusal::MaxConnections);
         }
-        if counts.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
-            return Err(Refusal::MaxPerIp);
-        }
-        let network = ipv6_network(ip, self.ipv6.prefix);
-        if let Some(net) = network {
-            if counts.per_prefix.get(&net).copied().unwrap_or(0) >= self.ipv6.max_per_prefix {
-                return Err(Refusal::MaxPerIpv6Prefix);
-            }
-            *counts.per_prefix.entry(net).or_default() += 1;
-        }
-        *counts.per_ip.entry(ip).or_default() += 1;
         counts.total += 1;
         Ok(ConnectionPermit {
             limits: Arc::clone(self),
-            ip,
+            ip: None,
         })
     }
 
@@ -121,17 +122,43 @@ impl ConnectionLimits {
     }
 }
 
+impl ConnectionPermit {
+    /// Counts an admitted connection against its client's address (and IPv6 network);
+    /// refused, the permit is dropped and the connection no longer counts at all.
+    pub fn identify(mut self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        debug_assert!(self.ip.is_none(), "identified twice");
+        let limits = Arc::clone(&self.limits);
+        let mut counts = limits.state.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_per_ip {
+            return Err(Refusal::MaxPerIp);
+        }
+        let network = ipv6_network(ip, limits.ipv6.prefix);
+        if let Some(net) = network {
+            if counts.per_prefix.get(&net).copied().unwrap_or(0) >= limits.ipv6.max_per_prefix {
+                return Err(Refusal::MaxPerIpv6Prefix);
+            }
+            *counts.per_prefix.entry(net).or_default() += 1;
+        }
+        *counts.per_ip.entry(ip).or_default() += 1;
+        self.ip = Some(ip);
+        Ok(self)
+    }
+}
+
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut counts = self.limits.state.lock().unwrap_or_else(|e| e.into_inner());
         counts.total -= 1;
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+        let Some(ip) = self.ip else {
+            return;
+        };
+        if let Some(n) = counts.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                counts.per_ip.remove(&self.ip);
+                counts.per_ip.remove(&ip);
             }
         }
-        if let Some(net) = ipv6_network(self.ip, self.limits.ipv6.prefix)
+        if let Some(net) = ipv6_network(ip, self.limits.ipv6.prefix)
             && let Some(n) = counts.per_prefix.get_mut(&net)
         {
             *n -= 1;
@@ -158,6 +185,25 @@ mod tests {
         assert_eq!(limits.try_acquire(b).unwrap_err(), Refusal::MaxConnections);
         drop(p1);
         let _p4 = limits.try_acquire(a).unwrap();
+        assert_eq!(limits.active(), 3);
+    }
+
+    #[test]
+    fn an_admitted_connection_counts_in_the_total_until_its_client_is_known() {
+        let limits = ConnectionLimits::new(3, 1);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = limits.admit().unwrap();
+        let second = limits.admit().unwrap();
+        assert_eq!(limits.active(), 2);
+        let first = first.identify(a).unwrap();
+        assert_eq!(second.identify(a).unwrap_err(), Refusal::MaxPerIp);
+        assert_eq!(limits.active(), 1, "a refused permit is released");
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let _b = limits.admit().unwrap().identify(b).unwrap();
+        let _unknown = limits.admit().unwrap();
+        assert_eq!(limits.admit().unwrap_err(), Refusal::MaxConnections);
+        drop(first);
+        let _a = limits.try_acquire(a).unwrap();
         assert_eq!(limits.active(), 3);
     }
 

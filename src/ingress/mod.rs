@@ -1,5 +1,6 @@
-//! The SMTP listeners: accepting connections within the connection limits, implicit TLS,
-//! and one task per connection ([`connection`]) that drives a protocol
+//! The SMTP listeners: accepting connections within the connection limits, the PROXY
+//! protocol of a load balancer in front ([`proxy`]), implicit TLS, and one task per
+//! connection ([`connection`]) that drives a protocol
 //! [`Session`](crate::smtp::session::Session) and hands accepted messages to the queue.
 
 pub mod auth_failures;
@@ -9,6 +10,8 @@ mod connection;
 mod content;
 mod io;
 pub mod limits;
+pub mod proxy;
+pub mod proxy_header;
 pub mod tls;
 
 use crate::events::EventSink;
@@ -23,7 +26,8 @@ use budget::MemoryBudget;
 use connection::Connection;
 pub use content::SpillSettings;
 use io::Io;
-use limits::ConnectionLimits;
+use limits::{ConnectionLimits, ConnectionPermit, Refusal};
+use proxy::{ProxyProtocol, ProxyRefusal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +80,8 @@ pub struct Shared {
 pub struct Listener {
     pub name: String,
     pub session: Arc<SessionConfig>,
+    /// Set when a load balancer in front announces each client with a PROXY header.
+    pub proxy: Option<ProxyProtocol>,
 }
 
 /// Accepts connections until `drain` is cancelled, then returns; sessions already open
@@ -118,40 +124,16 @@ async fn handle(
     stop: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
-    let ip = canonical_ip(peer);
-    let permit = match shared.limits.try_acquire(ip) {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            shared.metrics.connections_refused.inc(refusal.label());
-            let reply = Reply::new(
-                421,
-                "4.7.0",
-                format!("{} Error: too many connections", listener.session.hostname),
-            );
-            refuse(tcp, reply).await;
-            return;
-        }
-    };
-    if !shared.readiness.is_released(Latch::Queue) {
-        shared.metrics.connections_refused.inc("queue_unavailable");
-        let reply = Reply::new(
-            421,
-            "4.3.0",
-            format!(
-                "{} Service not available: the queue is unreachable, try again later",
-                listener.session.hostname
-            ),
-        );
-        refuse(tcp, reply).await;
+    let Some((tcp, client, permit)) = admit(tcp, peer, &listener, &shared, &stop).await else {
         return;
-    }
+    };
     shared.metrics.connections.inc(listener_label(&listener));
     shared
         .metrics
         .connections_active
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut conn = ConnectionInfo {
-        client_ip: ip,
+        client_ip: canonical_ip(client),
         tls: None,
     };
     let io = match listener.session.kind {
@@ -172,7 +154,7 @@ async fn handle(
     };
     let policy = shared.policy.borrow().clone();
     let session = Session::new(Arc::clone(&listener.session), policy, conn);
-    let peer_text = peer.to_string();
+    let peer_text = client.to_string();
     Connection::new(io, session, listener, Arc::clone(&shared), peer_text)
         .run(drain, stop)
         .await;
@@ -181,6 +163,95 @@ async fn handle(
         .connections_active
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(permit);
+}
+
+/// What a connection must pass before its greeting: on a PROXY protocol listener a
+/// trusted peer and a valid header, then the connection limits (per client, the one the
+/// header names) and a reachable queue. Returns the client's address; `None` when the
+/// connection was refused and closed (with 421, or without a word on a PROXY failure).
+async fn admit(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    listener: &Listener,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr, ConnectionPermit)> {
+    if let Some(proxy) = &listener.proxy
+        && !proxy.trusts(canonical_ip(peer))
+    {
+        proxy_refused(listener, shared, peer, ProxyRefusal::Untrusted);
+        return None;
+    }
+    let admitted = match shared.limits.admit() {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            too_many(tcp, refusal, listener, shared).await;
+            return None;
+        }
+    };
+    let client = match &listener.proxy {
+        None => peer,
+        Some(proxy) => {
+            let read = tokio::select! {
+                read = proxy.client(&mut tcp, peer) => read,
+                _ = stop.cancelled() => return None,
+            };
+            match read {
+                Ok(client) => {
+                    tracing::debug!(listener = %listener.name, client = %client, proxy = %peer, "PROXY header");
+                    client
+                }
+                Err(refusal) => {
+                    proxy_refused(listener, shared, peer, refusal);
+                    return None;
+                }
+            }
+        }
+    };
+    let permit = match admitted.identify(canonical_ip(client)) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            too_many(tcp, refusal, listener, shared).await;
+            return None;
+        }
+    };
+    if !shared.readiness.is_released(Latch::Queue) {
+        shared.metrics.connections_refused.inc("queue_unavailable");
+        let reply = Reply::new(
+            421,
+            "4.3.0",
+            format!(
+                "{} Service not available: the queue is unreachable, try again later",
+                listener.session.hostname
+            ),
+        );
+        refuse(tcp, reply).await;
+        return None;
+    }
+    Some((tcp, client, permit))
+}
+
+async fn too_many(tcp: TcpStream, refusal: Refusal, listener: &Listener, shared: &Shared) {
+    shared.metrics.connections_refused.inc(refusal.label());
+    let reply = Reply::new(
+        421,
+        "4.7.0",
+        format!("{} Error: too many connections", listener.session.hostname),
+    );
+    refuse(tcp, reply).await;
+}
+
+/// Counted and logged; the caller drops the socket unanswered: whatever is on the other
+/// end is no balancer of ours, or not speaking the protocol, and gets no greeting.
+fn proxy_refused(listener: &Listener, shared: &Shared, peer: SocketAddr, refusal: ProxyRefusal) {
+    shared.metrics.connections_refused.inc(refusal.label());
+    tracing::info!(
+        listener = %listener.name,
+        peer = %peer,
+        reason = refusal.label(),
+        error = %refusal,
+        "connection closed before the greeting"
+    );
 }
 
 /// RFC 8314: on an implicit-TLS port the handshake comes before the greeting.

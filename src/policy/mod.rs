@@ -52,7 +52,7 @@ pub use decision::{
 pub use documents::{Document, parse_documents};
 pub use each::{DocumentOutcome, EachOutcome, compile_each};
 pub use error::{Location, PolicyError};
-pub use parse::{DomainPattern, SenderPattern};
+pub use parse::{DomainPattern, SenderPattern, network as parse_network};
 pub use password::{
     HashScheme, StoredHash, hash_password, hash_password_with_salt, validate_hash, verify_hash,
 };

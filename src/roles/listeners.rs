@@ -135,6 +135,7 @@ pub async fn bind(
         let listener = Arc::new(Listener {
             name: l.name.clone(),
             session: Arc::new(session_config(config, l, shared.tls.is_some())),
+            proxy: l.proxy_protocol().map_err(anyhow::Error::msg)?,
         });
         tokio::spawn(ingress::serve(
             socket,

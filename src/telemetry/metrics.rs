@@ -4,7 +4,7 @@
 //! | --- | --- | --- | --- |
 //! | `sluice_connections_total` | counter | `listener` | connections accepted |
 //! | `sluice_connections_active` | gauge | | sessions open now |
-//! | `sluice_connections_refused_total` | counter | `reason` (`max_connections`, `max_per_ip`, `max_per_ipv6_prefix`, `draining`) | connections answered 421 at once |
+//! | `sluice_connections_refused_total` | counter | `reason` (`max_connections`, `max_per_ip`, `max_per_ipv6_prefix`, `queue_unavailable`, `draining`: answered 421; on a `proxyProtocol` listener, closed without a greeting: `proxy_untrusted` (peer not in `trustedProxies`), `proxy_header_invalid`, `proxy_header_timeout` (none within `proxyHeaderTimeout`), `proxy_header_incomplete` (closed or failed mid-header)) | connections refused before their session began |
 //! | `sluice_commands_total` | counter | `verb` | command lines received, by verb (`invalid` for unparsable) |
 //! | `sluice_messages_accepted_total` | counter | | messages answered 250 after DATA/BDAT |
 //! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `routing_denied`, `address_literal_denied`, `unknown_recipient`, `sender_not_owned`, `too_many_hops`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`, `insufficient_storage`: the memory budget was spent or the spill file could not be written) |
