@@ -278,17 +278,39 @@ async fn consumers_cannot_deliver_into_the_policy(cluster: &RenderedCluster) {
         ..Default::default()
     });
     let ephemeral = tokio::time::timeout(REFUSED_WITHIN, ephemeral).await;
-    // Created or not, nothing may reach the policy key: watched for a while, since a
-    // push consumer delivers in the background.
+    // The server creates it (a consumer's deliver subject is not in the API subject, so
+    // no permission can refuse it). Created or not, nothing may reach the policy
+    // bucket: watched for a while, since a push consumer delivers in the background.
+    let kv_state = || async {
+        let operator = jetstream::new(cluster.connect("operator").await);
+        let mut kv = operator.get_stream("KV_sluice-policy").await.unwrap();
+        let state = kv.info().await.unwrap().state.clone();
+        (state.messages, state.last_sequence)
+    };
+    let kv_before = kv_state().await;
+    let mut delivered = 0;
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
+        if let Ok(Ok(consumer)) = &ephemeral {
+            let mut consumer = consumer.clone();
+            if let Ok(info) = consumer.info().await {
+                delivered = info.delivered.stream_sequence;
+            }
+        }
         let now = policy_revision(cluster, "operator").await;
+        assert_eq!(now, before, "a consumer delivered into the policy key");
         assert_eq!(
-            now, before,
-            "a consumer delivered into the policy key ({ephemeral:?})"
+            kv_state().await,
+            kv_before,
+            "a consumer wrote to the policy bucket"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    println!(
+        "push consumer on SLUICE_EVENTS into $KV.sluice-policy.snapshot: created {}, \
+         delivered up to stream sequence {delivered}, nothing stored in the bucket",
+        matches!(ephemeral, Ok(Ok(_)))
+    );
     let operator = jetstream::new(cluster.connect("operator").await);
     let stream = operator.get_stream("SLUICE_MESSAGES").await.unwrap();
     let info = stream.consumer_info("sluice-workers").await.unwrap();
