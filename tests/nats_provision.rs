@@ -153,7 +153,8 @@ async fn roles_use_existing_streams_as_they_are_and_provisioning_restores_them()
         "a role updated SLUICE_MESSAGES"
     );
 
-    // Provisioning writes Sluice's configuration back, and the consumer's ack_wait.
+    // Provisioning writes Sluice's configuration back; the consumer's ack_wait stays
+    // the workers' (theirs is 30 s here).
     let (ok, text) = provision(&server.url(), &["--nats-ack-wait", "45s"]).await;
     assert!(ok, "{text}");
     let events = stream_config(&js, "SLUICE_EVENTS").await;

@@ -11,10 +11,11 @@ use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum NatsCommand {
-    /// Create or update the queue's streams SLUICE_MESSAGES and SLUICE_EVENTS, the
-    /// consumer sluice-workers and the bucket sluice-bodies, with --nats-replicas and
-    /// --nats-ack-wait, as a NATS user allowed to (`sluice operator` does it at start).
-    /// The ingress and worker only look them up. Exits 0 when done, 2 on errors.
+    /// Create or update the queue's streams SLUICE_MESSAGES and SLUICE_EVENTS (with
+    /// --nats-replicas), and create the consumer sluice-workers (with --nats-ack-wait;
+    /// workers write theirs) and the bucket sluice-bodies if missing, as a NATS user
+    /// allowed to (`sluice operator` does it at start). The ingress and worker only look
+    /// them up. Exits 0 when done, 2 on errors.
     Provision {
         /// A process configuration, for its `nats` section; the flags suffice without it.
         #[arg(long)]

@@ -1,7 +1,7 @@
 //! What the queue and the events need to exist in JetStream, in one place: the messages
 //! stream, the workers' durable consumer, the bodies object store and the events stream.
 //!
-//! [`provision`] creates or updates them all. Only a privileged NATS user runs it:
+//! [`provision`] creates or updates the streams and creates the rest if missing. Only a privileged NATS user runs it:
 //! `sluice operator` at start, `sluice standalone --jetstream`, and `sluice nats
 //! provision` (installs without the operator). Updating a stream is what must stay with
 //! that user: a stream's configuration (`republish`, `sources`, `subjects`) can copy
@@ -62,9 +62,9 @@ pub fn bodies_config(options: &JetStreamOptions) -> object_store::Config {
     }
 }
 
-/// Creates or updates the messages stream, the consumer, the bodies bucket and the
-/// events stream with `options` (replicas, ack_wait). Idempotent; for the privileged
-/// user only (see the module's documentation).
+/// Creates or updates the messages stream and the events stream with `options`
+/// (replicas), and creates the consumer (with `options.ack_wait`) and the bodies bucket
+/// if missing. Idempotent; for the privileged user only (see the module's documentation).
 pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> anyhow::Result<()> {
     js.create_or_update_stream(stream_config(options))
         .await
@@ -73,10 +73,14 @@ pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> a
         .get_stream(&options.stream)
         .await
         .with_context(|| format!("opening the stream {}", options.stream))?;
-    stream
-        .create_consumer(consumer_config(options))
-        .await
-        .with_context(|| format!("creating or updating the consumer {}", options.consumer))?;
+    // Created if missing, never rewritten: its ack_wait belongs to the workers, which
+    // write theirs at start; an operator restarting must not undo it.
+    if stream.consumer_info(&options.consumer).await.is_err() {
+        stream
+            .create_consumer(consumer_config(options))
+            .await
+            .with_context(|| format!("creating the consumer {}", options.consumer))?;
+    }
     if js.get_object_store(&options.bodies_bucket).await.is_err() {
         js.create_object_store(bodies_config(options))
             .await
