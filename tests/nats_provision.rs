@@ -166,7 +166,7 @@ async fn roles_use_existing_streams_as_they_are_and_provisioning_restores_them()
         stream.get_consumer("sluice-workers").await.unwrap();
     assert_eq!(
         consumer.cached_info().config.ack_wait,
-        Duration::from_secs(45)
+        Duration::from_secs(30)
     );
 }
 
