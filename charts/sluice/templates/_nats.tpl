@@ -171,8 +171,12 @@ what a user may publish onto any subject (republish, sources), the policy key's
 included, so STREAM.CREATE and STREAM.UPDATE are as good as writing the policy. The
 operator provisions the queue's streams, consumer and bodies bucket at start
 (src/queue/jetstream/provision.rs); the ingress and worker look them up. The worker may
-still write its durable consumer (CONSUMER.CREATE on sluice-workers: its ack_wait),
-which cannot copy messages anywhere: a pull consumer cannot be given a deliver subject.
+still write its durable consumer (CONSUMER.CREATE on sluice-workers: its ack_wait), which
+cannot copy messages anywhere: the server refuses to make a pull consumer a push one. Its
+lookups of delivery events create consumers on SLUICE_EVENTS, and a consumer created
+there may be a push consumer with any deliver subject (the API subject does not show
+it); the server delivers only where someone subscribes, and no user here may subscribe
+outside its own inbox. The roles test checks that nothing reaches the policy bucket.
 
 Replies come back on each role's own inbox prefix, "_INBOX_<role>" (SLUICE_NATS_INBOX_PREFIX,
 "sluice.nats.env"), and each user may subscribe to its own alone: no user sees the
