@@ -197,17 +197,19 @@ replies meant for another (message bodies fetched by workers, the policy read).
   "$JS.API.STREAM.MSG.GET.OBJ_sluice-policy-objects"
   "$JS.FC.KV_sluice-policy.>"
   "$JS.FC.OBJ_sluice-policy-objects.>" -}}
-{{- /* Both roles look up the queue's streams and publish messages, bodies and events. */ -}}
-{{- $useQueue := list
+{{- /* Looking up the queue's streams, consumer and bodies bucket. */ -}}
+{{- $lookUpQueue := list
   "$JS.API.STREAM.INFO.SLUICE_MESSAGES"
   "$JS.API.CONSUMER.INFO.SLUICE_MESSAGES.sluice-workers"
   "$JS.API.STREAM.INFO.OBJ_sluice-bodies"
-  "$JS.API.STREAM.INFO.SLUICE_EVENTS"
+  "$JS.API.STREAM.INFO.SLUICE_EVENTS" -}}
+{{- /* Both roles look them up and publish messages, bodies and events. */ -}}
+{{- $useQueue := concat $lookUpQueue (list
   "sluice.msg.>"
   "sluice.events.>"
   "$O.sluice-bodies.C.>"
   "$O.sluice-bodies.M.>"
-  "$JS.API.DIRECT.GET.OBJ_sluice-bodies.>" -}}
+  "$JS.API.DIRECT.GET.OBJ_sluice-bodies.>") -}}
 {{- /* The workers' durable consumer: its ack_wait is the worker's setting. */ -}}
 {{- $writeConsumer := list
   "$JS.API.CONSUMER.CREATE.SLUICE_MESSAGES.sluice-workers.>"
@@ -242,7 +244,6 @@ replies meant for another (message bodies fetched by workers, the policy read).
   "$JS.API.STREAM.CREATE.OBJ_sluice-policy-objects"
   "$O.sluice-policy-objects.>"
   "$JS.API.STREAM.PURGE.OBJ_sluice-policy-objects" -}}
-{{- $lookUpQueue := slice $useQueue 0 4 -}}
 ingress:
   publish: {{ concat $readPolicy $useQueue | toJson }}
   subscribe: {{ list (printf "%s.>" (include "sluice.nats.inboxPrefix" "ingress")) | toJson }}
