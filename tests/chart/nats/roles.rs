@@ -1,13 +1,19 @@
 //! The real roles on the chart's own three-server cluster, as the chart wires them: the
 //! routes refuse a server without the route password; the operator's user pushes the
-//! policy (and later one too large for a message, through the policy object store);
-//! `sluice ingress` and `sluice worker` log in as their own users with
-//! SLUICE_NATS_REPLICAS=3; a message sent with swaks is delivered and settled, others are
-//! deferred, deleted and retried with `sluice queue`, one is taken again after its worker
-//! died mid-delivery; and the servers log not one permission violation meanwhile: the
+//! policy (and later one too large for a message, through the policy object store); a
+//! worker started before the queue is provisioned waits unready (its user may not
+//! create streams) until `sluice nats provision` runs as the operator's user (the
+//! operator's own provisioning function); `sluice ingress` and `sluice worker` log in as
+//! their own users with SLUICE_NATS_REPLICAS=3 and the chart's inbox prefixes; a message
+//! sent with swaks is delivered and settled, others are deferred, deleted and retried
+//! with `sluice queue`, one is taken again after its worker died mid-delivery; and the
+//! servers log not one permission violation meanwhile beyond those provoked: the
 //! permissions suffice. Then what must be refused is, and the servers say it was their
-//! permissions: the ingress and worker users cannot write the policy, the ingress user
-//! cannot take a queued message, `sluice policy push` as the ingress user fails.
+//! permissions: the ingress user cannot read other users' replies (`_INBOX.>`,
+//! `_INBOX_worker.>`); the ingress and worker users cannot write the policy, nor update
+//! the queue's streams (a republish into the policy key) or create streams; the worker
+//! cannot make a consumer deliver into the policy key; the ingress user cannot take a
+//! queued message; `sluice policy push` as the ingress user fails.
 
 use crate::cluster::RenderedCluster;
 use crate::common::chart;
