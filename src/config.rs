@@ -741,10 +741,11 @@ mod tests {
         // An ingress needs listeners, but neither spool nor policy files.
         let err = worker.validate(Role::Ingress).unwrap_err();
         assert!(err.contains("listener"), "{err}");
-        let text = "listeners: [{name: smtp, address: '127.0.0.1:2525', kind: relay}]\nnats: {url: 'nats://127.0.0.1:4222', ackWait: 5s, replicas: 3}\n";
+        let text = "listeners: [{name: smtp, address: '127.0.0.1:2525', kind: relay}]\nnats: {url: 'nats://127.0.0.1:4222', ackWait: 5s, replicas: 3, inboxPrefix: _INBOX_ingress}\n";
         let ingress = load_unchecked(text);
         assert_eq!(ingress.validate(Role::Ingress), Ok(()));
         assert_eq!(ingress.nats.ack_wait, Duration::from_secs(5));
+        assert_eq!(ingress.nats.inbox_prefix.as_deref(), Some("_INBOX_ingress"));
         assert!(
             ingress.spool.as_os_str().is_empty(),
             "an absent spool stays absent"

@@ -243,3 +243,60 @@ async fn creds_file_of_an_operator_mode_server() {
     config.creds_file = Some(dir.path().join("missing.creds"));
     assert!(config.connect_now("test").await.is_err());
 }
+
+/// JetStream through a client of `config`, with requests given up after 2 s: a reply the
+/// server may not deliver never comes.
+async fn jetstream_answers(config: &NatsConfig) -> Result<(), String> {
+    let client = config
+        .connect_now("test")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client);
+    js.query_account().await.map_err(|e| e.to_string())?;
+    // A KV bucket: created, written, read, and watched (an ordered push consumer whose
+    // deliver subject is an inbox too).
+    let kv = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "inbox-test".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    kv.put("k", "v".into()).await.map_err(|e| e.to_string())?;
+    let mut watch = kv
+        .watch_with_history("k")
+        .await
+        .map_err(|e| e.to_string())?;
+    use futures_util::StreamExt;
+    match tokio::time::timeout(Duration::from_secs(2), watch.next()).await {
+        Ok(Some(Ok(entry))) if entry.value.as_ref() == b"v" => Ok(()),
+        other => Err(format!("watch: {other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn replies_come_back_on_the_configured_inbox_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        "authorization { users: [ { user: x, password: xpw, permissions: { publish: \">\", subscribe: \"_INBOX_x.>\" } } ] }\n",
+    )
+    .unwrap();
+    let server = NatsServer::start_with(&["-c", conf.to_str().unwrap()]);
+    let mut config = NatsConfig {
+        url: url(&server),
+        user: Some("x".into()),
+        password: Some("xpw".into()),
+        inbox_prefix: Some("_INBOX_x".into()),
+        ..Default::default()
+    };
+    jetstream_answers(&config).await.unwrap();
+    reaches(&config).await.unwrap();
+    // Without the prefix the replies go to _INBOX.…, which this user may not read.
+    config.inbox_prefix = None;
+    let err = jetstream_answers(&config).await.unwrap_err();
+    assert!(!err.is_empty());
+}

@@ -178,6 +178,16 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
     let applied = kube.apply_policy(&policy("127.0.0.1/32")).await;
     let mut op = operator("operator-0", &nats, &kube, &key, &["--no-leader-election"]).await;
     op.wait_ready(READY_WITHIN).await;
+    // Ready only once it has provisioned the queue (src/queue/jetstream/provision.rs):
+    // the streams, the workers' consumer and the bodies bucket exist before any ingress
+    // or worker has run.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    for stream in ["SLUICE_MESSAGES", "SLUICE_EVENTS", "OBJ_sluice-bodies"] {
+        let found = js.get_stream(stream).await;
+        assert!(found.is_ok(), "{stream} not provisioned: {}", op.log_tail());
+    }
+    let messages = js.get_stream("SLUICE_MESSAGES").await.unwrap();
+    assert!(messages.consumer_info("sluice-workers").await.is_ok());
     let api: Api<RelayPolicyResource> = Api::namespaced(kube.client().await, "mail");
     let generation = applied.metadata.generation.unwrap_or(1);
     let (status, reason, _) = wait_ready(&api, generation, Duration::from_secs(10)).await;

@@ -57,6 +57,11 @@ enum Command {
         #[command(flatten)]
         operator: operator::OperatorArgs,
     },
+    /// Set up the queue's streams in NATS (for installs without `sluice operator`).
+    Nats {
+        #[command(subcommand)]
+        command: nats::NatsCommand,
+    },
     /// Inspect and prepare RelayPolicy rules.
     Policy {
         #[command(subcommand)]
@@ -116,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(sluice::roles::operator::run(config, options))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Nats { command } => nats::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Queue { command } => queue::run(command),
         Command::Crd => {

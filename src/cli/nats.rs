@@ -1,9 +1,57 @@
 //! The NATS flags shared by the roles and the tools that talk to JetStream; each has a
 //! `SLUICE_NATS_…` variable, and each overrides the `nats:` section of the configuration.
+//! And `sluice nats provision`, which sets up the queue's streams as a privileged user.
 
-use clap::Args;
+use clap::{Args, Subcommand};
+use sluice::config::Config;
 use sluice::nats::NatsConfig;
+use sluice::queue::jetstream::{JetStreamOptions, provision};
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum NatsCommand {
+    /// Create or update the queue's streams SLUICE_MESSAGES and SLUICE_EVENTS (with
+    /// --nats-replicas), and create the consumer sluice-workers (with --nats-ack-wait;
+    /// workers write theirs) and the bucket sluice-bodies if missing, as a NATS user
+    /// allowed to (`sluice operator` does it at start). The ingress and worker only look
+    /// them up. Exits 0 when done, 2 on errors.
+    Provision {
+        /// A process configuration, for its `nats` section; the flags suffice without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+}
+
+pub fn run(command: NatsCommand) -> anyhow::Result<ExitCode> {
+    let NatsCommand::Provision { config, nats } = command;
+    let mut config = match config {
+        Some(path) => Config::read(&path)?,
+        None => Config::default(),
+    };
+    nats.apply(&mut config.nats);
+    let options = JetStreamOptions::for_nats(&config.nats);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = config.nats.connect_now("sluice nats provision").await?;
+        provision(&async_nats::jetstream::new(client.clone()), &options).await?;
+        client.flush().await?;
+        anyhow::Ok(())
+    })?;
+    println!(
+        "provisioned {} (consumer {}, bucket {}) and {} with {} replicas",
+        options.stream,
+        options.consumer,
+        options.bodies_bucket,
+        sluice::events::jetstream::STREAM,
+        options.replicas.max(1)
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct NatsArgs {
@@ -39,6 +87,10 @@ pub struct NatsArgs {
     /// How long a message held by a worker that died stays invisible (e.g. 30s).
     #[arg(long, env = "SLUICE_NATS_ACK_WAIT", value_parser = sluice::units::parse_duration)]
     nats_ack_wait: Option<std::time::Duration>,
+    /// The prefix of this process's reply subjects (default _INBOX): one per NATS user,
+    /// which may subscribe to PREFIX.> alone.
+    #[arg(long, env = "SLUICE_NATS_INBOX_PREFIX")]
+    nats_inbox_prefix: Option<String>,
 }
 
 impl NatsArgs {
@@ -58,6 +110,7 @@ impl NatsArgs {
         set(&mut config.ca_file, &self.nats_ca_file);
         set(&mut config.cert_file, &self.nats_cert_file);
         set(&mut config.key_file, &self.nats_key_file);
+        set(&mut config.inbox_prefix, &self.nats_inbox_prefix);
         if let Some(required) = self.nats_tls_required {
             config.tls_required = required;
         }

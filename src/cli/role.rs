@@ -224,12 +224,15 @@ mod tests {
             "10Mi",
             "--drain-delay",
             "5s",
+            "--nats-inbox-prefix",
+            "_INBOX_ingress",
         ])
         .unwrap();
         let mut config = args.common.config().unwrap();
         args.ingress.apply(&mut config);
         assert_eq!(config.hostname, "from-file");
         assert_eq!(config.nats.url.as_deref(), Some("nats://flag:4222"));
+        assert_eq!(config.nats.inbox_prefix.as_deref(), Some("_INBOX_ingress"));
         assert_eq!(
             config.nats.replicas, 3,
             "what no flag says stays as the file says"

@@ -75,20 +75,16 @@ pub struct JetStreamEvents {
 }
 
 impl JetStreamEvents {
-    /// Creates or updates the events stream (idempotent: every pod does it at start) and
-    /// starts the publishing task.
+    /// Opens the events stream as it is (created if missing and this user may: see
+    /// [`crate::queue::jetstream::provision`]; never updated here) and starts the
+    /// publishing task.
     pub async fn open(
         js: jetstream::Context,
         replicas: usize,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
-        js.create_or_update_stream(stream_config(replicas))
-            .await
-            .context("creating the events stream")?;
-        let stream = js
-            .get_stream(STREAM)
-            .await
-            .context("opening the events stream")?;
+        let stream =
+            crate::queue::jetstream::provision::open_stream(&js, stream_config(replicas)).await?;
         let (sender, receiver) = mpsc::channel(BACKLOG);
         let publisher = tokio::spawn(publish_all(js, receiver, metrics.clone()));
         Ok(Arc::new(JetStreamEvents {

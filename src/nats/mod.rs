@@ -35,6 +35,11 @@ pub struct NatsConfig {
     /// worker gets it.
     #[serde(deserialize_with = "serde_duration::deserialize")]
     pub ack_wait: Duration,
+    /// The subject prefix of this process's reply subjects (JetStream and request
+    /// replies, KV watches, object reads all use it); unset: `_INBOX`. Give each NATS
+    /// user its own (the chart: `_INBOX_<role>`) and let it subscribe to that alone, so
+    /// that no user can read the replies meant for another.
+    pub inbox_prefix: Option<String>,
 }
 
 impl Default for NatsConfig {
@@ -52,6 +57,7 @@ impl Default for NatsConfig {
             tls_required: false,
             replicas: 1,
             ack_wait: Duration::from_secs(30),
+            inbox_prefix: None,
         }
     }
 }
@@ -190,8 +196,25 @@ impl NatsConfig {
                 anyhow::bail!("a NATS client certificate needs its key, and a key its certificate")
             }
         }
+        if let Some(prefix) = self.inbox_prefix.as_deref().filter(|p| !p.is_empty()) {
+            anyhow::ensure!(
+                is_subject_prefix(prefix),
+                "the NATS inbox prefix {prefix:?} is not a subject without wildcards"
+            );
+            options = options.custom_inbox_prefix(prefix);
+        }
         Ok(options.require_tls(self.tls_required))
     }
+}
+
+/// Whether `prefix` can start a subject: non-empty tokens without wildcards or spaces.
+fn is_subject_prefix(prefix: &str) -> bool {
+    prefix.split('.').all(|token| {
+        !token.is_empty()
+            && !token
+                .chars()
+                .any(|c| c.is_whitespace() || c == '*' || c == '>')
+    })
 }
 
 #[cfg(test)]
@@ -212,6 +235,23 @@ mod tests {
                 .to_string()
                 .contains("SLUICE_NATS_URL")
         );
+    }
+
+    #[tokio::test]
+    async fn an_inbox_prefix_with_wildcards_is_refused() {
+        for bad in ["_INBOX.>", "a..b", "x y", "_INBOX.*"] {
+            let config = NatsConfig {
+                url: Some("nats://127.0.0.1:1".into()),
+                inbox_prefix: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = config.connect("t", Arc::new(|_| {})).await.unwrap_err();
+            assert!(
+                format!("{err:#}").contains("inbox prefix"),
+                "{bad}: {err:#}"
+            );
+        }
+        assert!(is_subject_prefix("_INBOX_worker"));
     }
 
     #[tokio::test]

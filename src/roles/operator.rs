@@ -1,6 +1,7 @@
-//! `sluice operator` as a process: the Kubernetes client, the NATS connection and the
-//! policy bucket, the admin listener (`/healthz`, `/readyz` once the watches have synced
-//! and NATS answers, `/metrics`), and SIGTERM, around `operator::run`.
+//! `sluice operator` as a process: the Kubernetes client, the NATS connection, the policy
+//! bucket and the queue's streams (provisioned here, as the privileged NATS user), the
+//! admin listener (`/healthz`, `/readyz` once the watches have synced and NATS answers,
+//! `/metrics`), and SIGTERM, around `operator::run`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use crate::operator::run::Settings;
 use crate::operator::{NatsSink, Scope};
 use crate::policy::bucket::PolicyBucket;
 use crate::policy::sealed::SecretsKey;
+use crate::queue::jetstream::{JetStreamOptions, provision};
 use crate::telemetry::admin::{AdminState, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::operator::OperatorMetrics;
@@ -128,6 +130,27 @@ async fn serve(
             _ = tokio::time::sleep(BUCKET_RETRY) => {}
         }
     };
+    // The streams, consumer and bucket the ingress and worker users may only look up:
+    // the operator's user is the one that may create and update them.
+    let queue = JetStreamOptions::for_nats(&config.nats);
+    let mut attempt = 0u32;
+    loop {
+        match provision(&js, &queue).await {
+            Ok(()) => break,
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 || attempt.is_multiple_of(30) {
+                    let error = format!("{e:#}");
+                    tracing::warn!(error, attempt, "provisioning the queue failed; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(BUCKET_RETRY) => {}
+        }
+    }
+    tracing::info!(stream = %queue.stream, replicas = queue.replicas, "queue provisioned");
     readiness.release(Latch::Queue);
     let sink = Arc::new(NatsSink {
         bucket,

@@ -107,23 +107,28 @@ pub async fn open(
     let name = format!("sluice-{}-{}", role.name(), config.hostname);
     let client = config.nats.connect(&name, on_state).await?;
     let options = JetStreamOptions {
-        replicas: config.nats.replicas,
-        ack_wait: config.nats.ack_wait,
         manage_consumer: role.delivers(),
         limits: EnvelopeLimits {
             max_recipients: config.limits.max_recipients,
             max_message_size: config.limits.max_message_size,
         },
-        ..JetStreamOptions::default()
+        ..JetStreamOptions::for_nats(&config.nats)
     };
+    // The one-process relay is its own operator: it provisions what it uses.
+    let provisions = matches!(role, Role::Standalone { .. });
     let mut attempt = 0u32;
     let (queue, events) = loop {
-        match set_up(&client, &options, metrics).await {
+        match set_up(&client, &options, provisions, metrics).await {
             Ok(both) => break both,
             Err(e) => {
                 attempt += 1;
                 if attempt == 1 || attempt.is_multiple_of(30) {
-                    tracing::warn!(error = %e, attempt, "JetStream not available yet; retrying");
+                    let error = format!("{e:#}");
+                    tracing::warn!(
+                        error,
+                        attempt,
+                        "JetStream queue not available yet; retrying"
+                    );
                 }
                 tokio::time::sleep(SETUP_RETRY).await;
             }
@@ -138,13 +143,19 @@ pub async fn open(
     })
 }
 
-/// The queue's stream, consumer and bucket, and the events stream: created or updated
-/// by whichever process comes first.
+/// The queue's stream, consumer and bucket, and the events stream, opened as they are
+/// (created if missing and this user may); provisioned (created or updated) first when
+/// `provisions` (`sluice standalone --jetstream`).
 async fn set_up(
     client: &async_nats::Client,
     options: &JetStreamOptions,
+    provisions: bool,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(JetStreamQueue, Arc<JetStreamEvents>)> {
+    if provisions {
+        let js = async_nats::jetstream::new(client.clone());
+        crate::queue::jetstream::provision(&js, options).await?;
+    }
     let queue = JetStreamQueue::with_client(client.clone(), options.clone())
         .await?
         .with_metrics(metrics.clone());

@@ -33,6 +33,9 @@ set, the roles connect there with the credentials of nats.existing.
 {{- if .Values.nats.url -}}{{ .Values.nats.streamReplicas }}{{- else -}}{{ .Values.nats.replicas }}{{- end -}}
 {{- end -}}
 
+{{/* A role's reply subjects: its user may subscribe to "<prefix>.>" and nothing else. */}}
+{{- define "sluice.nats.inboxPrefix" -}}_INBOX_{{ . }}{{- end -}}
+
 {{/* Where a role's credential and CA files are mounted (mode 2). */}}
 {{- define "sluice.nats.filesDir" -}}/etc/sluice/nats{{- end -}}
 
@@ -45,6 +48,8 @@ set, the roles connect there with the credentials of nats.existing.
   value: {{ include "sluice.nats.url" $root | quote }}
 - name: SLUICE_NATS_REPLICAS
   value: {{ include "sluice.nats.streamReplicas" $root | quote }}
+- name: SLUICE_NATS_INBOX_PREFIX
+  value: {{ include "sluice.nats.inboxPrefix" .role | quote }}
 {{- if not $nats.url }}
 - name: SLUICE_NATS_USER
   value: {{ .role | quote }}
@@ -158,11 +163,24 @@ What each role's NATS user may publish (the JetStream API calls included) and su
 to: rendered into the chart's own nats-server configuration, and the list to give each
 role's user on an existing NATS. Found by reading src/queue/jetstream, src/events,
 src/policy/bucket.rs and objects.rs, and by tracing the roles against nats-server -DV;
-tests/chart_nats.rs proves the lists suffice and that writes of the policy are refused.
-Only the operator writes the policy bucket (and its object store for large snapshots).
+tests/chart_nats.rs proves the lists suffice and that what must be refused is.
 
-Replies come back on async-nats's inbox, "_INBOX.>": it is shared by all users (the
-roles do not set a per-user inbox prefix), so a user can see replies sent to another.
+Only the operator writes the policy bucket (and its object store for large snapshots),
+and only the operator creates or updates streams: a stream's configuration can copy
+what a user may publish onto any subject (republish, sources), the policy key's
+included, so STREAM.CREATE and STREAM.UPDATE are as good as writing the policy. The
+operator provisions the queue's streams, consumer and bodies bucket at start
+(src/queue/jetstream/provision.rs); the ingress and worker look them up. The worker may
+still write its durable consumer (CONSUMER.CREATE on sluice-workers: its ack_wait), which
+cannot copy messages anywhere: the server refuses to make a pull consumer a push one. Its
+lookups of delivery events create consumers on SLUICE_EVENTS, and a consumer created
+there may be a push consumer with any deliver subject (the API subject does not show
+it); the server delivers only where someone subscribes, and no user here may subscribe
+outside its own inbox. The roles test checks that nothing reaches the policy bucket.
+
+Replies come back on each role's own inbox prefix, "_INBOX_<role>" (SLUICE_NATS_INBOX_PREFIX,
+"sluice.nats.env"), and each user may subscribe to its own alone: no user sees the
+replies meant for another (message bodies fetched by workers, the policy read).
 */}}
 {{- define "sluice.nats.permissions" -}}
 {{- $readPolicy := list
@@ -179,24 +197,23 @@ roles do not set a per-user inbox prefix), so a user can see replies sent to ano
   "$JS.API.STREAM.MSG.GET.OBJ_sluice-policy-objects"
   "$JS.FC.KV_sluice-policy.>"
   "$JS.FC.OBJ_sluice-policy-objects.>" -}}
-{{- /* Both roles set up the queue's streams, consumer and bodies bucket at start. */ -}}
-{{- $setUpQueue := list
-  "$JS.API.STREAM.CREATE.SLUICE_MESSAGES"
-  "$JS.API.STREAM.UPDATE.SLUICE_MESSAGES"
+{{- /* Looking up the queue's streams, consumer and bodies bucket. */ -}}
+{{- $lookUpQueue := list
   "$JS.API.STREAM.INFO.SLUICE_MESSAGES"
   "$JS.API.CONSUMER.INFO.SLUICE_MESSAGES.sluice-workers"
-  "$JS.API.CONSUMER.CREATE.SLUICE_MESSAGES.sluice-workers.>"
-  "$JS.API.CONSUMER.DURABLE.CREATE.SLUICE_MESSAGES.sluice-workers"
-  "$JS.API.STREAM.CREATE.OBJ_sluice-bodies"
   "$JS.API.STREAM.INFO.OBJ_sluice-bodies"
-  "$JS.API.STREAM.CREATE.SLUICE_EVENTS"
-  "$JS.API.STREAM.UPDATE.SLUICE_EVENTS"
-  "$JS.API.STREAM.INFO.SLUICE_EVENTS"
+  "$JS.API.STREAM.INFO.SLUICE_EVENTS" -}}
+{{- /* Both roles look them up and publish messages, bodies and events. */ -}}
+{{- $useQueue := concat $lookUpQueue (list
   "sluice.msg.>"
   "sluice.events.>"
   "$O.sluice-bodies.C.>"
   "$O.sluice-bodies.M.>"
-  "$JS.API.DIRECT.GET.OBJ_sluice-bodies.>" -}}
+  "$JS.API.DIRECT.GET.OBJ_sluice-bodies.>") -}}
+{{- /* The workers' durable consumer: its ack_wait is the worker's setting. */ -}}
+{{- $writeConsumer := list
+  "$JS.API.CONSUMER.CREATE.SLUICE_MESSAGES.sluice-workers.>"
+  "$JS.API.CONSUMER.DURABLE.CREATE.SLUICE_MESSAGES.sluice-workers" -}}
 {{- /* Taking, settling and managing queued messages, reading bodies and delivery events. */ -}}
 {{- $work := list
   "$JS.API.CONSUMER.MSG.NEXT.SLUICE_MESSAGES.sluice-workers"
@@ -214,22 +231,28 @@ roles do not set a per-user inbox prefix), so a user can see replies sent to ano
   "$JS.API.CONSUMER.INFO.SLUICE_EVENTS.>"
   "$JS.API.CONSUMER.MSG.NEXT.SLUICE_EVENTS.>"
   "$JS.API.CONSUMER.DELETE.SLUICE_EVENTS.>" -}}
+{{- /* The operator's: creating and updating the queue's streams, consumer and bucket. */ -}}
+{{- $provision := list
+  "$JS.API.STREAM.CREATE.SLUICE_MESSAGES"
+  "$JS.API.STREAM.UPDATE.SLUICE_MESSAGES"
+  "$JS.API.STREAM.CREATE.OBJ_sluice-bodies"
+  "$JS.API.STREAM.CREATE.SLUICE_EVENTS"
+  "$JS.API.STREAM.UPDATE.SLUICE_EVENTS" -}}
 {{- $writePolicy := list
   "$JS.API.STREAM.CREATE.KV_sluice-policy"
   "$KV.sluice-policy.>"
   "$JS.API.STREAM.CREATE.OBJ_sluice-policy-objects"
   "$O.sluice-policy-objects.>"
   "$JS.API.STREAM.PURGE.OBJ_sluice-policy-objects" -}}
-{{- $inbox := list "_INBOX.>" -}}
 ingress:
-  publish: {{ concat $readPolicy $setUpQueue | toJson }}
-  subscribe: {{ $inbox | toJson }}
+  publish: {{ concat $readPolicy $useQueue | toJson }}
+  subscribe: {{ list (printf "%s.>" (include "sluice.nats.inboxPrefix" "ingress")) | toJson }}
 worker:
-  publish: {{ concat $readPolicy $setUpQueue $work | toJson }}
-  subscribe: {{ $inbox | toJson }}
+  publish: {{ concat $readPolicy $useQueue $writeConsumer $work | toJson }}
+  subscribe: {{ list (printf "%s.>" (include "sluice.nats.inboxPrefix" "worker")) | toJson }}
 operator:
-  publish: {{ concat $readPolicy $writePolicy | toJson }}
-  subscribe: {{ $inbox | toJson }}
+  publish: {{ concat $readPolicy $writePolicy $lookUpQueue $writeConsumer $provision | toJson }}
+  subscribe: {{ list (printf "%s.>" (include "sluice.nats.inboxPrefix" "operator")) | toJson }}
 {{- end -}}
 
 {{/* Labels of the NATS servers' pods and objects. */}}

@@ -46,6 +46,7 @@
 pub mod codec;
 mod fetch;
 mod lease;
+pub mod provision;
 #[cfg(test)]
 mod tests;
 
@@ -53,10 +54,7 @@ use super::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats,
 use crate::smtp::address::Recipient;
 use crate::telemetry::metrics::Metrics;
 use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{AckPolicy, PullConsumer, pull},
-    object_store::{self, ObjectStore},
-    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+    self, AckKind, consumer::PullConsumer, object_store::ObjectStore, stream,
 };
 use async_trait::async_trait;
 use codec::Meta;
@@ -68,6 +66,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
+
+pub use provision::provision;
 
 /// Where and how the queue lives in JetStream.
 #[derive(Debug, Clone)]
@@ -120,6 +120,18 @@ impl Default for JetStreamOptions {
     }
 }
 
+impl JetStreamOptions {
+    /// The defaults with the replicas and `ack_wait` of `nats`: what every process
+    /// (roles, operator, `sluice nats provision`) derives from the same settings.
+    pub fn for_nats(nats: &crate::nats::NatsConfig) -> Self {
+        JetStreamOptions {
+            replicas: nats.replicas,
+            ack_wait: nats.ack_wait,
+            ..JetStreamOptions::default()
+        }
+    }
+}
+
 /// Room left under the max payload for the protocol line and the small headers; the
 /// envelope header is counted twice on top, leaving it room to grow on deferrals.
 const HEADER_ROOM: usize = 4 * 1024;
@@ -156,8 +168,9 @@ fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
 }
 
 impl JetStreamQueue {
-    /// Connects to `url`, creates or updates the stream, the consumer and the bodies
-    /// bucket (idempotent: every pod does it at start).
+    /// Connects to `url` and opens the stream, the consumer and the bodies bucket
+    /// ([`provision::open_stream`]: an existing stream is used as it is; missing ones
+    /// are created if this user may).
     pub async fn connect(url: &str, options: JetStreamOptions) -> Result<Self, QueueError> {
         let client = async_nats::connect(url)
             .await
@@ -177,34 +190,14 @@ impl JetStreamQueue {
             known => known,
         };
         let js = jetstream::new(client);
-        let replicas = options.replicas.max(1);
-        js.create_or_update_stream(stream::Config {
-            name: options.stream.clone(),
-            subjects: vec![format!("{}.>", options.subject_prefix)],
-            retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
-            num_replicas: replicas,
-            // Refuse rather than drop: invariant 1.
-            discard: DiscardPolicy::New,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .map_err(err("creating the stream"))?;
-        let stream = js
-            .get_stream(&options.stream)
+        let stream = provision::open_stream(&js, provision::stream_config(&options))
             .await
-            .map_err(err("opening the stream"))?;
-        let consumer_config = pull::Config {
-            durable_name: Some(options.consumer.clone()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: options.ack_wait,
-            max_deliver: -1,
-            max_ack_pending: -1,
-            filter_subject: format!("{}.>", options.subject_prefix),
-            ..Default::default()
-        };
+            .map_err(|e| QueueError::Storage(format!("{e:#}")))?;
+        let consumer_config = provision::consumer_config(&options);
         let consumer: PullConsumer = match stream.get_consumer(&options.consumer).await {
+            // A consumer's settings cannot copy messages elsewhere (a pull consumer stays
+            // one: the server refuses a deliver subject on update), so the worker may
+            // keep its ack_wait written; the stream itself is never updated here.
             Ok(consumer) if options.manage_consumer => {
                 stream
                     .update_consumer(consumer_config)
@@ -213,22 +206,18 @@ impl JetStreamQueue {
                 consumer
             }
             Ok(consumer) => consumer,
-            Err(_) => stream
-                .create_consumer(consumer_config)
-                .await
-                .map_err(err("creating the consumer"))?,
+            Err(_) => stream.create_consumer(consumer_config).await.map_err(err(
+                "creating the consumer (`sluice nats provision` creates it)",
+            ))?,
         };
         let bodies = match js.get_object_store(&options.bodies_bucket).await {
             Ok(bucket) => bucket,
             Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: options.bodies_bucket.clone(),
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
+                .create_object_store(provision::bodies_config(&options))
                 .await
-                .map_err(err("creating the bodies bucket"))?,
+                .map_err(err(
+                    "creating the bodies bucket (`sluice nats provision` creates it)",
+                ))?,
         };
         let work = Arc::new(Notify::new());
         let fetcher = Fetcher::new(consumer, work.clone(), options.fetch_wait, options.ack_wait);

@@ -159,9 +159,12 @@ impl RenderedCluster {
         self.secret[&format!("{role}-password")].clone()
     }
 
-    /// Connects as `role`'s user.
+    /// Connects as `role`'s user, with the role's inbox prefix `_INBOX_<role>` (the
+    /// only reply subjects its user may subscribe to; env.rs proves the chart gives the
+    /// roles that prefix).
     pub async fn connect(&self, role: &str) -> async_nats::Client {
         async_nats::ConnectOptions::with_user_and_password(role.into(), self.password(role))
+            .custom_inbox_prefix(format!("_INBOX_{role}"))
             .connect(self.url_list())
             .await
             .unwrap_or_else(|e| panic!("connecting as {role}: {e}"))

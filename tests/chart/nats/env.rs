@@ -113,6 +113,11 @@ fn each_role_gets_its_own_user_and_the_replica_count() {
         assert_eq!(password["name"], "mail-sluice-nats-auth");
         assert_eq!(password["key"], format!("{role}-password"));
         assert_eq!(nats.var("SLUICE_NATS_REPLICAS").unwrap(), "3");
+        // Its own reply subjects, the only ones its user may subscribe to.
+        assert_eq!(
+            nats.var("SLUICE_NATS_INBOX_PREFIX").unwrap(),
+            format!("_INBOX_{role}").as_str()
+        );
         assert!(nats.volumes.is_empty() && nats.mounts.is_empty());
     }
     for (_, nats) in probe("nats: { replicas: 1 }") {
@@ -144,6 +149,8 @@ nats:
             "tls://nats.example:4222"
         );
         assert_eq!(nats.var("SLUICE_NATS_REPLICAS").unwrap(), "5");
+        // An existing NATS's users are given the same per-role inbox in values.yaml.
+        assert!(nats.var("SLUICE_NATS_INBOX_PREFIX").is_some());
         assert_eq!(nats.var("SLUICE_NATS_TLS_REQUIRED").unwrap(), "true");
         // Every file a variable names is in a mounted volume of the right Secret.
         for (var, volume_secret) in [

@@ -1,13 +1,19 @@
 //! The real roles on the chart's own three-server cluster, as the chart wires them: the
 //! routes refuse a server without the route password; the operator's user pushes the
-//! policy (and later one too large for a message, through the policy object store);
-//! `sluice ingress` and `sluice worker` log in as their own users with
-//! SLUICE_NATS_REPLICAS=3; a message sent with swaks is delivered and settled, others are
-//! deferred, deleted and retried with `sluice queue`, one is taken again after its worker
-//! died mid-delivery; and the servers log not one permission violation meanwhile: the
+//! policy (and later one too large for a message, through the policy object store); a
+//! worker started before the queue is provisioned waits unready (its user may not
+//! create streams) until `sluice nats provision` runs as the operator's user (the
+//! operator's own provisioning function); `sluice ingress` and `sluice worker` log in as
+//! their own users with SLUICE_NATS_REPLICAS=3 and the chart's inbox prefixes; a message
+//! sent with swaks is delivered and settled, others are deferred, deleted and retried
+//! with `sluice queue`, one is taken again after its worker died mid-delivery; and the
+//! servers log not one permission violation meanwhile beyond those provoked: the
 //! permissions suffice. Then what must be refused is, and the servers say it was their
-//! permissions: the ingress and worker users cannot write the policy, the ingress user
-//! cannot take a queued message, `sluice policy push` as the ingress user fails.
+//! permissions: the ingress user cannot read other users' replies (`_INBOX.>`,
+//! `_INBOX_worker.>`); the ingress and worker users cannot write the policy, nor update
+//! the queue's streams (a republish into the policy key) or create streams; the worker
+//! cannot make a consumer deliver into the policy key; the ingress user cannot take a
+//! queued message; `sluice policy push` as the ingress user fails.
 
 use crate::cluster::RenderedCluster;
 use crate::common::chart;
@@ -22,11 +28,23 @@ use std::time::{Duration, Instant};
 /// out: a permission violation is not an answer to the request).
 const REFUSED_WITHIN: Duration = Duration::from_secs(15);
 
+/// The inbox prefix the chart gives `role` (SLUICE_NATS_INBOX_PREFIX of
+/// "sluice.nats.env").
+fn chart_inbox(role: &str) -> String {
+    let roles = crate::env::probe("");
+    let (_, nats) = roles.iter().find(|(r, _)| r == role).expect("the role");
+    let prefix = nats
+        .var("SLUICE_NATS_INBOX_PREFIX")
+        .expect("an inbox prefix");
+    prefix.as_str().unwrap().to_string()
+}
+
 async fn start_role(cluster: &RenderedCluster, role: &str) -> RoleProcess {
     let env: Vec<(&str, OsString)> = vec![
         ("SLUICE_NATS_USER", role.into()),
         ("SLUICE_NATS_PASSWORD", cluster.password(role).into()),
         ("SLUICE_NATS_REPLICAS", "3".into()),
+        ("SLUICE_NATS_INBOX_PREFIX", chart_inbox(role).into()),
         // A message held by a worker that died comes back this soon.
         ("SLUICE_NATS_ACK_WAIT", "3s".into()),
     ];
@@ -150,6 +168,7 @@ async fn push_as_operator(cluster: &RenderedCluster, config: &std::path::Path) -
         .arg(config)
         .args(["--nats-url", &cluster.url(), "--nats-user", "operator"])
         .args(["--nats-password", &password, "--nats-replicas", "3"])
+        .args(["--nats-inbox-prefix", &chart_inbox("operator")])
         .output()
         .await
         .unwrap();
@@ -164,6 +183,170 @@ async fn push_as_operator(cluster: &RenderedCluster, config: &std::path::Path) -
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no revision in {text:?}"))
         .to_string()
+}
+
+/// `sluice nats provision` as the operator's user, with the chart's replicas: what the
+/// operator does at start (the same library function), here without Kubernetes.
+async fn provision_as_operator(cluster: &RenderedCluster) {
+    let password = cluster.password("operator");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["nats", "provision", "--nats-url", &cluster.url()])
+        .args(["--nats-user", "operator", "--nats-password", &password])
+        .args(["--nats-replicas", "3", "--nats-ack-wait", "3s"])
+        .args(["--nats-inbox-prefix", &chart_inbox("operator")])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `role` tries to make the queue's streams copy what it publishes into the policy key
+/// (a stream update with `republish`, as found in review) and to create a new stream of
+/// its own that would do the same; every attempt must be refused, the streams keep
+/// their configuration and the policy key its revision.
+async fn cannot_reconfigure_streams(cluster: &RenderedCluster, role: &str) {
+    use async_nats::jetstream::stream::{Config, Republish};
+    let before = policy_revision(cluster, "operator").await;
+    let js = js_as(cluster, role).await;
+    let republish = |source: &str| Republish {
+        source: source.to_string(),
+        destination: "$KV.sluice-policy.snapshot".into(),
+        headers_only: false,
+    };
+    for name in ["SLUICE_EVENTS", "SLUICE_MESSAGES"] {
+        let mut stream = js.get_stream(name).await.expect("the role may look it up");
+        let mut config = stream.info().await.unwrap().config.clone();
+        config.republish = Some(republish("sluice.events.x.evil"));
+        let update = tokio::time::timeout(REFUSED_WITHIN, js.update_stream(&config)).await;
+        assert!(
+            !matches!(update, Ok(Ok(_))),
+            "{role} updated {name}: {update:?}"
+        );
+    }
+    // A new stream: the requester chooses its subjects and republish.
+    let evil = format!("EVIL_{role}");
+    let create = js.create_stream(Config {
+        name: evil.clone(),
+        subjects: vec![format!("evil.{role}.>")],
+        republish: Some(republish(&format!("evil.{role}.>"))),
+        ..Default::default()
+    });
+    let create = tokio::time::timeout(REFUSED_WITHIN, create).await;
+    assert!(
+        !matches!(create, Ok(Ok(_))),
+        "{role} created {evil}: {create:?}"
+    );
+    // What the republish would have copied: stored as an event, and nowhere else.
+    let forged = serde_json::json!({"revision": "forged"}).to_string();
+    let ack = js
+        .publish("sluice.events.x.evil", forged.into())
+        .await
+        .expect("the role may publish events");
+    ack.await.expect("stored in SLUICE_EVENTS");
+    let operator = jetstream::new(cluster.connect("operator").await);
+    for name in ["SLUICE_EVENTS", "SLUICE_MESSAGES"] {
+        let mut stream = operator.get_stream(name).await.unwrap();
+        let config = stream.info().await.unwrap().config.clone();
+        assert!(config.republish.is_none(), "{name}: {:?}", config.republish);
+    }
+    assert!(operator.get_stream(&evil).await.is_err(), "{evil} exists");
+    assert_eq!(policy_revision(cluster, "operator").await, before, "{role}");
+}
+
+/// The worker's user may write its durable consumer (for its ack_wait): it tries to make
+/// it, or a new consumer on the events stream, a push consumer delivering into the
+/// policy key. Neither may store anything there, and sluice-workers stays a pull
+/// consumer. Needs a message in SLUICE_MESSAGES and events in SLUICE_EVENTS to deliver.
+async fn consumers_cannot_deliver_into_the_policy(cluster: &RenderedCluster) {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, push};
+    let before = policy_revision(cluster, "operator").await;
+    let js = js_as(cluster, "worker").await;
+    let messages = js.get_stream("SLUICE_MESSAGES").await.unwrap();
+    let durable = messages.create_consumer(push::Config {
+        durable_name: Some("sluice-workers".into()),
+        deliver_subject: "$KV.sluice-policy.snapshot".into(),
+        ack_policy: AckPolicy::Explicit,
+        filter_subject: "sluice.msg.>".into(),
+        ..Default::default()
+    });
+    let durable = tokio::time::timeout(REFUSED_WITHIN, durable).await;
+    assert!(!matches!(durable, Ok(Ok(_))), "{durable:?}");
+    let events = js.get_stream("SLUICE_EVENTS").await.unwrap();
+    let ephemeral = events.create_consumer(push::Config {
+        deliver_subject: "$KV.sluice-policy.snapshot".into(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::None,
+        ..Default::default()
+    });
+    let ephemeral = tokio::time::timeout(REFUSED_WITHIN, ephemeral).await;
+    // The server creates it (a consumer's deliver subject is not in the API subject, so
+    // no permission can refuse it). Created or not, nothing may reach the policy
+    // bucket: watched for a while, since a push consumer delivers in the background.
+    let kv_state = || async {
+        let operator = jetstream::new(cluster.connect("operator").await);
+        let mut kv = operator.get_stream("KV_sluice-policy").await.unwrap();
+        let state = kv.info().await.unwrap().state.clone();
+        (state.messages, state.last_sequence)
+    };
+    let kv_before = kv_state().await;
+    let mut delivered = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Ok(consumer)) = &ephemeral {
+            let mut consumer = consumer.clone();
+            if let Ok(info) = consumer.info().await {
+                delivered = info.delivered.stream_sequence;
+            }
+        }
+        let now = policy_revision(cluster, "operator").await;
+        assert_eq!(now, before, "a consumer delivered into the policy key");
+        assert_eq!(
+            kv_state().await,
+            kv_before,
+            "a consumer wrote to the policy bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "push consumer on SLUICE_EVENTS into $KV.sluice-policy.snapshot: created {}, \
+         delivered up to stream sequence {delivered}, nothing stored in the bucket",
+        matches!(ephemeral, Ok(Ok(_)))
+    );
+    let operator = jetstream::new(cluster.connect("operator").await);
+    let stream = operator.get_stream("SLUICE_MESSAGES").await.unwrap();
+    let info = stream.consumer_info("sluice-workers").await.unwrap();
+    assert!(
+        info.config.deliver_subject.is_none(),
+        "sluice-workers became a push consumer: {:?}",
+        info.config.deliver_subject
+    );
+}
+
+/// Subscribes as the ingress user to the replies of every user (`_INBOX.>`, the default
+/// prefix) and of the worker's; counts what arrives.
+async fn spy_on_replies(
+    cluster: &RenderedCluster,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let client = cluster.connect("ingress").await;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for subject in ["_INBOX.>", "_INBOX_worker.>"] {
+        let mut subscription = client.subscribe(subject).await.unwrap();
+        let seen = seen.clone();
+        let _client = client.clone();
+        tokio::spawn(async move {
+            let _client = _client;
+            while subscription.next().await.is_some() {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    client.flush().await.unwrap();
+    seen
 }
 
 /// The test's policy with `users` users (about 170 bytes each in the snapshot): 8,000
@@ -221,10 +404,50 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
         &route_policy(&["127.0.0.1/32"], sink.addr.port()),
     );
     push_as_operator(&cluster, &config).await;
-    // One after the other: two roles creating the R3 streams at once on a new cluster
-    // both wait out a 10 s JetStream timeout (seen with and without permissions).
+    // The ingress user listens for the replies of everyone else from now on.
+    let spied = spy_on_replies(&cluster).await;
+
+    // A worker started before the queue is provisioned: its user may not create the
+    // streams, so it waits, unready, saying who creates them, and does not exit.
     let mut worker = start_role(&cluster, "worker").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !worker.log().contains("`sluice nats provision` creates it") {
+        worker.fail_if(
+            Instant::now() > deadline,
+            "no log line naming the provisioning",
+        );
+        let answer = worker.readyz().await;
+        worker.fail_if(
+            matches!(answer, Some((200, _))),
+            "ready before provisioning",
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = worker.readyz().await;
+    worker.fail_if(!matches!(answer, Some((503, _))), &format!("{answer:?}"));
+    // The operator's user provisions (the operator's own code path, without Kubernetes):
+    // the worker becomes ready, and the ingress starts straight away.
+    provision_as_operator(&cluster).await;
     worker.wait_ready(READY_WITHIN).await;
+    // What was refused until now: the worker's stream creation, the spy's subscriptions.
+    let refused_at_start = cluster.violations();
+    let expected = |line: &String| {
+        (line.contains("user:worker\"") && line.contains("$JS.API.STREAM.CREATE.SLUICE_MESSAGES"))
+            || (line.contains("user:ingress\"")
+                && (line.contains("\"_INBOX.>\"") || line.contains("\"_INBOX_worker.>\"")))
+    };
+    let unexpected: Vec<&String> = refused_at_start.iter().filter(|l| !expected(l)).collect();
+    assert!(unexpected.is_empty(), "refused: {unexpected:#?}");
+    for what in [
+        "$JS.API.STREAM.CREATE.SLUICE_MESSAGES",
+        "\"_INBOX.>\"",
+        "\"_INBOX_worker.>\"",
+    ] {
+        assert!(
+            refused_at_start.iter().any(|l| l.contains(what)),
+            "{what} not refused: {refused_at_start:#?}"
+        );
+    }
     let mut ingress = start_role(&cluster, "ingress").await;
     ingress.wait_ready(READY_WITHIN).await;
     let ready = started.elapsed();
@@ -332,9 +555,19 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
         &format!("redeliveries {redelivered:?}"),
     );
 
-    // Everything so far within the permissions: not one refusal logged.
+    // Everything since provisioning within the permissions: not one refusal more logged,
+    // and the ingress user's spying on replies got nothing.
     let violations = cluster.violations();
-    assert!(violations.is_empty(), "refused: {violations:#?}");
+    assert_eq!(
+        violations.len(),
+        refused_at_start.len(),
+        "refused: {violations:#?}"
+    );
+    assert_eq!(
+        spied.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the ingress user read replies meant for others"
+    );
 
     // The queue and the policy are R3, as SLUICE_NATS_REPLICAS asked.
     for stream in ["SLUICE_MESSAGES", "SLUICE_EVENTS", "KV_sluice-policy"] {
@@ -347,11 +580,14 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
 
     cannot_write_policy(&cluster, "ingress").await;
     cannot_write_policy(&cluster, "worker").await;
+    cannot_reconfigure_streams(&cluster, "ingress").await;
+    cannot_reconfigure_streams(&cluster, "worker").await;
 
     // With no worker running, a queued message waits for the consumer: the ingress user
     // cannot fetch it, the worker user can.
     worker.kill();
     swaks(&ingress, "second@sink.test");
+    consumers_cannot_deliver_into_the_policy(&cluster).await;
     let consumer = |role: &'static str| {
         let cluster = &cluster;
         async move {
@@ -390,6 +626,7 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
         .arg(&config)
         .args(["--nats-url", &cluster.url(), "--nats-user", "ingress"])
         .args(["--nats-password", &ingress_password])
+        .args(["--nats-inbox-prefix", &chart_inbox("ingress")])
         .output();
     let push = tokio::time::timeout(Duration::from_secs(60), push)
         .await

@@ -1,0 +1,130 @@
+//! What the queue and the events need to exist in JetStream, in one place: the messages
+//! stream, the workers' durable consumer, the bodies object store and the events stream.
+//!
+//! [`provision`] creates or updates the streams and creates the rest if missing. Only a privileged NATS user runs it:
+//! `sluice operator` at start, `sluice standalone --jetstream`, and `sluice nats
+//! provision` (installs without the operator). Updating a stream is what must stay with
+//! that user: a stream's configuration (`republish`, `sources`, `subjects`) can copy
+//! whatever a user may publish onto any subject, the policy key's among them.
+//!
+//! The ingress and the worker only look up ([`open_stream`]): a stream that exists is
+//! used as it is, never updated; one that is missing is created if this user may (a
+//! bare nats-server without permissions, as the scale-out by hand runs it), and
+//! otherwise the error says who creates it, and the role retries, unready, until then.
+
+use super::JetStreamOptions;
+use crate::events::jetstream as events;
+use anyhow::Context as _;
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, pull},
+    context::GetStreamErrorKind,
+    object_store,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use std::time::Duration;
+
+/// The work-queue stream of queued messages.
+pub fn stream_config(options: &JetStreamOptions) -> stream::Config {
+    stream::Config {
+        name: options.stream.clone(),
+        subjects: vec![format!("{}.>", options.subject_prefix)],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        num_replicas: options.replicas.max(1),
+        // Refuse rather than drop: invariant 1.
+        discard: DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+/// The durable pull consumer shared by every worker.
+pub fn consumer_config(options: &JetStreamOptions) -> pull::Config {
+    pull::Config {
+        durable_name: Some(options.consumer.clone()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: -1,
+        filter_subject: format!("{}.>", options.subject_prefix),
+        ..Default::default()
+    }
+}
+
+/// The object store of bodies too large for a message.
+pub fn bodies_config(options: &JetStreamOptions) -> object_store::Config {
+    object_store::Config {
+        bucket: options.bodies_bucket.clone(),
+        storage: StorageType::File,
+        num_replicas: options.replicas.max(1),
+        ..Default::default()
+    }
+}
+
+/// Creates or updates the messages stream and the events stream with `options`
+/// (replicas), and creates the consumer (with `options.ack_wait`) and the bodies bucket
+/// if missing. Idempotent; for the privileged user only (see the module's documentation).
+pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> anyhow::Result<()> {
+    js.create_or_update_stream(stream_config(options))
+        .await
+        .with_context(|| format!("creating or updating the stream {}", options.stream))?;
+    let stream = js
+        .get_stream(&options.stream)
+        .await
+        .with_context(|| format!("opening the stream {}", options.stream))?;
+    // Created if missing, never rewritten: its ack_wait belongs to the workers, which
+    // write theirs at start; an operator restarting must not undo it.
+    if stream.consumer_info(&options.consumer).await.is_err() {
+        stream
+            .create_consumer(consumer_config(options))
+            .await
+            .with_context(|| format!("creating the consumer {}", options.consumer))?;
+    }
+    if js.get_object_store(&options.bodies_bucket).await.is_err() {
+        js.create_object_store(bodies_config(options))
+            .await
+            .with_context(|| format!("creating the bucket {}", options.bodies_bucket))?;
+    }
+    js.create_or_update_stream(events::stream_config(options.replicas))
+        .await
+        .with_context(|| format!("creating or updating the stream {}", events::STREAM))?;
+    Ok(())
+}
+
+/// The stream `config.name` as it is. Missing, it is created with `config` if this user
+/// may; an existing stream is never updated here.
+pub async fn open_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> anyhow::Result<stream::Stream> {
+    let name = config.name.clone();
+    match js.get_stream(&name).await {
+        Ok(stream) => return Ok(stream),
+        Err(e) if !is_not_found(&e) => {
+            return Err(e).with_context(|| format!("looking up the stream {name}"));
+        }
+        Err(_) => {}
+    }
+    if let Err(e) = js.create_stream(config).await {
+        // Created meanwhile by another process: use it.
+        if let Ok(stream) = js.get_stream(&name).await {
+            return Ok(stream);
+        }
+        return Err(e).with_context(|| {
+            format!(
+                "the stream {name} does not exist and this user could not create it \
+                 (a user without the permission cannot): the operator or \
+                 `sluice nats provision` creates it"
+            )
+        });
+    }
+    js.get_stream(&name)
+        .await
+        .with_context(|| format!("opening the stream {name}"))
+}
+
+fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), GetStreamErrorKind::JetStream(js)
+        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
