@@ -1,39 +1,10 @@
-//! What `sluice.nats.env`, `sluice.nats.volumes` and `sluice.nats.volumeMounts` give a
-//! role, rendered by Helm through a probe template added to a copy of the chart (the
-//! Deployments that include them belong to another part of the chart): the text each
-//! renders must be a YAML list once indented, and name the right Secret keys and files.
+//! What `sluice.nats.env`, `sluice.nats.volumes` and `sluice.nats.volumeMounts` give
+//! each role, read off the rendered Deployments that include them: the right user,
+//! Secret keys, inbox and replica count, and every file a variable names mounted from the
+//! right Secret.
 
-use crate::common::chart::{chart_dir, repo_path};
+use crate::common::chart::render;
 use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
-
-const PROBE: &str = r#"{{- range $role := list "ingress" "worker" "operator" }}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: { name: {{ printf "probe-%s" $role }} }
-data:
-  env: |
-    {{- include "sluice.nats.env" (dict "root" $ "role" $role) | nindent 4 }}
-  volumes: |
-    {{- include "sluice.nats.volumes" (dict "root" $ "role" $role) | nindent 4 }}
-  volumeMounts: |
-    {{- include "sluice.nats.volumeMounts" (dict "root" $ "role" $role) | nindent 4 }}
-{{- end }}
-"#;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// One role's (env, volumes, volumeMounts), each a list (empty when nothing rendered).
 pub struct RoleNats {
@@ -55,46 +26,24 @@ impl RoleNats {
     }
 }
 
-/// Renders the probe with `values` and returns each role's part.
+/// Renders the chart with `values` and returns each role's container environment,
+/// pod volumes and container mounts.
 pub fn probe(values: &str) -> Vec<(String, RoleNats)> {
-    let dir = tempfile::tempdir().unwrap();
-    let chart = dir.path().join("sluice");
-    copy_dir(&chart_dir(), &chart);
-    std::fs::write(chart.join("templates/zz-nats-probe.yaml"), PROBE).unwrap();
-    let values_file = dir.path().join("values.yaml");
-    std::fs::write(&values_file, values).unwrap();
-    let out = Command::new("python3")
-        .arg(repo_path("tests/chart/render.py"))
-        .arg("render")
-        .arg(&chart)
-        .arg(&values_file)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let list = |text: &Value| -> Vec<Value> {
-        let parsed: Option<Vec<Value>> =
-            serde_yaml::from_str(text.as_str().unwrap()).expect("a YAML list");
-        parsed.unwrap_or_default()
-    };
-    json["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| {
-            let role = o["metadata"]["name"].as_str()?.strip_prefix("probe-")?;
-            Some((
+    let rendered = render(values);
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    ["ingress", "worker", "operator"]
+        .into_iter()
+        .map(|role| {
+            let pod = &rendered.one("Deployment", &format!("-{role}"))["spec"]["template"]["spec"];
+            let container = &pod["containers"][0];
+            (
                 role.to_string(),
                 RoleNats {
-                    env: list(&o["data"]["env"]),
-                    volumes: list(&o["data"]["volumes"]),
-                    mounts: list(&o["data"]["volumeMounts"]),
+                    env: list(&container["env"]),
+                    volumes: list(&pod["volumes"]),
+                    mounts: list(&container["volumeMounts"]),
                 },
-            ))
+            )
         })
         .collect()
 }
@@ -118,7 +67,14 @@ fn each_role_gets_its_own_user_and_the_replica_count() {
             nats.var("SLUICE_NATS_INBOX_PREFIX").unwrap(),
             format!("_INBOX_{role}").as_str()
         );
-        assert!(nats.volumes.is_empty() && nats.mounts.is_empty());
+        // Passwords come from the Secret as variables: no NATS files to mount.
+        assert!(
+            !nats.mounts.iter().any(|m| m["mountPath"]
+                .as_str()
+                .unwrap()
+                .starts_with("/etc/sluice/nats")),
+            "{role}"
+        );
     }
     for (_, nats) in probe("nats: { replicas: 1 }") {
         assert_eq!(nats.var("SLUICE_NATS_REPLICAS").unwrap(), "1");
