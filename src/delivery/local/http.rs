@@ -1,8 +1,9 @@
-//! The smallest HTTP/1.1 client the webhook needs: one POST with a `Content-Length`
-//! body over a fresh connection (TLS verified with rustls on the ring provider), the
-//! response's status line, then close.
+//! The smallest HTTP/1.1 client the webhook and the Rspamd check need: one POST with a
+//! `Content-Length` body over a fresh connection (TLS verified with rustls on the ring
+//! provider), the response's status line, then close.
 //!
-//! Only the status decides the outcome. The response head is read up to 16 KiB (interim
+//! For the webhook only the status decides the outcome ([`post`]); the Rspamd check also
+//! reads the body, bounded ([`post_for_body`]). The response head is read up to 16 KiB (interim
 //! 1xx heads skipped); the body, chunked or not, is read up to 64 KiB and discarded,
 //! only so that closing with unread data does not reset the connection under the
 //! receiver while it logs its success.
@@ -25,7 +26,7 @@ const LAST_CHUNK: &[u8] = b"\r\n0\r\n\r\n";
 
 /// An `http://` or `https://` URL taken apart; `host` has no brackets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Url {
+pub(crate) struct Url {
     pub https: bool,
     pub host: String,
     pub port: u16,
@@ -37,11 +38,13 @@ pub(super) struct Url {
 
 /// The final response's status line and what is needed to skip its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Status {
+pub(crate) struct Status {
     pub code: u16,
     /// Printable ASCII only, at most 64 characters: it ends up in DSNs and logs.
     pub reason: String,
     content_length: Option<u64>,
+    /// `Transfer-Encoding: chunked` (RFC 9112 6.1): it overrides any Content-Length.
+    chunked: bool,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -49,7 +52,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// `scheme "://" [userinfo "@"] host [":" port] [path-abempty] ["?" query] ["#" fragment]`
 /// (RFC 3986), with userinfo refused: credentials belong in the signing secret.
-pub(super) fn parse_url(url: &str) -> Result<Url, LocalError> {
+pub(crate) fn parse_url(url: &str) -> Result<Url, LocalError> {
     let bad = |reason| LocalError::Url {
         url: url.to_owned(),
         reason,
@@ -104,7 +107,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 
 /// POSTs `body` with `headers` (values must be free of CR and LF) and returns the final
 /// status. `timeout` bounds connecting, sending and the response head together.
-pub(super) async fn post(
+pub(crate) async fn post(
     url: &Url,
     headers: &[(&str, String)],
     body: &[u8],
@@ -118,6 +121,112 @@ pub(super) async fn post(
         .map_err(|_| LocalError::Timeout(timeout))??;
     let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut stream, rest, status.content_length)).await;
     Ok(status)
+}
+
+/// Like [`post`], and returns the body too (de-chunked), at most `max_body` octets:
+/// a longer one is an error, never truncated silently. `timeout` bounds the whole
+/// exchange, the body included.
+pub(crate) async fn post_for_body(
+    url: &Url,
+    headers: &[(&str, String)],
+    body: &[u8],
+    roots: &Arc<RootCertStore>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(Status, Vec<u8>), LocalError> {
+    let head = request_head(url, headers, body.len());
+    let whole = async {
+        let (mut stream, status, rest) = exchange(url, &head, body, roots).await?;
+        let raw = read_body(&mut stream, rest, &status, max_body).await?;
+        let _ = stream.shutdown().await;
+        let body = if status.chunked {
+            dechunk(&raw, max_body)?
+        } else {
+            raw
+        };
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, whole)
+        .await
+        .map_err(|_| LocalError::Timeout(timeout))?
+}
+
+/// The raw body: `Content-Length` octets, else up to the last chunk or the end of the
+/// connection. A chunked body may carry framing beyond `max_body`, so it gets room for
+/// that (a chunk-size line per chunk; [`dechunk`] enforces the real cap).
+async fn read_body(
+    stream: &mut Box<dyn Stream>,
+    mut buf: Vec<u8>,
+    status: &Status,
+    max_body: usize,
+) -> Result<Vec<u8>, LocalError> {
+    let too_large = || LocalError::Response(format!("response body exceeds {max_body} octets"));
+    let limit = if status.chunked {
+        max_body.saturating_mul(2).saturating_add(1024)
+    } else {
+        max_body
+    };
+    let length = match (status.chunked, status.content_length) {
+        (false, Some(n)) if n > max_body as u64 => return Err(too_large()),
+        (false, Some(n)) => Some(n as usize),
+        _ => None,
+    };
+    let mut chunk = [0u8; 8192];
+    loop {
+        match length {
+            Some(n) if buf.len() >= n => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            None if status.chunked && buf.ends_with(b"0\r\n\r\n") => return Ok(buf),
+            _ => {}
+        }
+        if buf.len() > limit {
+            return Err(too_large());
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| LocalError::Response(format!("reading the body: {e}")))?;
+        if n == 0 {
+            return match length {
+                Some(_) => Err(LocalError::Response("body shorter than Content-Length".into())),
+                None => Ok(buf),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `chunked-body = *chunk last-chunk trailer-section CRLF` (RFC 9112 7.1), extensions
+/// ignored, trailers dropped; more than `max_body` octets of data is an error.
+fn dechunk(raw: &[u8], max_body: usize) -> Result<Vec<u8>, LocalError> {
+    let bad = |why: &str| LocalError::Response(format!("bad chunked body: {why}"));
+    let mut out = Vec::new();
+    let mut rest = raw;
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("no chunk-size line"))?;
+        let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| bad("chunk size"))?;
+        let size_text = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("chunk size"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if size > max_body - out.len().min(max_body) {
+            return Err(LocalError::Response(format!(
+                "response body exceeds {max_body} octets"
+            )));
+        }
+        if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {
+            return Err(bad("truncated chunk"));
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
 }
 
 fn request_head(url: &Url, headers: &[(&str, String)], length: usize) -> Vec<u8> {
@@ -243,14 +352,21 @@ pub(super) fn parse_head(head: &[u8]) -> Result<Status, LocalError> {
     let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
     let valid = version.starts_with("HTTP/1.") && code.len() == 3;
     let code = code.parse::<u16>().ok().filter(|_| valid).ok_or_else(bad)?;
-    let content_length = lines
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse().ok());
+    let fields: Vec<(&str, &str)> = lines.filter_map(|line| line.split_once(':')).collect();
+    let field = |wanted: &str| {
+        fields
+            .iter()
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.trim())
+    };
+    let content_length = field("content-length").and_then(|value| value.parse().ok());
+    let chunked = field("transfer-encoding")
+        .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"));
     Ok(Status {
         code,
         reason: truncate(reason),
         content_length,
+        chunked,
     })
 }
 
@@ -365,6 +481,17 @@ mod tests {
         ] {
             assert!(parse_head(bad.as_bytes()).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", 10).unwrap(), b"abcde");
+        assert!(dechunk(b"3\r\nabc\r\n8\r\nabcdefgh\r\n0\r\n\r\n", 10).is_err());
+        assert!(dechunk(b"5\r\nabc\r\n0\r\n\r\n", 10).is_err());
+        assert!(dechunk(b"zz\r\n", 10).is_err());
+        assert!(dechunk(b"ffffffffffffffffff\r\n", 10).is_err());
+        let s = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert!(s.chunked);
     }
 
     #[test]

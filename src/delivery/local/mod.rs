@@ -6,7 +6,7 @@
 //! an error: whatever goes wrong becomes a `Deferred` (try again later) or, for
 //! conditions that retrying cannot fix, a `Failed` with its enhanced status code.
 
-mod http;
+pub(crate) mod http;
 mod maildir;
 mod webhook;
 
