@@ -69,7 +69,10 @@ impl Clamd {
                 let log = std::fs::read_to_string(dir.path().join("clamd.log"));
                 panic!("clamd exited at start ({status}): {log:?}");
             }
-            assert!(Instant::now() < deadline, "clamd did not answer PING in 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "clamd did not answer PING in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Clamd {
@@ -104,7 +107,8 @@ fn pongs(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut answer = [0u8; 16];
     s.write_all(b"zPING\0").is_ok()
-        && s.read(&mut answer).is_ok_and(|n| answer[..n].starts_with(b"PONG"))
+        && s.read(&mut answer)
+            .is_ok_and(|n| answer[..n].starts_with(b"PONG"))
 }
 
 /// A port nothing listens on now (bound and released; clamd cannot pick its own).
@@ -148,7 +152,8 @@ sys.stdout.buffer.write(m.as_bytes().replace(b"\n", b"\r\n"))
 }
 
 fn clean_message(size: usize) -> Vec<u8> {
-    let mut message = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hello\r\n\r\n".to_vec();
+    let mut message =
+        b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hello\r\n\r\n".to_vec();
     while message.len() < size {
         message.extend_from_slice(b"An ordinary line of an ordinary message, nothing more.\r\n");
     }
@@ -178,7 +183,7 @@ async fn a_clean_message_is_clean_over_tcp_and_unix_socket() {
     let clamd = Clamd::start();
     let message = clean_message(4096);
     for address in [clamd.tcp(), ClamdAddress::Unix(clamd.socket.clone())] {
-        let verdict = clamd::scan(&[address.clone()], &message, TIMEOUT).await;
+        let verdict = clamd::scan(std::slice::from_ref(&address), &message, TIMEOUT).await;
         assert_eq!(verdict.unwrap(), ClamVerdict::Clean, "{address}");
     }
     // The same address finds EICAR over the unix socket too: the socket is really scanned.
@@ -286,8 +291,6 @@ async fn median_scan_latency_of_a_4_kib_message() {
     times.sort();
     println!(
         "clamd: start-up {:?}, 4 KiB scan median {:?}, p99 {:?} (200 scans)",
-        clamd.startup,
-        times[100],
-        times[197]
+        clamd.startup, times[100], times[197]
     );
 }

@@ -117,7 +117,10 @@ pub fn verdict(result: &Result<ClamVerdict, ScanError>, fail: FailMode) -> Verdi
         Ok(ClamVerdict::Infected(signature)) => Verdict::Reject(Reply::new(
             550,
             "5.7.1",
-            format!("Message rejected: malware found ({})", reply_text(signature)),
+            format!(
+                "Message rejected: malware found ({})",
+                reply_text(signature)
+            ),
         )),
         Err(_) => fail.verdict("Virus"),
     }
@@ -134,7 +137,9 @@ where
     let send = async {
         writer.write_all(b"zINSTREAM\0").await?;
         for chunk in message.chunks(CHUNK) {
-            writer.write_all(&(chunk.len() as u32).to_be_bytes()).await?;
+            writer
+                .write_all(&(chunk.len() as u32).to_be_bytes())
+                .await?;
             writer.write_all(chunk).await?;
         }
         writer.write_all(&0u32.to_be_bytes()).await?;
@@ -245,10 +250,18 @@ mod tests {
         let Verdict::Reject(reply) = verdict(&infected, FailMode::Open) else {
             panic!("infected must reject");
         };
-        assert_eq!(reply.to_bytes(), b"550 5.7.1 Message rejected: malware found (Eicar.UNOFFICIAL)\r\n");
-        assert_eq!(verdict(&Ok(ClamVerdict::Clean), FailMode::Closed), Verdict::Accept);
+        assert_eq!(
+            reply.to_bytes(),
+            b"550 5.7.1 Message rejected: malware found (Eicar.UNOFFICIAL)\r\n"
+        );
+        assert_eq!(
+            verdict(&Ok(ClamVerdict::Clean), FailMode::Closed),
+            Verdict::Accept
+        );
         let failed = Err(ScanError::SizeLimit);
         assert_eq!(verdict(&failed, FailMode::Open), Verdict::Accept);
-        assert!(matches!(verdict(&failed, FailMode::Closed), Verdict::Tempfail(r) if r.code == 451));
+        assert!(
+            matches!(verdict(&failed, FailMode::Closed), Verdict::Tempfail(r) if r.code == 451)
+        );
     }
 }

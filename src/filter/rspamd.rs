@@ -146,10 +146,13 @@ pub fn verdict(result: &Result<RspamdVerdict, ScanError>, fail: FailMode) -> Ver
 fn request_headers(cfg: &RspamdConfig, ctx: &ScanContext) -> Vec<(&'static str, String)> {
     let mut headers = vec![
         // Rspamd reads `<>` as the null sender.
-        ("From", match ctx.mail_from.as_str() {
-            "" => "<>".to_owned(),
-            from => from.to_owned(),
-        }),
+        (
+            "From",
+            match ctx.mail_from.as_str() {
+                "" => "<>".to_owned(),
+                from => from.to_owned(),
+            },
+        ),
         ("IP", ctx.client_ip.to_string()),
         ("Helo", ctx.helo.clone()),
         ("Queue-Id", ctx.queue_id.clone()),

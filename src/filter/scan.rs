@@ -163,10 +163,7 @@ mod tests {
     #[test]
     fn reply_text_is_one_clean_line() {
         assert_eq!(reply_text("Gtube pattern"), "Gtube pattern");
-        assert_eq!(
-            reply_text("a\r\n250 fake\r\nb\u{0}c é"),
-            "a 250 fake b c"
-        );
+        assert_eq!(reply_text("a\r\n250 fake\r\nb\u{0}c é"), "a 250 fake b c");
         assert_eq!(reply_text(&"x".repeat(1000)).len(), MAX_REPLY_TEXT);
         assert_eq!(reply_text("\r\n"), "");
     }
@@ -178,7 +175,14 @@ mod tests {
         let long = header_value(&"é".repeat(1000));
         assert!(long.len() <= MAX_HEADER_VALUE && long.chars().all(|c| c == 'é'));
         assert_eq!(header_name("X-Spam"), Some("X-Spam"));
-        for bad in ["", "X Spam", "X:Spam", "X-\r\nBcc", &"X".repeat(65), "Sübject"] {
+        for bad in [
+            "",
+            "X Spam",
+            "X:Spam",
+            "X-\r\nBcc",
+            &"X".repeat(65),
+            "Sübject",
+        ] {
             assert_eq!(header_name(bad), None, "{bad:?}");
         }
     }

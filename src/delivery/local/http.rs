@@ -190,7 +190,9 @@ async fn read_body(
             .map_err(|e| LocalError::Response(format!("reading the body: {e}")))?;
         if n == 0 {
             return match length {
-                Some(_) => Err(LocalError::Response("body shorter than Content-Length".into())),
+                Some(_) => Err(LocalError::Response(
+                    "body shorter than Content-Length".into(),
+                )),
                 None => Ok(buf),
             };
         }
@@ -485,7 +487,10 @@ mod tests {
 
     #[test]
     fn chunked_bodies() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", 10).unwrap(), b"abcde");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", 10).unwrap(),
+            b"abcde"
+        );
         assert!(dechunk(b"3\r\nabc\r\n8\r\nabcdefgh\r\n0\r\n\r\n", 10).is_err());
         assert!(dechunk(b"5\r\nabc\r\n0\r\n\r\n", 10).is_err());
         assert!(dechunk(b"zz\r\n", 10).is_err());

@@ -1,0 +1,267 @@
+//! The Rspamd client (`sluice::filter::rspamd`) against a real `rspamd` (Debian's
+//! package, installed by scripts/install-test-deps) started by this test binary on a
+//! free loopback port, without Redis, from a configuration directory the test writes:
+//! Rspamd's stock rules and a normal worker only. When the tests run as root, Rspamd
+//! drops to `nobody`/`nogroup` (`-u`/`-g`). DNS points at a dead loopback port so that
+//! no test depends on the network and lookups fail at once.
+//!
+//! Rspamd takes seconds to start (it compiles its rules), so one daemon serves the
+//! whole binary: one test runs the verdicts in order and then stops it. A fake HTTP
+//! server shows that an oversized answer is refused.
+
+use sluice::filter::rspamd::{self, RspamdAction, RspamdConfig};
+use sluice::filter::scan::{FailMode, ScanContext, ScanError, Verdict};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The GTUBE test string, which Rspamd rejects with "Gtube pattern".
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// Rspamd compiles its rules at start; 10 s on a quiet two-core machine, more under load.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// An `rspamd -f` in a process group of its own (its workers are children), stopped
+/// with SIGTERM to the group on drop.
+struct Rspamd {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+    startup: Duration,
+}
+
+impl Rspamd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // The workers run as nobody and write their pid, log and caches here.
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        std::fs::set_permissions(dir.path(), mode).unwrap();
+        let port = free_port();
+        let dead_dns = free_port();
+        let conf = dir.path().join("rspamd.conf");
+        let text = format!(
+            r#".include "$CONFDIR/common.conf"
+options {{
+  pidfile = "$RUNDIR/rspamd.pid";
+  .include "$CONFDIR/options.inc"
+  dns {{ nameserver = ["127.0.0.1:{dead_dns}"]; timeout = 0.2s; retransmits = 1; }}
+}}
+logging {{ type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }}
+worker "normal" {{
+  bind_socket = "127.0.0.1:{port}";
+  .include "$CONFDIR/worker-normal.inc"
+  count = 1;
+}}
+"#
+        );
+        std::fs::write(&conf, text).unwrap();
+        let d = dir.path().display().to_string();
+        let mut command = Command::new("rspamd");
+        command.arg("-f").arg("-c").arg(&conf);
+        command.arg("--var=CONFDIR=/etc/rspamd");
+        for var in ["LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"] {
+            command.arg(format!("--var={var}={d}"));
+        }
+        if is_root() {
+            command.args(["-u", "nobody", "-g", "nogroup"]);
+        }
+        let started = Instant::now();
+        let mut child = command
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rspamd on PATH (scripts/install-test-deps installs it)");
+        while !pongs(port) {
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(dir.path().join("rspamd.log"));
+                panic!("rspamd exited at start ({status}): {log:?}");
+            }
+            assert!(started.elapsed() < START_DEADLINE, "no /ping answer");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Rspamd {
+            child,
+            port,
+            _dir: dir,
+            startup: started.elapsed(),
+        }
+    }
+
+    fn config(&self) -> RspamdConfig {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        RspamdConfig::new(&url, rspamd::DEFAULT_TIMEOUT).unwrap()
+    }
+
+    /// SIGTERM to the group (the main process and its workers), then up to 10 s for the
+    /// main process to exit, then SIGKILL to the group.
+    fn stop(&mut self) {
+        if self.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Workers left behind by a main process that did not exit in time.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Rspamd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn is_root() -> bool {
+    let id = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8_lossy(&id.stdout).trim() == "0"
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn pongs(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = b"GET /ping HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    let mut answer = Vec::new();
+    s.write_all(request).is_ok()
+        && s.read_to_end(&mut answer).is_ok()
+        && String::from_utf8_lossy(&answer).contains("pong")
+}
+
+fn context() -> ScanContext {
+    ScanContext {
+        mail_from: "alice@example.com".into(),
+        recipients: vec!["bob@example.net".into(), "carol@example.net".into()],
+        client_ip: "127.0.0.1".parse().unwrap(),
+        helo: "client.example.com".into(),
+        user: None,
+        queue_id: "TESTQUEUEID".into(),
+        tls: None,
+    }
+}
+
+fn message(body: &str, size: usize) -> Vec<u8> {
+    let mut message = concat!(
+        "From: Alice <alice@example.com>\r\nTo: Bob <bob@example.net>, ",
+        "Carol <carol@example.net>\r\nSubject: Lunch on Friday\r\n",
+        "Date: Mon, 7 Dec 2026 08:00:00 +0000\r\nMessage-ID: <lunch.1@example.com>\r\n",
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    )
+    .as_bytes()
+    .to_vec();
+    message.extend_from_slice(body.as_bytes());
+    message.extend_from_slice(b"\r\n");
+    while message.len() < size {
+        message.extend_from_slice(b"Shall we meet at the usual place at noon on Friday?\r\n");
+    }
+    message
+}
+
+#[tokio::test]
+async fn gtube_is_rejected_ordinary_mail_passes_and_a_stopped_rspamd_fails_fast() {
+    let mut rspamd = Rspamd::start();
+    let cfg = rspamd.config();
+
+    let answer = rspamd::check(&cfg, &message(GTUBE, 0), &context()).await;
+    let answer = answer.unwrap();
+    assert_eq!(answer.action, RspamdAction::Reject, "{answer:?}");
+    let Verdict::Reject(reply) = &answer.verdict else {
+        panic!("GTUBE must be rejected: {answer:?}");
+    };
+    assert_eq!(reply.to_bytes(), b"550 5.7.1 Gtube pattern\r\n");
+
+    let ordinary = message("Hi Bob, hi Carol.", 0);
+    let answer = rspamd::check(&cfg, &ordinary, &context()).await.unwrap();
+    assert_eq!(answer.action, RspamdAction::NoAction, "{answer:?}");
+    assert_eq!(answer.verdict, Verdict::Accept);
+    // Rspamd saw the envelope: both recipients counted, the header From matches it.
+    assert!(
+        answer.symbols.iter().any(|s| s == "RCPT_COUNT_TWO"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.symbols.iter().any(|s| s == "FROM_EQ_ENVFROM"),
+        "{answer:?}"
+    );
+
+    // Figures: the median of 100 checks of a 4 KiB ordinary message.
+    let four_k = message("Hi Bob.", 4096);
+    let mut times = Vec::new();
+    for _ in 0..100 {
+        let started = Instant::now();
+        let answer = rspamd::check(&cfg, &four_k, &context()).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(answer.verdict, Verdict::Accept);
+    }
+    times.sort();
+    println!(
+        "rspamd: start-up {:?}, 4 KiB check median {:?}, p99 {:?} (100 checks)",
+        rspamd.startup, times[50], times[98]
+    );
+
+    rspamd.stop();
+    let started = Instant::now();
+    let result = rspamd::check(&cfg, &ordinary, &context()).await;
+    assert!(
+        matches!(result, Err(ScanError::Connect { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(matches!(
+        rspamd::verdict(&result, FailMode::Closed),
+        Verdict::Tempfail(r) if r.code == 451
+    ));
+    assert_eq!(rspamd::verdict(&result, FailMode::Open), Verdict::Accept);
+}
+
+#[tokio::test]
+async fn an_oversized_or_late_answer_is_an_error() {
+    // Announces and sends a body one octet over the cap.
+    let big = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let big_addr = big.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = big.accept() {
+            let mut request = [0u8; 65536];
+            let _ = s.read(&mut request);
+            let n = rspamd::MAX_RESPONSE + 1;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&vec![b' '; n]);
+        }
+    });
+    let cfg = RspamdConfig::new(&format!("http://{big_addr}"), Duration::from_secs(5)).unwrap();
+    let result = rspamd::check(&cfg, &message("hi", 0), &context()).await;
+    assert!(matches!(result, Err(ScanError::Protocol(_))), "{result:?}");
+
+    // Takes the request and never answers.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = silent.accept() {
+            let mut sink = [0u8; 65536];
+            while s.read(&mut sink).is_ok_and(|n| n > 0) {}
+        }
+    });
+    let url = format!("http://{silent_addr}");
+    let cfg = RspamdConfig::new(&url, Duration::from_millis(500)).unwrap();
+    let started = Instant::now();
+    let result = rspamd::check(&cfg, &message("hi", 0), &context()).await;
+    assert!(matches!(result, Err(ScanError::Timeout(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
