@@ -238,7 +238,9 @@ async fn a_message_over_stream_max_length_is_the_size_limit_error() {
     let under = clean_message(900 * 1024);
     let verdict = clamd::scan(&[clamd.tcp()], &under, TIMEOUT).await;
     assert_eq!(verdict.unwrap(), ClamVerdict::Clean);
-    let over = clean_message(3 * 1024 * 1024);
+    // Large enough that clamd answers and closes long before the end of the stream (it
+    // stops reading after some MiB): the answer counts, not our broken pipe.
+    let over = clean_message(24 * 1024 * 1024);
     let result = clamd::scan(&[clamd.tcp()], &over, TIMEOUT).await;
     assert!(matches!(result, Err(ScanError::SizeLimit)), "{result:?}");
 }
@@ -271,8 +273,11 @@ async fn a_silent_or_endless_clamd_is_bounded() {
         }
     });
     let address = ClamdAddress::Tcp(endless_addr.to_string());
+    let started = Instant::now();
     let result = clamd::scan(&[address], EICAR, TIMEOUT).await;
     assert!(matches!(result, Err(ScanError::Protocol(_))), "{result:?}");
+    // Refused at the answer cap, not when the fake stops talking after 5 s.
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 /// Figures for the note: clamd's start-up with this one-line database and the
