@@ -1,7 +1,8 @@
 //! The Rspamd client (`sluice::filter::rspamd`) against a real `rspamd` (Debian's
 //! package, installed by scripts/install-test-deps) started by this test binary on a
 //! free loopback port, without Redis, from a configuration directory the test writes:
-//! Rspamd's stock rules and a normal worker only. When the tests run as root, Rspamd
+//! Rspamd's stock rules and a normal worker only, plus settings and a Lua prefilter
+//! that give chosen recipients each action, so that every mapping meets the real thing. When the tests run as root, Rspamd
 //! drops to `nobody`/`nogroup` (`-u`/`-g`). DNS points at a dead loopback port so that
 //! no test depends on the network and lookups fail at once.
 //!
@@ -10,7 +11,7 @@
 //! server shows that an oversized answer is refused.
 
 use sluice::filter::rspamd::{self, RspamdAction, RspamdConfig};
-use sluice::filter::scan::{FailMode, ScanContext, ScanError, Verdict};
+use sluice::filter::scan::{FailMode, ScanContext, ScanError, ScanTls, Verdict};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -20,6 +21,36 @@ use tempfile::TempDir;
 
 /// The GTUBE test string, which Rspamd rejects with "Gtube pattern".
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// Per-recipient (and per-user) actions, so that the one daemon shows every mapping.
+const SETTINGS: &str = r#"
+tag_user { priority = high; user = "tagged"; apply { actions { "add header" = -100; } } }
+subject { priority = high; rcpt = "subject@example.net"; apply { actions { "rewrite subject" = -100; } } }
+grey { priority = high; rcpt = "grey@example.net"; apply { actions { greylist = -100; } } }
+"#;
+const ACTIONS: &str = "subject = \"***SPAM*** %s\";\n";
+/// "soft reject" is no score threshold, so a prefilter sets it, with a hostile message;
+/// another one echoes the request headers back in a reject message; the tagged user
+/// gets a milter header with a line break in its value.
+const LUA: &str = r#"
+rspamd_config:register_symbol({
+  name = 'SLUICE_TEST', type = 'prefilter', priority = 10,
+  callback = function(task)
+    for _, r in ipairs(task:get_recipients('smtp') or {}) do
+      if r.addr == 'soft@example.net' then
+        task:set_pre_result('soft reject', 'Busy, said the test\r\n250 fake')
+      elseif r.addr == 'echo@example.net' then
+        local function h(name) return tostring(task:get_request_header(name)) end
+        task:set_pre_result('reject', string.format('ip=%s helo=%s user=%s queue=%s tls=%s/%s',
+          tostring(task:get_from_ip()), tostring(task:get_helo()), tostring(task:get_user()),
+          tostring(task:get_queue_id()), h('TLS-Version'), h('TLS-Cipher')))
+      end
+    end
+    if task:get_user() == 'tagged' then
+      task:set_milter_reply({ add_headers = { ['X-Sluice-Test'] = 'tagged\r\nBcc: evil@example.org' } })
+    end
+  end,
+})
+"#;
 /// Rspamd compiles its rules at start; 10 s on a quiet two-core machine, more under load.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -57,6 +88,11 @@ worker "normal" {{
 "#
         );
         std::fs::write(&conf, text).unwrap();
+        let local = dir.path().join("local.d");
+        std::fs::create_dir(&local).unwrap();
+        std::fs::write(local.join("settings.conf"), SETTINGS).unwrap();
+        std::fs::write(local.join("actions.conf"), ACTIONS).unwrap();
+        std::fs::write(dir.path().join("rspamd.local.lua"), LUA).unwrap();
         let d = dir.path().display().to_string();
         let mut command = Command::new("rspamd");
         command.arg("-f").arg("-c").arg(&conf);
@@ -175,7 +211,7 @@ fn message(body: &str, size: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn gtube_is_rejected_ordinary_mail_passes_and_a_stopped_rspamd_fails_fast() {
+async fn gtube_ordinary_mail_every_action_then_a_stopped_rspamd_fails_fast() {
     let mut rspamd = Rspamd::start();
     let cfg = rspamd.config();
 
@@ -201,6 +237,8 @@ async fn gtube_is_rejected_ordinary_mail_passes_and_a_stopped_rspamd_fails_fast(
         answer.symbols.iter().any(|s| s == "FROM_EQ_ENVFROM"),
         "{answer:?}"
     );
+
+    actions_map_to_verdicts(&cfg).await;
 
     // Figures: the median of 100 checks of a 4 KiB ordinary message.
     let four_k = message("Hi Bob.", 4096);
@@ -230,6 +268,95 @@ async fn gtube_is_rejected_ordinary_mail_passes_and_a_stopped_rspamd_fails_fast(
         Verdict::Tempfail(r) if r.code == 451
     ));
     assert_eq!(rspamd::verdict(&result, FailMode::Open), Verdict::Accept);
+}
+
+/// Every action Rspamd can recommend, from the settings and the Lua prefilter above.
+async fn actions_map_to_verdicts(cfg: &RspamdConfig) {
+    let lunch = message("Hi Bob.", 0);
+    let to = |rcpt: &str| ScanContext {
+        recipients: vec![rcpt.to_owned()],
+        ..context()
+    };
+
+    let tagged = ScanContext {
+        user: Some("tagged".into()),
+        ..context()
+    };
+    let answer = rspamd::check(cfg, &lunch, &tagged).await.unwrap();
+    assert_eq!(answer.action, RspamdAction::AddHeader, "{answer:?}");
+    let Verdict::Rewrite(rewrite) = &answer.verdict else {
+        panic!("add header must rewrite: {answer:?}");
+    };
+    let added: Vec<String> = rewrite
+        .add_headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}"))
+        .collect();
+    let status = format!(
+        "X-Spam-Status: Yes, score={:.2} required={:.2}",
+        answer.score, answer.required_score
+    );
+    assert_eq!(added[0], status);
+    assert_eq!(added[1], format!("X-Spam-Score: {:.2}", answer.score));
+    assert_eq!(added[2], "X-Spam-Flag: YES");
+    // The milter header, its line break flattened: no header injection.
+    assert_eq!(added[3..], ["X-Sluice-Test: tagged Bcc: evil@example.org"]);
+    assert!(rewrite.remove_headers.contains(&("X-Spam".to_owned(), 0)));
+
+    let answer = rspamd::check(cfg, &lunch, &to("subject@example.net"))
+        .await
+        .unwrap();
+    assert_eq!(answer.action, RspamdAction::RewriteSubject, "{answer:?}");
+    let Verdict::Rewrite(rewrite) = &answer.verdict else {
+        panic!("rewrite subject must rewrite: {answer:?}");
+    };
+    assert_eq!(
+        rewrite.subject.as_deref(),
+        Some("***SPAM*** Lunch on Friday")
+    );
+
+    let answer = rspamd::check(cfg, &lunch, &to("grey@example.net"))
+        .await
+        .unwrap();
+    assert_eq!(answer.action, RspamdAction::Greylist, "{answer:?}");
+    let Verdict::Tempfail(reply) = &answer.verdict else {
+        panic!("greylist must tempfail: {answer:?}");
+    };
+    assert_eq!((reply.code, reply.status), (451, Some("4.7.1")));
+
+    let answer = rspamd::check(cfg, &lunch, &to("soft@example.net"))
+        .await
+        .unwrap();
+    assert_eq!(answer.action, RspamdAction::SoftReject, "{answer:?}");
+    let Verdict::Tempfail(reply) = &answer.verdict else {
+        panic!("soft reject must tempfail: {answer:?}");
+    };
+    // Rspamd's message, its CR LF flattened: no reply injection.
+    assert_eq!(
+        reply.to_bytes(),
+        b"451 4.7.1 Busy, said the test 250 fake\r\n"
+    );
+
+    // The request headers arrive: Rspamd's Lua echoes them.
+    let echo = ScanContext {
+        user: Some("echoed".into()),
+        tls: Some(ScanTls {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        }),
+        ..to("echo@example.net")
+    };
+    let answer = rspamd::check(cfg, &lunch, &echo).await.unwrap();
+    let Verdict::Reject(reply) = &answer.verdict else {
+        panic!("the echo must reject: {answer:?}");
+    };
+    assert_eq!(
+        reply.lines,
+        [
+            "ip=127.0.0.1 helo=client.example.com user=echoed queue=TESTQUEUEID \
+          tls=TLSv1.3/TLS13_AES_256_GCM_SHA384"
+        ]
+    );
 }
 
 #[tokio::test]
