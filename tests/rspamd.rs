@@ -396,3 +396,42 @@ async fn an_oversized_or_late_answer_is_an_error() {
     assert!(matches!(result, Err(ScanError::Timeout(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// A one-shot HTTP server that reads the request head and answers `response`.
+fn fake_rspamd(response: Vec<u8>) -> RspamdConfig {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut request = [0u8; 65536];
+            let _ = s.read(&mut request);
+            let _ = s.write_all(&response);
+        }
+    });
+    RspamdConfig::new(&format!("http://{address}"), Duration::from_secs(5)).unwrap()
+}
+
+#[tokio::test]
+async fn a_chunked_answer_is_read_and_an_http_error_is_an_error() {
+    let json = br#"{"action":"reject","messages":{"smtp_message":"Chunked no"}}"#;
+    let (a, b) = json.split_at(20);
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in [a, b] {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let result = rspamd::check(&fake_rspamd(chunked), &message("hi", 0), &context()).await;
+    let verdict = result.unwrap().verdict;
+    assert_eq!(
+        verdict,
+        Verdict::Reject(sluice::smtp::reply::Reply::new(550, "5.7.1", "Chunked no"))
+    );
+
+    let error = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 26\r\n\r\n\
+                  {\"action\":\"no action\"}    "
+        .to_vec();
+    let result = rspamd::check(&fake_rspamd(error), &message("hi", 0), &context()).await;
+    assert!(matches!(result, Err(ScanError::Protocol(_))), "{result:?}");
+}
