@@ -2,4 +2,5 @@
 //! header today; SPF/DKIM/DMARC results, attachment stripping and DNSBL checks belong
 //! here as they arrive.
 
+pub mod attachments;
 pub mod received;
