@@ -589,3 +589,25 @@ fn messages_zip() -> Vec<u8> {
     assert!(out.status.success());
     out.stdout
 }
+
+/// Inputs on which mail-parser 0.11.9 hits a `debug_assert!(false)` (found by the
+/// fuzzer; the files are fuzz inputs, mode byte 0 then the raw message): `analyse`
+/// returns, and in a debug build reports the message unparseable, which the default
+/// rules reject.
+#[test]
+fn parser_panics_do_not_escape() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attachments/crashes");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let input = std::fs::read(entry.unwrap().path()).unwrap();
+        let analysis = analyse(&input[1..], &Limits::default());
+        if cfg!(debug_assertions) {
+            assert_eq!(analysis.stopped, Some(MessageStop::Unparseable));
+            let findings = evaluate(&analysis, &Rules::default());
+            assert_eq!(findings[0].rule, LimitsReached);
+            assert_eq!(findings[0].action, Action::Reject);
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+}

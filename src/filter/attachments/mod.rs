@@ -83,6 +83,8 @@ pub enum MessageStop {
     TooDeep,
     /// More parts than [`Limits::max_parts`].
     TooManyParts,
+    /// The MIME parser gave up (it panicked; only its debug builds do).
+    Unparseable,
 }
 
 /// What [`analyse`] found.

@@ -234,6 +234,7 @@ pub fn evaluate(analysis: &Analysis, rules: &Rules) -> Vec<Finding> {
         let detail = match stop {
             MessageStop::TooDeep => "MIME parts nested too deep",
             MessageStop::TooManyParts => "too many MIME parts",
+            MessageStop::Unparseable => "MIME structure the parser cannot read",
         };
         findings.push(finding("", Rule::LimitsReached, rule.action, detail, None));
     }

@@ -10,6 +10,7 @@ use super::{Analysis, Attachment, Limits, MessageStop, PartRange, archive, names
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use std::panic::AssertUnwindSafe;
 
 /// Octets of a body that `infer` looks at: every signature it knows lies well within.
 const MAGIC_PREFIX: usize = 8192;
@@ -25,8 +26,19 @@ pub fn analyse(message: &[u8], limits: &Limits) -> Analysis {
         analysis: Analysis::default(),
         parts_seen: 0,
     };
-    if let Some(parsed) = MessageParser::default().parse(message) {
-        walker.message(&parsed, 0, None);
+    // mail-parser 0.11.9 has `debug_assert!(false)`s on malformed MIME it recovers
+    // from in release builds (the fuzzer found them, message.rs "Invalid part ID");
+    // in debug builds they panic. A panic there must not take the caller down.
+    let walked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if let Some(parsed) = MessageParser::default().parse(message) {
+            walker.message(&parsed, 0, None);
+        }
+    }));
+    if walked.is_err() {
+        return Analysis {
+            attachments: Vec::new(),
+            stopped: Some(MessageStop::Unparseable),
+        };
     }
     walker.analysis
 }
