@@ -168,6 +168,11 @@ fn every_case_is_analysed_and_judged() {
             &[(LimitsReached, "bomb.zip")],
         ),
         (
+            "broken_zip",
+            &[("broken.zip", "application/zip", Some("application/zip"))],
+            &[(LimitsReached, "broken.zip")],
+        ),
+        (
             "many_entries_zip",
             &[("many.zip", "application/zip", Some("application/zip"))],
             &[(LimitsReached, "many.zip")],
@@ -282,6 +287,12 @@ fn sizes_listings_and_stops() {
         many.entries.is_empty(),
         "refused from the end record, before the directory"
     );
+
+    let broken = analysed("broken_zip").attachments[0]
+        .archive
+        .clone()
+        .unwrap();
+    assert_eq!(broken.stopped, Some(ArchiveStop::Unreadable));
 
     assert_eq!(analysed("deep").stopped, Some(MessageStop::TooDeep));
     let few = Limits {

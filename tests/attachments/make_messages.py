@@ -136,6 +136,8 @@ def cases():
         zip_of([("photo.jpg", PE)]), "photos.zip", "application", "zip"))
     yield "clean_zip", smtp_bytes(with_attachment(
         zip_of([("a.txt", b"a"), ("b.pdf", PDF)]), "docs.zip", "application", "zip"))
+    whole = zip_of([("a.txt", b"a" * 100)])
+    yield "broken_zip", smtp_bytes(with_attachment(whole[: len(whole) // 2], "broken.zip", "application", "zip"))
     yield "encrypted_zip", smtp_bytes(with_attachment(
         flag_encrypted(zip_of([("secret.pdf", PDF)])), "secret.zip", "application", "zip"))
     # 120 entries of 1 MiB of zeros: 120 MiB declared, about 120 KiB compressed.

@@ -121,9 +121,18 @@ struct Budget {
 
 fn list_nested(data: &[u8], limits: &ArchiveLimits, depth: usize, budget: &mut Budget) -> Archive {
     let mut archive = Archive::default();
-    if declared_entries(data).is_some_and(|n| n > limits.max_entries as u64) {
-        archive.stopped = Some(ArchiveStop::TooManyEntries);
-        return archive;
+    // Without a readable end record the zip crate would have to guess how much to
+    // allocate for the directory; refuse instead.
+    match declared_entries(data) {
+        None => {
+            archive.stopped = Some(ArchiveStop::Unreadable);
+            return archive;
+        }
+        Some(n) if n > limits.max_entries as u64 => {
+            archive.stopped = Some(ArchiveStop::TooManyEntries);
+            return archive;
+        }
+        Some(_) => {}
     }
     let Ok(mut zip) = ZipArchive::new(Cursor::new(data)) else {
         archive.stopped = Some(ArchiveStop::Unreadable);
