@@ -169,12 +169,13 @@ fn list_nested(data: &[u8], limits: &ArchiveLimits, depth: usize, budget: &mut B
             archive.stopped = Some(ArchiveStop::TooLarge);
             break;
         }
-        if !entry.encrypted && !is_dir {
-            if let Err(stop) = inspect(&mut zip, index, &mut entry, limits, depth, budget) {
-                archive.entries.push(entry);
-                archive.stopped = Some(stop);
-                break;
-            }
+        if !entry.encrypted
+            && !is_dir
+            && let Err(stop) = inspect(&mut zip, index, &mut entry, limits, depth, budget)
+        {
+            archive.entries.push(entry);
+            archive.stopped = Some(stop);
+            break;
         }
         archive.entries.push(entry);
     }

@@ -273,42 +273,38 @@ fn per_attachment(a: &Attachment, rules: &Rules, out: &mut Vec<Finding>) {
     if let Some(name) = &a.name {
         let canonical = names::canonical(name);
         let extensions = names::extensions(&canonical);
-        if let (Some(rule), Some(last)) = (&rules.blocked_extensions, extensions.first()) {
-            if is_listed(&rule.extensions, last) {
-                push(Rule::BlockedExtension, rule.action, &format!(".{last}"));
-                if let (Some(double), Some(before)) = (&rules.double_extensions, extensions.get(1))
-                {
-                    push(
-                        Rule::DoubleExtension,
-                        double.action,
-                        &format!(".{before}.{last}"),
-                    );
-                }
-            }
-        }
-        if let Some(rule) = &rules.disguised_names {
-            if names::is_disguised(name) {
+        if let (Some(rule), Some(last)) = (&rules.blocked_extensions, extensions.first())
+            && is_listed(&rule.extensions, last)
+        {
+            push(Rule::BlockedExtension, rule.action, &format!(".{last}"));
+            if let (Some(double), Some(before)) = (&rules.double_extensions, extensions.get(1)) {
                 push(
-                    Rule::DisguisedName,
-                    rule.action,
-                    "hidden characters or trailing dots",
+                    Rule::DoubleExtension,
+                    double.action,
+                    &format!(".{before}.{last}"),
                 );
             }
         }
-    }
-    if let (Some(rule), Some(real)) = (&rules.blocked_real_types, a.real_type) {
-        if is_listed(&rule.types, real) {
-            push(Rule::BlockedRealType, rule.action, real);
-        }
-    }
-    if let Some(rule) = &rules.max_attachment_size {
-        if a.size > rule.max {
+        if let Some(rule) = &rules.disguised_names
+            && names::is_disguised(name)
+        {
             push(
-                Rule::MaxAttachmentSize,
+                Rule::DisguisedName,
                 rule.action,
-                &format!("{} octets, over {}", a.size, rule.max),
+                "hidden characters or trailing dots",
             );
         }
+    }
+    if let (Some(rule), Some(real)) = (&rules.blocked_real_types, a.real_type)
+        && is_listed(&rule.types, real)
+    {
+        push(Rule::BlockedRealType, rule.action, real);
+    }
+    if let Some(rule) = &rules.max_attachment_size
+        && a.size > rule.max
+    {
+        let detail = format!("{} octets, over {}", a.size, rule.max);
+        push(Rule::MaxAttachmentSize, rule.action, &detail);
     }
     let Some(archive) = &a.archive else {
         return;
