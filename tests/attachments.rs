@@ -168,6 +168,11 @@ fn every_case_is_analysed_and_judged() {
             &[(LimitsReached, "bomb.zip")],
         ),
         (
+            "zip_as_text",
+            &[("notes.txt", "text/plain", Some("application/zip"))],
+            &[(InsideArchive, "notes.txt/run.bat")],
+        ),
+        (
             "broken_zip",
             &[("broken.zip", "application/zip", Some("application/zip"))],
             &[(LimitsReached, "broken.zip")],

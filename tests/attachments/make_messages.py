@@ -138,6 +138,11 @@ def cases():
         zip_of([("a.txt", b"a"), ("b.pdf", PDF)]), "docs.zip", "application", "zip"))
     whole = zip_of([("a.txt", b"a" * 100)])
     yield "broken_zip", smtp_bytes(with_attachment(whole[: len(whole) // 2], "broken.zip", "application", "zip"))
+    # A zip declared text/plain: its octets must be judged as sent, not as text.
+    yield "zip_as_text", hand_made(
+        'Content-Type: text/plain; charset=utf-8\r\n'
+        'Content-Disposition: attachment; filename="notes.txt"\r\n',
+        zip_of([("run.bat", b"@echo off\r\n" + bytes(range(128, 256)))]))
     yield "encrypted_zip", smtp_bytes(with_attachment(
         flag_encrypted(zip_of([("secret.pdf", PDF)])), "secret.zip", "application", "zip"))
     # 120 entries of 1 MiB of zeros: 120 MiB declared, about 120 KiB compressed.
