@@ -24,11 +24,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
-use std::sync::Once;
 use sluice::filter::attachments::strip::notice_part;
 use sluice::filter::attachments::{
     ArchiveLimits, Limits, PartRange, Rules, analyse, evaluate, strip, strip_all,
 };
+use std::sync::Once;
 
 const HEAD: &str = "From: a@b.example\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n";
@@ -38,7 +38,8 @@ fn message(data: &[u8]) -> Vec<u8> {
         return Vec::new();
     };
     let attached = |headers: &str| {
-        let mut m = format!("{HEAD}{headers}Content-Transfer-Encoding: base64\r\n\r\n").into_bytes();
+        let mut m =
+            format!("{HEAD}{headers}Content-Transfer-Encoding: base64\r\n\r\n").into_bytes();
         m.extend_from_slice(STANDARD.encode(rest).as_bytes());
         m.extend_from_slice(b"\r\n--b--\r\n");
         m
@@ -70,10 +71,20 @@ fn check_splice(input: &[u8], output: &[u8], ranges: Vec<PartRange>, notice_len:
         assert_eq!(output, input, "nothing to cut, yet the message changed");
         return;
     };
-    assert_eq!(&output[..first.start], &input[..first.start], "bytes before a cut changed");
-    assert!(output.ends_with(&input[last.end..]), "bytes after a cut changed");
+    assert_eq!(
+        &output[..first.start],
+        &input[..first.start],
+        "bytes before a cut changed"
+    );
+    assert!(
+        output.ends_with(&input[last.end..]),
+        "bytes after a cut changed"
+    );
     let removed: usize = cuts.iter().map(|r| r.end - r.start).sum();
-    assert_eq!(output.len(), input.len() - removed + cuts.len() * notice_len);
+    assert_eq!(
+        output.len(),
+        input.len() - removed + cuts.len() * notice_len
+    );
 }
 
 /// libfuzzer-sys's panic hook aborts at once, before `analyse` could catch anything;
@@ -110,7 +121,10 @@ fuzz_target!(|data: &[u8]| {
     let analysis = analyse(&msg, &limits);
     for a in &analysis.attachments {
         if let Some(r) = a.range {
-            assert!(r.start <= r.end && r.end <= msg.len(), "range {r:?} outside the message");
+            assert!(
+                r.start <= r.end && r.end <= msg.len(),
+                "range {r:?} outside the message"
+            );
         }
     }
     let findings = evaluate(&analysis, &Rules::default());
@@ -118,7 +132,21 @@ fuzz_target!(|data: &[u8]| {
     let text = "removed";
     let notice_len = notice_part(text).len();
     let stripped = strip(&msg, &findings, |_| text.to_string());
-    check_splice(&msg, &stripped, findings.iter().filter_map(|f| f.range).collect(), notice_len);
+    check_splice(
+        &msg,
+        &stripped,
+        findings.iter().filter_map(|f| f.range).collect(),
+        notice_len,
+    );
     let all = strip_all(&msg, &analysis, |_| text.to_string());
-    check_splice(&msg, &all, analysis.attachments.iter().filter_map(|a| a.range).collect(), notice_len);
+    check_splice(
+        &msg,
+        &all,
+        analysis
+            .attachments
+            .iter()
+            .filter_map(|a| a.range)
+            .collect(),
+        notice_len,
+    );
 });
