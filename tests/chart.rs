@@ -9,10 +9,11 @@
 
 mod common;
 
-use common::chart::{Rendered, checkov_binary, lint, render, repo_path};
+use common::chart::{
+    self, KUBERNETES_VERSION, Rendered, kubernetes_validate, lint, render, repo_path,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::Command;
 
 #[path = "chart/config.rs"]
 mod config;
@@ -37,9 +38,6 @@ pub const SETS: [&str; 5] = [
     "clusterip-proxy",
     "cert-manager",
 ];
-
-/// The newest Kubernetes version kubernetes-validate 1.37.0 has schemas for.
-const KUBERNETES_VERSION: &str = "1.37.0";
 
 /// Kinds from CRDs that kubernetes-validate has no schema for: cert-manager's
 /// Certificate, KEDA's ScaledObject, the Prometheus Operator's ServiceMonitor.
@@ -82,30 +80,7 @@ fn every_rendered_object_and_the_crd_pass_kubernetes_validate_strict() {
             std::fs::write(&path, serde_yaml::to_string(crd).unwrap()).unwrap();
             files.push(path);
         }
-        let out = Command::new("python3")
-            .args([
-                "-m",
-                "kubernetes_validate",
-                "--strict",
-                "-k",
-                KUBERNETES_VERSION,
-            ])
-            .args(&files)
-            .output()
-            .expect("python3");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            !text.contains("No module named kubernetes_validate"),
-            "kubernetes-validate is missing: run scripts/install-test-deps"
-        );
-        assert!(
-            out.status.success() && !text.contains("ERROR"),
-            "{name}:\n{text}"
-        );
+        let text = kubernetes_validate(name, &files);
         // Each file is either validated, or an object of a CRD it cannot know.
         let mut unvalidated = BTreeSet::new();
         for file in &files {
@@ -157,70 +132,15 @@ fn the_chart_crd_is_the_generated_one_byte_for_byte() {
     );
 }
 
-/// checkov's verdict on one values set: no failed check, and every skipped one skipped
-/// by an annotation of the chart that gives its reason.
+/// checkov's verdict on one values set (`common::chart::checkov`), which runs more
+/// than a hundred checks on the Sluice objects.
 fn checkov(name: &str) {
-    let rendered = render_set(name);
-    // Not tempdir()'s ".tmp…": checkov passes over hidden directories.
-    let dir = tempfile::Builder::new().prefix("chart-").tempdir().unwrap();
-    let files = rendered.write_to(dir.path());
-    let out = Command::new(checkov_binary())
-        .arg("-d")
-        .arg(dir.path())
-        .args([
-            "--framework",
-            "kubernetes",
-            "--skip-download",
-            "--quiet",
-            "--compact",
-        ])
-        .args(["-o", "json"])
-        .output()
-        .expect("checkov");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{name}: checkov printed no JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let report = if report.is_array() {
-        report[0].clone()
-    } else {
-        report
-    };
+    let report = chart::checkov(name, &render_set(name));
     let summary = &report["summary"];
-    assert_eq!(summary["parsing_errors"], 0, "{name}: {summary}");
-    // It counts each container as a resource too.
-    assert!(
-        summary["resource_count"].as_u64().unwrap() >= files.len() as u64,
-        "{name}: checkov saw {} of {} objects",
-        summary["resource_count"],
-        files.len()
-    );
     assert!(
         summary["passed"].as_u64().unwrap() > 100,
         "{name}: {summary}"
     );
-    let failed: Vec<String> = report["results"]["failed_checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| format!("{} {} on {}", c["check_id"], c["check_name"], c["resource"]))
-        .collect();
-    assert!(failed.is_empty(), "{name}: {failed:#?}");
-    for skipped in report["results"]["skipped_checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let reason = skipped["suppress_comment"].as_str().unwrap_or("");
-        assert!(
-            reason.len() > 20,
-            "{name}: {} skipped on {} without a reason",
-            skipped["check_id"],
-            skipped["resource"]
-        );
-    }
 }
 
 #[test]

@@ -31,6 +31,14 @@ async fn stream_config(js: &jetstream::Context, name: &str) -> stream::Config {
     stream.info().await.unwrap().config.clone()
 }
 
+/// The `ack_wait` of the workers' durable consumer.
+async fn workers_ack_wait(js: &jetstream::Context) -> Duration {
+    let stream = js.get_stream("SLUICE_MESSAGES").await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("sluice-workers").await.unwrap();
+    consumer.cached_info().config.ack_wait
+}
+
 /// A server where the user `role` may do anything but create or update a stream, and
 /// `admin` anything; the store directory and the config file live in `dir`.
 fn server_denying_stream_writes(dir: &std::path::Path) -> NatsServer {
@@ -105,13 +113,7 @@ async fn a_role_that_may_not_create_the_streams_waits_unready_until_they_are_pro
     for name in ["SLUICE_MESSAGES", "SLUICE_EVENTS", "OBJ_sluice-bodies"] {
         assert_eq!(stream_config(&js, name).await.num_replicas, 1, "{name}");
     }
-    let stream = js.get_stream("SLUICE_MESSAGES").await.unwrap();
-    let consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer("sluice-workers").await.unwrap();
-    assert_eq!(
-        consumer.cached_info().config.ack_wait,
-        Duration::from_secs(30)
-    );
+    assert_eq!(workers_ack_wait(&js).await, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,13 +163,7 @@ async fn roles_use_existing_streams_as_they_are_and_provisioning_restores_them()
     assert_eq!(events.max_age, sluice::events::jetstream::MAX_AGE);
     let messages = stream_config(&js, "SLUICE_MESSAGES").await;
     assert_eq!(messages.duplicate_window, Duration::from_secs(120));
-    let stream = js.get_stream("SLUICE_MESSAGES").await.unwrap();
-    let consumer: jetstream::consumer::PullConsumer =
-        stream.get_consumer("sluice-workers").await.unwrap();
-    assert_eq!(
-        consumer.cached_info().config.ack_wait,
-        Duration::from_secs(30)
-    );
+    assert_eq!(workers_ack_wait(&js).await, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,3 +181,103 @@ pub fn checkov_binary() -> PathBuf {
     );
     path
 }
+
+/// The Kubernetes version rendered objects are validated against: the newest that
+/// kubernetes-validate 1.37.0 ships schemas for.
+pub const KUBERNETES_VERSION: &str = "1.37.0";
+
+/// `kubernetes-validate --strict` on `files`; panics, naming `label`, unless every file
+/// passes (or is an object of a CRD it has no schema for, which it does not count as an
+/// error). Returns what it printed, for callers that look at each file's line.
+pub fn kubernetes_validate(label: &str, files: &[PathBuf]) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "-k",
+            KUBERNETES_VERSION,
+        ])
+        .args(files)
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("No module named kubernetes_validate"),
+        "kubernetes-validate is missing: run scripts/install-test-deps"
+    );
+    assert!(
+        out.status.success() && !text.contains("ERROR"),
+        "{label}:\n{text}"
+    );
+    text
+}
+
+/// checkov's verdict on the objects of `rendered`: it parsed and saw all of them, no
+/// check failed, and every skipped check was skipped by an annotation of the chart that
+/// gives its reason. Returns the report.
+pub fn checkov(label: &str, rendered: &Rendered) -> Value {
+    // Not tempdir()'s ".tmp…": checkov passes over hidden directories.
+    let dir = tempfile::Builder::new().prefix("chart-").tempdir().unwrap();
+    let files = rendered.write_to(dir.path());
+    let out = Command::new(checkov_binary())
+        .arg("-d")
+        .arg(dir.path())
+        .args([
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+        ])
+        .args(["-o", "json"])
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .output()
+        .expect("checkov");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{label}: checkov printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // One framework gives one report; some versions wrap it in a list.
+    let report = if report.is_array() {
+        report[0].clone()
+    } else {
+        report
+    };
+    let summary = &report["summary"];
+    assert_eq!(summary["parsing_errors"], 0, "{label}: {summary}");
+    // It counts each container as a resource too.
+    assert!(
+        summary["resource_count"].as_u64().unwrap() >= files.len() as u64,
+        "{label}: checkov saw {} of {} objects",
+        summary["resource_count"],
+        files.len()
+    );
+    let failed: Vec<String> = report["results"]["failed_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {} on {}", c["check_id"], c["check_name"], c["resource"]))
+        .collect();
+    assert!(failed.is_empty(), "{label}: {failed:#?}");
+    for skipped in report["results"]["skipped_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let reason = skipped["suppress_comment"].as_str().unwrap_or("");
+        assert!(
+            reason.len() > 20,
+            "{label}: {} skipped on {} without a reason",
+            skipped["check_id"],
+            skipped["resource"]
+        );
+    }
+    report
+}
