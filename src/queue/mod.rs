@@ -10,6 +10,7 @@
 pub(crate) mod conformance;
 mod id;
 pub mod jetstream;
+pub mod quarantine;
 pub mod spool;
 
 pub use id::QueueId;
