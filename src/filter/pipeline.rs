@@ -18,7 +18,7 @@ use super::clamd::ClamdAddress;
 use super::rewrite;
 use super::rspamd::RspamdConfig;
 use super::scan::{FailMode, Rewrite, ScanContext, header_value};
-use super::settings::{CheckKind, CheckSettings, Exemption, FilterMode};
+use super::settings::{CheckKind, CheckSettings, FilterMode};
 use crate::queue::SenderTrust;
 use crate::smtp::reply::Reply;
 use bytes::Bytes;
@@ -150,7 +150,7 @@ impl Check {
             detail,
             elapsed: started.elapsed(),
         };
-        if exempt(&s.exempt, trust) {
+        if s.exempts(trust) {
             let result = result("exempt", String::new());
             return Ran {
                 found: Found::Clean,
@@ -230,13 +230,6 @@ impl Check {
             )),
         }
     }
-}
-
-fn exempt(exempt: &[Exemption], trust: SenderTrust) -> bool {
-    exempt.iter().any(|e| match e {
-        Exemption::Authenticated => trust == SenderTrust::Authenticated,
-        Exemption::TrustedNetworks => trust == SenderTrust::TrustedNetwork,
-    })
 }
 
 /// A check without a verdict: its fail mode decides (a tag-mode check never defers).

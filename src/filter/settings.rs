@@ -81,3 +81,35 @@ impl CheckKind {
         }
     }
 }
+
+impl CheckSettings {
+    /// One line for `sluice policy check`: the name, what it runs, how it fails.
+    pub fn describe(&self) -> String {
+        let target = match &self.kind {
+            CheckKind::Attachments(_) => "attachment rules".to_string(),
+            CheckKind::Rspamd { url } => format!("Rspamd at {url}"),
+            CheckKind::Clamav { addresses } => format!("clamd at {}", addresses.join(", ")),
+        };
+        let mode = match self.mode {
+            FilterMode::Enforce => "enforce",
+            FilterMode::Tag => "tag only",
+        };
+        let fail = match self.fail_mode {
+            FailMode::Open => "fail open",
+            FailMode::Closed => "fail closed",
+        };
+        format!(
+            "{} ({target}; {mode}, {fail}, timeout {} ms)",
+            self.name, self.timeout_ms
+        )
+    }
+
+    /// Whether a sender of this trust skips the check.
+    pub fn exempts(&self, trust: crate::queue::SenderTrust) -> bool {
+        use crate::queue::SenderTrust;
+        self.exempt.iter().any(|e| match e {
+            Exemption::Authenticated => trust == SenderTrust::Authenticated,
+            Exemption::TrustedNetworks => trust == SenderTrust::TrustedNetwork,
+        })
+    }
+}

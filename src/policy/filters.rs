@@ -139,16 +139,86 @@ pub fn compile(at: &Location, specs: &[FilterSpec]) -> Result<Vec<CheckSettings>
         let mut exempt = spec.exempt.clone();
         exempt.sort();
         exempt.dedup();
-        checks.push(CheckSettings {
+        let check = CheckSettings {
             name,
             kind,
             exempt,
             timeout_ms,
             fail_mode: spec.fail_mode.unwrap_or_default(),
             mode: spec.mode.unwrap_or_default(),
-        });
+        };
+        bounded(&check).map_err(|(name, reason)| invalid(field(name), reason))?;
+        checks.push(check);
     }
     Ok(checks)
+}
+
+/// Checks compiled settings read from elsewhere (a snapshot in the NATS KV bucket) as
+/// compilation checked them: hostile until then, since they steer where message
+/// content is sent and how much work each message costs.
+pub fn check(checks: &[CheckSettings]) -> Result<(), String> {
+    if checks.len() > MAX_CHECKS {
+        return Err(format!(
+            "filters: {} checks, at most {MAX_CHECKS}",
+            checks.len()
+        ));
+    }
+    for (i, check) in checks.iter().enumerate() {
+        let fail = |(field, reason): (&str, String)| format!("filters[{i}]{field}: {reason}");
+        if !valid_name(&check.name) || checks[..i].iter().any(|c| c.name == check.name) {
+            return Err(fail((".name", "not a unique check name".into())));
+        }
+        if check.timeout_ms == 0 || check.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(fail((".timeout", "out of range".into())));
+        }
+        match &check.kind {
+            CheckKind::Rspamd { url } => {
+                RspamdConfig::new(url, std::time::Duration::from_secs(1))
+                    .map_err(|e| fail((".rspamd.url", e.to_string())))?;
+            }
+            CheckKind::Clamav { addresses } => {
+                if addresses.is_empty() || addresses.len() > 8 {
+                    return Err(fail((".clamav.addresses", "from 1 to 8 addresses".into())));
+                }
+                for address in addresses {
+                    ClamdAddress::parse(address).map_err(|e| fail((".clamav.addresses", e)))?;
+                }
+            }
+            CheckKind::Attachments(_) => {}
+        }
+        bounded(check).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// The list sizes the CRD schema bounds, for files and snapshots that skip the schema.
+fn bounded(check: &CheckSettings) -> Result<(), (&'static str, String)> {
+    let CheckKind::Attachments(rules) = &check.kind else {
+        return Ok(());
+    };
+    let too_long = |list: &[String], max_len: usize| {
+        list.len() > 256
+            || list
+                .iter()
+                .any(|item| item.is_empty() || item.len() > max_len)
+    };
+    if let Some(rule) = &rules.blocked_extensions
+        && too_long(&rule.extensions, 32)
+    {
+        return Err((
+            ".attachments.blockedExtensions.extensions",
+            "at most 256, each of 1 to 32 characters".into(),
+        ));
+    }
+    if let Some(rule) = &rules.blocked_real_types
+        && too_long(&rule.types, 128)
+    {
+        return Err((
+            ".attachments.blockedRealTypes.types",
+            "at most 256, each of 1 to 128 characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The check's kind, or the field and reason it is refused for.
@@ -189,3 +259,7 @@ fn valid_name(name: &str) -> bool {
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
+
+#[cfg(test)]
+#[path = "filters_tests.rs"]
+mod tests;
