@@ -48,6 +48,9 @@ enum Runner {
     Attachments(super::attachments::Rules),
     Rspamd(RspamdConfig),
     Clamav(Vec<ClamdAddress>),
+    /// Settings that do not build (a snapshot from a newer or broken writer): every
+    /// run fails with this reason, and the check's fail mode decides.
+    Broken(String),
 }
 
 /// One check's result, for logs, metrics and events.
@@ -86,8 +89,8 @@ pub struct Outcome {
 
 impl Pipeline {
     /// Builds the checks of a snapshot. Settings were validated when the policy was
-    /// compiled; a check that still cannot be built (a snapshot from a newer or broken
-    /// writer) is kept as one that fails, so its fail mode decides.
+    /// compiled and when the snapshot was read; one that still cannot be built is kept
+    /// as a check that fails (`Runner::Broken`), never dropped silently.
     pub fn new(settings: &[CheckSettings]) -> Pipeline {
         let checks = settings
             .iter()
@@ -120,14 +123,14 @@ fn runner(s: &CheckSettings) -> Runner {
         CheckKind::Attachments(rules) => Runner::Attachments(rules.clone()),
         CheckKind::Rspamd { url } => match RspamdConfig::new(url, timeout) {
             Ok(cfg) => Runner::Rspamd(cfg),
-            Err(_) => Runner::Clamav(Vec::new()),
+            Err(e) => Runner::Broken(e.to_string()),
         },
-        CheckKind::Clamav { addresses } => Runner::Clamav(
-            addresses
-                .iter()
-                .filter_map(|a| ClamdAddress::parse(a).ok())
-                .collect(),
-        ),
+        CheckKind::Clamav { addresses } => {
+            match addresses.iter().map(|a| ClamdAddress::parse(a)).collect() {
+                Ok(addresses) => Runner::Clamav(addresses),
+                Err(e) => Runner::Broken(e),
+            }
+        }
     }
 }
 
@@ -228,6 +231,7 @@ impl Check {
                 checks::clamav(addresses, message, limit).await?,
                 Rewrite::default(),
             )),
+            Runner::Broken(why) => Err(super::scan::ScanError::Config(why.clone())),
         }
     }
 }

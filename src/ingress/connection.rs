@@ -373,6 +373,7 @@ impl Connection {
         let metrics = &self.shared.metrics;
         metrics.enqueue_seconds.observe(started.elapsed());
         if result.is_ok() {
+            let accepted_filters = filters.clone();
             let accepted = DeliveryEvent {
                 filters,
                 ..DeliveryEvent::accepted(&envelope, std::time::SystemTime::now())
@@ -393,6 +394,7 @@ impl Connection {
                 listener = %self.listener.name,
                 user = envelope.authenticated_user.as_deref().unwrap_or(""),
                 trace_id = envelope.trace.map(|t| t.trace_id()).unwrap_or_default(),
+                filters = accepted_filters.as_deref().unwrap_or(""),
                 "accepted"
             );
         }

@@ -118,13 +118,18 @@ pub(super) struct Loaded {
 }
 
 impl Body {
-    /// The whole message in memory, with room reserved for `extra` more octets (a
+    /// The whole message in memory, with room reserved for `extra(len)` more octets (a
     /// changed copy): a spilled message is read back from its file within the budget,
     /// waiting for memory as long as the data timeout. `Err` is why it could not be.
-    pub(super) async fn load(self, extra: u64, shared: &Shared) -> Result<Loaded, String> {
+    pub(super) async fn load(
+        self,
+        extra: impl Fn(u64) -> u64,
+        shared: &Shared,
+    ) -> Result<Loaded, String> {
         let wait = shared.timeouts.data;
         match self {
             Body::Memory { content, _held } => {
+                let extra = extra(content.len() as u64);
                 let mut held = _held;
                 held.grow(extra, wait)
                     .await
@@ -136,7 +141,7 @@ impl Body {
             }
             Body::File { path, len } => {
                 let mut held = shared.budget.reservation();
-                held.grow(len.saturating_add(extra), wait)
+                held.grow(len.saturating_add(extra(len)), wait)
                     .await
                     .map_err(|e| format!("{len} bytes to filter: {e}"))?;
                 let content = crate::queue::read_body_file(path.path(), len)

@@ -22,8 +22,8 @@ use crate::smtp::session::TlsInfo;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-/// Room reserved beyond the message for the filters' changed copy: notices and
-/// headers are small, and a stripped message is never larger than the original by more.
+/// Room reserved beyond a copy of the message for the filters' changes: added headers
+/// and notices are small (a notice is shorter than most parts it replaces).
 const REWRITE_ROOM: u64 = 64 * 1024;
 
 /// The filters of the process: the pipeline of the policy in force, built once per
@@ -86,7 +86,12 @@ pub(super) async fn filter(
     }
     let pipeline = shared.filters.pipeline(session.policy);
     let started = Instant::now();
-    let loaded = match body.load(REWRITE_ROOM, shared).await {
+    // The filters may make a changed copy while the original is still needed (for the
+    // quarantine): room for both is reserved before either exists.
+    let loaded = match body
+        .load(|len| len.saturating_add(REWRITE_ROOM), shared)
+        .await
+    {
         Ok(loaded) => loaded,
         // The memory budget or the spill file failed us: the caller's usual 451 4.3.1.
         Err(why) => return Filtered::Queue(Body::Dropped(why), None),
