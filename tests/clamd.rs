@@ -1,120 +1,26 @@
 //! The clamd client (`sluice::filter::clamd`) against a real `clamd` (Debian's
-//! clamav-daemon, installed by scripts/install-test-deps) started by each test in the
+//! clamav-daemon, installed by scripts/install-test-deps) started by each test (tests/common/scanners.rs) in the
 //! foreground on a free loopback port and a unix socket, with a signature database the
 //! test writes: one `.hdb` line with the EICAR test file's MD5 and size, which clamd
 //! reports with `.UNOFFICIAL` appended. No official database is needed, so nothing is
 //! downloaded. Also a fake clamd that never answers and one that talks without end, for
 //! the client's time and size bounds.
 
+mod common;
+
+use common::scanners::{Clamd, EICAR, EICAR_FOUND, free_port};
 use sluice::filter::clamd::{self, ClamVerdict, ClamdAddress};
 use sluice::filter::scan::ScanError;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
-/// The EICAR anti-virus test file (68 octets); its MD5 is 44d88612fea8a8f36de82e1278abb02f.
-const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
-const SIGNATURE: &str = "Sluice-Test-EICAR";
-const FOUND: &str = "Sluice-Test-EICAR.UNOFFICIAL";
+const FOUND: &str = EICAR_FOUND;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A `clamd` of one test, killed on drop.
-struct Clamd {
-    child: Child,
-    port: u16,
-    socket: PathBuf,
-    _dir: TempDir,
-    /// From spawning to the first `PONG`.
-    startup: Duration,
-}
-
-impl Clamd {
-    fn start() -> Self {
-        Self::start_with("100M")
-    }
-
-    /// A clamd whose StreamMaxLength is `stream_max` (clamd.conf syntax, `1M`).
-    fn start_with(stream_max: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db = dir.path().join("db");
-        std::fs::create_dir(&db).unwrap();
-        let md5 = "44d88612fea8a8f36de82e1278abb02f";
-        let hdb = format!("{md5}:{}:{SIGNATURE}\n", EICAR.len());
-        std::fs::write(db.join("sluice-test.hdb"), hdb).unwrap();
-        let port = free_port();
-        let socket = dir.path().join("clamd.sock");
-        let conf = dir.path().join("clamd.conf");
-        let text = format!(
-            "Foreground yes\nTCPAddr 127.0.0.1\nTCPSocket {port}\nLocalSocket {}\n\
-             DatabaseDirectory {}\nLogFile {}\nStreamMaxLength {stream_max}\n",
-            socket.display(),
-            db.display(),
-            dir.path().join("clamd.log").display(),
-        );
-        std::fs::write(&conf, text).unwrap();
-        let started = Instant::now();
-        let mut child = Command::new("clamd")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clamd on PATH (scripts/install-test-deps installs clamav-daemon)");
-        let deadline = started + Duration::from_secs(20);
-        while !pongs(port) {
-            if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(dir.path().join("clamd.log"));
-                panic!("clamd exited at start ({status}): {log:?}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "clamd did not answer PING in 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Clamd {
-            child,
-            port,
-            socket,
-            _dir: dir,
-            startup: started.elapsed(),
-        }
-    }
-
-    fn tcp(&self) -> ClamdAddress {
-        ClamdAddress::Tcp(format!("127.0.0.1:{}", self.port))
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn pongs(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut answer = [0u8; 16];
-    s.write_all(b"zPING\0").is_ok()
-        && s.read(&mut answer)
-            .is_ok_and(|n| answer[..n].starts_with(b"PONG"))
-}
-
-/// A port nothing listens on now (bound and released; clamd cannot pick its own).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    listener.local_addr().unwrap().port()
+fn tcp(clamd: &Clamd) -> ClamdAddress {
+    ClamdAddress::Tcp(clamd.address())
 }
 
 /// A message with EICAR attached, built by Python's `email` package: `zip` puts it in
@@ -169,7 +75,7 @@ async fn eicar_raw_attached_and_zipped_is_infected_and_named() {
         ("zip attachment", attachment_message(true)),
     ];
     for (what, message) in cases {
-        let verdict = clamd::scan(&[clamd.tcp()], &message, TIMEOUT).await;
+        let verdict = clamd::scan(&[tcp(&clamd)], &message, TIMEOUT).await;
         assert_eq!(
             verdict.unwrap(),
             ClamVerdict::Infected(FOUND.into()),
@@ -182,7 +88,7 @@ async fn eicar_raw_attached_and_zipped_is_infected_and_named() {
 async fn a_clean_message_is_clean_over_tcp_and_unix_socket() {
     let clamd = Clamd::start();
     let message = clean_message(4096);
-    for address in [clamd.tcp(), ClamdAddress::Unix(clamd.socket.clone())] {
+    for address in [tcp(&clamd), ClamdAddress::Unix(clamd.socket.clone())] {
         let verdict = clamd::scan(std::slice::from_ref(&address), &message, TIMEOUT).await;
         assert_eq!(verdict.unwrap(), ClamVerdict::Clean, "{address}");
     }
@@ -195,7 +101,7 @@ async fn a_clean_message_is_clean_over_tcp_and_unix_socket() {
 #[tokio::test]
 async fn a_stopped_clamd_is_an_error_quickly() {
     let mut clamd = Clamd::start();
-    let address = clamd.tcp();
+    let address = tcp(&clamd);
     clamd.stop();
     let started = Instant::now();
     let result = clamd::scan(&[address], EICAR, TIMEOUT).await;
@@ -212,9 +118,9 @@ async fn a_dead_first_address_passes_the_scan_to_the_second() {
     let dead_tcp = ClamdAddress::Tcp(format!("127.0.0.1:{}", free_port()));
     let dead_unix = ClamdAddress::Unix(clamd.socket.with_file_name("nobody.sock"));
     let orders = [
-        vec![dead_tcp.clone(), clamd.tcp()],
+        vec![dead_tcp.clone(), tcp(&clamd)],
         vec![dead_unix.clone(), ClamdAddress::Unix(clamd.socket.clone())],
-        vec![dead_unix, dead_tcp.clone(), clamd.tcp()],
+        vec![dead_unix, dead_tcp.clone(), tcp(&clamd)],
     ];
     for addresses in orders {
         let verdict = clamd::scan(&addresses, EICAR, TIMEOUT).await;
@@ -236,12 +142,12 @@ async fn a_dead_first_address_passes_the_scan_to_the_second() {
 async fn a_message_over_stream_max_length_is_the_size_limit_error() {
     let clamd = Clamd::start_with("1M");
     let under = clean_message(900 * 1024);
-    let verdict = clamd::scan(&[clamd.tcp()], &under, TIMEOUT).await;
+    let verdict = clamd::scan(&[tcp(&clamd)], &under, TIMEOUT).await;
     assert_eq!(verdict.unwrap(), ClamVerdict::Clean);
     // Large enough that clamd answers and closes long before the end of the stream (it
     // stops reading after some MiB): the answer counts, not our broken pipe.
     let over = clean_message(24 * 1024 * 1024);
-    let result = clamd::scan(&[clamd.tcp()], &over, TIMEOUT).await;
+    let result = clamd::scan(&[tcp(&clamd)], &over, TIMEOUT).await;
     assert!(matches!(result, Err(ScanError::SizeLimit)), "{result:?}");
 }
 
@@ -289,7 +195,7 @@ async fn median_scan_latency_of_a_4_kib_message() {
     let mut times = Vec::new();
     for _ in 0..200 {
         let started = Instant::now();
-        let verdict = clamd::scan(&[clamd.tcp()], &message, TIMEOUT).await;
+        let verdict = clamd::scan(&[tcp(&clamd)], &message, TIMEOUT).await;
         times.push(started.elapsed());
         assert_eq!(verdict.unwrap(), ClamVerdict::Clean);
     }

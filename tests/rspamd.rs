@@ -1,6 +1,6 @@
 //! The Rspamd client (`sluice::filter::rspamd`) against a real `rspamd` (Debian's
 //! package, installed by scripts/install-test-deps) started by this test binary on a
-//! free loopback port, without Redis, from a configuration directory the test writes:
+//! free loopback port (tests/common/scanners.rs), without Redis, from a configuration directory the test writes:
 //! Rspamd's stock rules and a normal worker only, plus settings and a Lua prefilter
 //! that give chosen recipients each action, so that every mapping meets the real thing. When the tests run as root, Rspamd
 //! drops to `nobody`/`nogroup` (`-u`/`-g`). DNS points at a dead loopback port so that
@@ -10,17 +10,15 @@
 //! whole binary: one test runs the verdicts in order and then stops it. A fake HTTP
 //! server shows that an oversized answer is refused.
 
+mod common;
+
+use common::scanners::{GTUBE, Rspamd, RspamdLocal};
 use sluice::filter::rspamd::{self, RspamdAction, RspamdConfig};
 use sluice::filter::scan::{FailMode, ScanContext, ScanError, ScanTls, Verdict};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
-/// The GTUBE test string, which Rspamd rejects with "Gtube pattern".
-const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 /// Per-recipient (and per-user) actions, so that the one daemon shows every mapping.
 const SETTINGS: &str = r#"
 tag_user { priority = high; user = "tagged"; apply { actions { "add header" = -100; } } }
@@ -51,133 +49,16 @@ rspamd_config:register_symbol({
   end,
 })
 "#;
-/// Rspamd compiles its rules at start; 10 s on a quiet two-core machine, more under load.
-const START_DEADLINE: Duration = Duration::from_secs(60);
-
-/// An `rspamd -f` in a process group of its own (its workers are children), stopped
-/// with SIGTERM to the group on drop.
-struct Rspamd {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-    startup: Duration,
+fn start() -> Rspamd {
+    Rspamd::start_with(RspamdLocal {
+        settings: SETTINGS,
+        actions: ACTIONS,
+        lua: LUA,
+    })
 }
 
-impl Rspamd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        // The workers run as nobody and write their pid, log and caches here.
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
-        std::fs::set_permissions(dir.path(), mode).unwrap();
-        let port = free_port();
-        let dead_dns = free_port();
-        let conf = dir.path().join("rspamd.conf");
-        let text = format!(
-            r#".include "$CONFDIR/common.conf"
-options {{
-  pidfile = "$RUNDIR/rspamd.pid";
-  .include "$CONFDIR/options.inc"
-  dns {{ nameserver = ["127.0.0.1:{dead_dns}"]; timeout = 0.2s; retransmits = 1; }}
-}}
-logging {{ type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }}
-worker "normal" {{
-  bind_socket = "127.0.0.1:{port}";
-  .include "$CONFDIR/worker-normal.inc"
-  count = 1;
-}}
-"#
-        );
-        std::fs::write(&conf, text).unwrap();
-        let local = dir.path().join("local.d");
-        std::fs::create_dir(&local).unwrap();
-        std::fs::write(local.join("settings.conf"), SETTINGS).unwrap();
-        std::fs::write(local.join("actions.conf"), ACTIONS).unwrap();
-        std::fs::write(dir.path().join("rspamd.local.lua"), LUA).unwrap();
-        let d = dir.path().display().to_string();
-        let mut command = Command::new("rspamd");
-        command.arg("-f").arg("-c").arg(&conf);
-        command.arg("--var=CONFDIR=/etc/rspamd");
-        for var in ["LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"] {
-            command.arg(format!("--var={var}={d}"));
-        }
-        if is_root() {
-            command.args(["-u", "nobody", "-g", "nogroup"]);
-        }
-        let started = Instant::now();
-        let mut child = command
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rspamd on PATH (scripts/install-test-deps installs it)");
-        while !pongs(port) {
-            if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(dir.path().join("rspamd.log"));
-                panic!("rspamd exited at start ({status}): {log:?}");
-            }
-            assert!(started.elapsed() < START_DEADLINE, "no /ping answer");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Rspamd {
-            child,
-            port,
-            _dir: dir,
-            startup: started.elapsed(),
-        }
-    }
-
-    fn config(&self) -> RspamdConfig {
-        let url = format!("http://127.0.0.1:{}", self.port);
-        RspamdConfig::new(&url, rspamd::DEFAULT_TIMEOUT).unwrap()
-    }
-
-    /// SIGTERM to the group (the main process and its workers), then up to 10 s for the
-    /// main process to exit, then SIGKILL to the group.
-    fn stop(&mut self) {
-        if self.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Workers left behind by a main process that did not exit in time.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Rspamd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn is_root() -> bool {
-    let id = Command::new("id").arg("-u").output().expect("id -u");
-    String::from_utf8_lossy(&id.stdout).trim() == "0"
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn pongs(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = b"GET /ping HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    let mut answer = Vec::new();
-    s.write_all(request).is_ok()
-        && s.read_to_end(&mut answer).is_ok()
-        && String::from_utf8_lossy(&answer).contains("pong")
+fn config(rspamd: &Rspamd) -> RspamdConfig {
+    RspamdConfig::new(&rspamd.url(), rspamd::DEFAULT_TIMEOUT).unwrap()
 }
 
 fn context() -> ScanContext {
@@ -212,8 +93,8 @@ fn message(body: &str, size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn gtube_ordinary_mail_every_action_then_a_stopped_rspamd_fails_fast() {
-    let mut rspamd = Rspamd::start();
-    let cfg = rspamd.config();
+    let mut rspamd = start();
+    let cfg = config(&rspamd);
 
     let answer = rspamd::check(&cfg, &message(GTUBE, 0), &context()).await;
     let answer = answer.unwrap();

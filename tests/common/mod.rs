@@ -10,6 +10,7 @@ pub mod kube;
 pub mod mail;
 pub mod nats;
 pub mod roles;
+pub mod scanners;
 pub mod scripted;
 pub mod sink;
 pub mod smtp;
