@@ -334,3 +334,7 @@ fn combine(message: &[u8], ran: Vec<Ran>) -> Outcome {
         results,
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;
