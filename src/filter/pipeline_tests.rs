@@ -284,7 +284,7 @@ async fn a_check_that_cannot_be_built_fails_by_its_mode() {
         },
     );
     let outcome = run(
-        &[broken.clone()],
+        std::slice::from_ref(&broken),
         &multipart("", "notes.txt"),
         SenderTrust::Untrusted,
     )
