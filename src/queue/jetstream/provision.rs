@@ -1,5 +1,6 @@
 //! What the queue and the events need to exist in JetStream, in one place: the messages
-//! stream, the workers' durable consumer, the bodies object store and the events stream.
+//! stream, the workers' durable consumer, the bodies object store, the quarantine object
+//! store and the events stream.
 //!
 //! [`provision`] creates or updates the streams and creates the rest if missing. Only a privileged NATS user runs it:
 //! `sluice operator` at start, `sluice standalone --jetstream`, and `sluice nats
@@ -62,9 +63,20 @@ pub fn bodies_config(options: &JetStreamOptions) -> object_store::Config {
     }
 }
 
+/// The object store of held originals ([`super::JetStreamQuarantine`]).
+pub fn quarantine_config(options: &JetStreamOptions) -> object_store::Config {
+    object_store::Config {
+        bucket: options.quarantine_bucket.clone(),
+        description: Some("Sluice: originals held by a quarantine rule".into()),
+        storage: StorageType::File,
+        num_replicas: options.replicas.max(1),
+        ..Default::default()
+    }
+}
+
 /// Creates or updates the messages stream and the events stream with `options`
-/// (replicas), and creates the consumer (with `options.ack_wait`) and the bodies bucket
-/// if missing. Idempotent; for the privileged user only (see the module's documentation).
+/// (replicas), and creates the consumer (with `options.ack_wait`), the bodies bucket and
+/// the quarantine bucket if missing. Idempotent; for the privileged user only (see the module's documentation).
 pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> anyhow::Result<()> {
     js.create_or_update_stream(stream_config(options))
         .await
@@ -85,6 +97,16 @@ pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> a
         js.create_object_store(bodies_config(options))
             .await
             .with_context(|| format!("creating the bucket {}", options.bodies_bucket))?;
+    }
+    // Only here: the roles look this bucket up and never create it (see the module notes).
+    if js
+        .get_object_store(&options.quarantine_bucket)
+        .await
+        .is_err()
+    {
+        js.create_object_store(quarantine_config(options))
+            .await
+            .with_context(|| format!("creating the bucket {}", options.quarantine_bucket))?;
     }
     js.create_or_update_stream(events::stream_config(options.replicas))
         .await
