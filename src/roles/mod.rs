@@ -21,7 +21,7 @@ mod reload;
 
 use crate::config::{Config, Role};
 use crate::queue::spool::DiskFullSwitch;
-use crate::telemetry::admin::{AdminState, QueueSlot};
+use crate::telemetry::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use queue::Backend;
@@ -75,10 +75,12 @@ pub async fn start_with_disk(
     );
     let watches = reload::Watches::new(&config, role);
     let slot = QueueSlot::default();
+    let quarantine_slot = QuarantineSlot::default();
     let admin_state = AdminState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         queue: slot.clone(),
+        quarantine: quarantine_slot.clone(),
         hostname: config.hostname.clone(),
     };
     let admin = listeners::admin(&config, admin_state, &stop).await?;
@@ -90,6 +92,11 @@ pub async fn start_with_disk(
     readiness.release(Latch::Tls);
     let backend = queue::open(&config, role, disk, &readiness, &metrics).await?;
     let _ = slot.set(backend.queue());
+    // Held messages are managed (listed, shown, released, deleted) where mail is
+    // delivered: the ingress's NATS user may only add to the quarantine bucket.
+    if role.delivers() {
+        let _ = quarantine_slot.set(backend.quarantine());
+    }
     let Some(policy) = reload::policy(&config, role, backend.nats(), &metrics, &stop).await? else {
         anyhow::bail!("stopped before a policy arrived");
     };
