@@ -11,6 +11,11 @@
 //! are bound; it stops being ready while JetStream does not answer, and for good at
 //! SIGTERM, after which a role with listeners serves on for `limits.drainDelay` (while
 //! Kubernetes takes it out of the Service) before it drains.
+//!
+//! Beside the queue, every role opens the quarantine of held originals (issue 11) on the
+//! same store ([`queue::Backend::quarantine`]); the admin listener serves it
+//! (`sluice quarantine`) in the roles that deliver, standalone and worker, whose NATS
+//! user may read and delete there; the ingress's may only add.
 
 mod delivery;
 mod listeners;

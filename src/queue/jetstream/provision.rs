@@ -78,27 +78,10 @@ pub fn quarantine_config(options: &JetStreamOptions) -> object_store::Config {
 /// (replicas), and creates the consumer (with `options.ack_wait`), the bodies bucket and
 /// the quarantine bucket if missing. Idempotent; for the privileged user only (see the module's documentation).
 pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> anyhow::Result<()> {
-    js.create_or_update_stream(stream_config(options))
-        .await
-        .with_context(|| format!("creating or updating the stream {}", options.stream))?;
-    let stream = js
-        .get_stream(&options.stream)
-        .await
-        .with_context(|| format!("opening the stream {}", options.stream))?;
-    // Created if missing, never rewritten: its ack_wait belongs to the workers, which
-    // write theirs at start; an operator restarting must not undo it.
-    if stream.consumer_info(&options.consumer).await.is_err() {
-        stream
-            .create_consumer(consumer_config(options))
-            .await
-            .with_context(|| format!("creating the consumer {}", options.consumer))?;
-    }
-    if js.get_object_store(&options.bodies_bucket).await.is_err() {
-        js.create_object_store(bodies_config(options))
-            .await
-            .with_context(|| format!("creating the bucket {}", options.bodies_bucket))?;
-    }
-    // Only here: the roles look this bucket up and never create it (see the module notes).
+    // The messages stream last: it is what a waiting role looks up first, so that once
+    // it exists, so does everything else the role opens after it, and the role does not
+    // try (and fail, as a user without the permission) to create the rest itself. The
+    // quarantine bucket only here: the roles look it up and never create it.
     if js
         .get_object_store(&options.quarantine_bucket)
         .await
@@ -108,9 +91,31 @@ pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> a
             .await
             .with_context(|| format!("creating the bucket {}", options.quarantine_bucket))?;
     }
+    if js.get_object_store(&options.bodies_bucket).await.is_err() {
+        js.create_object_store(bodies_config(options))
+            .await
+            .with_context(|| format!("creating the bucket {}", options.bodies_bucket))?;
+    }
     js.create_or_update_stream(events::stream_config(options.replicas))
         .await
         .with_context(|| format!("creating or updating the stream {}", events::STREAM))?;
+    js.create_or_update_stream(stream_config(options))
+        .await
+        .with_context(|| format!("creating or updating the stream {}", options.stream))?;
+    let stream = js
+        .get_stream(&options.stream)
+        .await
+        .with_context(|| format!("opening the stream {}", options.stream))?;
+    // Created if missing, never rewritten: its ack_wait belongs to the workers, which
+    // write theirs at start (a worker that finds it missing creates it, as it may);
+    // an operator restarting must not undo it.
+    if stream.consumer_info(&options.consumer).await.is_err()
+        && let Err(e) = stream.create_consumer(consumer_config(options)).await
+        // Created meanwhile by a worker, with its own ack_wait: keep that one.
+        && stream.consumer_info(&options.consumer).await.is_err()
+    {
+        return Err(e).with_context(|| format!("creating the consumer {}", options.consumer));
+    }
     Ok(())
 }
 
