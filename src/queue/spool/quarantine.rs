@@ -338,7 +338,7 @@ mod tests {
             names,
             [format!("{}{SUFFIX}", held.envelope.id), "notes.txt".into()]
         );
-        assert_eq!(q.list().await.unwrap(), [held.clone()]);
+        assert_eq!(q.list().await.unwrap(), std::slice::from_ref(&held));
         // A file cut short (a disk that lied) is refused, not read past its end.
         let path = dir.join(format!("{}{SUFFIX}", held.envelope.id));
         let content = fs::read(&path).unwrap();
