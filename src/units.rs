@@ -73,6 +73,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Serde helpers so that configuration structs can hold these as plain numbers.
+/// The CRD schema of a size written either way (`1048576` or `25Mi`): an int-or-string
+/// as Kubernetes writes quantities. For `#[schemars(with = ...)]` on fields that read
+/// through [`serde_size`]; `policy::model::Quantity` says the same for its own type.
+pub struct IntOrString;
+
+impl schemars::JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+        })
+    }
+}
+
 pub mod serde_size {
     use serde::{Deserialize, Deserializer, de::Error};
 

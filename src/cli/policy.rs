@@ -8,6 +8,7 @@ use clap::Subcommand;
 use sluice::config::Config;
 use sluice::policy::bucket::{BUCKET, PolicyBucket, Writer, WriterKind};
 use sluice::policy::{ClientInfo, PolicySnapshot, hash_password};
+use sluice::queue::SenderTrust;
 use sluice::smtp::address::{Mailbox, ReversePath};
 use sluice::smtp::command::{Command, parse_command};
 use std::io::BufRead;
@@ -154,9 +155,27 @@ fn check(
         ip: client,
         authenticated_user: user,
     };
+    let trust = if info.authenticated_user.is_some() {
+        SenderTrust::Authenticated
+    } else if policy.trusted_network(client).is_some() {
+        SenderTrust::TrustedNetwork
+    } else {
+        SenderTrust::Untrusted
+    };
     let decision = policy.relay_decision(&info, &forward_path);
     println!("recipient: {decision}");
     accepted &= decision.is_accepted();
+    if policy.filters().is_empty() {
+        println!("filters: none");
+    }
+    for check in policy.filters() {
+        let runs = if check.exempts(trust) {
+            "skipped: the sender is exempt"
+        } else {
+            "runs at end of data"
+        };
+        println!("filter: {}: {runs}", check.describe());
+    }
     Ok(if accepted {
         ExitCode::SUCCESS
     } else {

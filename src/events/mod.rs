@@ -33,6 +33,12 @@ pub enum EventKind {
     Bounced,
     /// The recipient was still deferred when the message outlived its lifetime.
     Expired,
+    /// The filters refused the message at the end of its content (`reply` is the 5xx
+    /// or 4xx the client got); nothing was queued.
+    Refused,
+    /// The filters held the message as received in quarantine (`reply` says why); a
+    /// stripped copy may have been queued too (an `accepted` event).
+    Quarantined,
 }
 
 impl EventKind {
@@ -44,6 +50,8 @@ impl EventKind {
             EventKind::Deferred => "deferred",
             EventKind::Bounced => "bounced",
             EventKind::Expired => "expired",
+            EventKind::Refused => "refused",
+            EventKind::Quarantined => "quarantined",
         }
     }
 }
@@ -80,6 +88,10 @@ pub struct DeliveryEvent {
     /// The reverse-path, empty for the null path `<>`; `accepted` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<String>,
+    /// The filter checks that ran and their results (`name=result`, space-separated);
+    /// on `accepted`, `refused` and `quarantined` of a filtered message only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<String>,
 }
 
 impl DeliveryEvent {
@@ -106,7 +118,7 @@ impl DeliveryEvent {
     ) -> Self {
         let at_ms = unix_ms(at);
         let attempts = match kind {
-            EventKind::Accepted => envelope.attempts,
+            EventKind::Accepted | EventKind::Refused | EventKind::Quarantined => envelope.attempts,
             _ => envelope.attempts + 1,
         };
         DeliveryEvent {
@@ -121,6 +133,7 @@ impl DeliveryEvent {
             route: None,
             client_ip: None,
             sender: None,
+            filters: None,
         }
     }
 }

@@ -36,6 +36,29 @@ pub enum ClamdAddress {
     Unix(PathBuf),
 }
 
+impl ClamdAddress {
+    /// `unix:/absolute/path` or `host:port` (a name, an IPv4 address or `[IPv6]`).
+    pub fn parse(text: &str) -> Result<ClamdAddress, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("{text:?}: a unix socket path must be absolute"));
+            }
+            return Ok(ClamdAddress::Unix(PathBuf::from(path)));
+        }
+        let port = text
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        match port {
+            Some((host, Ok(port)))
+                if !host.is_empty() && port > 0 && !host.contains(char::is_whitespace) =>
+            {
+                Ok(ClamdAddress::Tcp(text.to_string()))
+            }
+            _ => Err(format!("{text:?}: expected host:port or unix:/path")),
+        }
+    }
+}
+
 impl std::fmt::Display for ClamdAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -1,11 +1,16 @@
 //! Content and trace headers added to messages on their way through, and the checks
 //! that judge a message before it is accepted: the `Received:` header, the attachment
 //! analyser, the external scanners (Rspamd for junk, clamd for malware) and what they
-//! share. Issue 11's pipeline between end of DATA and the reply, which puts these to
-//! use, comes next; SPF/DKIM/DMARC results and DNSBL checks belong here as they arrive.
+//! share, and the [`pipeline`] that runs them between the end of DATA and the reply as a
+//! policy's `filters:` say ([`settings`]), with header changes by [`rewrite`].
+//! SPF/DKIM/DMARC results and DNSBL checks belong here as they arrive.
 
 pub mod attachments;
+mod checks;
 pub mod clamd;
+pub mod pipeline;
 pub mod received;
+pub mod rewrite;
 pub mod rspamd;
 pub mod scan;
+pub mod settings;

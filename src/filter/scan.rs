@@ -88,12 +88,26 @@ pub struct Rewrite {
     pub subject: Option<String>,
 }
 
-/// What to do when a scan gives no verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do when a scan gives no verdict (`failMode` of a check in a RelayPolicy).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum FailMode {
     /// Accept the message unscanned.
     Open,
-    /// Answer `451 4.7.1` so that the client tries again later.
+    /// Answer `451 4.7.1` so that the client tries again later: the default, as
+    /// Postfix's `milter_default_action = tempfail`; a check that was asked for is not
+    /// skipped silently.
+    #[default]
     Closed,
 }
 

@@ -6,6 +6,7 @@
 //! is what RFC 2920 asks of a PIPELINING server and saves a write per command.
 
 use super::content::{Content, Stored};
+use super::filtering::{self, Filtered};
 use super::io::Io;
 use super::tls::tls_info;
 use super::{Listener, Shared};
@@ -351,6 +352,19 @@ impl Connection {
         };
         let body = content.finish(&tail, &self.shared).await;
         drop(tail);
+        let session = filtering::Session {
+            policy: self.session.policy(),
+            tls: self.session.tls(),
+            peer: &self.peer,
+        };
+        let (body, filters) = match filtering::filter(&self.shared, session, &envelope, body).await
+        {
+            Filtered::Queue(body, filters) => (body, filters),
+            Filtered::Held => return self.session.enqueue_result(Ok(())),
+            Filtered::Refused { reply, detail } => {
+                return self.session.filter_refused(reply, detail);
+            }
+        };
         let started = Instant::now();
         let (result, size) = match body.store(&envelope, &self.shared).await {
             Stored::Queue(result, size) => (result, size),
@@ -359,7 +373,11 @@ impl Connection {
         let metrics = &self.shared.metrics;
         metrics.enqueue_seconds.observe(started.elapsed());
         if result.is_ok() {
-            let accepted = DeliveryEvent::accepted(&envelope, std::time::SystemTime::now());
+            let accepted_filters = filters.clone();
+            let accepted = DeliveryEvent {
+                filters,
+                ..DeliveryEvent::accepted(&envelope, std::time::SystemTime::now())
+            };
             self.shared.events.emit(accepted);
             metrics
                 .messages_accepted
@@ -376,6 +394,7 @@ impl Connection {
                 listener = %self.listener.name,
                 user = envelope.authenticated_user.as_deref().unwrap_or(""),
                 trace_id = envelope.trace.map(|t| t.trace_id()).unwrap_or_default(),
+                filters = accepted_filters.as_deref().unwrap_or(""),
                 "accepted"
             );
         }

@@ -111,6 +111,64 @@ impl Body {
     }
 }
 
+/// A whole message in memory for the filters, with the memory it holds reserved.
+pub(super) struct Loaded {
+    pub(super) content: bytes::Bytes,
+    pub(super) held: Reservation,
+}
+
+impl Body {
+    /// The whole message in memory, with room reserved for `extra(len)` more octets (a
+    /// changed copy): a spilled message is read back from its file within the budget,
+    /// waiting for memory as long as the data timeout. `Err` is why it could not be.
+    pub(super) async fn load(
+        self,
+        extra: impl Fn(u64) -> u64,
+        shared: &Shared,
+    ) -> Result<Loaded, String> {
+        let wait = shared.timeouts.data;
+        match self {
+            Body::Memory { content, _held } => {
+                let extra = extra(content.len() as u64);
+                let mut held = _held;
+                held.grow(extra, wait)
+                    .await
+                    .map_err(|e| format!("{extra} bytes to filter: {e}"))?;
+                Ok(Loaded {
+                    content: content.into(),
+                    held,
+                })
+            }
+            Body::File { path, len } => {
+                let mut held = shared.budget.reservation();
+                held.grow(len.saturating_add(extra(len)), wait)
+                    .await
+                    .map_err(|e| format!("{len} bytes to filter: {e}"))?;
+                let content = crate::queue::read_body_file(path.path(), len)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Loaded {
+                    content: content.into(),
+                    held,
+                })
+            }
+            Body::Dropped(why) => Err(why),
+        }
+    }
+}
+
+impl Loaded {
+    /// The message to queue: `content` (the filters' copy, or the message as received)
+    /// in memory, still within this reservation.
+    pub(super) fn into_body(self, content: Option<Vec<u8>>) -> Body {
+        let content = content.unwrap_or_else(|| Vec::from(self.content));
+        Body::Memory {
+            content,
+            _held: self.held,
+        }
+    }
+}
+
 /// A temporary file, removed when this is dropped.
 #[derive(Debug)]
 pub(super) struct TempPath(PathBuf);

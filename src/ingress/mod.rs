@@ -8,6 +8,7 @@ pub mod auth_guard;
 pub mod budget;
 mod connection;
 mod content;
+mod filtering;
 mod io;
 pub mod limits;
 pub mod proxy;
@@ -25,6 +26,7 @@ use auth_guard::AuthGuard;
 use budget::MemoryBudget;
 use connection::Connection;
 pub use content::SpillSettings;
+pub use filtering::Filters;
 use io::Io;
 use limits::{ConnectionLimits, ConnectionPermit, Refusal};
 use proxy::{ProxyProtocol, ProxyRefusal};
@@ -74,6 +76,8 @@ pub struct Shared {
     pub spill: SpillSettings,
     pub timeouts: Timeouts,
     pub max_command_line: usize,
+    /// The policy's filters at the end of each message, and the quarantine they use.
+    pub filters: Filters,
 }
 
 /// One listening socket's settings.

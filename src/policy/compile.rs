@@ -74,6 +74,8 @@ pub struct CompiledDoc {
     pub limits: Limits,
     pub retry: Retry,
     pub address_literals: AddressLiterals,
+    /// `None` when the document has no `filters:` section.
+    pub filters: Option<Vec<crate::filter::settings::CheckSettings>>,
 }
 
 /// Validates one document.
@@ -115,6 +117,11 @@ pub fn compile_document(
             },
         },
         address_literals: spec.address_literals.unwrap_or_default(),
+        filters: spec
+            .filters
+            .as_deref()
+            .map(|f| super::filters::compile(at, f))
+            .transpose()?,
         id,
     })
 }

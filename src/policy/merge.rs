@@ -9,7 +9,9 @@
 //! - users: union; the same user name twice is a conflict;
 //! - routes: in input order; the same domain pattern in two routes is a conflict;
 //! - limits and retry lifetime: the smallest value of each;
-//! - mode: all documents must agree (see `PolicyError::ModeConflict`).
+//! - mode: all documents must agree (see `PolicyError::ModeConflict`);
+//! - filters: at most one document has them, or all that have them say the same (their
+//!   order decides which refusal a client hears, so they do not merge item by item).
 
 use std::collections::BTreeMap;
 
@@ -60,6 +62,7 @@ impl Default for Merger {
                 limits: Default::default(),
                 retry: Default::default(),
                 address_literals: Default::default(),
+                filters: Vec::new(),
             },
             origins: Origins::default(),
         }
@@ -75,6 +78,7 @@ struct Origins {
     relay: BTreeMap<String, Location>,
     users: BTreeMap<String, Location>,
     patterns: BTreeMap<DomainPattern, Location>,
+    filters: Option<Location>,
 }
 
 impl Merger {
@@ -128,6 +132,12 @@ impl Merger {
                 return Err(conflict(what, first, &doc.at));
             }
             patterns.insert(pattern.clone(), doc.at.clone());
+        }
+        if let (Some(first), Some(filters)) = (&o.filters, &doc.filters)
+            && *filters != self.rules.filters
+        {
+            let what = "two policies have different filters".to_string();
+            return Err(conflict(what, first, &doc.at));
         }
         Ok(())
     }
@@ -246,6 +256,12 @@ impl Merger {
         // A permission, like a relay domain: the union of what the policies allow.
         if doc.address_literals == AddressLiterals::Allow {
             rules.address_literals = AddressLiterals::Allow;
+        }
+        if let Some(filters) = doc.filters
+            && o.filters.is_none()
+        {
+            o.filters = Some(doc.at.clone());
+            rules.filters = filters;
         }
     }
 }

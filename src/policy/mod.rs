@@ -30,6 +30,7 @@ mod decision;
 mod documents;
 mod each;
 mod error;
+pub mod filters;
 mod merge;
 pub mod model;
 mod objects;

@@ -110,6 +110,11 @@ pub struct RelayPolicySpec {
     /// go. Several policies: allowed when any of them allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_literals: Option<AddressLiterals>,
+    /// The checks between end of DATA and the reply, in order (see
+    /// `policy::filters`). Several policies: at most one may have them, or all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub filters: Option<Vec<super::filters::FilterSpec>>,
 }
 
 /// What to do with recipients whose domain is an address literal (RFC 5321 4.1.3).

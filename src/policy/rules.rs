@@ -38,6 +38,10 @@ pub struct Rules {
     /// Absent in snapshots written before it existed: refuse, the default.
     #[serde(default)]
     pub address_literals: AddressLiterals,
+    /// The filter pipeline, in order; empty: no checks. Absent in snapshots written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<crate::filter::settings::CheckSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -207,6 +207,11 @@ impl PolicySnapshot {
         self.rules.address_literals
     }
 
+    /// The filter checks, in order; empty when no policy has `filters:`.
+    pub fn filters(&self) -> &[crate::filter::settings::CheckSettings] {
+        &self.rules.filters
+    }
+
     /// Case-insensitive; a trailing dot is ignored.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.rules

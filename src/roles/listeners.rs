@@ -85,6 +85,7 @@ pub fn shared(
             policy_max_age: config.limits.session_policy_max_age,
         },
         max_command_line: config.limits.max_command_line,
+        filters: ingress::Filters::new(None),
     }))
 }
 

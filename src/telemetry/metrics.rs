@@ -17,6 +17,8 @@
 //! | `sluice_memory_in_flight_bytes` | gauge | | message bytes the ingress holds in memory now, reserved from that budget |
 //! | `sluice_messages_spilled_total` | counter | | messages whose content outgrew `limits.spillThreshold` and went to a temporary file while being received |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
+//! | `sluice_filter_verdicts_total` | counter | `check` (`attachments`, `rspamd`, `clamav`: the check's kind), `result` (`accept`, `reject`, `tempfail`, `rewrite`: headers changed, `strip`, `quarantine`, `exempt`: the sender skips the check, `error`: no verdict, the check's `failMode` applied, `tag`: a verdict only written into `X-Sluice-Filter`) | filter checks run at the end of a message, by result |
+//! | `sluice_filter_seconds` | histogram | | time the filter pipeline adds before the reply (all checks, which run at once, and applying their changes) |
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
 //! | `sluice_delivery_tls_fallbacks_total` | counter | | outbound connections that went on in plaintext because the handshake of opportunistic STARTTLS failed (certificate not verified, TLS error, handshake timeout); `starttls-required` and `implicit-tls` never fall back |
@@ -152,6 +154,11 @@ impl Info {
 pub const ENQUEUE_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+/// From microseconds (attachment rules alone) to the tens of seconds a scanner may take.
+pub const FILTER_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
 
 /// Upper bounds in seconds for delivery: from milliseconds on loopback to days in retry.
 pub const DELIVERY_BUCKETS: &[f64] = &[
@@ -216,6 +223,8 @@ pub struct Metrics {
     pub policy_reloads: LabeledCounter,
     pub policy_revision: Info,
     pub enqueue_seconds: Histogram,
+    pub filter_verdicts: PairCounter,
+    pub filter_seconds: Histogram,
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
     pub delivery_seconds: Histogram,
@@ -250,6 +259,8 @@ impl Default for Metrics {
             policy_reloads: LabeledCounter::default(),
             policy_revision: Info::default(),
             enqueue_seconds: Histogram::new(ENQUEUE_BUCKETS),
+            filter_verdicts: PairCounter::default(),
+            filter_seconds: Histogram::new(FILTER_BUCKETS),
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
             delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
@@ -363,6 +374,22 @@ impl Metrics {
         );
         self.enqueue_seconds
             .render(&mut out, "sluice_enqueue_seconds");
+        counter(
+            &mut out,
+            "sluice_filter_verdicts_total",
+            "Filter checks by kind and result.",
+        );
+        self.filter_verdicts.render(
+            &mut out,
+            "sluice_filter_verdicts_total",
+            ("check", "result"),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_filter_seconds Time the filters add before the reply.\n# TYPE sluice_filter_seconds histogram"
+        );
+        self.filter_seconds
+            .render(&mut out, "sluice_filter_seconds");
         counter(
             &mut out,
             "sluice_deliveries_total",

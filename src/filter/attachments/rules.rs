@@ -7,10 +7,11 @@
 //! match `exe`.
 
 use super::{Analysis, ArchiveStop, Attachment, MessageStop, PartRange, names};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// What to do with a message a rule matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Refuse the message (a 5xx at end of DATA).
@@ -24,34 +25,37 @@ pub enum Action {
 }
 
 /// A rule that only needs an action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActionRule {
     pub action: Action,
 }
 
 /// Extensions (without the dot, any case) that may not be attached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtensionRule {
     pub action: Action,
+    #[schemars(length(max = 256), inner(length(min = 1, max = 32)))]
     pub extensions: Vec<String>,
 }
 
 /// MIME types, as found by magic bytes, that may not be attached whatever the name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TypeRule {
     pub action: Action,
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
     pub types: Vec<String>,
 }
 
 /// A size above which the rule matches: octets, or a quantity such as `10Mi`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SizeRule {
     pub action: Action,
     #[serde(deserialize_with = "size")]
+    #[schemars(with = "crate::units::IntOrString")]
     pub max: u64,
 }
 
@@ -133,9 +137,12 @@ pub const DEFAULT_BLOCKED_TYPES: &[&str] = &[
 
 /// The attachment rules. `Rules::default()` is what a policy gets without `filters:`
 /// settings of its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Rules {
+    /// Every attachment and named inline part, whatever it is: with `strip`, the
+    /// front-end filter that passes text only. Default: off.
+    pub every_attachment: Option<ActionRule>,
     /// Default: reject [`DEFAULT_BLOCKED_EXTENSIONS`].
     pub blocked_extensions: Option<ExtensionRule>,
     /// Default: reject [`DEFAULT_BLOCKED_TYPES`].
@@ -191,6 +198,7 @@ impl Default for Rules {
             limits_reached: reject(),
             max_attachment_size: None,
             max_total_size: None,
+            every_attachment: None,
         }
     }
 }
@@ -199,6 +207,7 @@ impl Default for Rules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Rule {
+    EveryAttachment,
     BlockedExtension,
     BlockedRealType,
     DoubleExtension,
@@ -270,6 +279,9 @@ fn per_attachment(a: &Attachment, rules: &Rules, out: &mut Vec<Finding>) {
     let mut push = |rule: Rule, action: Action, detail: &str| {
         out.push(finding(&file, rule, action, detail, range));
     };
+    if let Some(rule) = &rules.every_attachment {
+        push(Rule::EveryAttachment, rule.action, "attachment");
+    }
     if let Some(name) = &a.name {
         let canonical = names::canonical(name);
         let extensions = names::extensions(&canonical);

@@ -35,7 +35,9 @@ pub fn strip_all(
     splice(message, cuts)
 }
 
-fn splice(message: &[u8], mut cuts: Vec<(PartRange, String)>) -> Vec<u8> {
+/// `message` with each range replaced by a notice part holding its text; ranges that
+/// overlap one already cut, or fall outside the message, are skipped.
+pub fn splice(message: &[u8], mut cuts: Vec<(PartRange, String)>) -> Vec<u8> {
     // Stable: of two findings on one part, the first one's notice wins.
     cuts.sort_by_key(|(r, _)| r.start);
     let mut out = Vec::with_capacity(message.len());

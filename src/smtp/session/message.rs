@@ -303,6 +303,20 @@ impl Session {
         Step::Reply(reply)
     }
 
+    /// The filters' refusal of the message handed over by [`Step::Enqueue`] (a 5xx or
+    /// 4xx `reply`), instead of the queue's answer; `detail` is for the log.
+    pub fn filter_refused(&mut self, reply: Reply, detail: String) -> Step {
+        let Some(id) = self.pending.take() else {
+            return self.sequence_error("no message waiting for the queue");
+        };
+        self.rejection = Some(Rejection {
+            reason: "filter",
+            detail,
+            queue_id: Some(id),
+        });
+        Step::Reply(reply)
+    }
+
     /// The queue's answer to a [`Step::Enqueue`]: only now may the client hear 250.
     pub fn enqueue_result(&mut self, result: Result<(), QueueError>) -> Step {
         let Some(id) = self.pending.take() else {

@@ -231,6 +231,11 @@ impl Session {
         self.conn.client_ip
     }
 
+    /// The negotiated TLS parameters, when the session runs over TLS.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.conn.tls.as_ref()
+    }
+
     /// The policy this session applies.
     pub fn policy(&self) -> &Arc<PolicySnapshot> {
         &self.policy

@@ -1,0 +1,336 @@
+//! The filter pipeline: the policy's checks run on a message between the end of its
+//! content and the reply, and their verdicts combined into one [`Outcome`].
+//!
+//! Every check sees the message as received, so none depends on another and they all
+//! run at once: the slowest one bounds the latency, and each has its own time limit.
+//! The policy's order is the order of precedence:
+//! - a refusal (550) by any check wins, the first in order giving the reply; else
+//! - a deferral (451: a soft verdict, or a check that failed closed); else
+//! - the message is accepted, with the changes of every check applied in order: parts
+//!   cut by the first attachment check that cuts, then each check's header changes.
+//!
+//! A check in `tag` mode never refuses or cuts: what it would have done is written
+//! into an `X-Sluice-Filter` header. Incoming `X-Sluice-Filter` fields are removed
+//! whenever a check runs, so a sender cannot forge one.
+
+use super::checks::{self, Found};
+use super::clamd::ClamdAddress;
+use super::rewrite;
+use super::rspamd::RspamdConfig;
+use super::scan::{FailMode, Rewrite, ScanContext, header_value};
+use super::settings::{CheckKind, CheckSettings, FilterMode};
+use crate::queue::SenderTrust;
+use crate::smtp::reply::Reply;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+/// The header that records checks in tag mode.
+pub const TAG_HEADER: &str = "X-Sluice-Filter";
+
+/// Messages at least this large are analysed on a blocking thread: below it the
+/// analysis takes microseconds and a thread hand-off would cost more than it saves.
+const BLOCKING_ABOVE: usize = 256 * 1024;
+
+/// The compiled checks, ready to run; built once per policy snapshot.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    checks: Vec<Check>,
+}
+
+#[derive(Debug)]
+struct Check {
+    settings: CheckSettings,
+    runner: Runner,
+}
+
+#[derive(Debug)]
+enum Runner {
+    Attachments(super::attachments::Rules),
+    Rspamd(RspamdConfig),
+    Clamav(Vec<ClamdAddress>),
+    /// Settings that do not build (a snapshot from a newer or broken writer): every
+    /// run fails with this reason, and the check's fail mode decides.
+    Broken(String),
+}
+
+/// One check's result, for logs, metrics and events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub name: String,
+    /// The check's kind: the `check` metric label.
+    pub kind: &'static str,
+    /// `accept`, `reject`, `tempfail`, `rewrite`, `strip`, `quarantine`, `exempt`,
+    /// `error` (no verdict; the fail mode applied) or `tag` (a verdict only tagged).
+    pub result: &'static str,
+    pub detail: String,
+    pub elapsed: Duration,
+}
+
+/// What becomes of the message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// Queue it: `content` when the checks changed it, else the message as received.
+    Accept { content: Option<Vec<u8>> },
+    /// Answer this 5xx or 4xx reply.
+    Refuse(Reply),
+}
+
+/// The pipeline's answer for one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub disposition: Disposition,
+    /// Keep the original in quarantine, with this reason, before answering 250.
+    pub hold: Option<String>,
+    /// Whether the (possibly changed) message goes to its recipients; false when a
+    /// quarantine rule held the message as a whole.
+    pub deliver: bool,
+    pub results: Vec<CheckResult>,
+}
+
+impl Pipeline {
+    /// Builds the checks of a snapshot. Settings were validated when the policy was
+    /// compiled and when the snapshot was read; one that still cannot be built is kept
+    /// as a check that fails (`Runner::Broken`), never dropped silently.
+    pub fn new(settings: &[CheckSettings]) -> Pipeline {
+        let checks = settings
+            .iter()
+            .map(|s| Check {
+                settings: s.clone(),
+                runner: runner(s),
+            })
+            .collect();
+        Pipeline { checks }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Runs every check that applies to this sender on `message` and combines them.
+    pub async fn run(&self, message: &Bytes, context: &ScanContext, trust: SenderTrust) -> Outcome {
+        let runs = self
+            .checks
+            .iter()
+            .map(|check| check.run(message, context, trust));
+        let found = futures_util::future::join_all(runs).await;
+        combine(message, found)
+    }
+}
+
+fn runner(s: &CheckSettings) -> Runner {
+    let timeout = Duration::from_millis(s.timeout_ms);
+    match &s.kind {
+        CheckKind::Attachments(rules) => Runner::Attachments(rules.clone()),
+        CheckKind::Rspamd { url } => match RspamdConfig::new(url, timeout) {
+            Ok(cfg) => Runner::Rspamd(cfg),
+            Err(e) => Runner::Broken(e.to_string()),
+        },
+        CheckKind::Clamav { addresses } => {
+            match addresses.iter().map(|a| ClamdAddress::parse(a)).collect() {
+                Ok(addresses) => Runner::Clamav(addresses),
+                Err(e) => Runner::Broken(e),
+            }
+        }
+    }
+}
+
+/// One check's verdict as it takes effect: what it found after exemption, time limit,
+/// fail mode and tag mode, and the header changes that go with it.
+struct Ran {
+    found: Found,
+    headers: Rewrite,
+    result: CheckResult,
+}
+
+impl Check {
+    async fn run(&self, message: &Bytes, context: &ScanContext, trust: SenderTrust) -> Ran {
+        let s = &self.settings;
+        let started = Instant::now();
+        let result = |result: &'static str, detail: String| CheckResult {
+            name: s.name.clone(),
+            kind: s.kind.label(),
+            result,
+            detail,
+            elapsed: started.elapsed(),
+        };
+        if s.exempts(trust) {
+            let result = result("exempt", String::new());
+            return Ran {
+                found: Found::Clean,
+                headers: Rewrite::default(),
+                result,
+            };
+        }
+        let limit = Duration::from_millis(s.timeout_ms);
+        let ran = tokio::time::timeout(limit, self.find(message, context, limit)).await;
+        let (found, tag_headers) = match ran {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => return failed(s, error.to_string(), result),
+            Err(_) => return failed(s, format!("no verdict within {limit:?}"), result),
+        };
+        let label = found.label();
+        let detail = found.detail().to_string();
+        match (s.mode, found) {
+            (FilterMode::Enforce, Found::Headers(headers, d)) => Ran {
+                found: Found::Clean,
+                headers,
+                result: result(label, d),
+            },
+            (FilterMode::Enforce, found) => Ran {
+                found,
+                headers: Rewrite::default(),
+                result: result(label, detail),
+            },
+            (FilterMode::Tag, Found::Clean) => Ran {
+                found: Found::Clean,
+                headers: Rewrite::default(),
+                result: result(label, detail),
+            },
+            (FilterMode::Tag, found) => {
+                let mut headers = match found {
+                    Found::Headers(headers, _) => headers,
+                    _ => tag_headers,
+                };
+                let value = header_value(&format!("{}; {label}; {detail}", s.name));
+                headers.add_headers.push((TAG_HEADER.to_string(), value));
+                Ran {
+                    found: Found::Clean,
+                    headers,
+                    result: result("tag", detail),
+                }
+            }
+        }
+    }
+
+    async fn find(
+        &self,
+        message: &Bytes,
+        context: &ScanContext,
+        limit: Duration,
+    ) -> Result<(Found, Rewrite), super::scan::ScanError> {
+        match &self.runner {
+            Runner::Attachments(rules) => {
+                if message.len() < BLOCKING_ABOVE {
+                    return Ok((
+                        checks::attachments(message, rules, &context.queue_id),
+                        Rewrite::default(),
+                    ));
+                }
+                let (message, rules, id) =
+                    (message.clone(), rules.clone(), context.queue_id.clone());
+                let found =
+                    tokio::task::spawn_blocking(move || checks::attachments(&message, &rules, &id))
+                        .await
+                        .map_err(|e| {
+                            super::scan::ScanError::Protocol(format!("the analysis failed: {e}"))
+                        })?;
+                Ok((found, Rewrite::default()))
+            }
+            Runner::Rspamd(cfg) => checks::rspamd(cfg, message, context).await,
+            Runner::Clamav(addresses) => Ok((
+                checks::clamav(addresses, message, limit).await?,
+                Rewrite::default(),
+            )),
+            Runner::Broken(why) => Err(super::scan::ScanError::Config(why.clone())),
+        }
+    }
+}
+
+/// A check without a verdict: its fail mode decides (a tag-mode check never defers).
+fn failed(
+    s: &CheckSettings,
+    why: String,
+    result: impl Fn(&'static str, String) -> CheckResult,
+) -> Ran {
+    let what = match s.kind {
+        CheckKind::Attachments(_) => "Attachment",
+        CheckKind::Rspamd { .. } => "Spam",
+        CheckKind::Clamav { .. } => "Virus",
+    };
+    let found = match (s.fail_mode, s.mode) {
+        (FailMode::Closed, FilterMode::Enforce) => match s.fail_mode.verdict(what) {
+            super::scan::Verdict::Tempfail(reply) => Found::Tempfail(reply, why.clone()),
+            _ => Found::Clean,
+        },
+        _ => Found::Clean,
+    };
+    Ran {
+        found,
+        headers: Rewrite::default(),
+        result: result("error", why),
+    }
+}
+
+/// The verdicts in policy order as one outcome (see the module notes).
+fn combine(message: &[u8], ran: Vec<Ran>) -> Outcome {
+    let results: Vec<CheckResult> = ran.iter().map(|r| r.result.clone()).collect();
+    let refusal = ran
+        .iter()
+        .find_map(|r| match &r.found {
+            Found::Reject(reply, _) => Some(reply.clone()),
+            _ => None,
+        })
+        .or_else(|| {
+            ran.iter().find_map(|r| match &r.found {
+                Found::Tempfail(reply, _) => Some(reply.clone()),
+                _ => None,
+            })
+        });
+    if let Some(reply) = refusal {
+        return Outcome {
+            disposition: Disposition::Refuse(reply),
+            hold: None,
+            deliver: false,
+            results,
+        };
+    }
+    let mut hold: Option<String> = None;
+    let mut deliver = true;
+    let mut content: Option<Vec<u8>> = None;
+    for r in &ran {
+        match &r.found {
+            Found::HoldAll(why) => {
+                hold.get_or_insert_with(|| format!("{}: {why}", r.result.name));
+                deliver = false;
+            }
+            Found::Cut {
+                cuts,
+                hold: keep,
+                detail,
+            } if content.is_none() => {
+                if *keep {
+                    hold.get_or_insert_with(|| format!("{}: {detail}", r.result.name));
+                }
+                content = Some(super::attachments::strip::splice(message, cuts.clone()));
+            }
+            _ => {}
+        }
+    }
+    let mut headers = Rewrite::default();
+    if rewrite::has_field(content.as_deref().unwrap_or(message), TAG_HEADER) {
+        headers.remove_headers.push((TAG_HEADER.to_string(), 0));
+    }
+    for r in &ran {
+        headers
+            .add_headers
+            .extend(r.headers.add_headers.iter().cloned());
+        headers
+            .remove_headers
+            .extend(r.headers.remove_headers.iter().cloned());
+        if r.headers.subject.is_some() {
+            headers.subject = r.headers.subject.clone();
+        }
+    }
+    if headers != Rewrite::default() {
+        content = Some(rewrite::apply(
+            content.as_deref().unwrap_or(message),
+            &headers,
+        ));
+    }
+    Outcome {
+        disposition: Disposition::Accept { content },
+        hold,
+        deliver,
+        results,
+    }
+}

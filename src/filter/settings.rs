@@ -1,0 +1,115 @@
+//! The filter checks as compiled from a RelayPolicy's `filters:` and carried in the
+//! policy snapshot: one [`CheckSettings`] per check, in the policy's order. Validated
+//! by `policy::filters` before they get here, so building a pipeline from them cannot
+//! fail on their values.
+
+use super::attachments::Rules;
+use super::scan::FailMode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Who skips a check.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exemption {
+    /// Sessions that authenticated (SASL).
+    Authenticated,
+    /// Clients in a trusted network of the policy.
+    TrustedNetworks,
+}
+
+/// What a check's verdict is allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterMode {
+    /// Verdicts take effect: refusals are refused, attachments cut.
+    #[default]
+    Enforce,
+    /// Nothing is refused or cut: what the check would have done is written into an
+    /// `X-Sluice-Filter` header (Rspamd's own headers are added as in `enforce`).
+    Tag,
+}
+
+/// One compiled check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckSettings {
+    /// Unique within the pipeline; in logs, metrics, events and `X-Sluice-Filter`.
+    pub name: String,
+    pub kind: CheckKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<Exemption>,
+    pub timeout_ms: u64,
+    pub fail_mode: FailMode,
+    pub mode: FilterMode,
+}
+
+/// What a check runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckKind {
+    Attachments(Rules),
+    Rspamd {
+        /// Rspamd's normal worker or proxy, e.g. `http://rspamd:11333`.
+        url: String,
+    },
+    Clamav {
+        /// `host:port` or `unix:/path`, tried in order until one answers.
+        addresses: Vec<String>,
+    },
+}
+
+impl CheckKind {
+    /// The kind's name: the default check name and the `check` metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CheckKind::Attachments(_) => "attachments",
+            CheckKind::Rspamd { .. } => "rspamd",
+            CheckKind::Clamav { .. } => "clamav",
+        }
+    }
+
+    /// The time limit when the policy gives none: above Rspamd's own 8 s task timeout
+    /// so that it answers first; clamd takes a while on large archives.
+    pub fn default_timeout_ms(&self) -> u64 {
+        match self {
+            CheckKind::Attachments(_) => 10_000,
+            CheckKind::Rspamd { .. } => super::rspamd::DEFAULT_TIMEOUT.as_millis() as u64,
+            CheckKind::Clamav { .. } => 30_000,
+        }
+    }
+}
+
+impl CheckSettings {
+    /// One line for `sluice policy check`: the name, what it runs, how it fails.
+    pub fn describe(&self) -> String {
+        let target = match &self.kind {
+            CheckKind::Attachments(_) => "attachment rules".to_string(),
+            CheckKind::Rspamd { url } => format!("Rspamd at {url}"),
+            CheckKind::Clamav { addresses } => format!("clamd at {}", addresses.join(", ")),
+        };
+        let mode = match self.mode {
+            FilterMode::Enforce => "enforce",
+            FilterMode::Tag => "tag only",
+        };
+        let fail = match self.fail_mode {
+            FailMode::Open => "fail open",
+            FailMode::Closed => "fail closed",
+        };
+        format!(
+            "{} ({target}; {mode}, {fail}, timeout {} ms)",
+            self.name, self.timeout_ms
+        )
+    }
+
+    /// Whether a sender of this trust skips the check.
+    pub fn exempts(&self, trust: crate::queue::SenderTrust) -> bool {
+        use crate::queue::SenderTrust;
+        self.exempt.iter().any(|e| match e {
+            Exemption::Authenticated => trust == SenderTrust::Authenticated,
+            Exemption::TrustedNetworks => trust == SenderTrust::TrustedNetwork,
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! The policy's filters at the end of a message, before the queue and the reply
+//! (issue 11): the message is loaded whole, the [`Pipeline`] of the session's policy
+//! runs on it, and its outcome becomes what is queued, what is held in quarantine, or
+//! the refusal the client hears. Every verdict is logged with the queue id, counted by
+//! check and result, and recorded as a delivery event.
+//!
+//! Order for a quarantined message (invariant 1): the original is held durably first,
+//! then the stripped copy is queued, then 250. A failed hold answers 451 and queues
+//! nothing; a failed queue write after a hold leaves the original held (the client
+//! retries; an admin sees the held copy and may delete it).
+
+use super::Shared;
+use super::content::Body;
+use crate::events::{DeliveryEvent, EventKind};
+use crate::filter::pipeline::{CheckResult, Disposition, Outcome, Pipeline};
+use crate::filter::scan::{ScanContext, ScanTls};
+use crate::policy::PolicySnapshot;
+use crate::queue::quarantine::{HeldMessage, Quarantine};
+use crate::queue::{Envelope, unix_ms};
+use crate::smtp::reply::Reply;
+use crate::smtp::session::TlsInfo;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// Room reserved beyond a copy of the message for the filters' changes: added headers
+/// and notices are small (a notice is shorter than most parts it replaces).
+const REWRITE_ROOM: u64 = 64 * 1024;
+
+/// The filters of the process: the pipeline of the policy in force, built once per
+/// policy revision, and where quarantined originals go.
+pub struct Filters {
+    current: Mutex<Option<(String, Arc<Pipeline>)>>,
+    quarantine: Option<Arc<dyn Quarantine>>,
+}
+
+impl Filters {
+    /// `quarantine` is where originals go; without one, a message that a rule would
+    /// quarantine is answered 451 rather than delivered stripped with no original kept.
+    pub fn new(quarantine: Option<Arc<dyn Quarantine>>) -> Filters {
+        Filters {
+            current: Mutex::new(None),
+            quarantine,
+        }
+    }
+
+    fn pipeline(&self, policy: &PolicySnapshot) -> Arc<Pipeline> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match &*current {
+            Some((revision, pipeline)) if revision == policy.revision() => pipeline.clone(),
+            _ => {
+                let pipeline = Arc::new(Pipeline::new(policy.filters()));
+                *current = Some((policy.revision().to_string(), pipeline.clone()));
+                pipeline
+            }
+        }
+    }
+}
+
+/// What the filters made of a message.
+pub(super) enum Filtered {
+    /// Queue this (the message as received, or as the filters changed it), with the
+    /// checks' results for its `accepted` event when filters ran.
+    Queue(Body, Option<String>),
+    /// Held whole in quarantine; nothing to queue: answer 250.
+    Held,
+    /// Answer this reply; `detail` is for the log.
+    Refused { reply: Reply, detail: String },
+}
+
+/// The facts about the session the filters need, besides the envelope.
+pub(super) struct Session<'a> {
+    pub policy: &'a PolicySnapshot,
+    pub tls: Option<&'a TlsInfo>,
+    pub peer: &'a str,
+}
+
+/// Runs the session policy's filters on `body`; with none, `body` is queued as it is.
+pub(super) async fn filter(
+    shared: &Shared,
+    session: Session<'_>,
+    envelope: &Envelope,
+    body: Body,
+) -> Filtered {
+    if session.policy.filters().is_empty() {
+        return Filtered::Queue(body, None);
+    }
+    let pipeline = shared.filters.pipeline(session.policy);
+    let started = Instant::now();
+    // The filters may make a changed copy while the original is still needed (for the
+    // quarantine): room for both is reserved before either exists.
+    let loaded = match body
+        .load(|len| len.saturating_add(REWRITE_ROOM), shared)
+        .await
+    {
+        Ok(loaded) => loaded,
+        // The memory budget or the spill file failed us: the caller's usual 451 4.3.1.
+        Err(why) => return Filtered::Queue(Body::Dropped(why), None),
+    };
+    let context = scan_context(envelope, session.tls);
+    let outcome = pipeline
+        .run(&loaded.content, &context, envelope.sender_trust)
+        .await;
+    let summary = summary(&outcome.results);
+    account(shared, envelope, session.peer, &outcome);
+    let Outcome {
+        disposition,
+        hold,
+        deliver,
+        ..
+    } = outcome;
+    let content = match disposition {
+        Disposition::Refuse(reply) => {
+            shared.metrics.filter_seconds.observe(started.elapsed());
+            let event = DeliveryEvent {
+                reply: String::from_utf8_lossy(&reply.to_bytes())
+                    .trim_end()
+                    .to_string(),
+                filters: Some(summary.clone()),
+                ..DeliveryEvent::about(EventKind::Refused, envelope, None, SystemTime::now())
+            };
+            shared.events.emit(event);
+            return Filtered::Refused {
+                reply,
+                detail: summary,
+            };
+        }
+        Disposition::Accept { content } => content,
+    };
+    if let Some(reason) = hold {
+        if let Err(reply) = hold_original(shared, envelope, &loaded.content, &reason).await {
+            return Filtered::Refused {
+                reply,
+                detail: format!("quarantine: {reason}"),
+            };
+        }
+        let event = DeliveryEvent {
+            reply: reason,
+            filters: Some(summary.clone()),
+            ..DeliveryEvent::about(EventKind::Quarantined, envelope, None, SystemTime::now())
+        };
+        shared.events.emit(event);
+    }
+    shared.metrics.filter_seconds.observe(started.elapsed());
+    if !deliver {
+        return Filtered::Held;
+    }
+    Filtered::Queue(loaded.into_body(content), Some(summary))
+}
+
+/// Keeps the original durably, or the reply that refuses the message for now.
+async fn hold_original(
+    shared: &Shared,
+    envelope: &Envelope,
+    original: &[u8],
+    reason: &str,
+) -> Result<(), Reply> {
+    let unavailable = |why: String| {
+        tracing::warn!(queue_id = %envelope.id, error = %why, "cannot hold a message in quarantine");
+        Reply::new(
+            451,
+            "4.3.0",
+            "Error: quarantine unavailable, try again later",
+        )
+    };
+    let Some(quarantine) = &shared.filters.quarantine else {
+        return Err(unavailable("no quarantine store in this process".into()));
+    };
+    let record = HeldMessage {
+        envelope: envelope.clone(),
+        reason: reason.to_string(),
+        held_at_ms: unix_ms(SystemTime::now()),
+        size: original.len() as u64,
+    };
+    quarantine
+        .hold(&record, original)
+        .await
+        .map_err(|e| unavailable(e.to_string()))
+}
+
+fn scan_context(envelope: &Envelope, tls: Option<&TlsInfo>) -> ScanContext {
+    ScanContext {
+        mail_from: envelope
+            .reverse_path
+            .as_ref()
+            .map_or_else(String::new, |m| m.to_string()),
+        recipients: envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect(),
+        client_ip: envelope.client_ip,
+        helo: envelope.helo.clone(),
+        user: envelope.authenticated_user.clone(),
+        queue_id: envelope.id.to_string(),
+        tls: tls.map(|t| ScanTls {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+        }),
+    }
+}
+
+/// `name=result` of every check, for events and logs.
+fn summary(results: &[CheckResult]) -> String {
+    let parts: Vec<String> = results
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.result))
+        .collect();
+    parts.join(" ")
+}
+
+/// Metrics and a log line per check that did more than accept.
+fn account(shared: &Shared, envelope: &Envelope, peer: &str, outcome: &Outcome) {
+    for r in &outcome.results {
+        shared.metrics.filter_verdicts.inc(r.kind, r.result);
+        if r.result != "accept" && r.result != "exempt" {
+            tracing::info!(
+                queue_id = %envelope.id,
+                client = %peer,
+                check = %r.name,
+                result = r.result,
+                detail = %r.detail,
+                elapsed_ms = r.elapsed.as_millis() as u64,
+                "filter verdict"
+            );
+        }
+    }
+}
