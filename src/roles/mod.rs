@@ -111,12 +111,11 @@ pub async fn start_with_disk(
     if role.accepts_mail() {
         let shared = listeners::shared(
             &config,
-            backend.queue(),
+            &backend,
             policy.rx.clone(),
             tls.clone(),
             metrics.clone(),
             readiness.clone(),
-            backend.events(),
         )?;
         bound = listeners::bind(&config, &shared, &tracker, &drain, &stop).await?;
         ports.add(&bound)?;
