@@ -11,6 +11,8 @@ mod common;
 // carrying mail between the real roles (roles.rs).
 #[path = "chart/nats/env.rs"]
 mod env;
+#[path = "chart/nats/quarantine.rs"]
+mod quarantine;
 #[path = "chart/nats/roles.rs"]
 mod roles;
 

@@ -110,7 +110,13 @@ async fn a_role_that_may_not_create_the_streams_waits_unready_until_they_are_pro
     worker.wait_ready(READY_WITHIN).await;
     let mut ingress = RoleProcess::ingress("ingress", &server.url(), &role).await;
     ingress.wait_ready(READY_WITHIN).await;
-    for name in ["SLUICE_MESSAGES", "SLUICE_EVENTS", "OBJ_sluice-bodies"] {
+    let provisioned = [
+        "SLUICE_MESSAGES",
+        "SLUICE_EVENTS",
+        "OBJ_sluice-bodies",
+        "OBJ_sluice-quarantine",
+    ];
+    for name in provisioned {
         assert_eq!(stream_config(&js, name).await.num_replicas, 1, "{name}");
     }
     assert_eq!(workers_ack_wait(&js).await, Duration::from_secs(30));

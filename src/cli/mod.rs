@@ -3,6 +3,7 @@
 mod nats;
 mod operator;
 mod policy;
+mod quarantine;
 mod queue;
 mod role;
 
@@ -74,6 +75,13 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// Inspect, release and delete the messages that a quarantine rule held, through the
+    /// admin listener of `sluice standalone` or a worker. Exits 0 when done, 1 when
+    /// there is no such held message, 2 on usage or connection errors.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
+    },
     /// Print the RelayPolicy CustomResourceDefinition (YAML) generated from the policy
     /// model, as `crds/relaypolicies.sluice.dev.yaml` holds it.
     Crd,
@@ -124,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nats { command } => nats::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Queue { command } => queue::run(command),
+        Command::Quarantine { command } => quarantine::run(command),
         Command::Crd => {
             print!("{}", sluice::operator::crd::yaml());
             Ok(ExitCode::SUCCESS)

@@ -1,8 +1,8 @@
 //! The SMTP side of a role that accepts mail: the state its connections share, and its
 //! listening sockets.
 
+use super::queue::Backend;
 use crate::config::{Config, Limits, ListenerConfig};
-use crate::events::EventSink;
 use crate::ingress::auth_failures::FailureLimits;
 use crate::ingress::auth_guard::{AuthGuard, AuthGuardConfig};
 use crate::ingress::budget::{MemoryBudget, default_budget};
@@ -10,7 +10,6 @@ use crate::ingress::limits::{ConnectionLimits, Ipv6Limit};
 use crate::ingress::tls::TlsStore;
 use crate::ingress::{self, Listener, Shared, SpillSettings, Timeouts};
 use crate::policy::PolicySnapshot;
-use crate::queue::Queue;
 use crate::smtp::session::{ListenerKind, ReceivedUser, SessionConfig};
 use crate::telemetry::admin::access::Access;
 use crate::telemetry::metrics::Metrics;
@@ -32,15 +31,17 @@ pub fn load_tls(config: &Config) -> anyhow::Result<Option<Arc<TlsStore>>> {
         .transpose()
 }
 
+/// What the connections share; the queue, its quarantine (where the filters hold
+/// originals) and the event sink come from `backend`.
 pub fn shared(
     config: &Config,
-    queue: Arc<dyn Queue>,
+    backend: &Backend,
     policy: watch::Receiver<Arc<PolicySnapshot>>,
     tls: Option<Arc<TlsStore>>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
-    events: Arc<dyn EventSink>,
 ) -> anyhow::Result<Arc<Shared>> {
+    let (queue, events) = (backend.queue(), backend.events());
     let limits = &config.limits;
     let budget = MemoryBudget::new(
         limits.memory_budget.unwrap_or_else(default_budget),
@@ -85,7 +86,7 @@ pub fn shared(
             policy_max_age: config.limits.session_policy_max_age,
         },
         max_command_line: config.limits.max_command_line,
-        filters: ingress::Filters::new(None),
+        filters: ingress::Filters::new(Some(backend.quarantine())),
     }))
 }
 

@@ -11,6 +11,11 @@
 //! are bound; it stops being ready while JetStream does not answer, and for good at
 //! SIGTERM, after which a role with listeners serves on for `limits.drainDelay` (while
 //! Kubernetes takes it out of the Service) before it drains.
+//!
+//! Beside the queue, every role opens the quarantine of held originals (issue 11) on the
+//! same store ([`queue::Backend::quarantine`]); the admin listener serves it
+//! (`sluice quarantine`) in the roles that deliver, standalone and worker, whose NATS
+//! user may read and delete there; the ingress's may only add.
 
 mod delivery;
 mod listeners;
@@ -21,7 +26,7 @@ mod reload;
 
 use crate::config::{Config, Role};
 use crate::queue::spool::DiskFullSwitch;
-use crate::telemetry::admin::{AdminState, QueueSlot};
+use crate::telemetry::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use queue::Backend;
@@ -75,10 +80,12 @@ pub async fn start_with_disk(
     );
     let watches = reload::Watches::new(&config, role);
     let slot = QueueSlot::default();
+    let quarantine_slot = QuarantineSlot::default();
     let admin_state = AdminState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         queue: slot.clone(),
+        quarantine: quarantine_slot.clone(),
         hostname: config.hostname.clone(),
     };
     let admin = listeners::admin(&config, admin_state, &stop).await?;
@@ -90,6 +97,11 @@ pub async fn start_with_disk(
     readiness.release(Latch::Tls);
     let backend = queue::open(&config, role, disk, &readiness, &metrics).await?;
     let _ = slot.set(backend.queue());
+    // Held messages are managed (listed, shown, released, deleted) where mail is
+    // delivered: the ingress's NATS user may only add to the quarantine bucket.
+    if role.delivers() {
+        let _ = quarantine_slot.set(backend.quarantine());
+    }
     let Some(policy) = reload::policy(&config, role, backend.nats(), &metrics, &stop).await? else {
         anyhow::bail!("stopped before a policy arrived");
     };
@@ -99,12 +111,11 @@ pub async fn start_with_disk(
     if role.accepts_mail() {
         let shared = listeners::shared(
             &config,
-            backend.queue(),
+            &backend,
             policy.rx.clone(),
             tls.clone(),
             metrics.clone(),
             readiness.clone(),
-            backend.events(),
         )?;
         bound = listeners::bind(&config, &shared, &tracker, &drain, &stop).await?;
         ports.add(&bound)?;

@@ -19,7 +19,7 @@ use crate::operator::{NatsSink, Scope};
 use crate::policy::bucket::PolicyBucket;
 use crate::policy::sealed::SecretsKey;
 use crate::queue::jetstream::{JetStreamOptions, provision};
-use crate::telemetry::admin::{AdminState, QueueSlot};
+use crate::telemetry::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::operator::OperatorMetrics;
 use crate::telemetry::readiness::{Latch, Readiness};
@@ -100,6 +100,7 @@ async fn serve(
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         queue: QueueSlot::default(),
+        quarantine: QuarantineSlot::default(),
         hostname: config.hostname.clone(),
     };
     let admin = listeners::admin(&config, admin_state, &stop).await?;

@@ -1,15 +1,18 @@
 //! Opening the queue a role works on, with its delivery events: the embedded spool (events
 //! in the log only), or JetStream over a NATS connection that is retried until it works
 //! (events in the stream `SLUICE_EVENTS`); and, for JetStream, the health probe that
-//! readiness and the ingress's 421 follow.
+//! readiness and the ingress's 421 follow. Beside the queue, the quarantine of held
+//! originals on the same store: files beside the spool, or the JetStream bucket
+//! `sluice-quarantine` (looked up, never created here).
 
 use crate::config::{Config, Role};
 use crate::events::jetstream::JetStreamEvents;
 use crate::events::{EventSink, LogOnly};
 use crate::queue::Queue;
 use crate::queue::jetstream::codec::EnvelopeLimits;
-use crate::queue::jetstream::{JetStreamOptions, JetStreamQueue};
-use crate::queue::spool::{DiskFullSwitch, Spool};
+use crate::queue::jetstream::{JetStreamOptions, JetStreamQuarantine, JetStreamQueue};
+use crate::queue::quarantine::Quarantine;
+use crate::queue::spool::{DiskFullSwitch, Spool, SpoolQuarantine};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use anyhow::Context;
@@ -26,9 +29,13 @@ const SETUP_RETRY: Duration = Duration::from_secs(1);
 /// The open queue, with what closing it needs.
 #[derive(Clone)]
 pub enum Backend {
-    Spool(Arc<Spool>),
+    Spool {
+        spool: Arc<Spool>,
+        quarantine: Arc<SpoolQuarantine>,
+    },
     JetStream {
         queue: Arc<JetStreamQueue>,
+        quarantine: Arc<JetStreamQuarantine>,
         events: Arc<JetStreamEvents>,
         client: async_nats::Client,
     },
@@ -40,21 +47,29 @@ const EVENTS_FLUSH: Duration = Duration::from_secs(2);
 impl Backend {
     pub fn queue(&self) -> Arc<dyn Queue> {
         match self {
-            Backend::Spool(spool) => spool.clone(),
+            Backend::Spool { spool, .. } => spool.clone(),
             Backend::JetStream { queue, .. } => queue.clone(),
+        }
+    }
+
+    /// Where originals are held (issue 11), on the same store as the queue.
+    pub fn quarantine(&self) -> Arc<dyn Quarantine> {
+        match self {
+            Backend::Spool { quarantine, .. } => quarantine.clone(),
+            Backend::JetStream { quarantine, .. } => quarantine.clone(),
         }
     }
 
     pub fn events(&self) -> Arc<dyn EventSink> {
         match self {
-            Backend::Spool(_) => Arc::new(LogOnly),
+            Backend::Spool { .. } => Arc::new(LogOnly),
             Backend::JetStream { events, .. } => events.clone(),
         }
     }
 
     pub fn nats(&self) -> Option<&async_nats::Client> {
         match self {
-            Backend::Spool(_) => None,
+            Backend::Spool { .. } => None,
             Backend::JetStream { client, .. } => Some(client),
         }
     }
@@ -63,11 +78,12 @@ impl Backend {
     /// and closes the store.
     pub async fn close(&self) {
         match self {
-            Backend::Spool(spool) => spool.close().await,
+            Backend::Spool { spool, .. } => spool.close().await,
             Backend::JetStream {
                 queue,
                 events,
                 client,
+                ..
             } => {
                 queue.release_all().await;
                 events.close(EVENTS_FLUSH).await;
@@ -87,12 +103,23 @@ pub async fn open(
     readiness: &Arc<Readiness>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Backend> {
+    let limits = EnvelopeLimits {
+        max_recipients: config.limits.max_recipients,
+        max_message_size: config.limits.max_message_size,
+    };
     if !role.uses_nats() {
         let spool = Spool::open_with(&config.spool, disk)
             .await
             .context("opening the spool")?;
+        // Inside the spool directory, so under the lock the spool just took.
+        let quarantine = SpoolQuarantine::open(&config.spool, limits)
+            .await
+            .context("opening the quarantine")?;
         readiness.release(Latch::Queue);
-        return Ok(Backend::Spool(Arc::new(spool)));
+        return Ok(Backend::Spool {
+            spool: Arc::new(spool),
+            quarantine: Arc::new(quarantine),
+        });
     }
     let on_state = {
         let readiness = readiness.clone();
@@ -108,10 +135,7 @@ pub async fn open(
     let client = config.nats.connect(&name, on_state).await?;
     let options = JetStreamOptions {
         manage_consumer: role.delivers(),
-        limits: EnvelopeLimits {
-            max_recipients: config.limits.max_recipients,
-            max_message_size: config.limits.max_message_size,
-        },
+        limits,
         ..JetStreamOptions::for_nats(&config.nats)
     };
     // The one-process relay is its own operator: it provisions what it uses.
@@ -136,8 +160,11 @@ pub async fn open(
     };
     readiness.release(Latch::Queue);
     tracing::info!(stream = %options.stream, replicas = options.replicas, "JetStream queue ready");
+    let js = async_nats::jetstream::new(client.clone());
+    let quarantine = JetStreamQuarantine::open(js, &options).await;
     Ok(Backend::JetStream {
         queue: Arc::new(queue),
+        quarantine: Arc::new(quarantine),
         events,
         client,
     })

@@ -170,7 +170,12 @@ and only the operator creates or updates streams: a stream's configuration can c
 what a user may publish onto any subject (republish, sources), the policy key's
 included, so STREAM.CREATE and STREAM.UPDATE are as good as writing the policy. The
 operator provisions the queue's streams, consumer and bodies bucket at start
-(src/queue/jetstream/provision.rs); the ingress and worker look them up. The worker may
+(src/queue/jetstream/provision.rs); the ingress and worker look them up. The quarantine
+bucket (held originals, issue 11): the ingress adds to it, the worker (whose admin
+listener serves `sluice quarantine`) reads, releases and deletes. The ingress may publish
+metadata under any name there, so a compromised one could mark a held message deleted
+(its chunks stay until the worker purges them); it cannot read held content or purge the
+bucket, and cannot reach the policy through it. The worker may
 still write its durable consumer (CONSUMER.CREATE on sluice-workers: its ack_wait), which
 cannot copy messages anywhere: the server refuses to make a pull consumer a push one. Its
 lookups of delivery events create consumers on SLUICE_EVENTS, and a consumer created
@@ -202,6 +207,7 @@ replies meant for another (message bodies fetched by workers, the policy read).
   "$JS.API.STREAM.INFO.SLUICE_MESSAGES"
   "$JS.API.CONSUMER.INFO.SLUICE_MESSAGES.sluice-workers"
   "$JS.API.STREAM.INFO.OBJ_sluice-bodies"
+  "$JS.API.STREAM.INFO.OBJ_sluice-quarantine"
   "$JS.API.STREAM.INFO.SLUICE_EVENTS" -}}
 {{- /* Both roles look them up and publish messages, bodies and events. */ -}}
 {{- $useQueue := concat $lookUpQueue (list
@@ -210,6 +216,23 @@ replies meant for another (message bodies fetched by workers, the policy read).
   "$O.sluice-bodies.C.>"
   "$O.sluice-bodies.M.>"
   "$JS.API.DIRECT.GET.OBJ_sluice-bodies.>") -}}
+{{- /* Holding an original in the quarantine bucket (the ingress's filter): its chunks
+and its metadata, and the put's look at what is held under that name. Metadata only: the
+ingress may not read held content back, nor purge the bucket. */ -}}
+{{- $holdQuarantine := list
+  "$O.sluice-quarantine.C.>"
+  "$O.sluice-quarantine.M.>"
+  "$JS.API.DIRECT.GET.OBJ_sluice-quarantine.$O.sluice-quarantine.M.>" -}}
+{{- /* Managing held messages (sluice quarantine, served by the worker): listing and
+reading them, and deleting them (a metadata marker, then a purge of the chunks). */ -}}
+{{- $manageQuarantine := list
+  "$O.sluice-quarantine.M.>"
+  "$JS.API.DIRECT.GET.OBJ_sluice-quarantine.>"
+  "$JS.API.STREAM.MSG.GET.OBJ_sluice-quarantine"
+  "$JS.API.CONSUMER.CREATE.OBJ_sluice-quarantine"
+  "$JS.API.CONSUMER.CREATE.OBJ_sluice-quarantine.>"
+  "$JS.FC.OBJ_sluice-quarantine.>"
+  "$JS.API.STREAM.PURGE.OBJ_sluice-quarantine" -}}
 {{- /* The workers' durable consumer: its ack_wait is the worker's setting. */ -}}
 {{- $writeConsumer := list
   "$JS.API.CONSUMER.CREATE.SLUICE_MESSAGES.sluice-workers.>"
@@ -236,6 +259,7 @@ replies meant for another (message bodies fetched by workers, the policy read).
   "$JS.API.STREAM.CREATE.SLUICE_MESSAGES"
   "$JS.API.STREAM.UPDATE.SLUICE_MESSAGES"
   "$JS.API.STREAM.CREATE.OBJ_sluice-bodies"
+  "$JS.API.STREAM.CREATE.OBJ_sluice-quarantine"
   "$JS.API.STREAM.CREATE.SLUICE_EVENTS"
   "$JS.API.STREAM.UPDATE.SLUICE_EVENTS" -}}
 {{- $writePolicy := list
@@ -245,10 +269,10 @@ replies meant for another (message bodies fetched by workers, the policy read).
   "$O.sluice-policy-objects.>"
   "$JS.API.STREAM.PURGE.OBJ_sluice-policy-objects" -}}
 ingress:
-  publish: {{ concat $readPolicy $useQueue | toJson }}
+  publish: {{ concat $readPolicy $useQueue $holdQuarantine | toJson }}
   subscribe: {{ list (printf "%s.>" (include "sluice.nats.inboxPrefix" "ingress")) | toJson }}
 worker:
-  publish: {{ concat $readPolicy $useQueue $writeConsumer $work | toJson }}
+  publish: {{ concat $readPolicy $useQueue $writeConsumer $work $manageQuarantine | toJson }}
   subscribe: {{ list (printf "%s.>" (include "sluice.nats.inboxPrefix" "worker")) | toJson }}
 operator:
   publish: {{ concat $readPolicy $writePolicy $lookUpQueue $writeConsumer $provision | toJson }}

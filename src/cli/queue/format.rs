@@ -7,7 +7,7 @@ use sluice::smtp::address::{Body, MailParams, Recipient, Ret};
 use std::fmt::Write as _;
 
 /// `Tue Mar  5 10:21:33`, local time, as postqueue shows arrival times.
-pub(super) fn local_time(ms: u64, format: &str) -> String {
+pub(in crate::cli) fn local_time(ms: u64, format: &str) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(|ms| Local.timestamp_millis_opt(ms).single())
@@ -15,21 +15,21 @@ pub(super) fn local_time(ms: u64, format: &str) -> String {
         .unwrap_or_else(|| format!("@{ms}"))
 }
 
-fn sender(envelope: &Envelope) -> String {
+pub(in crate::cli) fn sender(envelope: &Envelope) -> String {
     match &envelope.reverse_path {
         Some(mailbox) => mailbox.to_string(),
         None => "MAILER-DAEMON".to_string(),
     }
 }
 
-pub(super) fn plural(n: u64, word: &str) -> String {
+pub(in crate::cli) fn plural(n: u64, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The width of the id column: 26 characters and the `*` of a message being delivered.
-const ID_WIDTH: usize = 27;
+pub(in crate::cli) const ID_WIDTH: usize = 27;
 /// Where recipients start: after id, size and arrival time.
-pub(super) const RECIPIENT_INDENT: usize = ID_WIDTH + 1 + 8 + 1 + 20 + 2;
+pub(in crate::cli) const RECIPIENT_INDENT: usize = ID_WIDTH + 1 + 8 + 1 + 20 + 2;
 
 /// `sluice queue list`, in the layout of `postqueue -p`.
 pub(super) fn list_table(entries: &[QueueEntry]) -> String {
@@ -135,7 +135,7 @@ pub(super) fn show_text(shown: &Shown, now_ms: u64) -> String {
     out
 }
 
-fn sender_path(envelope: &Envelope) -> String {
+pub(in crate::cli) fn sender_path(envelope: &Envelope) -> String {
     envelope
         .reverse_path
         .as_ref()
@@ -144,7 +144,7 @@ fn sender_path(envelope: &Envelope) -> String {
 }
 
 /// The MAIL FROM parameters as they were on the wire (xtext decoded).
-fn mail_params(p: &MailParams) -> String {
+pub(in crate::cli) fn mail_params(p: &MailParams) -> String {
     let mut out = Vec::new();
     if let Some(size) = p.size {
         out.push(format!("SIZE={size}"));
@@ -172,7 +172,7 @@ fn mail_params(p: &MailParams) -> String {
 }
 
 /// A forward-path with its DSN parameters (RFC 3461).
-fn rcpt(r: &Recipient) -> String {
+pub(in crate::cli) fn rcpt(r: &Recipient) -> String {
     let mut out = format!("<{}>", r.address);
     if let Some(n) = r.notify {
         let conditions: Vec<&str> = [

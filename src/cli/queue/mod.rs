@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-mod format;
+pub(super) mod format;
 #[cfg(test)]
 mod tests;
 
@@ -187,7 +187,7 @@ struct Removed {
     bounce: Option<QueueId>,
 }
 
-fn queue_id(text: &str) -> anyhow::Result<QueueId> {
+pub(super) fn queue_id(text: &str) -> anyhow::Result<QueueId> {
     QueueId::parse(text).ok_or_else(|| anyhow!("{text:?} is not a queue id"))
 }
 
@@ -240,7 +240,11 @@ fn endpoint(target: &Target) -> anyhow::Result<Endpoint> {
 
 /// The body of a 2xx answer; `None` (after printing the relay's reason) for 404 and 409,
 /// which exit 1; an error for anything else.
-async fn call(target: &Target, method: &str, path: &str) -> anyhow::Result<Option<String>> {
+pub(super) async fn call(
+    target: &Target,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<Option<String>> {
     let endpoint = endpoint(target)?;
     let addr = endpoint.addr;
     let (status, body) = tokio::time::timeout(TIMEOUT, http(&endpoint, method, path))

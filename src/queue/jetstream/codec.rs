@@ -83,7 +83,7 @@ impl EnvelopeLimits {
 
     /// The largest envelope header read: generous for `max_recipients` recipients with
     /// the longest paths and ORCPTs, JSON-escaped.
-    fn max_envelope_json(&self) -> usize {
+    pub(crate) fn max_envelope_json(&self) -> usize {
         ENVELOPE_BASE.saturating_add(self.max_recipients.saturating_mul(PER_RECIPIENT))
     }
 }
@@ -168,7 +168,7 @@ pub fn decode(
 
 /// The envelope's paths and DSN parameters through the SMTP parser, its counts and
 /// sizes within `limits`, and its free-text fields without control characters.
-fn check(meta: &Meta, limits: &EnvelopeLimits) -> Result<(), String> {
+pub(crate) fn check(meta: &Meta, limits: &EnvelopeLimits) -> Result<(), String> {
     let envelope = &meta.envelope;
     if envelope.recipients.len() > limits.max_recipients {
         return Err(format!(

@@ -6,6 +6,8 @@
 //!   ([`codec`]) and the body as payload;
 //! - bodies too large for the server's max payload go to the Object Store bucket
 //!   `JetStreamOptions::bodies_bucket` under the queue id, and the message refers to them;
+//! - held originals (issue 11) go to the bucket `JetStreamOptions::quarantine_bucket`
+//!   ([`JetStreamQuarantine`]);
 //! - one durable pull consumer shared by every worker: explicit ack, `ack_wait` as the
 //!   server-side bound of a lease, unlimited deliveries and unlimited ack-pending (deferred
 //!   messages wait as pending naks).
@@ -47,6 +49,7 @@ pub mod codec;
 mod fetch;
 mod lease;
 pub mod provision;
+mod quarantine;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +71,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
 pub use provision::provision;
+pub use quarantine::JetStreamQuarantine;
 
 /// Where and how the queue lives in JetStream.
 #[derive(Debug, Clone)]
@@ -80,6 +84,9 @@ pub struct JetStreamOptions {
     pub consumer: String,
     /// The Object Store bucket for bodies larger than the server's max payload.
     pub bodies_bucket: String,
+    /// The Object Store bucket of held originals ([`JetStreamQuarantine`]): created by
+    /// [`provision`] only, looked up by the roles.
+    pub quarantine_bucket: String,
     /// Stream (and bucket) replicas: 3 in production, 1 in tests.
     pub replicas: usize,
     /// The server-side lease: how long a message taken by a process that died stays
@@ -109,6 +116,7 @@ impl Default for JetStreamOptions {
             subject_prefix: "sluice.msg".into(),
             consumer: "sluice-workers".into(),
             bodies_bucket: "sluice-bodies".into(),
+            quarantine_bucket: "sluice-quarantine".into(),
             replicas: 1,
             ack_wait: Duration::from_secs(30),
             fetch_wait: Duration::from_millis(50),

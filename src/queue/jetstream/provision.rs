@@ -1,5 +1,6 @@
 //! What the queue and the events need to exist in JetStream, in one place: the messages
-//! stream, the workers' durable consumer, the bodies object store and the events stream.
+//! stream, the workers' durable consumer, the bodies object store, the quarantine object
+//! store and the events stream.
 //!
 //! [`provision`] creates or updates the streams and creates the rest if missing. Only a privileged NATS user runs it:
 //! `sluice operator` at start, `sluice standalone --jetstream`, and `sluice nats
@@ -62,24 +63,33 @@ pub fn bodies_config(options: &JetStreamOptions) -> object_store::Config {
     }
 }
 
+/// The object store of held originals ([`super::JetStreamQuarantine`]).
+pub fn quarantine_config(options: &JetStreamOptions) -> object_store::Config {
+    object_store::Config {
+        bucket: options.quarantine_bucket.clone(),
+        description: Some("Sluice: originals held by a quarantine rule".into()),
+        storage: StorageType::File,
+        num_replicas: options.replicas.max(1),
+        ..Default::default()
+    }
+}
+
 /// Creates or updates the messages stream and the events stream with `options`
-/// (replicas), and creates the consumer (with `options.ack_wait`) and the bodies bucket
-/// if missing. Idempotent; for the privileged user only (see the module's documentation).
+/// (replicas), and creates the consumer (with `options.ack_wait`), the bodies bucket and
+/// the quarantine bucket if missing. Idempotent; for the privileged user only (see the module's documentation).
 pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> anyhow::Result<()> {
-    js.create_or_update_stream(stream_config(options))
+    // The messages stream last: it is what a waiting role looks up first, so that once
+    // it exists, so does everything else the role opens after it, and the role does not
+    // try (and fail, as a user without the permission) to create the rest itself. The
+    // quarantine bucket only here: the roles look it up and never create it.
+    if js
+        .get_object_store(&options.quarantine_bucket)
         .await
-        .with_context(|| format!("creating or updating the stream {}", options.stream))?;
-    let stream = js
-        .get_stream(&options.stream)
-        .await
-        .with_context(|| format!("opening the stream {}", options.stream))?;
-    // Created if missing, never rewritten: its ack_wait belongs to the workers, which
-    // write theirs at start; an operator restarting must not undo it.
-    if stream.consumer_info(&options.consumer).await.is_err() {
-        stream
-            .create_consumer(consumer_config(options))
+        .is_err()
+    {
+        js.create_object_store(quarantine_config(options))
             .await
-            .with_context(|| format!("creating the consumer {}", options.consumer))?;
+            .with_context(|| format!("creating the bucket {}", options.quarantine_bucket))?;
     }
     if js.get_object_store(&options.bodies_bucket).await.is_err() {
         js.create_object_store(bodies_config(options))
@@ -89,6 +99,23 @@ pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> a
     js.create_or_update_stream(events::stream_config(options.replicas))
         .await
         .with_context(|| format!("creating or updating the stream {}", events::STREAM))?;
+    js.create_or_update_stream(stream_config(options))
+        .await
+        .with_context(|| format!("creating or updating the stream {}", options.stream))?;
+    let stream = js
+        .get_stream(&options.stream)
+        .await
+        .with_context(|| format!("opening the stream {}", options.stream))?;
+    // Created if missing, never rewritten: its ack_wait belongs to the workers, which
+    // write theirs at start (a worker that finds it missing creates it, as it may);
+    // an operator restarting must not undo it.
+    if stream.consumer_info(&options.consumer).await.is_err()
+        && let Err(e) = stream.create_consumer(consumer_config(options)).await
+        // Created meanwhile by a worker, with its own ack_wait: keep that one.
+        && stream.consumer_info(&options.consumer).await.is_err()
+    {
+        return Err(e).with_context(|| format!("creating the consumer {}", options.consumer));
+    }
     Ok(())
 }
 

@@ -29,6 +29,7 @@
 mod committer;
 mod disk;
 mod index;
+mod quarantine;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use async_trait::async_trait;
 use committer::{Done, Location, Op, Request};
 pub use disk::DiskFullSwitch;
 use index::{Index, Removal};
+pub use quarantine::SpoolQuarantine;
 use redb::Database;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};

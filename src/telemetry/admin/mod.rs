@@ -12,6 +12,13 @@
 //! | `POST /queue/retry` | makes every waiting message due now: `{"retried": n, "skipped": n}` |
 //! | `DELETE /queue/<id>` | removes the message durably: `{"envelope": Envelope, "size": n}` |
 //! | `DELETE /queue/<id>?bounce=1` | the same, and its sender gets a failure DSN: `{…, "bounce": id or null}` |
+//! | `GET /quarantine` | every held message, oldest first, as a JSON array of `HeldMessage` |
+//! | `GET /quarantine/<id>` | `{"held": HeldMessage, "message": content}` |
+//! | `POST /quarantine/<id>/release` | queues the original again: `{"id", "queued": new id}` |
+//! | `DELETE /quarantine/<id>` | forgets the held message: `{"id", "deleted": true}` |
+//!
+//! The quarantine API answers where the role was given a quarantine to manage
+//! (standalone, worker; see `roles`), and 404 elsewhere.
 //!
 //! An unknown id is 404, a message being delivered (leased) 409, a known path with the
 //! wrong method 405 with `Allow`.
@@ -35,6 +42,7 @@
 pub mod access;
 #[doc(hidden)]
 pub mod fuzzing;
+mod quarantine;
 mod queue;
 pub mod request;
 #[cfg(test)]
@@ -42,6 +50,7 @@ mod tests;
 
 use super::metrics::Metrics;
 use super::readiness::Readiness;
+use crate::queue::quarantine::Quarantine;
 use crate::queue::{Queue, QueueError, unix_ms};
 use access::{Access, Refusal};
 use queue::queue_route;
@@ -66,6 +75,9 @@ pub fn queue_slot(queue: Arc<dyn Queue>) -> QueueSlot {
     Arc::new(std::sync::OnceLock::from(queue))
 }
 
+/// The quarantine behind `/quarantine`, in the roles that manage it.
+pub type QuarantineSlot = Arc<std::sync::OnceLock<Arc<dyn Quarantine>>>;
+
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
@@ -73,6 +85,9 @@ pub struct AdminState {
     /// Filled in once the queue is open: the probes are answered before that (a role
     /// waiting for NATS is alive but not ready).
     pub queue: QueueSlot,
+    /// Filled in with the queue where the role manages held messages; releases go to
+    /// `queue`.
+    pub quarantine: QuarantineSlot,
     /// Our host name: the reporting MTA of the bounces that `DELETE ?bounce=1` sends.
     pub hostname: String,
 }
@@ -221,6 +236,14 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
             header: Some(("Allow", resource.allow())),
             ..Response::text("405 Method Not Allowed", "method not allowed\n")
         },
+        (method, resource) if resource.is_quarantine() => {
+            let (Some(quarantine), Some(queue)) = (state.quarantine.get(), state.queue.get())
+            else {
+                return Response::not_found("no quarantine here");
+            };
+            quarantine::quarantine_route(quarantine.as_ref(), queue.as_ref(), method, resource)
+                .await
+        }
         (method, resource) => {
             let Some(queue) = state.queue.get() else {
                 return Response::not_found("no queue here");

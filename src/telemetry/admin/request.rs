@@ -111,6 +111,9 @@ pub(super) enum Resource {
     Message(QueueId),
     RetryAll,
     Retry(QueueId),
+    Quarantine,
+    Held(QueueId),
+    Release(QueueId),
 }
 
 impl Resource {
@@ -121,6 +124,14 @@ impl Resource {
             "/metrics" => Resource::Metrics,
             "/queue" | "/queue/" => Resource::Queue,
             "/queue/retry" => Resource::RetryAll,
+            "/quarantine" | "/quarantine/" => Resource::Quarantine,
+            _ if path.starts_with("/quarantine/") => {
+                let rest = &path["/quarantine/".len()..];
+                match rest.strip_suffix("/release") {
+                    Some(id) => Resource::Release(QueueId::parse(id)?),
+                    None => Resource::Held(QueueId::parse(rest)?),
+                }
+            }
             _ => {
                 let rest = path.strip_prefix("/queue/")?;
                 match rest.strip_suffix("/retry") {
@@ -131,18 +142,30 @@ impl Resource {
         })
     }
 
-    /// The queue API, which needs access ([`super::access`]); the probes and metrics
-    /// are open.
+    /// The queue API (the quarantine's included), which needs access
+    /// ([`super::access`]); the probes and metrics are open.
     pub(super) fn is_queue(&self) -> bool {
         !matches!(self, Resource::Health | Resource::Ready | Resource::Metrics)
     }
 
     pub(super) fn allow(&self) -> &'static str {
         match self {
-            Resource::Health | Resource::Ready | Resource::Metrics | Resource::Queue => "GET",
-            Resource::Message(_) => "GET, DELETE",
-            Resource::RetryAll | Resource::Retry(_) => "POST",
+            Resource::Health
+            | Resource::Ready
+            | Resource::Metrics
+            | Resource::Queue
+            | Resource::Quarantine => "GET",
+            Resource::Message(_) | Resource::Held(_) => "GET, DELETE",
+            Resource::RetryAll | Resource::Retry(_) | Resource::Release(_) => "POST",
         }
+    }
+
+    /// `/quarantine…`, served from the quarantine slot.
+    pub(super) fn is_quarantine(&self) -> bool {
+        matches!(
+            self,
+            Resource::Quarantine | Resource::Held(_) | Resource::Release(_)
+        )
     }
 
     pub(super) fn allows(&self, method: &str) -> bool {

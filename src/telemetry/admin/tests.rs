@@ -85,6 +85,7 @@ async fn readyz_names_the_policy_revision_once_there_is_one() {
         metrics: Arc::default(),
         readiness: Arc::default(),
         queue: QueueSlot::default(),
+        quarantine: QuarantineSlot::default(),
         hostname: "relay.test".into(),
     };
     let (status, body) = call(&state, "GET /readyz").await;
@@ -112,6 +113,7 @@ async fn queue_routes_retry_delete_and_refuse_what_they_must() {
         metrics: Arc::default(),
         readiness: Arc::default(),
         queue: queue_slot(spool.clone()),
+        quarantine: QuarantineSlot::default(),
         hostname: "relay.test".into(),
     };
     let (leased, deferred) = (envelope(&["a"]), envelope(&["b"]));
@@ -183,6 +185,7 @@ async fn delete_with_bounce_queues_a_failure_dsn_to_the_sender_only() {
         metrics: Arc::default(),
         readiness: Arc::default(),
         queue: queue_slot(spool.clone()),
+        quarantine: QuarantineSlot::default(),
         hostname: "relay.test".into(),
     };
     let mut original = envelope(&["a", "b"]);
@@ -254,6 +257,7 @@ async fn metrics_carry_the_queue_gauges() {
         metrics: Arc::default(),
         readiness: Arc::default(),
         queue: queue_slot(spool.clone()),
+        quarantine: QuarantineSlot::default(),
         hostname: "relay.test".into(),
     };
     let old = envelope(&["a"]);
@@ -270,4 +274,78 @@ async fn metrics_carry_the_queue_gauges() {
         .parse()
         .unwrap();
     assert!((0.05..60.0).contains(&age), "{age}: the older id counts");
+}
+
+#[tokio::test]
+async fn quarantine_routes_list_show_release_and_delete() {
+    use crate::queue::quarantine::Quarantine;
+    use crate::queue::quarantine::contract::record;
+    use crate::queue::spool::SpoolQuarantine;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(&dir.path().join("q")).await.unwrap());
+    let limits = crate::queue::jetstream::codec::EnvelopeLimits::default();
+    let held = Arc::new(SpoolQuarantine::open(dir.path(), limits).await.unwrap());
+    let mut state = AdminState {
+        metrics: Arc::default(),
+        readiness: Arc::default(),
+        queue: queue_slot(spool.clone()),
+        quarantine: QuarantineSlot::default(),
+        hostname: "relay.test".into(),
+    };
+    assert_eq!(call(&state, "GET /quarantine").await.0, 404, "none here");
+    state.quarantine = Arc::new(std::sync::OnceLock::from(
+        held.clone() as Arc<dyn Quarantine>
+    ));
+    let (one, two) = (record(&["a"], 1, b"one"), record(&["b"], 2, b"two"));
+    held.hold(&one, b"one").await.unwrap();
+    held.hold(&two, b"two").await.unwrap();
+    let (a, b) = (&one.envelope.id, &two.envelope.id);
+
+    let (status, body) = call(&state, "GET /quarantine").await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<crate::queue::quarantine::HeldMessage> = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed, [one.clone(), two.clone()]);
+    let (status, body) = call(&state, &format!("GET /quarantine/{a}")).await;
+    assert_eq!(status, 200, "{body}");
+    let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            shown["held"]["envelope"]["id"].as_str(),
+            shown["message"].as_str()
+        ),
+        (Some(a.as_str()), Some("one"))
+    );
+    assert_eq!(call(&state, &format!("PUT /quarantine/{a}")).await.0, 405);
+    assert_eq!(
+        call(&state, &format!("GET /quarantine/{a}/release"))
+            .await
+            .0,
+        405
+    );
+    assert_eq!(call(&state, "GET /quarantine/nonsense").await.0, 404);
+
+    let (status, body) = call(&state, &format!("POST /quarantine/{a}/release")).await;
+    assert_eq!(status, 200, "{body}");
+    let released: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let queued = QueueId::parse(released["queued"].as_str().unwrap()).unwrap();
+    let (entry, content) = spool.inspect(&queued).await.unwrap().expect("queued");
+    assert_eq!(
+        (entry.envelope.recipients, content),
+        (one.envelope.recipients.clone(), b"one".to_vec())
+    );
+    assert_eq!(
+        call(&state, &format!("POST /quarantine/{a}/release"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(&state, &format!("DELETE /quarantine/{b}")).await.0,
+        200
+    );
+    assert_eq!(
+        call(&state, &format!("DELETE /quarantine/{b}")).await.0,
+        404
+    );
+    assert_eq!(call(&state, "GET /quarantine").await, (200, "[]\n".into()));
 }

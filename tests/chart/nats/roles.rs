@@ -13,7 +13,8 @@
 //! `_INBOX_worker.>`); the ingress and worker users cannot write the policy, nor update
 //! the queue's streams (a republish into the policy key) or create streams; the worker
 //! cannot make a consumer deliver into the policy key; the ingress user cannot take a
-//! queued message; `sluice policy push` as the ingress user fails.
+//! queued message; `sluice policy push` as the ingress user fails. The quarantine bucket
+//! under these permissions: quarantine.rs.
 
 use crate::cluster::RenderedCluster;
 use crate::common::chart;
@@ -522,6 +523,7 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     );
     let (_, list) = queue_tool(&worker, &["list"]).await;
     assert!(list.contains(&kept) && !list.contains(&removed), "{list}");
+    let held = crate::quarantine::held_and_released(&cluster, &ingress, &worker, &sink).await;
 
     // A worker killed in the middle of a delivery: the next one takes the message again
     // once ack_wait has run out, after looking up its delivery events.
@@ -582,6 +584,7 @@ async fn the_rendered_cluster_carries_mail_and_each_role_is_least_privileged() {
     cannot_write_policy(&cluster, "worker").await;
     cannot_reconfigure_streams(&cluster, "ingress").await;
     cannot_reconfigure_streams(&cluster, "worker").await;
+    crate::quarantine::ingress_cannot_read_or_purge(&cluster, &held).await;
 
     // With no worker running, a queued message waits for the consumer: the ingress user
     // cannot fetch it, the worker user can.
