@@ -3,7 +3,7 @@
 
 use super::Shown;
 use crate::cli::queue::format::{
-    ID_WIDTH, RECIPIENT_INDENT, local_time, mail_params, plural, rcpt, sender, sender_path,
+    ID_WIDTH, RECIPIENT_INDENT, envelope_fields, local_time, plural, sender,
 };
 use sluice::queue::quarantine::HeldMessage;
 use std::fmt::Write as _;
@@ -66,23 +66,7 @@ pub(super) fn show_text(shown: &Shown) -> String {
     field("Queue ID", envelope.id.as_str());
     field("Held", &local_time(held.held_at_ms, long));
     field("Reason", &held.reason);
-    field("Arrival time", &local_time(envelope.received_at_ms, long));
-    field("Size", &plural(held.size, "byte"));
-    field(
-        "Client",
-        &format!("{} [{}]", envelope.helo, envelope.client_ip),
-    );
-    if let Some(user) = &envelope.authenticated_user {
-        field("Authenticated", user);
-    }
-    field("Sender", &format!("<{}>", sender_path(envelope)));
-    let params = mail_params(&envelope.params);
-    if !params.is_empty() {
-        field("Parameters", &params);
-    }
-    for (i, recipient) in envelope.recipients.iter().enumerate() {
-        field(if i == 0 { "Recipients" } else { "" }, &rcpt(recipient));
-    }
+    envelope_fields(envelope, held.size, &mut field);
     out.push_str("\n*** MESSAGE CONTENTS ***\n");
     out.push_str(&shown.message.replace("\r\n", "\n"));
     if !out.ends_with('\n') {

@@ -103,23 +103,7 @@ pub(super) fn show_text(shown: &Shown, now_ms: u64) -> String {
     };
     field("Queue ID", envelope.id.as_str());
     field("Status", &status);
-    field("Arrival time", &local_time(envelope.received_at_ms, long));
-    field("Size", &plural(entry.size, "byte"));
-    field(
-        "Client",
-        &format!("{} [{}]", envelope.helo, envelope.client_ip),
-    );
-    if let Some(user) = &envelope.authenticated_user {
-        field("Authenticated", user);
-    }
-    field("Sender", &format!("<{}>", sender_path(envelope)));
-    let params = mail_params(&envelope.params);
-    if !params.is_empty() {
-        field("Parameters", &params);
-    }
-    for (i, recipient) in envelope.recipients.iter().enumerate() {
-        field(if i == 0 { "Recipients" } else { "" }, &rcpt(recipient));
-    }
+    envelope_fields(envelope, entry.size, &mut field);
     field("Attempts", &envelope.attempts.to_string());
     if let Some(reason) = &envelope.last_error {
         field("Last error", reason);
@@ -135,7 +119,34 @@ pub(super) fn show_text(shown: &Shown, now_ms: u64) -> String {
     out
 }
 
-pub(in crate::cli) fn sender_path(envelope: &Envelope) -> String {
+/// The envelope's lines of `queue show` and `quarantine show`, through `field`: arrival,
+/// size, client, user, sender, MAIL parameters, recipients.
+pub(in crate::cli) fn envelope_fields(
+    envelope: &Envelope,
+    size: u64,
+    field: &mut impl FnMut(&str, &str),
+) {
+    let long = "%a %b %e %H:%M:%S %Y";
+    field("Arrival time", &local_time(envelope.received_at_ms, long));
+    field("Size", &plural(size, "byte"));
+    field(
+        "Client",
+        &format!("{} [{}]", envelope.helo, envelope.client_ip),
+    );
+    if let Some(user) = &envelope.authenticated_user {
+        field("Authenticated", user);
+    }
+    field("Sender", &format!("<{}>", sender_path(envelope)));
+    let params = mail_params(&envelope.params);
+    if !params.is_empty() {
+        field("Parameters", &params);
+    }
+    for (i, recipient) in envelope.recipients.iter().enumerate() {
+        field(if i == 0 { "Recipients" } else { "" }, &rcpt(recipient));
+    }
+}
+
+fn sender_path(envelope: &Envelope) -> String {
     envelope
         .reverse_path
         .as_ref()
@@ -144,7 +155,7 @@ pub(in crate::cli) fn sender_path(envelope: &Envelope) -> String {
 }
 
 /// The MAIL FROM parameters as they were on the wire (xtext decoded).
-pub(in crate::cli) fn mail_params(p: &MailParams) -> String {
+fn mail_params(p: &MailParams) -> String {
     let mut out = Vec::new();
     if let Some(size) = p.size {
         out.push(format!("SIZE={size}"));
@@ -172,7 +183,7 @@ pub(in crate::cli) fn mail_params(p: &MailParams) -> String {
 }
 
 /// A forward-path with its DSN parameters (RFC 3461).
-pub(in crate::cli) fn rcpt(r: &Recipient) -> String {
+fn rcpt(r: &Recipient) -> String {
     let mut out = format!("<{}>", r.address);
     if let Some(n) = r.notify {
         let conditions: Vec<&str> = [
