@@ -4,6 +4,7 @@
 
 use kube::core::cel::{CompiledSchema, ScopeContext, Validator, analyze_rule, compile_schema};
 use serde_json::{Value, json};
+use sluice::policy::filters::EXACTLY_ONE_CHECK;
 use sluice::policy::model::{EXACTLY_ONE_DELIVERY, EXACTLY_ONE_PASSWORD, SMARTHOST_HOST_AND_PORT};
 
 use crate::fixtures::open_api_schema;
@@ -12,6 +13,7 @@ use crate::json_schema::{platform_with, relay_policies};
 const DELIVERY_MESSAGE: &str = "exactly one of lmtp, maildir, webhook must be set";
 const PASSWORD_MESSAGE: &str = "exactly one of passwordHash and passwordSecretRef must be set";
 const SMARTHOST_MESSAGE: &str = "a smarthost needs a host and a port from 1 to 65535";
+const CHECK_MESSAGE: &str = "exactly one of attachments, rspamd, clamav must be set";
 
 /// Every rule in a compiled schema tree, with the node it sits on.
 fn rules<'a>(node: &'a CompiledSchema, out: &mut Vec<(&'a CompiledSchema, String)>) {
@@ -37,6 +39,7 @@ fn every_rule_compiles_and_stays_within_scope_and_cost() {
     let mut texts: Vec<&str> = found.iter().map(|(_, r)| r.as_str()).collect();
     texts.sort();
     let mut expected = [
+        EXACTLY_ONE_CHECK,
         EXACTLY_ONE_DELIVERY,
         EXACTLY_ONE_PASSWORD,
         SMARTHOST_HOST_AND_PORT,
@@ -81,6 +84,7 @@ fn bad_variants_are_refused_with_the_rules_message() {
     let delivery = "spec.localDomains[0].delivery";
     let user = "spec.users[0]";
     let smarthost = "spec.routes[0].smarthost";
+    let check = "spec.filters[1]";
     let cases = [
         (
             "two delivery kinds",
@@ -123,6 +127,20 @@ fn bad_variants_are_refused_with_the_rules_message() {
             json!({"host": "", "port": 25}),
             smarthost,
             SMARTHOST_MESSAGE,
+        ),
+        (
+            "two check kinds",
+            "/spec/filters/1",
+            json!({"attachments": {}, "clamav": {"addresses": ["clamd:3310"]}}),
+            check,
+            CHECK_MESSAGE,
+        ),
+        (
+            "no check kind",
+            "/spec/filters/1",
+            json!({"exempt": ["authenticated"]}),
+            check,
+            CHECK_MESSAGE,
         ),
     ];
     for (what, pointer, value, path, message) in cases {
