@@ -13,6 +13,7 @@
 //! entry count, nesting, and the bytes ever decompressed (see [`ArchiveLimits`]).
 
 pub mod archive;
+mod lazy;
 pub mod names;
 pub mod rules;
 pub mod strip;
