@@ -3,21 +3,9 @@
 
 mod common;
 
+use common::sluice;
 use std::io::Write;
 use std::process::{Command, Stdio};
-
-fn sluice(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 #[test]
 fn policy_check_names_the_rule_and_exits_by_verdict() {

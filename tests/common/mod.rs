@@ -206,3 +206,17 @@ pub async fn spool_contents(dir: &Path) -> Vec<(sluice::queue::QueueEntry, Vec<u
     spool.close().await;
     out
 }
+
+/// Runs the `sluice` binary with `args`: its exit code and its stdout and stderr together.
+pub fn sluice(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}

@@ -2,21 +2,7 @@
 //! name the item and field (`spec.filters[1].timeout`).
 
 use super::support::policy;
-use crate::common;
-use std::process::Command;
-
-fn sluice(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
+use crate::common::{self, sluice};
 
 #[test]
 fn a_bad_filter_item_is_named_by_check_and_standalone() {
