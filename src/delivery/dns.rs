@@ -86,6 +86,20 @@ impl SystemResolver {
         Ok(SystemResolver { inner })
     }
 
+    /// The configured name server, or the system's (`delivery.nameserver` in the config).
+    pub fn configured(nameserver: Option<SocketAddr>) -> Result<SystemResolver, DnsSetupError> {
+        match nameserver {
+            Some(addr) => SystemResolver::with_nameserver(addr),
+            None => SystemResolver::from_system_conf(),
+        }
+    }
+
+    /// The hickory resolver underneath, sharing this one's cache: for mail-auth's SPF,
+    /// DKIM and DMARC lookups, which are written against it.
+    pub fn hickory(&self) -> &TokioResolver {
+        &self.inner
+    }
+
     /// Looks up one record type; the answers of that type only, or the classified error.
     async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, DnsError> {
         let name = absolute_name(name)?;

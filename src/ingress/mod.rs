@@ -78,6 +78,10 @@ pub struct Shared {
     pub max_command_line: usize,
     /// The policy's filters at the end of each message, and the quarantine they use.
     pub filters: Filters,
+    /// DNS for the checks that need it (sender authentication, DNSBL): the configured
+    /// name server (`delivery.nameserver`) or the system's. `None` when it could not be
+    /// set up; those checks then fail and their fail mode decides.
+    pub dns: Option<crate::delivery::dns::SystemResolver>,
 }
 
 /// One listening socket's settings.

@@ -29,13 +29,8 @@ pub fn worker(
     if !settings.enabled {
         return Ok(None);
     }
-    let resolver: Arc<dyn Resolver> = Arc::new(
-        match settings.nameserver {
-            Some(addr) => SystemResolver::with_nameserver(addr),
-            None => SystemResolver::from_system_conf(),
-        }
-        .context("setting up DNS")?,
-    );
+    let resolver: Arc<dyn Resolver> =
+        Arc::new(SystemResolver::configured(settings.nameserver).context("setting up DNS")?);
     let client = ClientConfig {
         helo_name: config.hostname.clone(),
         tls: TlsMode::Opportunistic,

@@ -3,6 +3,7 @@
 
 use super::queue::Backend;
 use crate::config::{Config, Limits, ListenerConfig};
+use crate::delivery::dns::SystemResolver;
 use crate::ingress::auth_failures::FailureLimits;
 use crate::ingress::auth_guard::{AuthGuard, AuthGuardConfig};
 use crate::ingress::budget::{MemoryBudget, default_budget};
@@ -87,6 +88,13 @@ pub fn shared(
         },
         max_command_line: config.limits.max_command_line,
         filters: ingress::Filters::new(Some(backend.quarantine())),
+        dns: match SystemResolver::configured(config.delivery.nameserver) {
+            Ok(resolver) => Some(resolver),
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS for sender authentication and DNSBL checks");
+                None
+            }
+        },
     }))
 }
 

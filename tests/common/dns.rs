@@ -43,10 +43,32 @@ impl Zone {
         self
     }
 
-    /// A TXT record: makes the name exist without giving it an MX or an address.
-    pub fn txt(mut self, host: &str, text: &str) -> Self {
-        let rdata = RData::TXT(TXT::new(vec![text.to_string()]));
-        self.records.push(Record::from_rdata(name(host), 60, rdata));
+    /// A TXT record: makes the name exist without giving it an MX or an address. Text
+    /// longer than a DNS character-string (255 octets, a DKIM RSA key is longer) is split
+    /// into several strings, as zone files do; readers join them.
+    pub fn txt(self, host: &str, text: &str) -> Self {
+        self.txt_ttl(host, text, 60)
+    }
+
+    /// [`Zone::txt`] with a chosen TTL.
+    pub fn txt_ttl(mut self, host: &str, text: &str, ttl: u32) -> Self {
+        let strings = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        let rdata = RData::TXT(TXT::new(strings));
+        self.records
+            .push(Record::from_rdata(name(host), ttl, rdata));
+        self
+    }
+
+    /// An A or AAAA record with a chosen TTL (DNSBL answers, whose caching is tested).
+    pub fn addr_ttl(mut self, host: &str, ip: &str, ttl: u32) -> Self {
+        self = self.addr(host, ip);
+        if let Some(last) = self.records.last_mut() {
+            last.ttl = ttl;
+        }
         self
     }
 
