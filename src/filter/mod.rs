@@ -14,3 +14,4 @@ pub mod rewrite;
 pub mod rspamd;
 pub mod scan;
 pub mod settings;
+pub mod verify;

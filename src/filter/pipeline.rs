@@ -19,6 +19,7 @@ use super::rewrite;
 use super::rspamd::RspamdConfig;
 use super::scan::{FailMode, Rewrite, ScanContext, header_value};
 use super::settings::{CheckKind, CheckSettings, FilterMode};
+use super::verify::{Verified, Verifier};
 use crate::queue::SenderTrust;
 use crate::smtp::reply::Reply;
 use bytes::Bytes;
@@ -35,6 +36,19 @@ const BLOCKING_ABOVE: usize = 256 * 1024;
 #[derive(Debug, Default)]
 pub struct Pipeline {
     checks: Vec<Check>,
+    /// Our host name when a sender-authentication check is configured: fields of
+    /// `Authentication-Results` claiming it are removed from every message, exempt
+    /// senders' too, since no sender can have been given a result of ours.
+    results_id: Option<String>,
+}
+
+/// What the checks need from the process besides their settings.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// The relay's host name: the `authserv-id` of `Authentication-Results`.
+    pub hostname: String,
+    /// DNS for sender authentication; `None` makes such a check fail (its fail mode).
+    pub dns: Option<hickory_resolver::TokioResolver>,
 }
 
 #[derive(Debug)]
@@ -48,6 +62,7 @@ enum Runner {
     Attachments(super::attachments::Rules),
     Rspamd(RspamdConfig),
     Clamav(Vec<ClamdAddress>),
+    SenderAuth(Verifier),
     /// Settings that do not build (a snapshot from a newer or broken writer): every
     /// run fails with this reason, and the check's fail mode decides.
     Broken(String),
@@ -91,15 +106,19 @@ impl Pipeline {
     /// Builds the checks of a snapshot. Settings were validated when the policy was
     /// compiled and when the snapshot was read; one that still cannot be built is kept
     /// as a check that fails (`Runner::Broken`), never dropped silently.
-    pub fn new(settings: &[CheckSettings]) -> Pipeline {
+    pub fn new(settings: &[CheckSettings], env: &Environment) -> Pipeline {
         let checks = settings
             .iter()
             .map(|s| Check {
                 settings: s.clone(),
-                runner: runner(s),
+                runner: runner(s, env),
             })
             .collect();
-        Pipeline { checks }
+        let results_id = settings
+            .iter()
+            .any(|s| matches!(s.kind, CheckKind::SenderAuth(_)))
+            .then(|| env.hostname.clone());
+        Pipeline { checks, results_id }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,18 +127,37 @@ impl Pipeline {
 
     /// Runs every check that applies to this sender on `message` and combines them.
     pub async fn run(&self, message: &Bytes, context: &ScanContext, trust: SenderTrust) -> Outcome {
+        // Sender authentication parses the message its own way; once, for every such
+        // check, and only when one applies to this sender.
+        let verifies = self.checks.iter().any(|c| {
+            matches!(c.runner, Runner::SenderAuth(_)) && !c.settings.exempts(trust)
+        });
+        let parsed = if verifies {
+            Verifier::parse(message)
+        } else {
+            None
+        };
         let runs = self
             .checks
             .iter()
-            .map(|check| check.run(message, context, trust));
+            .map(|check| check.run(message, parsed.as_ref(), context, trust));
         let found = futures_util::future::join_all(runs).await;
-        combine(message, found)
+        let forged = self
+            .results_id
+            .as_deref()
+            .map(|id| super::verify::forged_results(message, id))
+            .unwrap_or_default();
+        combine(message, found, forged)
     }
 }
 
-fn runner(s: &CheckSettings) -> Runner {
+fn runner(s: &CheckSettings, env: &Environment) -> Runner {
     let timeout = Duration::from_millis(s.timeout_ms);
     match &s.kind {
+        CheckKind::SenderAuth(settings) => match &env.dns {
+            Some(dns) => Runner::SenderAuth(Verifier::new(dns.clone(), &env.hostname, *settings)),
+            None => Runner::Broken("no DNS resolver in this process".into()),
+        },
         CheckKind::Attachments(rules) => Runner::Attachments(rules.clone()),
         CheckKind::Rspamd { url } => match RspamdConfig::new(url, timeout) {
             Ok(cfg) => Runner::Rspamd(cfg),
@@ -136,14 +174,44 @@ fn runner(s: &CheckSettings) -> Runner {
 
 /// One check's verdict as it takes effect: what it found after exemption, time limit,
 /// fail mode and tag mode, and the header changes that go with it.
-struct Ran {
+struct Ran<'m> {
     found: Found,
     headers: Rewrite,
     result: CheckResult,
+    /// Sender authentication's results, kept for an ARC seal over the final message.
+    #[allow(dead_code)]
+    verified: Option<Verified<'m>>,
+}
+
+/// What a check's runner found: the verdict, the headers that go with a verdict that
+/// tag mode only tags (Rspamd's spam headers), and the headers added whatever the mode
+/// (`Authentication-Results`).
+struct Finding<'m> {
+    found: Found,
+    tag: Rewrite,
+    always: Rewrite,
+    verified: Option<Verified<'m>>,
+}
+
+impl<'m> Finding<'m> {
+    fn plain(found: Found) -> Finding<'m> {
+        Finding {
+            found,
+            tag: Rewrite::default(),
+            always: Rewrite::default(),
+            verified: None,
+        }
+    }
 }
 
 impl Check {
-    async fn run(&self, message: &Bytes, context: &ScanContext, trust: SenderTrust) -> Ran {
+    async fn run<'m>(
+        &self,
+        message: &Bytes,
+        parsed: Option<&'m mail_auth::AuthenticatedMessage<'m>>,
+        context: &ScanContext,
+        trust: SenderTrust,
+    ) -> Ran<'m> {
         let s = &self.settings;
         let started = Instant::now();
         let result = |result: &'static str, detail: String| CheckResult {
@@ -154,67 +222,61 @@ impl Check {
             elapsed: started.elapsed(),
         };
         if s.exempts(trust) {
-            let result = result("exempt", String::new());
-            return Ran {
-                found: Found::Clean,
-                headers: Rewrite::default(),
-                result,
-            };
+            return Ran::clean(result("exempt", String::new()));
         }
         let limit = Duration::from_millis(s.timeout_ms);
-        let ran = tokio::time::timeout(limit, self.find(message, context, limit)).await;
-        let (found, tag_headers) = match ran {
-            Ok(Ok(found)) => found,
+        let ran = tokio::time::timeout(limit, self.find(message, parsed, context, limit)).await;
+        let Finding {
+            found,
+            tag,
+            always,
+            verified,
+        } = match ran {
+            Ok(Ok(finding)) => finding,
             Ok(Err(error)) => return failed(s, error.to_string(), result),
             Err(_) => return failed(s, format!("no verdict within {limit:?}"), result),
         };
         let label = found.label();
         let detail = found.detail().to_string();
-        match (s.mode, found) {
-            (FilterMode::Enforce, Found::Headers(headers, d)) => Ran {
-                found: Found::Clean,
-                headers,
-                result: result(label, d),
-            },
-            (FilterMode::Enforce, found) => Ran {
-                found,
-                headers: Rewrite::default(),
-                result: result(label, detail),
-            },
-            (FilterMode::Tag, Found::Clean) => Ran {
-                found: Found::Clean,
-                headers: Rewrite::default(),
-                result: result(label, detail),
-            },
+        let (found, mut headers, result) = match (s.mode, found) {
+            (FilterMode::Enforce, Found::Headers(headers, d)) => {
+                (Found::Clean, headers, result(label, d))
+            }
+            (FilterMode::Enforce, found) => (found, Rewrite::default(), result(label, detail)),
+            (FilterMode::Tag, Found::Clean) => {
+                (Found::Clean, Rewrite::default(), result(label, detail))
+            }
             (FilterMode::Tag, found) => {
                 let mut headers = match found {
                     Found::Headers(headers, _) => headers,
-                    _ => tag_headers,
+                    _ => tag,
                 };
                 let value = header_value(&format!("{}; {label}; {detail}", s.name));
                 headers.add_headers.push((TAG_HEADER.to_string(), value));
-                Ran {
-                    found: Found::Clean,
-                    headers,
-                    result: result("tag", detail),
-                }
+                (Found::Clean, headers, result("tag", detail))
             }
+        };
+        headers.merge(always);
+        Ran {
+            found,
+            headers,
+            result,
+            verified,
         }
     }
 
-    async fn find(
+    async fn find<'m>(
         &self,
         message: &Bytes,
+        parsed: Option<&'m mail_auth::AuthenticatedMessage<'m>>,
         context: &ScanContext,
         limit: Duration,
-    ) -> Result<(Found, Rewrite), super::scan::ScanError> {
+    ) -> Result<Finding<'m>, super::scan::ScanError> {
         match &self.runner {
             Runner::Attachments(rules) => {
                 if message.len() < BLOCKING_ABOVE {
-                    return Ok((
-                        checks::attachments(message, rules, &context.queue_id),
-                        Rewrite::default(),
-                    ));
+                    let found = checks::attachments(message, rules, &context.queue_id);
+                    return Ok(Finding::plain(found));
                 }
                 let (message, rules, id) =
                     (message.clone(), rules.clone(), context.queue_id.clone());
@@ -224,28 +286,54 @@ impl Check {
                         .map_err(|e| {
                             super::scan::ScanError::Protocol(format!("the analysis failed: {e}"))
                         })?;
-                Ok((found, Rewrite::default()))
+                Ok(Finding::plain(found))
             }
-            Runner::Rspamd(cfg) => checks::rspamd(cfg, message, context).await,
-            Runner::Clamav(addresses) => Ok((
+            Runner::Rspamd(cfg) => {
+                let (found, tag) = checks::rspamd(cfg, message, context).await?;
+                Ok(Finding {
+                    tag,
+                    ..Finding::plain(found)
+                })
+            }
+            Runner::Clamav(addresses) => Ok(Finding::plain(
                 checks::clamav(addresses, message, limit).await?,
-                Rewrite::default(),
             )),
+            Runner::SenderAuth(verifier) => {
+                let verified = verifier.verify(parsed, context).await;
+                let (found, always) = verifier.judge(&verified);
+                Ok(Finding {
+                    always,
+                    verified: Some(verified),
+                    ..Finding::plain(found)
+                })
+            }
             Runner::Broken(why) => Err(super::scan::ScanError::Config(why.clone())),
         }
     }
 }
 
+impl Ran<'_> {
+    fn clean(result: CheckResult) -> Self {
+        Ran {
+            found: Found::Clean,
+            headers: Rewrite::default(),
+            result,
+            verified: None,
+        }
+    }
+}
+
 /// A check without a verdict: its fail mode decides (a tag-mode check never defers).
-fn failed(
+fn failed<'m>(
     s: &CheckSettings,
     why: String,
     result: impl Fn(&'static str, String) -> CheckResult,
-) -> Ran {
+) -> Ran<'m> {
     let what = match s.kind {
         CheckKind::Attachments(_) => "Attachment",
         CheckKind::Rspamd { .. } => "Spam",
         CheckKind::Clamav { .. } => "Virus",
+        CheckKind::SenderAuth(_) => "Sender authentication",
     };
     let found = match (s.fail_mode, s.mode) {
         (FailMode::Closed, FilterMode::Enforce) => match s.fail_mode.verdict(what) {
@@ -256,13 +344,13 @@ fn failed(
     };
     Ran {
         found,
-        headers: Rewrite::default(),
         result: result("error", why),
+        ..Ran::clean(result("error", String::new()))
     }
 }
 
 /// The verdicts in policy order as one outcome (see the module notes).
-fn combine(message: &[u8], ran: Vec<Ran>) -> Outcome {
+fn combine(message: &[u8], ran: Vec<Ran<'_>>, forged: Vec<i32>) -> Outcome {
     let results: Vec<CheckResult> = ran.iter().map(|r| r.result.clone()).collect();
     let refusal = ran
         .iter()
@@ -310,16 +398,13 @@ fn combine(message: &[u8], ran: Vec<Ran>) -> Outcome {
     if rewrite::has_field(content.as_deref().unwrap_or(message), TAG_HEADER) {
         headers.remove_headers.push((TAG_HEADER.to_string(), 0));
     }
+    headers.remove_headers.extend(
+        forged
+            .into_iter()
+            .map(|n| (super::verify::RESULTS_HEADER.to_string(), n)),
+    );
     for r in &ran {
-        headers
-            .add_headers
-            .extend(r.headers.add_headers.iter().cloned());
-        headers
-            .remove_headers
-            .extend(r.headers.remove_headers.iter().cloned());
-        if r.headers.subject.is_some() {
-            headers.subject = r.headers.subject.clone();
-        }
+        headers.merge(r.headers.clone());
     }
     if headers != Rewrite::default() {
         content = Some(rewrite::apply(

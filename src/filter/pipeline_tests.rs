@@ -80,7 +80,9 @@ fn clamd_down(fail_mode: FailMode) -> CheckSettings {
 }
 
 async fn run(checks: &[CheckSettings], message: &Bytes, trust: SenderTrust) -> Outcome {
-    Pipeline::new(checks).run(message, &context(), trust).await
+    Pipeline::new(checks, &Default::default())
+        .run(message, &context(), trust)
+        .await
 }
 
 fn results(outcome: &Outcome) -> Vec<(&str, &str)> {

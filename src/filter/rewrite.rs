@@ -39,6 +39,23 @@ fn fields(header: &[u8]) -> Vec<(&[u8], usize, usize)> {
     out
 }
 
+/// The fields of `message`'s header section as (name, value), the value with its line
+/// folds and without the final CRLF.
+pub fn header_fields(message: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let header = &message[..header_end(message)];
+    fields(header)
+        .into_iter()
+        .map(|(name, start, end)| {
+            let field = &header[start..end];
+            let value = field
+                .iter()
+                .position(|b| *b == b':')
+                .map_or(&field[field.len()..], |i| &field[i + 1..]);
+            (name, value.strip_suffix(b"\r\n").unwrap_or(value))
+        })
+        .collect()
+}
+
 /// Whether any field of the header section is named `name` (ASCII case-insensitive).
 pub fn has_field(message: &[u8], name: &str) -> bool {
     let end = header_end(message);
@@ -82,6 +99,9 @@ pub fn apply(message: &[u8], rewrite: &Rewrite) -> Vec<u8> {
         .as_ref()
         .and_then(|_| matching("Subject").into_iter().find(|i| !drop[*i]));
     let mut out = Vec::with_capacity(message.len() + 256);
+    for field in &rewrite.prepend {
+        out.extend_from_slice(field.as_bytes());
+    }
     let mut copied = 0;
     for (i, (_, start, stop)) in fields.iter().enumerate() {
         if drop[i] || Some(i) == subject_at {
@@ -131,6 +151,7 @@ mod tests {
                 .collect(),
             remove_headers: remove.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
             subject: subject.map(str::to_string),
+            prepend: Vec::new(),
         }
     }
 

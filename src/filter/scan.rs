@@ -86,6 +86,22 @@ pub struct Rewrite {
     pub remove_headers: Vec<(String, i32)>,
     /// The new Subject value, replacing the old one.
     pub subject: Option<String>,
+    /// Complete header fields that Sluice itself wrote (`Authentication-Results`),
+    /// folded and ending in CRLF, for the top of the header section where trace fields
+    /// go (RFC 8601 5); never text from a scanner.
+    pub prepend: Vec<String>,
+}
+
+impl Rewrite {
+    /// Adds `other`'s changes after these; its Subject, if any, wins.
+    pub fn merge(&mut self, other: Rewrite) {
+        self.add_headers.extend(other.add_headers);
+        self.remove_headers.extend(other.remove_headers);
+        self.prepend.extend(other.prepend);
+        if other.subject.is_some() {
+            self.subject = other.subject;
+        }
+    }
 }
 
 /// What to do when a scan gives no verdict (`failMode` of a check in a RelayPolicy).

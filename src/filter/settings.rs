@@ -59,6 +59,61 @@ pub enum CheckKind {
         /// `host:port` or `unix:/path`, tried in order until one answers.
         addresses: Vec<String>,
     },
+    /// SPF, DKIM, ARC and DMARC (`filter::verify`).
+    SenderAuth(SenderAuthSettings),
+}
+
+/// What sender authentication does beyond writing `Authentication-Results`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SenderAuthSettings {
+    /// For a message that fails DMARC of a domain publishing `p=reject`.
+    #[serde(default = "DmarcAction::reject")]
+    pub dmarc_reject: DmarcAction,
+    /// For a message that fails DMARC of a domain publishing `p=quarantine`.
+    #[serde(default = "DmarcAction::tag")]
+    pub dmarc_quarantine: DmarcAction,
+}
+
+impl Default for SenderAuthSettings {
+    fn default() -> Self {
+        SenderAuthSettings {
+            dmarc_reject: DmarcAction::Reject,
+            dmarc_quarantine: DmarcAction::Tag,
+        }
+    }
+}
+
+/// What becomes of a message that fails DMARC, for a domain policy that asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DmarcAction {
+    /// Refuse it: `550 5.7.1`.
+    Reject,
+    /// Keep it in quarantine and deliver nothing.
+    Quarantine,
+    /// Deliver it with an `X-Sluice-Filter` header saying so.
+    Tag,
+    /// Deliver it; the `Authentication-Results` header still tells.
+    Ignore,
+}
+
+impl DmarcAction {
+    fn reject() -> DmarcAction {
+        DmarcAction::Reject
+    }
+    fn tag() -> DmarcAction {
+        DmarcAction::Tag
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DmarcAction::Reject => "reject",
+            DmarcAction::Quarantine => "quarantine",
+            DmarcAction::Tag => "tag",
+            DmarcAction::Ignore => "ignore",
+        }
+    }
 }
 
 impl CheckKind {
@@ -68,6 +123,7 @@ impl CheckKind {
             CheckKind::Attachments(_) => "attachments",
             CheckKind::Rspamd { .. } => "rspamd",
             CheckKind::Clamav { .. } => "clamav",
+            CheckKind::SenderAuth(_) => "sender-auth",
         }
     }
 
@@ -78,6 +134,8 @@ impl CheckKind {
             CheckKind::Attachments(_) => 10_000,
             CheckKind::Rspamd { .. } => super::rspamd::DEFAULT_TIMEOUT.as_millis() as u64,
             CheckKind::Clamav { .. } => 30_000,
+            // SPF alone may take ten lookups in turn (RFC 7208 4.6.4), DMARC and DKIM more.
+            CheckKind::SenderAuth(_) => 20_000,
         }
     }
 }
@@ -89,6 +147,11 @@ impl CheckSettings {
             CheckKind::Attachments(_) => "attachment rules".to_string(),
             CheckKind::Rspamd { url } => format!("Rspamd at {url}"),
             CheckKind::Clamav { addresses } => format!("clamd at {}", addresses.join(", ")),
+            CheckKind::SenderAuth(s) => format!(
+                "SPF, DKIM, ARC, DMARC; p=reject: {}, p=quarantine: {}",
+                s.dmarc_reject.name(),
+                s.dmarc_quarantine.name()
+            ),
         };
         let mode = match self.mode {
             FilterMode::Enforce => "enforce",

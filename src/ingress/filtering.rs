@@ -12,7 +12,7 @@
 use super::Shared;
 use super::content::Body;
 use crate::events::{DeliveryEvent, EventKind};
-use crate::filter::pipeline::{CheckResult, Disposition, Outcome, Pipeline};
+use crate::filter::pipeline::{CheckResult, Disposition, Environment, Outcome, Pipeline};
 use crate::filter::scan::{ScanContext, ScanTls};
 use crate::policy::PolicySnapshot;
 use crate::queue::quarantine::{HeldMessage, Quarantine};
@@ -31,15 +31,18 @@ const REWRITE_ROOM: u64 = 64 * 1024;
 pub struct Filters {
     current: Mutex<Option<(String, Arc<Pipeline>)>>,
     quarantine: Option<Arc<dyn Quarantine>>,
+    env: Environment,
 }
 
 impl Filters {
     /// `quarantine` is where originals go; without one, a message that a rule would
     /// quarantine is answered 451 rather than delivered stripped with no original kept.
-    pub fn new(quarantine: Option<Arc<dyn Quarantine>>) -> Filters {
+    /// `env` is what the checks need from the process (host name, DNS).
+    pub fn new(quarantine: Option<Arc<dyn Quarantine>>, env: Environment) -> Filters {
         Filters {
             current: Mutex::new(None),
             quarantine,
+            env,
         }
     }
 
@@ -48,7 +51,7 @@ impl Filters {
         match &*current {
             Some((revision, pipeline)) if revision == policy.revision() => pipeline.clone(),
             _ => {
-                let pipeline = Arc::new(Pipeline::new(policy.filters()));
+                let pipeline = Arc::new(Pipeline::new(policy.filters(), &self.env));
                 *current = Some((policy.revision().to_string(), pipeline.clone()));
                 pipeline
             }

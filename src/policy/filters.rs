@@ -9,6 +9,7 @@
 //!     failMode: open
 //!   - clamav: {addresses: ["clamd-0.clamd:3310", "clamd-1.clamd:3310"]}
 //!     timeout: 60s
+//!   - senderAuth: {dmarcReject: reject, dmarcQuarantine: tag}
 //! ```
 //!
 //! Several policies: at most one may carry a `filters:` section unless they say the
@@ -23,7 +24,9 @@ use crate::filter::attachments::Rules as AttachmentRules;
 use crate::filter::clamd::ClamdAddress;
 use crate::filter::rspamd::RspamdConfig;
 use crate::filter::scan::FailMode;
-use crate::filter::settings::{CheckKind, CheckSettings, Exemption, FilterMode};
+use crate::filter::settings::{
+    CheckKind, CheckSettings, Exemption, FilterMode, SenderAuthSettings,
+};
 
 /// The most checks one pipeline runs.
 pub const MAX_CHECKS: usize = 16;
@@ -31,9 +34,9 @@ pub const MAX_CHECKS: usize = 16;
 /// and RFC 5321 4.5.3.2.6 gives it 10 minutes in all.
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
 
-/// One check. Exactly one of `attachments`, `rspamd`, `clamav`.
+/// One check. Exactly one of `attachments`, `rspamd`, `clamav`, `senderAuth`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
-#[x_kube(validation = Rule::new(EXACTLY_ONE_CHECK).message("exactly one of attachments, rspamd, clamav must be set"))]
+#[x_kube(validation = Rule::new(EXACTLY_ONE_CHECK).message("exactly one of attachments, rspamd, clamav, senderAuth must be set"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FilterSpec {
     /// For logs, metrics, events and the `X-Sluice-Filter` header; the check's kind
@@ -52,12 +55,18 @@ pub struct FilterSpec {
     pub rspamd: Option<RspamdSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamav: Option<ClamavSpec>,
+    /// SPF, DKIM, ARC and DMARC of mail from the Internet, recorded in an
+    /// `Authentication-Results` header; DMARC failures handled as given here. Always
+    /// skipped for authenticated senders and trusted networks (their mail is ours to
+    /// sign, not to verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_auth: Option<SenderAuthSettings>,
     /// Senders that skip this check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 2))]
     pub exempt: Vec<Exemption>,
     /// How long the check may take: `10s`, `2m`. Defaults: attachments 10s, rspamd 10s
-    /// (above Rspamd's own 8 s task timeout), clamav 30s; at most 5m.
+    /// (above Rspamd's own 8 s task timeout), clamav 30s, senderAuth 20s; at most 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16), regex(pattern = r"^([0-9]+[dhms])+$"))]
     pub timeout: Option<String>,
@@ -71,7 +80,7 @@ pub struct FilterSpec {
 }
 
 /// The CEL rule of [`FilterSpec`].
-pub const EXACTLY_ONE_CHECK: &str = "(has(self.attachments) ? 1 : 0) + (has(self.rspamd) ? 1 : 0) + (has(self.clamav) ? 1 : 0) == 1";
+pub const EXACTLY_ONE_CHECK: &str = "(has(self.attachments) ? 1 : 0) + (has(self.rspamd) ? 1 : 0) + (has(self.clamav) ? 1 : 0) + (has(self.senderAuth) ? 1 : 0) == 1";
 
 /// Rspamd's HTTP protocol (`/checkv2`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -137,6 +146,9 @@ pub fn compile(at: &Location, specs: &[FilterSpec]) -> Result<Vec<CheckSettings>
             ));
         }
         let mut exempt = spec.exempt.clone();
+        if matches!(kind, CheckKind::SenderAuth(_)) {
+            exempt = vec![Exemption::Authenticated, Exemption::TrustedNetworks];
+        }
         exempt.sort();
         exempt.dedup();
         let check = CheckSettings {
@@ -184,6 +196,14 @@ pub fn check(checks: &[CheckSettings]) -> Result<(), String> {
                     ClamdAddress::parse(address).map_err(|e| fail((".clamav.addresses", e)))?;
                 }
             }
+            CheckKind::SenderAuth(_) => {
+                if check.exempt.len() != 2 {
+                    return Err(fail((
+                        ".exempt",
+                        "sender authentication exempts authenticated and trusted senders".into(),
+                    )));
+                }
+            }
             CheckKind::Attachments(_) => {}
         }
         bounded(check).map_err(fail)?;
@@ -223,17 +243,18 @@ fn bounded(check: &CheckSettings) -> Result<(), (&'static str, String)> {
 
 /// The check's kind, or the field and reason it is refused for.
 fn kind(spec: &FilterSpec) -> Result<CheckKind, (&'static str, String)> {
-    const ONE: &str = "exactly one of attachments, rspamd, clamav is required";
-    match (&spec.attachments, &spec.rspamd, &spec.clamav) {
-        (Some(rules), None, None) => Ok(CheckKind::Attachments(rules.clone())),
-        (None, Some(rspamd), None) => {
+    const ONE: &str = "exactly one of attachments, rspamd, clamav, senderAuth is required";
+    match (&spec.attachments, &spec.rspamd, &spec.clamav, &spec.sender_auth) {
+        (Some(rules), None, None, None) => Ok(CheckKind::Attachments(rules.clone())),
+        (None, None, None, Some(settings)) => Ok(CheckKind::SenderAuth(*settings)),
+        (None, Some(rspamd), None, None) => {
             RspamdConfig::new(&rspamd.url, std::time::Duration::from_secs(1))
                 .map_err(|e| (".rspamd.url", e.to_string()))?;
             Ok(CheckKind::Rspamd {
                 url: rspamd.url.clone(),
             })
         }
-        (None, None, Some(clamav)) => {
+        (None, None, Some(clamav), None) => {
             if clamav.addresses.is_empty() || clamav.addresses.len() > 8 {
                 return Err((".clamav.addresses", "from 1 to 8 addresses".into()));
             }
@@ -244,7 +265,7 @@ fn kind(spec: &FilterSpec) -> Result<CheckKind, (&'static str, String)> {
                 addresses: clamav.addresses.clone(),
             })
         }
-        (None, None, None) => Err(("", format!("{ONE}; none is given"))),
+        (None, None, None, None) => Err(("", format!("{ONE}; none is given"))),
         _ => Err(("", format!("{ONE}; several are given"))),
     }
 }

@@ -64,6 +64,13 @@ pub fn shared(
             .max_connections_per_ipv6_prefix
             .unwrap_or(limits.max_connections_per_ip),
     };
+    let dns = match SystemResolver::configured(config.delivery.nameserver) {
+        Ok(resolver) => Some(resolver),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS for sender authentication and DNSBL checks");
+            None
+        }
+    };
     Ok(Arc::new(Shared {
         queue,
         policy,
@@ -87,14 +94,14 @@ pub fn shared(
             policy_max_age: config.limits.session_policy_max_age,
         },
         max_command_line: config.limits.max_command_line,
-        filters: ingress::Filters::new(Some(backend.quarantine())),
-        dns: match SystemResolver::configured(config.delivery.nameserver) {
-            Ok(resolver) => Some(resolver),
-            Err(e) => {
-                tracing::warn!(error = %e, "no DNS for sender authentication and DNSBL checks");
-                None
-            }
-        },
+        filters: ingress::Filters::new(
+            Some(backend.quarantine()),
+            crate::filter::pipeline::Environment {
+                hostname: config.hostname.clone(),
+                dns: dns.as_ref().map(|d| d.hickory().clone()),
+            },
+        ),
+        dns,
     }))
 }
 
