@@ -69,6 +69,23 @@ pub struct IngressArgs {
     tls_key: Option<PathBuf>,
 }
 
+/// DNS, for every role that looks names up: MX and addresses for delivery, sender
+/// authentication and DNSBLs in the ingress.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DnsArgs {
+    /// A DNS server to ask instead of those in /etc/resolv.conf.
+    #[arg(long, env = "SLUICE_NAMESERVER")]
+    nameserver: Option<SocketAddr>,
+}
+
+impl DnsArgs {
+    pub fn apply(&self, config: &mut Config) {
+        if self.nameserver.is_some() {
+            config.delivery.nameserver = self.nameserver;
+        }
+    }
+}
+
 /// The delivery settings of the roles that deliver.
 #[derive(Args, Debug, Clone, Default)]
 pub struct WorkerArgs {
@@ -78,9 +95,6 @@ pub struct WorkerArgs {
     /// The port of MX hosts (25; another only for tests).
     #[arg(long, env = "SLUICE_MX_PORT")]
     mx_port: Option<u16>,
-    /// A DNS server to ask instead of those in /etc/resolv.conf.
-    #[arg(long, env = "SLUICE_NAMESERVER")]
-    nameserver: Option<SocketAddr>,
     /// Deliver to MX hosts at loopback and private addresses (tests, local experiments).
     #[arg(long, env = "SLUICE_ALLOW_PRIVATE_DESTINATIONS")]
     allow_private_destinations: bool,
@@ -172,9 +186,6 @@ impl WorkerArgs {
         let delivery = &mut config.delivery;
         set(&mut delivery.concurrency, &self.concurrency);
         set(&mut delivery.mx_port, &self.mx_port);
-        if self.nameserver.is_some() {
-            delivery.nameserver = self.nameserver;
-        }
         if self.allow_private_destinations {
             delivery.allow_private_destinations = true;
         }

@@ -129,9 +129,10 @@ impl Pipeline {
     pub async fn run(&self, message: &Bytes, context: &ScanContext, trust: SenderTrust) -> Outcome {
         // Sender authentication parses the message its own way; once, for every such
         // check, and only when one applies to this sender.
-        let verifies = self.checks.iter().any(|c| {
-            matches!(c.runner, Runner::SenderAuth(_)) && !c.settings.exempts(trust)
-        });
+        let verifies = self
+            .checks
+            .iter()
+            .any(|c| matches!(c.runner, Runner::SenderAuth(_)) && !c.settings.exempts(trust));
         let parsed = if verifies {
             Verifier::parse(message)
         } else {

@@ -119,11 +119,9 @@ impl Verifier {
         };
         let (dkim, arc, dmarc, header_from) = match parsed {
             Some(message) => {
-                let (dkim, arc) = futures_util::future::join(
-                    auth.verify_dkim(message),
-                    auth.verify_arc(message),
-                )
-                .await;
+                let (dkim, arc) =
+                    futures_util::future::join(auth.verify_dkim(message), auth.verify_arc(message))
+                        .await;
                 let header_from = single_from_domain(message);
                 (dkim, arc, None, header_from)
             }
@@ -140,7 +138,10 @@ impl Verifier {
             results: String::new(),
         };
         if let Some(message) = parsed {
-            let spf = verified.spf_mail_from.as_ref().unwrap_or(&verified.spf_helo);
+            let spf = verified
+                .spf_mail_from
+                .as_ref()
+                .unwrap_or(&verified.spf_helo);
             verified.dmarc = auth
                 .verify_dmarc(mail_auth::dmarc::verify::DmarcParameters::new(
                     message,
@@ -175,11 +176,9 @@ impl Verifier {
                 "",
                 &context.helo,
             ),
-            None => results.with_spf_ehlo_result(
-                &verified.spf_helo,
-                context.client_ip,
-                &context.helo,
-            ),
+            None => {
+                results.with_spf_ehlo_result(&verified.spf_helo, context.client_ip, &context.helo)
+            }
         };
         results
             .with_arc_result(&verified.arc, context.client_ip)

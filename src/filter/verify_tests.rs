@@ -2,13 +2,22 @@ use super::*;
 
 #[test]
 fn the_authserv_id_is_the_first_token() {
-    assert_eq!(authserv_id(b" mx.example.org; spf=pass").as_deref(), Some("mx.example.org"));
-    assert_eq!(authserv_id(b" mx.example.org 1; none").as_deref(), Some("mx.example.org"));
+    assert_eq!(
+        authserv_id(b" mx.example.org; spf=pass").as_deref(),
+        Some("mx.example.org")
+    );
+    assert_eq!(
+        authserv_id(b" mx.example.org 1; none").as_deref(),
+        Some("mx.example.org")
+    );
     assert_eq!(
         authserv_id(b" (forged) relay.test;\r\n\tdkim=pass").as_deref(),
         Some("relay.test")
     );
-    assert_eq!(authserv_id(b"\"relay.test\"; none").as_deref(), Some("relay.test"));
+    assert_eq!(
+        authserv_id(b"\"relay.test\"; none").as_deref(),
+        Some("relay.test")
+    );
     assert_eq!(authserv_id(b" ; none"), None);
     assert_eq!(authserv_id(b" (unclosed comment"), None);
 }

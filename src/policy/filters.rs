@@ -244,7 +244,12 @@ fn bounded(check: &CheckSettings) -> Result<(), (&'static str, String)> {
 /// The check's kind, or the field and reason it is refused for.
 fn kind(spec: &FilterSpec) -> Result<CheckKind, (&'static str, String)> {
     const ONE: &str = "exactly one of attachments, rspamd, clamav, senderAuth is required";
-    match (&spec.attachments, &spec.rspamd, &spec.clamav, &spec.sender_auth) {
+    match (
+        &spec.attachments,
+        &spec.rspamd,
+        &spec.clamav,
+        &spec.sender_auth,
+    ) {
         (Some(rules), None, None, None) => Ok(CheckKind::Attachments(rules.clone())),
         (None, None, None, Some(settings)) => Ok(CheckKind::SenderAuth(*settings)),
         (None, Some(rspamd), None, None) => {
