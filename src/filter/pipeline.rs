@@ -62,7 +62,8 @@ enum Runner {
     Attachments(super::attachments::Rules),
     Rspamd(RspamdConfig),
     Clamav(Vec<ClamdAddress>),
-    SenderAuth(Verifier),
+    /// Boxed: the resolver inside is large, and built once per policy revision.
+    SenderAuth(Box<Verifier>),
     /// Settings that do not build (a snapshot from a newer or broken writer): every
     /// run fails with this reason, and the check's fail mode decides.
     Broken(String),
@@ -156,7 +157,11 @@ fn runner(s: &CheckSettings, env: &Environment) -> Runner {
     let timeout = Duration::from_millis(s.timeout_ms);
     match &s.kind {
         CheckKind::SenderAuth(settings) => match &env.dns {
-            Some(dns) => Runner::SenderAuth(Verifier::new(dns.clone(), &env.hostname, *settings)),
+            Some(dns) => Runner::SenderAuth(Box::new(Verifier::new(
+                dns.clone(),
+                &env.hostname,
+                *settings,
+            ))),
             None => Runner::Broken("no DNS resolver in this process".into()),
         },
         CheckKind::Attachments(rules) => Runner::Attachments(rules.clone()),

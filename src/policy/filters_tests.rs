@@ -69,7 +69,7 @@ fn bad_checks_are_refused_naming_the_field() {
     for (yaml, words) in [
         (
             "    - {}\n",
-            "spec.filters[0]: exactly one of attachments, rspamd, clamav is required; none",
+            "spec.filters[0]: exactly one of attachments, rspamd, clamav, senderAuth is required; none",
         ),
         (
             "    - {attachments: {}, clamav: {addresses: ['c:1']}}\n",
@@ -177,7 +177,7 @@ fn settings_read_back_are_checked_like_compiled_ones() {
     assert!(check(&bad).is_err());
 }
 
-/// The CRD's rule and the compiler agree on every subset of the three kinds, with the
+/// The CRD's rule and the compiler agree on every subset of the four kinds, with the
 /// absent ones left out or written as null (the API server treats a null as absent).
 #[test]
 fn exactly_one_kind_rule_and_compiler_agree() {
@@ -190,8 +190,9 @@ fn exactly_one_kind_rule_and_compiler_agree() {
         ("attachments", json!({})),
         ("rspamd", json!({"url": "http://rspamd:11333"})),
         ("clamav", json!({"addresses": ["clamd:3310"]})),
+        ("senderAuth", json!({})),
     ];
-    for mask in 0..8u8 {
+    for mask in 0..16u8 {
         let mut case = Map::new();
         for (i, (name, value)) in kinds.iter().enumerate() {
             if mask & (1 << i) != 0 {

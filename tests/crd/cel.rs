@@ -13,7 +13,7 @@ use crate::json_schema::{platform_with, relay_policies};
 const DELIVERY_MESSAGE: &str = "exactly one of lmtp, maildir, webhook must be set";
 const PASSWORD_MESSAGE: &str = "exactly one of passwordHash and passwordSecretRef must be set";
 const SMARTHOST_MESSAGE: &str = "a smarthost needs a host and a port from 1 to 65535";
-const CHECK_MESSAGE: &str = "exactly one of attachments, rspamd, clamav must be set";
+const CHECK_MESSAGE: &str = "exactly one of attachments, rspamd, clamav, senderAuth must be set";
 
 /// Every rule in a compiled schema tree, with the node it sits on.
 fn rules<'a>(node: &'a CompiledSchema, out: &mut Vec<(&'a CompiledSchema, String)>) {

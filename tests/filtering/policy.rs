@@ -11,7 +11,7 @@ fn a_bad_filter_item_is_named_by_check_and_standalone() {
         (
             "    - attachments: {}\n      clamav: {addresses: [\"127.0.0.1:3310\"]}\n",
             "spec.filters[1]",
-            "exactly one of attachments, rspamd, clamav",
+            "exactly one of attachments, rspamd, clamav, senderAuth",
         ),
         (
             "    - attachments: {}\n      colour: blue\n",

@@ -1,0 +1,158 @@
+//! What the sender-authentication cases share: the policy, a relay asking a given name
+//! server, messages, the smtplib client of tests/filtering/send.py, and readers for
+//! what the sink received.
+
+use crate::common::{self, sink::Sink};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// An address outside the policy's trusted networks, and one inside.
+pub const UNTRUSTED: &str = "127.0.0.2";
+pub const TRUSTED: &str = "127.0.0.1";
+
+/// The RelayPolicy of these tests with `filters` (items of `filters:`, indented by four
+/// spaces): 127.0.0.1 is trusted, `sink.test` is a relay domain routed to `sink_port`,
+/// alice may send as alice@local.test after AUTH.
+pub fn policy(sink_port: u16, filters: &str) -> String {
+    format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: RelayPolicy
+metadata: {{ name: sender-auth, namespace: mail }}
+spec:
+  trustedNetworks: ["127.0.0.1/32"]
+  relayDomains: ["sink.test"]
+  routes:
+    - domains: ["sink.test"]
+      smarthost: {{ host: 127.0.0.1, port: {sink_port}, tls: opportunistic }}
+  users:
+    - name: alice
+      passwordHash: "{}"
+      allowedSenders: ["alice@local.test"]
+  filters:
+{filters}
+"#,
+        common::password_hash()
+    )
+}
+
+/// A delivering `sluice standalone` (in this process) asking the test's DNS server.
+pub async fn start(dns: &common::dns::DnsServer, sink: &Sink, filters: &str) -> common::Relay {
+    start_at(dns.addr, sink, filters).await
+}
+
+/// The same with any name server.
+pub async fn start_at(nameserver: SocketAddr, sink: &Sink, filters: &str) -> common::Relay {
+    let delivery = format!(
+        "{{ nameserver: \"{nameserver}\", connectTimeout: 5s, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: 1h, jitter: 0 }} }}"
+    );
+    let config = common::config_yaml_with("{}", &delivery);
+    common::start_with(&config, &policy(sink.addr.port(), filters)).await
+}
+
+/// A plain message from `user@domain` to the sink, Message-ID `<case@client.test>`,
+/// with `extra` header lines (CRLF-ended) after the others.
+pub fn message(case: &str, domain: &str, extra: &str) -> Vec<u8> {
+    let extra = if extra == "tamper" { "" } else { extra };
+    format!(
+        "From: Sender <user@{domain}>\r\nTo: rcpt@sink.test\r\nSubject: case {case}\r\nDate: Mon, 07 Dec 2026 12:00:00 +0000\r\nMessage-ID: <{case}@client.test>\r\n{extra}MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nThe body of {case}.\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends `file` from `source` with MAIL FROM `from` (and AUTH over STARTTLS when
+/// `login` is given) with Python's smtplib: the reply to the end of the content, or to
+/// MAIL or RCPT when one was refused.
+pub async fn send(
+    port: SocketAddr,
+    source: &str,
+    from: &str,
+    file: &Path,
+    login: Option<(&str, &str)>,
+) -> (u16, String) {
+    let mut args = serde_json::json!({
+        "port": port.port(),
+        "source": source,
+        "from": from,
+        "to": "rcpt@sink.test",
+        "file": file,
+    });
+    if let Some((user, password)) = login {
+        args["user"] = user.into();
+        args["password"] = password.into();
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/filtering/send.py");
+    let args = args.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(args)
+            .output()
+            .expect("python3")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "send.py: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, text): (u16, String) = serde_json::from_slice(&out.stdout).expect("JSON");
+    (code, text.replace('\n', " "))
+}
+
+/// Exactly `n` messages at the sink, by case (the Message-ID's local part).
+pub async fn delivered(sink: &Sink, n: usize) -> BTreeMap<String, Vec<u8>> {
+    let got = sink.wait_for(n, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), n, "messages delivered");
+    got.into_iter()
+        .map(|t| {
+            let id = common::mail::message_id(&t.data).unwrap_or_default();
+            (id.trim_end_matches("@client.test").to_string(), t.data)
+        })
+        .collect()
+}
+
+/// The header values of `name` (case-insensitive), unfolded.
+pub fn header_values(data: &[u8], name: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(data);
+    let end = text.find("\r\n\r\n").unwrap_or(text.len());
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text[..end].split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            fields.push((n.to_string(), v.trim().to_string()));
+        }
+    }
+    fields
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Our `Authentication-Results` values (authserv-id relay.test).
+pub fn ours(data: &[u8]) -> Vec<String> {
+    header_values(data, "Authentication-Results")
+        .into_iter()
+        .filter(|v| v.starts_with("relay.test;"))
+        .collect()
+}
+
+/// The sum of the samples of `name` whose labels hold every one of `labels`.
+pub async fn metric(admin: SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    let (_, page) = common::roles::http_get(admin, "/metrics")
+        .await
+        .expect("/metrics");
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
