@@ -40,6 +40,9 @@ pub struct Pipeline {
     /// `Authentication-Results` claiming it are removed from every message, exempt
     /// senders' too, since no sender can have been given a result of ours.
     results_id: Option<String>,
+    /// Seals the results of sender authentication into an ARC set over the message as
+    /// it leaves (`filter::seal`), when the policy has an ARC key.
+    sealer: Option<super::seal::Sealer>,
 }
 
 /// What the checks need from the process besides their settings.
@@ -119,7 +122,17 @@ impl Pipeline {
             .iter()
             .any(|s| matches!(s.kind, CheckKind::SenderAuth(_)))
             .then(|| env.hostname.clone());
-        Pipeline { checks, results_id }
+        Pipeline {
+            checks,
+            results_id,
+            sealer: None,
+        }
+    }
+
+    /// The pipeline sealing verified messages with `sealer`.
+    pub fn with_sealer(mut self, sealer: Option<super::seal::Sealer>) -> Pipeline {
+        self.sealer = sealer;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -149,7 +162,41 @@ impl Pipeline {
             .as_deref()
             .map(|id| super::verify::forged_results(message, id))
             .unwrap_or_default();
-        combine(message, found, forged)
+        let mut outcome = combine(message, &found, forged);
+        self.seal(&mut outcome, message, &found, context);
+        outcome
+    }
+
+    /// Puts an ARC set over an accepted, verified message's final form. A message that
+    /// cannot be sealed goes on without one: ARC is an aid to receivers further on, and
+    /// the message stands on its own results without it.
+    fn seal(&self, outcome: &mut Outcome, message: &[u8], ran: &[Ran<'_>], context: &ScanContext) {
+        let Some(sealer) = &self.sealer else { return };
+        let Disposition::Accept { content } = &mut outcome.disposition else {
+            return;
+        };
+        if !outcome.deliver {
+            return;
+        }
+        let verified = self.checks.iter().zip(ran).find_map(|(check, r)| {
+            match (&check.runner, &r.verified) {
+                (Runner::SenderAuth(verifier), Some(verified)) => Some((verifier, verified)),
+                _ => None,
+            }
+        });
+        let Some((verifier, verified)) = verified else {
+            return;
+        };
+        let current = content.as_deref().unwrap_or(message);
+        match sealer.seal(verifier, verified, context, current) {
+            Ok(set) => {
+                let mut sealed = Vec::with_capacity(set.len() + current.len());
+                sealed.extend_from_slice(set.as_bytes());
+                sealed.extend_from_slice(current);
+                *content = Some(sealed);
+            }
+            Err(e) => tracing::warn!(queue_id = %context.queue_id, error = %e, "not ARC-sealed"),
+        }
     }
 }
 
@@ -185,7 +232,6 @@ struct Ran<'m> {
     headers: Rewrite,
     result: CheckResult,
     /// Sender authentication's results, kept for an ARC seal over the final message.
-    #[allow(dead_code)]
     verified: Option<Verified<'m>>,
 }
 
@@ -356,7 +402,7 @@ fn failed<'m>(
 }
 
 /// The verdicts in policy order as one outcome (see the module notes).
-fn combine(message: &[u8], ran: Vec<Ran<'_>>, forged: Vec<i32>) -> Outcome {
+fn combine(message: &[u8], ran: &[Ran<'_>], forged: Vec<i32>) -> Outcome {
     let results: Vec<CheckResult> = ran.iter().map(|r| r.result.clone()).collect();
     let refusal = ran
         .iter()
@@ -381,7 +427,7 @@ fn combine(message: &[u8], ran: Vec<Ran<'_>>, forged: Vec<i32>) -> Outcome {
     let mut hold: Option<String> = None;
     let mut deliver = true;
     let mut content: Option<Vec<u8>> = None;
-    for r in &ran {
+    for r in ran {
         match &r.found {
             Found::HoldAll(why) => {
                 hold.get_or_insert_with(|| format!("{}: {why}", r.result.name));
@@ -409,7 +455,7 @@ fn combine(message: &[u8], ran: Vec<Ran<'_>>, forged: Vec<i32>) -> Outcome {
             .into_iter()
             .map(|n| (super::verify::RESULTS_HEADER.to_string(), n)),
     );
-    for r in &ran {
+    for r in ran {
         headers.merge(r.headers.clone());
     }
     if headers != Rewrite::default() {
