@@ -12,7 +12,7 @@ pub mod pipeline;
 pub mod received;
 pub mod rewrite;
 pub mod rspamd;
-pub mod seal;
 pub mod scan;
+pub mod seal;
 pub mod settings;
 pub mod verify;
