@@ -95,6 +95,7 @@ pub fn shared(
                 None
             }
         },
+        dnsbl: Default::default(),
     }))
 }
 
