@@ -49,6 +49,24 @@ fn the_three_filtering_examples_compile_to_what_they_say() {
         "the front-end filter strips every attachment"
     );
     assert_eq!(kinds(&compiled[1]), ["attachments", "rspamd", "clamav"]);
+    let dnsbl = compiled[1]
+        .dnsbl()
+        .expect("the reject example has block lists");
+    let zones: Vec<(&str, u32)> = dnsbl
+        .zones
+        .iter()
+        .map(|z| (z.zone.as_str(), z.weight))
+        .collect();
+    assert_eq!(
+        zones,
+        [
+            ("zen.spamhaus.org", 2),
+            ("bl.spamcop.net", 1),
+            ("b.barracudacentral.org", 1)
+        ]
+    );
+    assert_eq!(dnsbl.threshold, 2);
+    assert!(compiled[0].dnsbl().is_none() && compiled[2].dnsbl().is_none());
     assert!(
         compiled[1]
             .filters()

@@ -173,6 +173,14 @@ fn check(
         };
         println!("filter: {}: {runs}", check.describe());
     }
+    if let Some(dnsbl) = policy.dnsbl() {
+        let asked = if dnsbl.exempts(trust) {
+            "skipped: the client is exempt"
+        } else {
+            "asked at the first RCPT"
+        };
+        println!("dnsbl: {}: {asked}", dnsbl.describe());
+    }
     Ok(if accepted {
         ExitCode::SUCCESS
     } else {

@@ -3,11 +3,13 @@
 //! analyser, the external scanners (Rspamd for junk, clamd for malware) and what they
 //! share, and the [`pipeline`] that runs them between the end of DATA and the reply as a
 //! policy's `filters:` say ([`settings`]), with header changes by [`rewrite`].
-//! SPF/DKIM/DMARC results and DNSBL checks belong here as they arrive.
+//! [`dnsbl`] judges the client by DNS block lists at its first RCPT. SPF/DKIM/DMARC
+//! results belong here as they arrive.
 
 pub mod attachments;
 mod checks;
 pub mod clamd;
+pub mod dnsbl;
 pub mod pipeline;
 pub mod received;
 pub mod rewrite;

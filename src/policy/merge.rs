@@ -11,7 +11,9 @@
 //! - limits and retry lifetime: the smallest value of each;
 //! - mode: all documents must agree (see `PolicyError::ModeConflict`);
 //! - filters: at most one document has them, or all that have them say the same (their
-//!   order decides which refusal a client hears, so they do not merge item by item).
+//!   order decides which refusal a client hears, so they do not merge item by item);
+//! - dnsbl: likewise at most one document, or all that have it the same (a threshold
+//!   belongs to its own zones and weights).
 
 use std::collections::BTreeMap;
 
@@ -63,6 +65,7 @@ impl Default for Merger {
                 retry: Default::default(),
                 address_literals: Default::default(),
                 filters: Vec::new(),
+                dnsbl: None,
             },
             origins: Origins::default(),
         }
@@ -79,6 +82,7 @@ struct Origins {
     users: BTreeMap<String, Location>,
     patterns: BTreeMap<DomainPattern, Location>,
     filters: Option<Location>,
+    dnsbl: Option<Location>,
 }
 
 impl Merger {
@@ -137,6 +141,12 @@ impl Merger {
             && *filters != self.rules.filters
         {
             let what = "two policies have different filters".to_string();
+            return Err(conflict(what, first, &doc.at));
+        }
+        if let (Some(first), Some(dnsbl)) = (&o.dnsbl, &doc.dnsbl)
+            && Some(dnsbl) != self.rules.dnsbl.as_ref()
+        {
+            let what = "two policies have different dnsbl sections".to_string();
             return Err(conflict(what, first, &doc.at));
         }
         Ok(())
@@ -262,6 +272,12 @@ impl Merger {
         {
             o.filters = Some(doc.at.clone());
             rules.filters = filters;
+        }
+        if let Some(dnsbl) = doc.dnsbl
+            && o.dnsbl.is_none()
+        {
+            o.dnsbl = Some(doc.at.clone());
+            rules.dnsbl = Some(dnsbl);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `compile.rs` | validating one document; Secret resolution |
 //! | `merge.rs` | merging documents, conflict rules |
 //! | `each.rs` | compiling policies one at a time, leaving out those that fail (the operator) |
+//! | `filters.rs`, `dnsbl.rs` | the `filters:` and `dnsbl:` sections: schema, compilation, checks |
 //! | `rules.rs` | the compiled rules inside a snapshot |
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
@@ -27,6 +28,7 @@ pub mod bucket;
 mod check;
 mod compile;
 mod decision;
+pub mod dnsbl;
 mod documents;
 mod each;
 mod error;

@@ -42,6 +42,10 @@ pub struct Rules {
     /// before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<crate::filter::settings::CheckSettings>,
+    /// The block lists asked about untrusted clients; `None`: none. Absent in snapshots
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnsbl: Option<crate::filter::dnsbl::DnsblSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

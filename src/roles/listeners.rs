@@ -102,6 +102,7 @@ pub fn shared(
             },
         ),
         dns,
+        dnsbl: Default::default(),
     }))
 }
 
