@@ -340,3 +340,36 @@ async fn a_list_that_does_not_answer_takes_the_fail_mode_within_the_timeout() {
     }
     task.abort();
 }
+
+/// The same check in the Kubernetes role: `sluice ingress` on a real nats-server with the
+/// policy pushed to the bucket and `--nameserver` pointing at the lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_role_refuses_a_listed_client() {
+    use common::nats::NatsServer;
+    use common::roles::{READY_WITHIN, RoleProcess, policy_config, policy_push};
+    let dns =
+        DnsServer::start(Zone::default().addr_ttl("1.0.0.127.bl.test", "127.0.0.2", 300)).await;
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(
+        dir.path(),
+        &policy("\"192.0.2.0/24\"", "    zones: [{zone: bl.test}]"),
+    );
+    policy_push(&config, &nats.url(), &[]).await;
+    let nameserver = dns.addr.to_string();
+    let args = ["--nameserver", nameserver.as_str()];
+    let mut ingress = RoleProcess::ingress("ingress", &nats.url(), &args).await;
+    ingress.wait_ready(READY_WITHIN).await;
+    let smtp = ingress.smtp();
+    for (source, code) in [("127.0.0.1", "554"), ("127.0.0.3", "250")] {
+        let mut c = Client::connect_from(smtp, source).await;
+        c.cmd("EHLO client.test", "250").await;
+        c.cmd("MAIL FROM:<sender@client.test>", "250").await;
+        let reply = c.cmd("RCPT TO:<rcpt@partner.test>", code).await;
+        if code == "554" {
+            assert!(reply.contains("blocked using bl.test"), "{reply}");
+        }
+        c.cmd("QUIT", "221").await;
+    }
+    assert_eq!(dns.queries(), 2, "one lookup per client");
+}
