@@ -8,7 +8,7 @@ mod queue;
 mod role;
 
 use clap::{Parser, Subcommand};
-use role::{CommonArgs, IngressArgs, WorkerArgs};
+use role::{CommonArgs, IngressArgs, SecretsArgs, WorkerArgs};
 use sluice::config::{Config, Role};
 use std::process::ExitCode;
 
@@ -34,6 +34,8 @@ enum Command {
         ingress: IngressArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Accept mail and publish it to JetStream; policy from the NATS bucket sluice-policy.
     Ingress {
@@ -41,6 +43,8 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         ingress: IngressArgs,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Deliver mail from JetStream; policy from the NATS bucket sluice-policy.
     Worker {
@@ -48,6 +52,8 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Compile the RelayPolicy resources of the cluster, and the Secrets they reference,
     /// into the policy snapshot in NATS that ingress and worker pods follow; report on
@@ -94,21 +100,33 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jetstream,
             ingress,
             worker,
+            secrets,
         } => {
             let role = Role::Standalone { jetstream };
             let mut config = common.config()?;
             ingress.apply(&mut config);
             worker.apply(&mut config);
+            secrets.apply(&mut config);
             serve(config, role)
         }
-        Command::Ingress { common, ingress } => {
+        Command::Ingress {
+            common,
+            ingress,
+            secrets,
+        } => {
             let mut config = common.config()?;
             ingress.apply(&mut config);
+            secrets.apply(&mut config);
             serve(config, Role::Ingress)
         }
-        Command::Worker { common, worker } => {
+        Command::Worker {
+            common,
+            worker,
+            secrets,
+        } => {
             let mut config = common.config()?;
             worker.apply(&mut config);
+            secrets.apply(&mut config);
             serve(config, Role::Worker)
         }
         Command::Operator { common, operator } => {

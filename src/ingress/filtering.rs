@@ -8,17 +8,23 @@
 //! then the stripped copy is queued, then 250. A failed hold answers 451 and queues
 //! nothing; a failed queue write after a hold leaves the original held (the client
 //! retries; an admin sees the held copy and may delete it).
+//!
+//! DKIM signing ([`super::signing`]) comes after the checks, on the content to queue,
+//! and before the hold, so that a message refused for want of its key holds nothing.
 
 use super::Shared;
 use super::content::Body;
+use super::signing::{SignerCache, sign, signer_for};
 use crate::events::{DeliveryEvent, EventKind};
 use crate::filter::pipeline::{CheckResult, Disposition, Outcome, Pipeline};
 use crate::filter::scan::{ScanContext, ScanTls};
+use crate::filter::signing::Signer;
 use crate::policy::PolicySnapshot;
 use crate::queue::quarantine::{HeldMessage, Quarantine};
 use crate::queue::{Envelope, unix_ms};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::TlsInfo;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -27,20 +33,29 @@ use std::time::{Instant, SystemTime};
 const REWRITE_ROOM: u64 = 64 * 1024;
 
 /// The filters of the process: the pipeline of the policy in force, built once per
-/// policy revision, and where quarantined originals go.
+/// policy revision, where quarantined originals go, and the signing keys.
 pub struct Filters {
     current: Mutex<Option<(String, Arc<Pipeline>)>>,
     quarantine: Option<Arc<dyn Quarantine>>,
+    signers: SignerCache,
 }
 
 impl Filters {
     /// `quarantine` is where originals go; without one, a message that a rule would
     /// quarantine is answered 451 rather than delivered stripped with no original kept.
-    pub fn new(quarantine: Option<Arc<dyn Quarantine>>) -> Filters {
+    /// Signing keys are read from `{secrets_dir}/{name}/{key}`.
+    pub fn new(quarantine: Option<Arc<dyn Quarantine>>, secrets_dir: Option<PathBuf>) -> Filters {
         Filters {
             current: Mutex::new(None),
             quarantine,
+            signers: SignerCache::new(secrets_dir),
         }
+    }
+
+    /// The signing keys of `policy`, loaded once per revision; `None` without
+    /// `signing:`.
+    pub fn signer(&self, policy: &PolicySnapshot) -> Option<Arc<Signer>> {
+        self.signers.signer(policy)
     }
 
     fn pipeline(&self, policy: &PolicySnapshot) -> Arc<Pipeline> {
@@ -74,15 +89,20 @@ pub(super) struct Session<'a> {
     pub peer: &'a str,
 }
 
-/// Runs the session policy's filters on `body`; with none, `body` is queued as it is.
+/// Runs the session policy's filters on `body`, then signs it when the sender is ours
+/// and the policy has keys; with neither, `body` is queued as it is, uncopied.
 pub(super) async fn filter(
     shared: &Shared,
     session: Session<'_>,
     envelope: &Envelope,
     body: Body,
 ) -> Filtered {
+    let signer = signer_for(shared, session.policy, envelope);
     if session.policy.filters().is_empty() {
-        return Filtered::Queue(body, None);
+        return match signer {
+            None => Filtered::Queue(body, None),
+            Some(signer) => sign_only(shared, signer, envelope, body).await,
+        };
     }
     let pipeline = shared.filters.pipeline(session.policy);
     let started = Instant::now();
@@ -126,6 +146,22 @@ pub(super) async fn filter(
         }
         Disposition::Accept { content } => content,
     };
+    let (content, summary) = match signer {
+        // Held whole: nothing leaves now; a release goes out as received.
+        Some(signer) if deliver => {
+            match sign(shared, signer, envelope, &loaded.content, content).await {
+                Ok((content, dkim)) => (content, format!("{summary} {dkim}")),
+                Err(reply) => {
+                    shared.metrics.filter_seconds.observe(started.elapsed());
+                    return Filtered::Refused {
+                        reply,
+                        detail: format!("{summary} dkim=error"),
+                    };
+                }
+            }
+        }
+        _ => (content, summary),
+    };
     if let Some(reason) = hold {
         if let Err(reply) = hold_original(shared, envelope, &loaded.content, &reason).await {
             return Filtered::Refused {
@@ -145,6 +181,30 @@ pub(super) async fn filter(
         return Filtered::Held;
     }
     Filtered::Queue(loaded.into_body(content), Some(summary))
+}
+
+/// A policy with keys and no filters: the message is loaded only to be signed.
+async fn sign_only(
+    shared: &Shared,
+    signer: Arc<Signer>,
+    envelope: &Envelope,
+    body: Body,
+) -> Filtered {
+    // The signed copy is the message and its new header fields.
+    let loaded = match body
+        .load(|len| len.saturating_add(REWRITE_ROOM), shared)
+        .await
+    {
+        Ok(loaded) => loaded,
+        Err(why) => return Filtered::Queue(Body::Dropped(why), None),
+    };
+    match sign(shared, signer, envelope, &loaded.content, None).await {
+        Ok((content, dkim)) => Filtered::Queue(loaded.into_body(content), Some(dkim.to_string())),
+        Err(reply) => Filtered::Refused {
+            reply,
+            detail: "dkim=error".into(),
+        },
+    }
 }
 
 /// Keeps the original durably, or the reply that refuses the message for now.

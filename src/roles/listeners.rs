@@ -87,7 +87,10 @@ pub fn shared(
             policy_max_age: config.limits.session_policy_max_age,
         },
         max_command_line: config.limits.max_command_line,
-        filters: ingress::Filters::new(Some(backend.quarantine())),
+        filters: ingress::Filters::new(
+            Some(backend.quarantine()),
+            config.delivery.secrets_dir.clone(),
+        ),
         dns: match SystemResolver::configured(config.delivery.nameserver) {
             Ok(resolver) => Some(resolver),
             Err(e) => {

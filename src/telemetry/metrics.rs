@@ -18,6 +18,7 @@
 //! | `sluice_messages_spilled_total` | counter | | messages whose content outgrew `limits.spillThreshold` and went to a temporary file while being received |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
 //! | `sluice_filter_verdicts_total` | counter | `check` (`attachments`, `rspamd`, `clamav`: the check's kind), `result` (`accept`, `reject`, `tempfail`, `rewrite`: headers changed, `strip`, `quarantine`, `exempt`: the sender skips the check, `error`: no verdict, the check's `failMode` applied, `tag`: a verdict only written into `X-Sluice-Filter`) | filter checks run at the end of a message, by result |
+//! | `sluice_dkim_signatures_total` | counter | `result` (`signed`: one DKIM-Signature per key of the From domain added, `unsigned`: no key for the From domain, or no single From address, `error`: a key not loaded or a signature failed, answered 451 4.7.1) | messages of authenticated sessions and trusted networks, under a policy with `signing:`, by signing result |
 //! | `sluice_filter_seconds` | histogram | | time the filter pipeline adds before the reply (all checks, which run at once, and applying their changes) |
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
@@ -225,6 +226,7 @@ pub struct Metrics {
     pub enqueue_seconds: Histogram,
     pub filter_verdicts: PairCounter,
     pub filter_seconds: Histogram,
+    pub dkim_signatures: LabeledCounter,
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
     pub delivery_seconds: Histogram,
@@ -261,6 +263,7 @@ impl Default for Metrics {
             enqueue_seconds: Histogram::new(ENQUEUE_BUCKETS),
             filter_verdicts: PairCounter::default(),
             filter_seconds: Histogram::new(FILTER_BUCKETS),
+            dkim_signatures: LabeledCounter::default(),
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
             delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
@@ -390,6 +393,13 @@ impl Metrics {
         );
         self.filter_seconds
             .render(&mut out, "sluice_filter_seconds");
+        counter(
+            &mut out,
+            "sluice_dkim_signatures_total",
+            "Messages of our senders by DKIM signing result.",
+        );
+        self.dkim_signatures
+            .render(&mut out, "sluice_dkim_signatures_total", "result");
         counter(
             &mut out,
             "sluice_deliveries_total",
