@@ -1,5 +1,6 @@
 //! Command-line interface: subcommands and their arguments.
 
+mod dkim;
 mod nats;
 mod operator;
 mod policy;
@@ -68,6 +69,11 @@ enum Command {
     Nats {
         #[command(subcommand)]
         command: nats::NatsCommand,
+    },
+    /// DKIM keys for the policy's `signing:` section.
+    Dkim {
+        #[command(subcommand)]
+        command: dkim::DkimCommand,
     },
     /// Inspect and prepare RelayPolicy rules.
     Policy {
@@ -148,6 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Nats { command } => nats::run(command),
+        Command::Dkim { command } => dkim::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Queue { command } => queue::run(command),
         Command::Quarantine { command } => quarantine::run(command),
