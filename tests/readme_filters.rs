@@ -21,9 +21,9 @@ fn examples() -> Vec<String> {
 }
 
 #[test]
-fn the_three_filtering_examples_compile_to_what_they_say() {
+fn the_filtering_examples_compile_to_what_they_say() {
     let examples = examples();
-    assert_eq!(examples.len(), 3, "front-end, reject, tag-only");
+    assert_eq!(examples.len(), 4, "front-end, reject, tag-only, signing");
     let compiled: Vec<PolicySnapshot> = examples
         .iter()
         .enumerate()
@@ -79,5 +79,13 @@ fn the_three_filtering_examples_compile_to_what_they_say() {
             .filters()
             .iter()
             .all(|c| c.mode == FilterMode::Tag)
+    );
+    let signing = compiled[3].signing().expect("the signing example has keys");
+    let selectors: Vec<&str> = signing.dkim.iter().map(|k| k.selector.as_str()).collect();
+    assert_eq!(selectors, ["s2026r", "s2026e"], "dual signing");
+    assert!(signing.dkim.iter().all(|k| k.domain == "example.com"));
+    assert_eq!(
+        signing.arc.as_ref().map(|a| a.domain.as_str()),
+        Some("relay.example.net")
     );
 }

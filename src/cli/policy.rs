@@ -181,6 +181,20 @@ fn check(
         };
         println!("dnsbl: {}: {asked}", dnsbl.describe());
     }
+    if let Some(signing) = policy.signing() {
+        let signs = match trust {
+            SenderTrust::Untrusted => {
+                "not signed: the sender is neither authenticated nor in a trusted network"
+            }
+            _ => "signs mail from this domain or its subdomains",
+        };
+        for key in &signing.dkim {
+            println!("dkim: {}: {signs}", key.describe());
+        }
+        if let Some(arc) = &signing.arc {
+            println!("arc: {}", arc.describe());
+        }
+    }
     Ok(if accepted {
         ExitCode::SUCCESS
     } else {

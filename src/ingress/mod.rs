@@ -15,6 +15,7 @@ mod io;
 pub mod limits;
 pub mod proxy;
 pub mod proxy_header;
+mod signing;
 pub mod tls;
 
 use crate::events::EventSink;
@@ -32,6 +33,7 @@ pub use filtering::Filters;
 use io::Io;
 use limits::{ConnectionLimits, ConnectionPermit, Refusal};
 use proxy::{ProxyProtocol, ProxyRefusal};
+pub use signing::SignerCache;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -54,6 +54,7 @@ pub(super) fn check(revision: &str, rules: &Rules) -> Result<(), String> {
     if let Some(dnsbl) = &rules.dnsbl {
         super::dnsbl::check(dnsbl)?;
     }
+    super::signing::check(rules.signing.as_ref())?;
     let positive = |v: Option<u64>| v != Some(0);
     if !positive(rules.limits.max_message_size)
         || !positive(rules.limits.max_recipients.map(|n| n as u64))

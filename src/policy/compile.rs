@@ -78,6 +78,8 @@ pub struct CompiledDoc {
     pub filters: Option<Vec<crate::filter::settings::CheckSettings>>,
     /// `None` when the document has no `dnsbl:` section.
     pub dnsbl: Option<crate::filter::dnsbl::DnsblSettings>,
+    /// `None` when the document has no `signing:` section.
+    pub signing: Option<super::signing::SigningSettings>,
 }
 
 /// Validates one document.
@@ -128,6 +130,11 @@ pub fn compile_document(
             .dnsbl
             .as_ref()
             .map(|d| super::dnsbl::compile(at, d))
+            .transpose()?,
+        signing: spec
+            .signing
+            .as_ref()
+            .map(|s| super::signing::compile(at, s))
             .transpose()?,
         id,
     })

@@ -14,6 +14,8 @@
 //!   order decides which refusal a client hears, so they do not merge item by item);
 //! - dnsbl: likewise at most one document, or all that have it the same (a threshold
 //!   belongs to its own zones and weights).
+//! - signing: the same, at most one document or all alike (two key lists for one
+//!   domain would sign twice with no one having chosen that).
 
 use std::collections::BTreeMap;
 
@@ -66,6 +68,7 @@ impl Default for Merger {
                 address_literals: Default::default(),
                 filters: Vec::new(),
                 dnsbl: None,
+                signing: None,
             },
             origins: Origins::default(),
         }
@@ -83,6 +86,7 @@ struct Origins {
     patterns: BTreeMap<DomainPattern, Location>,
     filters: Option<Location>,
     dnsbl: Option<Location>,
+    signing: Option<Location>,
 }
 
 impl Merger {
@@ -147,6 +151,12 @@ impl Merger {
             && Some(dnsbl) != self.rules.dnsbl.as_ref()
         {
             let what = "two policies have different dnsbl sections".to_string();
+            return Err(conflict(what, first, &doc.at));
+        }
+        if let (Some(first), Some(signing)) = (&o.signing, &doc.signing)
+            && Some(signing) != self.rules.signing.as_ref()
+        {
+            let what = "two policies have different signing keys".to_string();
             return Err(conflict(what, first, &doc.at));
         }
         Ok(())
@@ -278,6 +288,12 @@ impl Merger {
         {
             o.dnsbl = Some(doc.at.clone());
             rules.dnsbl = Some(dnsbl);
+        }
+        if let Some(signing) = doc.signing
+            && o.signing.is_none()
+        {
+            o.signing = Some(doc.at.clone());
+            rules.signing = Some(signing);
         }
     }
 }

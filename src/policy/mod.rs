@@ -20,6 +20,7 @@
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `recipients.rs` | recipient tables of local and relay domains, Maildir-safe local parts |
 //! | `password.rs` | hashing, verifying and validating password hashes |
+//! | `signing.rs` | the `signing:` section: DKIM and ARC keys by reference |
 //! | `sealed.rs` | smarthost credentials and webhook keys sealed in the snapshot for the workers |
 //! | `error.rs` | `PolicyError` |
 //! | `*_tests.rs`, `tests.rs` | unit tests too long to sit beside their code; shared fixtures |
@@ -41,6 +42,7 @@ mod password;
 mod recipients;
 mod rules;
 pub mod sealed;
+pub mod signing;
 mod snapshot;
 mod stored;
 

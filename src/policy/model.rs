@@ -120,6 +120,11 @@ pub struct RelayPolicySpec {
     /// the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dnsbl: Option<super::dnsbl::DnsblSpec>,
+    /// DKIM keys the ingress signs authenticated and trusted mail with, and the key of
+    /// ARC seals (see `policy::signing`). Several policies: at most one may have them,
+    /// or all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<super::signing::SigningSpec>,
 }
 
 /// What to do with recipients whose domain is an address literal (RFC 5321 4.1.3).

@@ -46,6 +46,10 @@ pub struct Rules {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dnsbl: Option<crate::filter::dnsbl::DnsblSettings>,
+    /// DKIM and ARC signing keys (references to them: the keys stay in Secrets).
+    /// Absent when no policy has `signing:`, and in snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<super::signing::SigningSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -218,6 +218,11 @@ impl PolicySnapshot {
         self.rules.dnsbl.as_ref()
     }
 
+    /// The signing keys; `None` when no policy has `signing:`.
+    pub fn signing(&self) -> Option<&super::signing::SigningSettings> {
+        self.rules.signing.as_ref()
+    }
+
     /// Case-insensitive; a trailing dot is ignored.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.rules

@@ -100,6 +100,7 @@ pub fn shared(
                 hostname: config.hostname.clone(),
                 dns: dns.as_ref().map(|d| d.hickory().clone()),
             },
+            config.delivery.secrets_dir.clone(),
         ),
         dns,
         dnsbl: Default::default(),

@@ -18,6 +18,7 @@
 //! | `sluice_messages_spilled_total` | counter | | messages whose content outgrew `limits.spillThreshold` and went to a temporary file while being received |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
 //! | `sluice_filter_verdicts_total` | counter | `check` (`attachments`, `rspamd`, `clamav`: the check's kind), `result` (`accept`, `reject`, `tempfail`, `rewrite`: headers changed, `strip`, `quarantine`, `exempt`: the sender skips the check, `error`: no verdict, the check's `failMode` applied, `tag`: a verdict only written into `X-Sluice-Filter`) | filter checks run at the end of a message, by result |
+//! | `sluice_dkim_signatures_total` | counter | `result` (`signed`: one DKIM-Signature per key of the From domain added, `unsigned`: no key for the From domain, or no single From address, `error`: a key not loaded or a signature failed, answered 451 4.7.1) | messages of authenticated sessions and trusted networks, under a policy with `signing:`, by signing result |
 //! | `sluice_filter_seconds` | histogram | | time the filter pipeline adds before the reply (all checks, which run at once, and applying their changes) |
 //! | `sluice_dnsbl_lookups_total` | counter | `zone` (a `dnsbl:` zone of the policy; `other` past 256 series), `result` (`listed`, `clear`: not listed, NXDOMAIN or a code outside the zone's `answers`, `error`: timeout, SERVFAIL, no DNS, an error code in 127.255.255.0/24 or an answer outside 127.0.0.0/8) | block-list answers about clients, from DNS or the cache of answers by TTL |
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
@@ -272,6 +273,7 @@ pub struct Metrics {
     pub filter_verdicts: PairCounter,
     pub filter_seconds: Histogram,
     pub dnsbl_lookups: ZoneCounter,
+    pub dkim_signatures: LabeledCounter,
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
     pub delivery_seconds: Histogram,
@@ -309,6 +311,7 @@ impl Default for Metrics {
             filter_verdicts: PairCounter::default(),
             filter_seconds: Histogram::new(FILTER_BUCKETS),
             dnsbl_lookups: ZoneCounter::default(),
+            dkim_signatures: LabeledCounter::default(),
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
             delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
@@ -445,6 +448,13 @@ impl Metrics {
         );
         self.dnsbl_lookups
             .render(&mut out, "sluice_dnsbl_lookups_total");
+        counter(
+            &mut out,
+            "sluice_dkim_signatures_total",
+            "Messages of our senders by DKIM signing result.",
+        );
+        self.dkim_signatures
+            .render(&mut out, "sluice_dkim_signatures_total", "result");
         counter(
             &mut out,
             "sluice_deliveries_total",
