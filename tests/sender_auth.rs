@@ -12,6 +12,7 @@ use common::sink::{AcceptAll, Sink};
 use mail_auth::common::crypto::Ed25519Key;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -178,6 +179,64 @@ async fn inbound_mail_is_verified_and_dmarc_enforced() {
     )
     .await;
     assert_eq!(tagged, 1.0);
+}
+
+/// A verified message whose attachment the filters strip leaves with an ARC set over
+/// its new form: its sender's DKIM signature no longer verifies, the seal does (dkimpy
+/// and mail-auth), and its ARC-Authentication-Results are what we found on arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripped_message_leaves_arc_sealed() {
+    use sluice::filter::keygen::{DnsRecord, KeyAlgorithm, generate};
+    let key = DkimKey::ed25519();
+    let arc_pem = generate(KeyAlgorithm::Rsa { bits: 2048 }).unwrap();
+    let arc_record = DnsRecord::for_key("relay.test", "arc", arc_pem.as_bytes()).unwrap();
+    let dns = DnsServer::start(zone(&key).txt(&arc_record.name, &arc_record.value)).await;
+    let sink = Sink::start(AcceptAll).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("arc")).unwrap();
+    std::fs::write(secrets.join("arc/key.pem"), &arc_pem).unwrap();
+    let filters = "    - attachments: {blockedExtensions: {action: strip, extensions: [exe]}, blockedRealTypes: null}\n    - senderAuth: {}\n";
+    let signing = "  signing:\n    arc: {domain: relay.test, selector: arc, keySecretRef: {name: arc, key: key.pem}}\n";
+    let policy = policy_with(sink.addr.port(), filters, signing);
+    let delivery = format!("secretsDir: \"{}\",", secrets.display());
+    let relay = start_custom(dns.addr, &policy, &delivery).await;
+
+    let sent = key.sign("pass.example", &with_attachment("sealed", "pass.example"));
+    let file = write(dir.path(), "sealed", &sent);
+    let reply = send(relay.relay, UNTRUSTED, "user@pass.example", &file, None).await;
+    assert_eq!(reply.0, 250, "{reply:?}");
+    let got = delivered(&sink, 1).await.remove("sealed").unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains("setup.exe\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQ"));
+    assert!(
+        text.starts_with("ARC-Seal: i=1; "),
+        "the set at the top: {text}"
+    );
+    let aar = header_values(&got, "ARC-Authentication-Results");
+    assert_eq!(aar.len(), 1, "{aar:?}");
+    assert!(aar[0].starts_with("i=1; relay.test;"), "{aar:?}");
+    for w in ["dkim=pass", "spf=pass", "dmarc=pass"] {
+        assert!(aar[0].contains(w), "{w} not in {aar:?}");
+    }
+
+    let records = BTreeMap::from([
+        (arc_record.name.clone(), arc_record.value.clone()),
+        ("s1._domainkey.pass.example".to_string(), key.txt.clone()),
+    ]);
+    let (cv, reason) = dkimpy_arc(&records, &got);
+    assert_eq!(cv, "pass", "dkimpy: {reason}");
+    // mail-auth agrees, over DNS; and the sender's own signature is broken by the strip.
+    let authenticator = mail_auth::MessageAuthenticator(dns.resolver().hickory().clone());
+    let parsed = mail_auth::AuthenticatedMessage::parse(&got).unwrap();
+    let arc = authenticator.verify_arc(&parsed).await;
+    assert_eq!(*arc.result(), mail_auth::DkimResult::Pass);
+    let dkim = authenticator.verify_dkim(&parsed).await;
+    assert!(
+        dkim.iter()
+            .all(|d| *d.result() != mail_auth::DkimResult::Pass),
+        "the stripped message fails its sender's signature"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

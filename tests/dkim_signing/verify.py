@@ -1,7 +1,10 @@
 """Verifies every DKIM-Signature of a message with dkimpy, an implementation
 independent of the relay's (tests/dkim_signing.rs). Argument: JSON {name: TXT value}
 of the key records (no DNS on this side). The message on stdin. Prints a JSON list,
-one {d, s, a, ok} per signature, in header order."""
+one {d, s, a, ok} per signature, in header order.
+
+With "arc" before the JSON, validates the message's ARC chain instead
+(tests/sender_auth.rs) and prints {cv, reason, sets}."""
 
 import json
 import re
@@ -9,7 +12,9 @@ import sys
 
 import dkim
 
-records = {k.lower().rstrip("."): v for k, v in json.loads(sys.argv[1]).items()}
+args = sys.argv[1:]
+arc = args[0] == "arc"
+records = {k.lower().rstrip("."): v for k, v in json.loads(args[-1]).items()}
 
 
 def dnsfunc(name, timeout=5):
@@ -20,6 +25,10 @@ def dnsfunc(name, timeout=5):
 
 
 message = sys.stdin.buffer.read()
+if arc:
+    cv, sets, reason = dkim.arc_verify(message, dnsfunc=dnsfunc)
+    print(json.dumps({"cv": cv.decode(), "reason": reason, "sets": len(sets)}))
+    sys.exit(0)
 d = dkim.DKIM(message)
 headers = [v for (n, v) in d.headers if n.lower() == b"dkim-signature"]
 out = []

@@ -16,6 +16,11 @@ pub const TRUSTED: &str = "127.0.0.1";
 /// spaces): 127.0.0.1 is trusted, `sink.test` is a relay domain routed to `sink_port`,
 /// alice may send as alice@local.test after AUTH.
 pub fn policy(sink_port: u16, filters: &str) -> String {
+    policy_with(sink_port, filters, "")
+}
+
+/// [`policy`] with more of the spec (`extra`, indented by two spaces).
+pub fn policy_with(sink_port: u16, filters: &str, extra: &str) -> String {
     format!(
         r#"apiVersion: sluice.dev/v1alpha1
 kind: RelayPolicy
@@ -32,6 +37,7 @@ spec:
       allowedSenders: ["alice@local.test"]
   filters:
 {filters}
+{extra}
 "#,
         common::password_hash()
     )
@@ -44,11 +50,45 @@ pub async fn start(dns: &common::dns::DnsServer, sink: &Sink, filters: &str) -> 
 
 /// The same with any name server.
 pub async fn start_at(nameserver: SocketAddr, sink: &Sink, filters: &str) -> common::Relay {
+    let policy = policy(sink.addr.port(), filters);
+    start_custom(nameserver, &policy, "").await
+}
+
+/// A relay with `policy` and `delivery` settings beyond the name server and retries
+/// (`secretsDir: ...,` say).
+pub async fn start_custom(nameserver: SocketAddr, policy: &str, delivery: &str) -> common::Relay {
     let delivery = format!(
-        "{{ nameserver: \"{nameserver}\", connectTimeout: 5s, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: 1h, jitter: 0 }} }}"
+        "{{ {delivery} nameserver: \"{nameserver}\", connectTimeout: 5s, retry: {{ firstRetry: 1s, maxInterval: 1s, maxLifetime: 1h, jitter: 0 }} }}"
     );
     let config = common::config_yaml_with("{}", &delivery);
-    common::start_with(&config, &policy(sink.addr.port(), filters)).await
+    common::start_with(&config, policy).await
+}
+
+/// dkimpy's validation of the ARC chain of `data` (tests/dkim_signing/verify.py): its
+/// `cv` and its reason; `records` are the TXT records it may look up.
+pub fn dkimpy_arc(records: &BTreeMap<String, String>, data: &[u8]) -> (String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/dkim_signing/verify.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg("arc")
+        .arg(serde_json::to_string(records).unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "verify.py arc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    (s("cv"), s("reason"))
 }
 
 /// A plain message from `user@domain` to the sink, Message-ID `<case@client.test>`,
@@ -155,4 +195,13 @@ pub async fn metric(admin: SocketAddr, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A multipart message from `user@domain` with a text part and `setup.exe` (a PE
+/// header, base64), Message-ID `<case@client.test>`.
+pub fn with_attachment(case: &str, domain: &str) -> Vec<u8> {
+    format!(
+        "From: Sender <user@{domain}>\r\nTo: rcpt@sink.test\r\nSubject: case {case}\r\nDate: Mon, 07 Dec 2026 12:00:00 +0000\r\nMessage-ID: <{case}@client.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n--b1\r\nContent-Type: application/octet-stream; name=\"setup.exe\"\r\nContent-Disposition: attachment; filename=\"setup.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n--b1--\r\n"
+    )
+    .into_bytes()
 }
