@@ -8,7 +8,7 @@
 //! | [`ingress`] | listeners, TLS, the per-connection task, connection limits, the hand-off to the queue |
 //! | [`delivery`] | the worker: routing, MX, the outbound SMTP client, retries, bounces, local delivery |
 //! | [`events`] | delivery events (accepted, delivered, deferred, bounced, expired) and where they go: the log, or a JetStream stream |
-//! | [`filter`] | trace headers and content checks on messages passing through |
+//! | [`filter`] | trace headers and checks on messages passing through: attachments, scanners, DNSBLs, SPF/DKIM/DMARC/ARC verification, DKIM signing and ARC sealing |
 //! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials, the snapshot in NATS KV |
 //! | [`nats`] | connecting to NATS: URLs, credentials, TLS, connection state |
 //! | [`operator`] | `sluice operator`: the CRD, RelayPolicies and Secrets from the Kubernetes API into the snapshot in NATS, status, leader election |
