@@ -122,7 +122,8 @@ pub struct DeliveryConfig {
     pub allow_private_destinations: bool,
     pub retry: crate::delivery::retry::RetrySchedule,
     /// Secrets referenced by the policy, as `{dir}/{name}/{key}`: the layout of a
-    /// Kubernetes Secret mounted as a volume.
+    /// Kubernetes Secret mounted as a volume. The worker reads smarthost credentials and
+    /// webhook keys there, the ingress its DKIM and ARC signing keys.
     pub secrets_dir: Option<PathBuf>,
     /// The key that opens smarthost credentials and webhook keys sealed by the operator
     /// in the snapshot (see `policy::sealed`); workers in Kubernetes have it, ingress

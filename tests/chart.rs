@@ -4,8 +4,8 @@
 //! the chart is the generated one. The parts beside this file assert on the parsed
 //! objects: pods locked down (`pods.rs`), the roles' configuration read by the real config
 //! code (`config.rs`), Services and NetworkPolicies (`network.rs`), the operator's RBAC
-//! (`rbac.rs`) and the calls the real operator makes (`operator_calls.rs`), autoscaling and disruption budgets (`scaling.rs`), and what the values
-//! schema refuses (`schema.rs`).
+//! (`rbac.rs`) and the calls the real operator makes (`operator_calls.rs`), autoscaling and disruption budgets (`scaling.rs`), what the values
+//! schema refuses (`schema.rs`), and the ingress's signing keys (`signing.rs`).
 
 mod common;
 
@@ -29,6 +29,8 @@ mod rbac;
 mod scaling;
 #[path = "chart/schema.rs"]
 mod schema;
+#[path = "chart/signing.rs"]
+mod signing;
 
 /// The values sets under tests/chart/, each a way the chart is meant to be installed.
 pub const SETS: [&str; 5] = [

@@ -21,9 +21,9 @@ fn examples() -> Vec<String> {
 }
 
 #[test]
-fn the_three_filtering_examples_compile_to_what_they_say() {
+fn the_filtering_examples_compile_to_what_they_say() {
     let examples = examples();
-    assert_eq!(examples.len(), 3, "front-end, reject, tag-only");
+    assert_eq!(examples.len(), 4, "front-end, reject, tag-only, signing");
     let compiled: Vec<PolicySnapshot> = examples
         .iter()
         .enumerate()
@@ -49,6 +49,24 @@ fn the_three_filtering_examples_compile_to_what_they_say() {
         "the front-end filter strips every attachment"
     );
     assert_eq!(kinds(&compiled[1]), ["attachments", "rspamd", "clamav"]);
+    let dnsbl = compiled[1]
+        .dnsbl()
+        .expect("the reject example has block lists");
+    let zones: Vec<(&str, u32)> = dnsbl
+        .zones
+        .iter()
+        .map(|z| (z.zone.as_str(), z.weight))
+        .collect();
+    assert_eq!(
+        zones,
+        [
+            ("zen.spamhaus.org", 2),
+            ("bl.spamcop.net", 1),
+            ("b.barracudacentral.org", 1)
+        ]
+    );
+    assert_eq!(dnsbl.threshold, 2);
+    assert!(compiled[0].dnsbl().is_none() && compiled[2].dnsbl().is_none());
     assert!(
         compiled[1]
             .filters()
@@ -61,5 +79,13 @@ fn the_three_filtering_examples_compile_to_what_they_say() {
             .filters()
             .iter()
             .all(|c| c.mode == FilterMode::Tag)
+    );
+    let signing = compiled[3].signing().expect("the signing example has keys");
+    let selectors: Vec<&str> = signing.dkim.iter().map(|k| k.selector.as_str()).collect();
+    assert_eq!(selectors, ["s2026r", "s2026e"], "dual signing");
+    assert!(signing.dkim.iter().all(|k| k.domain == "example.com"));
+    assert_eq!(
+        signing.arc.as_ref().map(|a| a.domain.as_str()),
+        Some("relay.example.net")
     );
 }

@@ -216,6 +216,35 @@ async fn authenticated_senders_are_not_verified_but_cannot_forge_results() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dmarc_quarantine_failure_can_be_held() {
+    let key = DkimKey::ed25519();
+    let dns = DnsServer::start(zone(&key)).await;
+    let sink = Sink::start(AcceptAll).await;
+    let filters = "    - senderAuth: {dmarcQuarantine: quarantine}\n";
+    let relay = start(&dns, &sink, filters).await;
+    let dir = tempfile::tempdir().unwrap();
+    let held = write(dir.path(), "soft", &message("soft", "soft.example", ""));
+    let reply = send(relay.relay, UNTRUSTED, "user@soft.example", &held, None).await;
+    assert_eq!(reply.0, 250, "{reply:?}");
+    let pass = key.sign("pass.example", &message("pass", "pass.example", ""));
+    let pass = write(dir.path(), "pass", &pass);
+    let reply = send(relay.relay, UNTRUSTED, "user@pass.example", &pass, None).await;
+    assert_eq!(reply.0, 250, "{reply:?}");
+    // Only the passing message arrives (sent second, so the held one would have too).
+    let got = delivered(&sink, 1).await;
+    assert!(got.contains_key("pass"), "{:?}", got.keys());
+    let (_, list) = common::roles::http_get(relay.admin, "/quarantine")
+        .await
+        .expect("/quarantine");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let list = list.as_array().expect("a list of held messages");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let reason = list[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("DMARC quarantine"), "{reason}");
+    assert!(reason.contains("header.from=soft.example"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_dns_the_fail_mode_decides() {
     // A name server that never answers: every lookup times out, the check with it.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -1,5 +1,6 @@
 //! Command-line interface: subcommands and their arguments.
 
+mod dkim;
 mod nats;
 mod operator;
 mod policy;
@@ -8,7 +9,7 @@ mod queue;
 mod role;
 
 use clap::{Parser, Subcommand};
-use role::{CommonArgs, DnsArgs, IngressArgs, WorkerArgs};
+use role::{CommonArgs, DnsArgs, IngressArgs, SecretsArgs, WorkerArgs};
 use sluice::config::{Config, Role};
 use std::process::ExitCode;
 
@@ -36,6 +37,8 @@ enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         dns: DnsArgs,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Accept mail and publish it to JetStream; policy from the NATS bucket sluice-policy.
     Ingress {
@@ -45,6 +48,8 @@ enum Command {
         ingress: IngressArgs,
         #[command(flatten)]
         dns: DnsArgs,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Deliver mail from JetStream; policy from the NATS bucket sluice-policy.
     Worker {
@@ -54,6 +59,8 @@ enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         dns: DnsArgs,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Compile the RelayPolicy resources of the cluster, and the Secrets they reference,
     /// into the policy snapshot in NATS that ingress and worker pods follow; report on
@@ -68,6 +75,11 @@ enum Command {
     Nats {
         #[command(subcommand)]
         command: nats::NatsCommand,
+    },
+    /// DKIM keys for the policy's `signing:` section.
+    Dkim {
+        #[command(subcommand)]
+        command: dkim::DkimCommand,
     },
     /// Inspect and prepare RelayPolicy rules.
     Policy {
@@ -101,32 +113,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ingress,
             worker,
             dns,
+            secrets,
         } => {
             let role = Role::Standalone { jetstream };
             let mut config = common.config()?;
             ingress.apply(&mut config);
             worker.apply(&mut config);
             dns.apply(&mut config);
+            secrets.apply(&mut config);
             serve(config, role)
         }
         Command::Ingress {
             common,
             ingress,
             dns,
+            secrets,
         } => {
             let mut config = common.config()?;
             ingress.apply(&mut config);
             dns.apply(&mut config);
+            secrets.apply(&mut config);
             serve(config, Role::Ingress)
         }
         Command::Worker {
             common,
             worker,
             dns,
+            secrets,
         } => {
             let mut config = common.config()?;
             worker.apply(&mut config);
             dns.apply(&mut config);
+            secrets.apply(&mut config);
             serve(config, Role::Worker)
         }
         Command::Operator { common, operator } => {
@@ -148,6 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Nats { command } => nats::run(command),
+        Command::Dkim { command } => dkim::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Queue { command } => queue::run(command),
         Command::Quarantine { command } => quarantine::run(command),

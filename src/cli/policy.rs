@@ -173,6 +173,28 @@ fn check(
         };
         println!("filter: {}: {runs}", check.describe());
     }
+    if let Some(dnsbl) = policy.dnsbl() {
+        let asked = if dnsbl.exempts(trust) {
+            "skipped: the client is exempt"
+        } else {
+            "asked at the first RCPT"
+        };
+        println!("dnsbl: {}: {asked}", dnsbl.describe());
+    }
+    if let Some(signing) = policy.signing() {
+        let signs = match trust {
+            SenderTrust::Untrusted => {
+                "not signed: the sender is neither authenticated nor in a trusted network"
+            }
+            _ => "signs mail from this domain or its subdomains",
+        };
+        for key in &signing.dkim {
+            println!("dkim: {}: {signs}", key.describe());
+        }
+        if let Some(arc) = &signing.arc {
+            println!("arc: {}", arc.describe());
+        }
+    }
     Ok(if accepted {
         ExitCode::SUCCESS
     } else {

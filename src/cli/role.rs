@@ -98,9 +98,6 @@ pub struct WorkerArgs {
     /// Deliver to MX hosts at loopback and private addresses (tests, local experiments).
     #[arg(long, env = "SLUICE_ALLOW_PRIVATE_DESTINATIONS")]
     allow_private_destinations: bool,
-    /// Secrets referenced by the policy, as DIR/NAME/KEY (a mounted Secret).
-    #[arg(long, env = "SLUICE_SECRETS_DIR")]
-    secrets_dir: Option<PathBuf>,
     /// The key file that opens the smarthost credentials and webhook keys the operator
     /// sealed into the policy snapshot (at least 32 bytes).
     #[arg(long, env = "SLUICE_SECRETS_KEY_FILE")]
@@ -108,6 +105,23 @@ pub struct WorkerArgs {
     /// Extra CA certificates (PEM) trusted for smarthosts and webhooks.
     #[arg(long, env = "SLUICE_CA_FILE")]
     ca_file: Option<PathBuf>,
+}
+
+/// Where the Secrets the policy references are mounted: the worker's smarthost
+/// credentials and webhook keys, the ingress's DKIM and ARC signing keys.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecretsArgs {
+    /// Secrets referenced by the policy, as DIR/NAME/KEY (a mounted Secret).
+    #[arg(long, env = "SLUICE_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+}
+
+impl SecretsArgs {
+    pub fn apply(&self, config: &mut Config) {
+        if self.secrets_dir.is_some() {
+            config.delivery.secrets_dir.clone_from(&self.secrets_dir);
+        }
+    }
 }
 
 fn parse_log(text: &str) -> Result<LogFormat, String> {
@@ -188,9 +202,6 @@ impl WorkerArgs {
         set(&mut delivery.mx_port, &self.mx_port);
         if self.allow_private_destinations {
             delivery.allow_private_destinations = true;
-        }
-        if self.secrets_dir.is_some() {
-            delivery.secrets_dir.clone_from(&self.secrets_dir);
         }
         if self.secrets_key_file.is_some() {
             delivery.secrets_key_file.clone_from(&self.secrets_key_file);

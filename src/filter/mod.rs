@@ -3,16 +3,21 @@
 //! analyser, the external scanners (Rspamd for junk, clamd for malware) and what they
 //! share, and the [`pipeline`] that runs them between the end of DATA and the reply as a
 //! policy's `filters:` say ([`settings`]), with header changes by [`rewrite`].
-//! SPF/DKIM/DMARC results and DNSBL checks belong here as they arrive.
+//! [`dnsbl`] judges the client by DNS block lists at its first RCPT; [`verify`] checks
+//! SPF, DKIM, ARC and DMARC of mail from the Internet and [`seal`] seals its results;
+//! [`signing`] DKIM-signs our own senders' mail with keys [`keygen`] makes.
 
 pub mod attachments;
 mod checks;
 pub mod clamd;
+pub mod dnsbl;
+pub mod keygen;
 pub mod pipeline;
 pub mod received;
 pub mod rewrite;
 pub mod rspamd;
-pub mod seal;
 pub mod scan;
+pub mod seal;
 pub mod settings;
+pub mod signing;
 pub mod verify;

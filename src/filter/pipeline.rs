@@ -178,12 +178,14 @@ impl Pipeline {
         if !outcome.deliver {
             return;
         }
-        let verified = self.checks.iter().zip(ran).find_map(|(check, r)| {
-            match (&check.runner, &r.verified) {
-                (Runner::SenderAuth(verifier), Some(verified)) => Some((verifier, verified)),
-                _ => None,
-            }
-        });
+        let verified =
+            self.checks
+                .iter()
+                .zip(ran)
+                .find_map(|(check, r)| match (&check.runner, &r.verified) {
+                    (Runner::SenderAuth(verifier), Some(verified)) => Some((verifier, verified)),
+                    _ => None,
+                });
         let Some((verifier, verified)) = verified else {
             return;
         };

@@ -11,10 +11,10 @@
 //! too broken to number (more than 50 sets, or sets that do not parse).
 
 use super::scan::ScanContext;
+use super::signing::SharedKey;
 use super::verify::{Verified, Verifier};
 use mail_auth::AuthenticatedMessage;
 use mail_auth::arc::ArcSealer;
-use mail_auth::common::crypto::DkimKey;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::Done;
 
@@ -42,7 +42,7 @@ const SIGNED_HEADERS: &[&str] = &[
 
 /// Seals with one key, for one policy revision.
 pub struct Sealer {
-    sealer: ArcSealer<DkimKey, Done>,
+    sealer: ArcSealer<SharedKey, Done>,
     domain: String,
 }
 
@@ -69,7 +69,7 @@ pub enum SealError {
 
 impl Sealer {
     /// A sealer signing as `d=domain`, `s=selector`.
-    pub fn new(key: DkimKey, domain: &str, selector: &str) -> Sealer {
+    pub fn new(key: SharedKey, domain: &str, selector: &str) -> Sealer {
         let sealer = ArcSealer::from_key(key)
             .domain(domain)
             .selector(selector)

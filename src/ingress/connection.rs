@@ -6,14 +6,16 @@
 //! is what RFC 2920 asks of a PIPELINING server and saves a write per command.
 
 use super::content::{Content, Stored};
+use super::dnsbl::Prefetch;
 use super::filtering::{self, Filtered};
 use super::io::Io;
 use super::tls::tls_info;
 use super::{Listener, Shared};
 use crate::events::DeliveryEvent;
+use crate::filter::dnsbl::Verdict;
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
-use crate::smtp::session::{Resources, Session, Step};
+use crate::smtp::session::{ListenerKind, Resources, Session, Step};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,6 +52,8 @@ pub(super) struct Connection {
     policy_since: Instant,
     /// The content of the message being received, taken from the session as it comes.
     content: Option<Content>,
+    /// The block lists asked about the client since the greeting, for its first RCPT.
+    prefetch: Option<Prefetch>,
 }
 
 impl Connection {
@@ -71,6 +75,7 @@ impl Connection {
             peer,
             policy_since: Instant::now(),
             content: None,
+            prefetch: None,
         }
     }
 
@@ -79,6 +84,7 @@ impl Connection {
     pub(super) async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
         let greeting = self.session.greeting();
         greeting.write_to(&mut self.out);
+        self.prefetch = self.start_prefetch();
         let lifetime = self.shared.timeouts.session;
         tokio::select! {
             _ = self.serve(&drain) => {}
@@ -219,6 +225,7 @@ impl Connection {
                     let (envelope, tail) = *message;
                     Some(self.enqueue(envelope, tail).await)
                 }
+                Step::CheckClient => Some(self.check_client().await),
             };
         }
         self.account_rejection();
@@ -343,6 +350,49 @@ impl Connection {
             tracing::warn!(client = %self.peer, user = ?username, scope = scope.label(), "AUTH lockout");
         }
         self.session.auth_result(verdict.outcome())
+    }
+
+    /// Starts the block-list lookups at the greeting where the first RCPT will most
+    /// likely need them: on a relay port (submission ports require AUTH, which exempts),
+    /// from a client outside the trusted networks.
+    fn start_prefetch(&self) -> Option<Prefetch> {
+        if self.listener.session.kind != ListenerKind::Relay {
+            return None;
+        }
+        let policy = self.session.policy();
+        let settings = policy.dnsbl()?;
+        let ip = self.session.client_ip();
+        let trust = match policy.trusted_network(ip) {
+            Some(_) => crate::queue::SenderTrust::TrustedNetwork,
+            None => crate::queue::SenderTrust::Untrusted,
+        };
+        if settings.exempts(trust) {
+            return None;
+        }
+        Some(Prefetch::start(&self.shared, settings, ip))
+    }
+
+    /// The block lists' verdict for the session's first RCPT that needs it: the round
+    /// started at the greeting if it ran under the policy the session applies now, else
+    /// a new one.
+    async fn check_client(&mut self) -> Step {
+        let policy = self.session.policy().clone();
+        let Some(settings) = policy.dnsbl() else {
+            return self.session.client_checked(Verdict::Clear);
+        };
+        let prefetched = match self.prefetch.take() {
+            Some(prefetch) => prefetch.verdict(settings).await,
+            None => None,
+        };
+        let verdict = match prefetched {
+            Some(verdict) => verdict,
+            None => {
+                let (dns, ip) = (self.shared.dns.as_ref(), self.session.client_ip());
+                let metrics = &self.shared.metrics;
+                self.shared.dnsbl.check(dns, settings, ip, metrics).await
+            }
+        };
+        self.session.client_checked(verdict)
     }
 
     async fn enqueue(&mut self, envelope: crate::queue::Envelope, tail: Vec<u8>) -> Step {

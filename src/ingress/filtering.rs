@@ -8,17 +8,24 @@
 //! then the stripped copy is queued, then 250. A failed hold answers 451 and queues
 //! nothing; a failed queue write after a hold leaves the original held (the client
 //! retries; an admin sees the held copy and may delete it).
+//!
+//! DKIM signing ([`super::signing`]) comes after the checks, on the content to queue,
+//! and before the hold, so that a message refused for want of its key holds nothing.
 
 use super::Shared;
 use super::content::Body;
+use super::signing::{SignerCache, sign, signer_for};
 use crate::events::{DeliveryEvent, EventKind};
 use crate::filter::pipeline::{CheckResult, Disposition, Environment, Outcome, Pipeline};
 use crate::filter::scan::{ScanContext, ScanTls};
+use crate::filter::seal::Sealer;
+use crate::filter::signing::Signer;
 use crate::policy::PolicySnapshot;
 use crate::queue::quarantine::{HeldMessage, Quarantine};
 use crate::queue::{Envelope, unix_ms};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::TlsInfo;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -27,36 +34,72 @@ use std::time::{Instant, SystemTime};
 const REWRITE_ROOM: u64 = 64 * 1024;
 
 /// The filters of the process: the pipeline of the policy in force, built once per
-/// policy revision, and where quarantined originals go.
+/// policy revision, where quarantined originals go, and the signing keys.
 pub struct Filters {
-    current: Mutex<Option<(String, Arc<Pipeline>)>>,
+    /// The pipeline of a revision, with the signer whose ARC key it seals with (keys
+    /// that failed to load are read again after a while: a new signer, a new pipeline).
+    current: Mutex<Option<(String, Option<Arc<Signer>>, Arc<Pipeline>)>>,
     quarantine: Option<Arc<dyn Quarantine>>,
     env: Environment,
+    signers: SignerCache,
 }
 
 impl Filters {
     /// `quarantine` is where originals go; without one, a message that a rule would
     /// quarantine is answered 451 rather than delivered stripped with no original kept.
-    /// `env` is what the checks need from the process (host name, DNS).
-    pub fn new(quarantine: Option<Arc<dyn Quarantine>>, env: Environment) -> Filters {
+    /// `env` is what the checks need from the process (host name, DNS); signing keys
+    /// are read from `{secrets_dir}/{name}/{key}`.
+    pub fn new(
+        quarantine: Option<Arc<dyn Quarantine>>,
+        env: Environment,
+        secrets_dir: Option<PathBuf>,
+    ) -> Filters {
         Filters {
             current: Mutex::new(None),
             quarantine,
             env,
+            signers: SignerCache::new(secrets_dir),
         }
     }
 
+    /// The signing keys of `policy`, loaded once per revision; `None` without
+    /// `signing:`.
+    pub fn signer(&self, policy: &PolicySnapshot) -> Option<Arc<Signer>> {
+        self.signers.signer(policy)
+    }
+
     fn pipeline(&self, policy: &PolicySnapshot) -> Arc<Pipeline> {
+        let signer = self.signer(policy);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let same_signer = |built: &Option<Arc<Signer>>| match (built, &signer) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
         match &*current {
-            Some((revision, pipeline)) if revision == policy.revision() => pipeline.clone(),
+            Some((revision, built, pipeline))
+                if revision == policy.revision() && same_signer(built) =>
+            {
+                pipeline.clone()
+            }
             _ => {
-                let pipeline = Arc::new(Pipeline::new(policy.filters(), &self.env));
-                *current = Some((policy.revision().to_string(), pipeline.clone()));
+                let sealer = signer.as_deref().and_then(arc_sealer);
+                let pipeline =
+                    Arc::new(Pipeline::new(policy.filters(), &self.env).with_sealer(sealer));
+                *current = Some((policy.revision().to_string(), signer, pipeline.clone()));
                 pipeline
             }
         }
     }
+}
+
+/// The ARC sealer of a policy's `signing.arc`, when its key loaded.
+fn arc_sealer(signer: &Signer) -> Option<Sealer> {
+    if let Some(error) = signer.arc_error() {
+        tracing::error!(error = %error, "the ARC key does not load: messages are not sealed");
+    }
+    let arc = signer.arc_key()?;
+    Some(Sealer::new(arc.key.clone(), &arc.domain, &arc.selector))
 }
 
 /// What the filters made of a message.
@@ -77,15 +120,20 @@ pub(super) struct Session<'a> {
     pub peer: &'a str,
 }
 
-/// Runs the session policy's filters on `body`; with none, `body` is queued as it is.
+/// Runs the session policy's filters on `body`, then signs it when the sender is ours
+/// and the policy has keys; with neither, `body` is queued as it is, uncopied.
 pub(super) async fn filter(
     shared: &Shared,
     session: Session<'_>,
     envelope: &Envelope,
     body: Body,
 ) -> Filtered {
+    let signer = signer_for(shared, session.policy, envelope);
     if session.policy.filters().is_empty() {
-        return Filtered::Queue(body, None);
+        return match signer {
+            None => Filtered::Queue(body, None),
+            Some(signer) => sign_only(shared, signer, envelope, body).await,
+        };
     }
     let pipeline = shared.filters.pipeline(session.policy);
     let started = Instant::now();
@@ -129,6 +177,22 @@ pub(super) async fn filter(
         }
         Disposition::Accept { content } => content,
     };
+    let (content, summary) = match signer {
+        // Held whole: nothing leaves now; a release goes out as received.
+        Some(signer) if deliver => {
+            match sign(shared, signer, envelope, &loaded.content, content).await {
+                Ok((content, dkim)) => (content, format!("{summary} {dkim}")),
+                Err(reply) => {
+                    shared.metrics.filter_seconds.observe(started.elapsed());
+                    return Filtered::Refused {
+                        reply,
+                        detail: format!("{summary} dkim=error"),
+                    };
+                }
+            }
+        }
+        _ => (content, summary),
+    };
     if let Some(reason) = hold {
         if let Err(reply) = hold_original(shared, envelope, &loaded.content, &reason).await {
             return Filtered::Refused {
@@ -148,6 +212,30 @@ pub(super) async fn filter(
         return Filtered::Held;
     }
     Filtered::Queue(loaded.into_body(content), Some(summary))
+}
+
+/// A policy with keys and no filters: the message is loaded only to be signed.
+async fn sign_only(
+    shared: &Shared,
+    signer: Arc<Signer>,
+    envelope: &Envelope,
+    body: Body,
+) -> Filtered {
+    // The signed copy is the message and its new header fields.
+    let loaded = match body
+        .load(|len| len.saturating_add(REWRITE_ROOM), shared)
+        .await
+    {
+        Ok(loaded) => loaded,
+        Err(why) => return Filtered::Queue(Body::Dropped(why), None),
+    };
+    match sign(shared, signer, envelope, &loaded.content, None).await {
+        Ok((content, dkim)) => Filtered::Queue(loaded.into_body(content), Some(dkim.to_string())),
+        Err(reply) => Filtered::Refused {
+            reply,
+            detail: "dkim=error".into(),
+        },
+    }
 }
 
 /// Keeps the original durably, or the reply that refuses the message for now.

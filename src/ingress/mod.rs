@@ -1,18 +1,21 @@
 //! The SMTP listeners: accepting connections within the connection limits, the PROXY
 //! protocol of a load balancer in front ([`proxy`]), implicit TLS, and one task per
 //! connection ([`connection`]) that drives a protocol
-//! [`Session`](crate::smtp::session::Session) and hands accepted messages to the queue.
+//! [`Session`](crate::smtp::session::Session), asks the block lists about untrusted
+//! clients ([`dnsbl`]) and hands accepted messages to the queue.
 
 pub mod auth_failures;
 pub mod auth_guard;
 pub mod budget;
 mod connection;
 mod content;
+pub mod dnsbl;
 mod filtering;
 mod io;
 pub mod limits;
 pub mod proxy;
 pub mod proxy_header;
+mod signing;
 pub mod tls;
 
 use crate::events::EventSink;
@@ -30,6 +33,7 @@ pub use filtering::Filters;
 use io::Io;
 use limits::{ConnectionLimits, ConnectionPermit, Refusal};
 use proxy::{ProxyProtocol, ProxyRefusal};
+pub use signing::SignerCache;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +86,8 @@ pub struct Shared {
     /// name server (`delivery.nameserver`) or the system's. `None` when it could not be
     /// set up; those checks then fail and their fail mode decides.
     pub dns: Option<crate::delivery::dns::SystemResolver>,
+    /// The block lists' answers by TTL, for every session of the process.
+    pub dnsbl: dnsbl::Dnsbl,
 }
 
 /// One listening socket's settings.

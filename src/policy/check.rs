@@ -51,6 +51,10 @@ pub(super) fn check(revision: &str, rules: &Rules) -> Result<(), String> {
         self::route(route).map_err(|r| format!("routes[{i}]: {r}"))?;
     }
     super::filters::check(&rules.filters)?;
+    if let Some(dnsbl) = &rules.dnsbl {
+        super::dnsbl::check(dnsbl)?;
+    }
+    super::signing::check(rules.signing.as_ref())?;
     let positive = |v: Option<u64>| v != Some(0);
     if !positive(rules.limits.max_message_size)
         || !positive(rules.limits.max_recipients.map(|n| n as u64))

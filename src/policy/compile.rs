@@ -76,6 +76,10 @@ pub struct CompiledDoc {
     pub address_literals: AddressLiterals,
     /// `None` when the document has no `filters:` section.
     pub filters: Option<Vec<crate::filter::settings::CheckSettings>>,
+    /// `None` when the document has no `dnsbl:` section.
+    pub dnsbl: Option<crate::filter::dnsbl::DnsblSettings>,
+    /// `None` when the document has no `signing:` section.
+    pub signing: Option<super::signing::SigningSettings>,
 }
 
 /// Validates one document.
@@ -121,6 +125,16 @@ pub fn compile_document(
             .filters
             .as_deref()
             .map(|f| super::filters::compile(at, f))
+            .transpose()?,
+        dnsbl: spec
+            .dnsbl
+            .as_ref()
+            .map(|d| super::dnsbl::compile(at, d))
+            .transpose()?,
+        signing: spec
+            .signing
+            .as_ref()
+            .map(|s| super::signing::compile(at, s))
             .transpose()?,
         id,
     })

@@ -11,7 +11,11 @@
 //! - limits and retry lifetime: the smallest value of each;
 //! - mode: all documents must agree (see `PolicyError::ModeConflict`);
 //! - filters: at most one document has them, or all that have them say the same (their
-//!   order decides which refusal a client hears, so they do not merge item by item).
+//!   order decides which refusal a client hears, so they do not merge item by item);
+//! - dnsbl: likewise at most one document, or all that have it the same (a threshold
+//!   belongs to its own zones and weights).
+//! - signing: the same, at most one document or all alike (two key lists for one
+//!   domain would sign twice with no one having chosen that).
 
 use std::collections::BTreeMap;
 
@@ -63,6 +67,8 @@ impl Default for Merger {
                 retry: Default::default(),
                 address_literals: Default::default(),
                 filters: Vec::new(),
+                dnsbl: None,
+                signing: None,
             },
             origins: Origins::default(),
         }
@@ -79,6 +85,8 @@ struct Origins {
     users: BTreeMap<String, Location>,
     patterns: BTreeMap<DomainPattern, Location>,
     filters: Option<Location>,
+    dnsbl: Option<Location>,
+    signing: Option<Location>,
 }
 
 impl Merger {
@@ -137,6 +145,18 @@ impl Merger {
             && *filters != self.rules.filters
         {
             let what = "two policies have different filters".to_string();
+            return Err(conflict(what, first, &doc.at));
+        }
+        if let (Some(first), Some(dnsbl)) = (&o.dnsbl, &doc.dnsbl)
+            && Some(dnsbl) != self.rules.dnsbl.as_ref()
+        {
+            let what = "two policies have different dnsbl sections".to_string();
+            return Err(conflict(what, first, &doc.at));
+        }
+        if let (Some(first), Some(signing)) = (&o.signing, &doc.signing)
+            && Some(signing) != self.rules.signing.as_ref()
+        {
+            let what = "two policies have different signing keys".to_string();
             return Err(conflict(what, first, &doc.at));
         }
         Ok(())
@@ -262,6 +282,18 @@ impl Merger {
         {
             o.filters = Some(doc.at.clone());
             rules.filters = filters;
+        }
+        if let Some(dnsbl) = doc.dnsbl
+            && o.dnsbl.is_none()
+        {
+            o.dnsbl = Some(doc.at.clone());
+            rules.dnsbl = Some(dnsbl);
+        }
+        if let Some(signing) = doc.signing
+            && o.signing.is_none()
+        {
+            o.signing = Some(doc.at.clone());
+            rules.signing = Some(signing);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `compile.rs` | validating one document; Secret resolution |
 //! | `merge.rs` | merging documents, conflict rules |
 //! | `each.rs` | compiling policies one at a time, leaving out those that fail (the operator) |
+//! | `filters.rs`, `dnsbl.rs` | the `filters:` and `dnsbl:` sections: schema, compilation, checks |
 //! | `rules.rs` | the compiled rules inside a snapshot |
 //! | `snapshot.rs` | `PolicySnapshot`: construction, revision, queries |
 //! | `bucket.rs` | the snapshot in the NATS KV bucket `sluice-policy`: push, read, follow |
@@ -19,6 +20,7 @@
 //! | `decision.rs` | relay and sender decisions with their explanations |
 //! | `recipients.rs` | recipient tables of local and relay domains, Maildir-safe local parts |
 //! | `password.rs` | hashing, verifying and validating password hashes |
+//! | `signing.rs` | the `signing:` section: DKIM and ARC keys by reference |
 //! | `sealed.rs` | smarthost credentials and webhook keys sealed in the snapshot for the workers |
 //! | `error.rs` | `PolicyError` |
 //! | `*_tests.rs`, `tests.rs` | unit tests too long to sit beside their code; shared fixtures |
@@ -27,6 +29,7 @@ pub mod bucket;
 mod check;
 mod compile;
 mod decision;
+pub mod dnsbl;
 mod documents;
 mod each;
 mod error;
@@ -39,6 +42,7 @@ mod password;
 mod recipients;
 mod rules;
 pub mod sealed;
+pub mod signing;
 mod snapshot;
 mod stored;
 

@@ -115,6 +115,16 @@ pub struct RelayPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub filters: Option<Vec<super::filters::FilterSpec>>,
+    /// DNS block lists asked about unauthenticated, untrusted clients at their first
+    /// RCPT (see `policy::dnsbl`). Several policies: at most one may have them, or all
+    /// the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnsbl: Option<super::dnsbl::DnsblSpec>,
+    /// DKIM keys the ingress signs authenticated and trusted mail with, and the key of
+    /// ARC seals (see `policy::signing`). Several policies: at most one may have them,
+    /// or all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<super::signing::SigningSpec>,
 }
 
 /// What to do with recipients whose domain is an address literal (RFC 5321 4.1.3).

@@ -42,6 +42,14 @@ pub struct Rules {
     /// before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<crate::filter::settings::CheckSettings>,
+    /// The block lists asked about untrusted clients; `None`: none. Absent in snapshots
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnsbl: Option<crate::filter::dnsbl::DnsblSettings>,
+    /// DKIM and ARC signing keys (references to them: the keys stay in Secrets).
+    /// Absent when no policy has `signing:`, and in snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<super::signing::SigningSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

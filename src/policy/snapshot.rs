@@ -212,6 +212,17 @@ impl PolicySnapshot {
         &self.rules.filters
     }
 
+    /// The block lists asked about untrusted clients at their first RCPT; `None` when
+    /// no policy has `dnsbl:`.
+    pub fn dnsbl(&self) -> Option<&crate::filter::dnsbl::DnsblSettings> {
+        self.rules.dnsbl.as_ref()
+    }
+
+    /// The signing keys; `None` when no policy has `signing:`.
+    pub fn signing(&self) -> Option<&super::signing::SigningSettings> {
+        self.rules.signing.as_ref()
+    }
+
     /// Case-insensitive; a trailing dot is ignored.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.rules

@@ -100,8 +100,10 @@ pub fn shared(
                 hostname: config.hostname.clone(),
                 dns: dns.as_ref().map(|d| d.hickory().clone()),
             },
+            config.delivery.secrets_dir.clone(),
         ),
         dns,
+        dnsbl: Default::default(),
     }))
 }
 

@@ -7,7 +7,7 @@
 //! | `sluice_connections_refused_total` | counter | `reason` (`max_connections`, `max_per_ip`, `max_per_ipv6_prefix`, `queue_unavailable`, `draining`: answered 421; on a `proxyProtocol` listener, closed without a greeting: `proxy_untrusted` (peer not in `trustedProxies`), `proxy_header_invalid`, `proxy_header_timeout` (none within `proxyHeaderTimeout`), `proxy_header_incomplete` (closed or failed mid-header)) | connections refused before their session began |
 //! | `sluice_commands_total` | counter | `verb` | command lines received, by verb (`invalid` for unparsable) |
 //! | `sluice_messages_accepted_total` | counter | | messages answered 250 after DATA/BDAT |
-//! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `routing_denied`, `address_literal_denied`, `unknown_recipient`, `sender_not_owned`, `too_many_hops`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`, `insufficient_storage`: the memory budget was spent or the spill file could not be written) |
+//! | `sluice_messages_rejected_total` | counter | `reason` | refusals of messages, senders and recipients (`relay_denied`, `routing_denied`, `address_literal_denied`, `unknown_recipient`, `sender_not_owned`, `too_many_hops`, `message_too_big`, `line_too_long`, `bare_line_ending`, `queue_error`, `insufficient_storage`: the memory budget was spent or the spill file could not be written, `dnsbl`: the client is on the policy's block lists, `dnsbl_unavailable`: the lists gave no verdict and `dnsbl.failMode` is closed) |
 //! | `sluice_received_bytes_total` | counter | | octets of accepted messages, Received header included |
 //! | `sluice_auth_total` | counter | `result` (`success`, `failure`: checked and wrong, `locked_out`: refused 454 without a check while the client network or user name is locked out, `busy`: refused 454 because no password check was free within 10 s) | AUTH attempts |
 //! | `sluice_auth_lockouts_total` | counter | `scope` (`ip`: a client address, an IPv6 /64; `user`: a user name) | lockouts started: failed AUTHs reached `limits.authFailuresPerIp` / `authFailuresPerUser` within `authFailureWindow` |
@@ -18,7 +18,9 @@
 //! | `sluice_messages_spilled_total` | counter | | messages whose content outgrew `limits.spillThreshold` and went to a temporary file while being received |
 //! | `sluice_enqueue_seconds` | histogram | | time from the end of the message to the durable queue write, i.e. until the 250 |
 //! | `sluice_filter_verdicts_total` | counter | `check` (`attachments`, `rspamd`, `clamav`: the check's kind), `result` (`accept`, `reject`, `tempfail`, `rewrite`: headers changed, `strip`, `quarantine`, `exempt`: the sender skips the check, `error`: no verdict, the check's `failMode` applied, `tag`: a verdict only written into `X-Sluice-Filter`) | filter checks run at the end of a message, by result |
+//! | `sluice_dkim_signatures_total` | counter | `result` (`signed`: one DKIM-Signature per key of the From domain added, `unsigned`: no key for the From domain, or no single From address, `error`: a key not loaded or a signature failed, answered 451 4.7.1) | messages of authenticated sessions and trusted networks, under a policy with `signing:`, by signing result |
 //! | `sluice_filter_seconds` | histogram | | time the filter pipeline adds before the reply (all checks, which run at once, and applying their changes) |
+//! | `sluice_dnsbl_lookups_total` | counter | `zone` (a `dnsbl:` zone of the policy; `other` past 256 series), `result` (`listed`, `clear`: not listed, NXDOMAIN or a code outside the zone's `answers`, `error`: timeout, SERVFAIL, no DNS, an error code in 127.255.255.0/24 or an answer outside 127.0.0.0/8) | block-list answers about clients, from DNS or the cache of answers by TTL |
 //! | `sluice_deliveries_total` | counter | `route` (`mx`, `smarthost`, `lmtp`, `maildir`, `webhook`), `status` (`sent`, `deferred`, `bounced`) | delivery attempts per recipient |
 //! | `sluice_delivery_replies_total` | counter | `class` (`2xx`, `4xx`, `5xx`, `other`) | replies to delivery attempts by class (`other`: no SMTP reply, e.g. a connection failure or local delivery) |
 //! | `sluice_delivery_tls_fallbacks_total` | counter | | outbound connections that went on in plaintext because the handshake of opportunistic STARTTLS failed (certificate not verified, TLS error, handshake timeout); `starttls-required` and `implicit-tls` never fall back |
@@ -118,6 +120,51 @@ impl PairCounter {
                 "{name}{{{}=\"{a}\",{}=\"{b}\"}} {n}",
                 labels.0, labels.1
             );
+        }
+    }
+}
+
+/// A counter family keyed by a name from the policy (a DNSBL zone) and a result fixed in
+/// the code. A policy has 16 zones at most, but policies change: past
+/// [`ZoneCounter::MAX_SERIES`] series, new names count under `other`.
+#[derive(Debug, Default)]
+pub struct ZoneCounter {
+    values: RwLock<BTreeMap<(String, &'static str), AtomicU64>>,
+}
+
+impl ZoneCounter {
+    pub const MAX_SERIES: usize = 256;
+
+    pub fn inc(&self, zone: &str, result: &'static str) {
+        let read = self.values.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = read.get(&(zone.to_string(), result)) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        drop(read);
+        let mut map = self.values.write().unwrap_or_else(|e| e.into_inner());
+        let zone = if map.len() >= Self::MAX_SERIES {
+            "other"
+        } else {
+            zone
+        };
+        map.entry((zone.to_string(), result))
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, zone: &str, result: &str) -> u64 {
+        let read = self.values.read().unwrap_or_else(|e| e.into_inner());
+        let found = read.iter().find(|((z, r), _)| z == zone && *r == result);
+        found.map_or(0, |(_, c)| c.load(Ordering::Relaxed))
+    }
+
+    /// Zone names are validated DNS names: nothing in them needs escaping.
+    fn render(&self, out: &mut String, name: &str) {
+        let read = self.values.read().unwrap_or_else(|e| e.into_inner());
+        for ((zone, result), count) in read.iter() {
+            let n = count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{zone=\"{zone}\",result=\"{result}\"}} {n}");
         }
     }
 }
@@ -225,6 +272,8 @@ pub struct Metrics {
     pub enqueue_seconds: Histogram,
     pub filter_verdicts: PairCounter,
     pub filter_seconds: Histogram,
+    pub dnsbl_lookups: ZoneCounter,
+    pub dkim_signatures: LabeledCounter,
     pub deliveries: PairCounter,
     pub delivery_replies: LabeledCounter,
     pub delivery_seconds: Histogram,
@@ -261,6 +310,8 @@ impl Default for Metrics {
             enqueue_seconds: Histogram::new(ENQUEUE_BUCKETS),
             filter_verdicts: PairCounter::default(),
             filter_seconds: Histogram::new(FILTER_BUCKETS),
+            dnsbl_lookups: ZoneCounter::default(),
+            dkim_signatures: LabeledCounter::default(),
             deliveries: PairCounter::default(),
             delivery_replies: LabeledCounter::default(),
             delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
@@ -390,6 +441,20 @@ impl Metrics {
         );
         self.filter_seconds
             .render(&mut out, "sluice_filter_seconds");
+        counter(
+            &mut out,
+            "sluice_dnsbl_lookups_total",
+            "Block-list answers about clients, by zone and result.",
+        );
+        self.dnsbl_lookups
+            .render(&mut out, "sluice_dnsbl_lookups_total");
+        counter(
+            &mut out,
+            "sluice_dkim_signatures_total",
+            "Messages of our senders by DKIM signing result.",
+        );
+        self.dkim_signatures
+            .render(&mut out, "sluice_dkim_signatures_total", "result");
         counter(
             &mut out,
             "sluice_deliveries_total",
@@ -525,6 +590,27 @@ mod tests {
             "# TYPE sluice_delivery_duplicates_suppressed_total counter\nsluice_delivery_duplicates_suppressed_total 3\n"
         ));
         assert!(text.contains("\nsluice_events_lost_total{reason=\"backlog_full\"} 1\n"));
+    }
+
+    #[test]
+    fn dnsbl_zones_are_labels_bounded_in_number() {
+        let m = Metrics::default();
+        m.dnsbl_lookups.inc("zen.example", "listed");
+        m.dnsbl_lookups.inc("zen.example", "listed");
+        m.dnsbl_lookups.inc("bl.example", "error");
+        let text = m.render();
+        assert!(
+            text.contains(
+                "\nsluice_dnsbl_lookups_total{zone=\"zen.example\",result=\"listed\"} 2\n"
+            )
+        );
+        assert_eq!(m.dnsbl_lookups.get("bl.example", "error"), 1);
+        for i in 0..ZoneCounter::MAX_SERIES {
+            m.dnsbl_lookups.inc(&format!("z{i}.example"), "clear");
+        }
+        assert!(m.dnsbl_lookups.get("other", "clear") > 0);
+        let series = m.render().matches("sluice_dnsbl_lookups_total{").count();
+        assert!(series <= ZoneCounter::MAX_SERIES + 2, "{series}");
     }
 
     #[test]

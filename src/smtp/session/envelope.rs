@@ -135,6 +135,16 @@ impl Session {
             notify,
             orcpt,
         };
+        // After the relay decision, as Postfix's reject_rbl_client after
+        // reject_unauth_destination: a recipient refused anyway costs no DNS.
+        match self.client_check(recipient) {
+            Ok(recipient) => self.add_recipient(recipient),
+            Err(step) => step,
+        }
+    }
+
+    /// Takes a recipient that passed every check into the transaction.
+    pub(super) fn add_recipient(&mut self, recipient: Recipient) -> Step {
         if let Some(t) = self.transaction.as_mut()
             && !t.envelope.recipients.contains(&recipient)
         {
@@ -145,7 +155,7 @@ impl Session {
 
     /// Authenticated, or from a trusted network: what the worker needs to know to send
     /// success notices (only such senders get them).
-    fn sender_trust(&self) -> SenderTrust {
+    pub(super) fn sender_trust(&self) -> SenderTrust {
         if self.user.is_some() {
             SenderTrust::Authenticated
         } else if self.policy.trusted_network(self.conn.client_ip).is_some() {

@@ -8,6 +8,7 @@
 //! submodules, one file per group of verbs.
 
 mod auth;
+mod client_check;
 mod ehlo;
 mod envelope;
 mod message;
@@ -113,6 +114,9 @@ pub enum Step {
     VerifyCredentials { username: String, password: String },
     /// Store the message durably, then call [`Session::enqueue_result`].
     Enqueue(Box<(Envelope, Vec<u8>)>),
+    /// Ask the block lists of the policy's `dnsbl:` about the client (slow: DNS), then
+    /// call [`Session::client_checked`], which answers the RCPT that asked.
+    CheckClient,
 }
 
 /// Whether the connection has memory for message content now: the ingress says so
@@ -153,6 +157,8 @@ pub struct Session {
     /// The queue id of a message handed to the queue and not yet answered.
     pending: Option<crate::queue::QueueId>,
     rejection: Option<Rejection>,
+    /// The block lists' verdict on the client, asked once per session.
+    client_check: client_check::ClientCheck,
     errors: u32,
     failed_auths: u32,
     resources: Resources,
@@ -185,6 +191,7 @@ impl Session {
             discard: None,
             pending: None,
             rejection: None,
+            client_check: client_check::ClientCheck::default(),
             errors: 0,
             failed_auths: 0,
             resources: Resources::Available,
