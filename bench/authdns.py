@@ -9,14 +9,16 @@ do not fit the client's UDP payload size (the answer is then sent truncated, TC 
 Every question answered is counted by name and type, which is how the benchmark tells
 how many lookups a message costs with a warm cache.
 
-Messages are parsed and built with dnspython (2.x). Keys are made with the `openssl`
-command (`openssl genpkey`), which every machine with Postfix's tools has; their public
-halves go into the zone as RFC 6376 / RFC 8463 key records.
+Messages are parsed and built with dnspython (2.x). Keys come from `sluice dkim keygen`,
+whose printed record is checked against the one the `openssl` command derives from the
+private key, or from `openssl genpkey` itself; their public halves go into the zone as
+RFC 6376 / RFC 8463 key records.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import select
 import socket
 import struct
@@ -240,10 +242,24 @@ def openssl(*argv: str, timeout: float = 60) -> bytes:
     return r.stdout
 
 
+def record_from_pem(algorithm: str, path: Path) -> str:
+    """The key record of a private key: for RSA `p=` is the SubjectPublicKeyInfo
+    (RFC 6376 3.6.1), from `openssl pkey -pubout`; for Ed25519 the raw 32-octet public
+    key (RFC 8463 4.2), computed by PyNaCl from the private seed. (OpenSSL 3.0 cannot
+    read the PKCS#8 v2 form, RFC 5958 with the public key inside, that ring writes.)"""
+    if algorithm == "rsa":
+        public = openssl("pkey", "-in", str(path), "-pubout", "-outform", "DER")
+        k = "rsa"
+    else:
+        import nacl.signing
+        public = bytes(nacl.signing.SigningKey(ed25519_seed(path)).verify_key)
+        k = "ed25519"
+    return f"v=DKIM1; k={k}; p={base64.b64encode(public).decode()}"
+
+
 def make_key(algorithm: str, path: Path) -> DkimKey:
-    """A new private key at `path` (PEM PKCS#8, mode 0600) and its DNS record: for RSA
-    `p=` is the SubjectPublicKeyInfo (RFC 6376 3.6.1), for Ed25519 the raw 32-octet
-    public key (RFC 8463 4.2), which is the end of its SubjectPublicKeyInfo."""
+    """A new private key at `path` (PEM PKCS#8, mode 0600) from `openssl genpkey`, and
+    its DNS record."""
     if algorithm == "rsa":
         openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(path))
     elif algorithm == "ed25519":
@@ -251,13 +267,49 @@ def make_key(algorithm: str, path: Path) -> DkimKey:
     else:
         raise ValueError(algorithm)
     path.chmod(0o600)
-    spki = openssl("pkey", "-in", str(path), "-pubout", "-outform", "DER")
-    public = spki if algorithm == "rsa" else spki[-32:]
-    k = "rsa" if algorithm == "rsa" else "ed25519"
-    return DkimKey(algorithm, path, f"v=DKIM1; k={k}; p={base64.b64encode(public).decode()}")
+    return DkimKey(algorithm, path, record_from_pem(algorithm, path))
+
+
+# One character-string of a zone file's TXT record: quoted, with backslash escapes.
+ZONE_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def sluice_keygen(binary: Path, algorithm: str, domain: str, selector: str, path: Path) -> DkimKey:
+    """A new key from `sluice dkim keygen --out PATH`, its record read from the zone line
+    the command prints (`NAME IN TXT "..." "..."`, strings joined), and checked against
+    the record openssl derives from the same private key."""
+    cmd = [str(binary), "dkim", "keygen", "--domain", domain, "--selector", selector,
+           "--algorithm", algorithm, "--out", str(path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    want = f"{selector}._domainkey.{domain}."
+    if not line.lower().startswith(want.lower() + " in txt "):
+        raise RuntimeError(f"sluice dkim keygen printed {line!r}, not a TXT record of {want}")
+    strings = [re.sub(r"\\(.)", r"\1", m) for m in ZONE_STRING.findall(line)]
+    if any(len(x.encode()) > TXT_STRING_MAX for x in strings):
+        raise RuntimeError(f"sluice dkim keygen printed a string longer than {TXT_STRING_MAX} octets")
+    record = "".join(strings)
+    derived = record_from_pem(algorithm, path)
+    if record != derived:
+        raise RuntimeError(f"sluice dkim keygen's record {record!r} is not the key's ({derived!r})")
+    return DkimKey(algorithm, path, record)
+
+
+# The start of an Ed25519 PKCS#8 key after its outer SEQUENCE header and version:
+# algorithm id-Ed25519 (RFC 8410), then privateKey, an OCTET STRING wrapping the seed's.
+ED25519_PKCS8 = bytes.fromhex("300506032b657004220420")
 
 
 def ed25519_seed(path: Path) -> bytes:
-    """The 32-octet private seed of an Ed25519 PKCS#8 key: the end of its DER, which is
-    how dkimpy (through PyNaCl) wants an Ed25519 key, base64-encoded."""
-    return openssl("pkey", "-in", str(path), "-outform", "DER")[-32:]
+    """The 32-octet private seed of an Ed25519 key in PEM PKCS#8, v1 or v2 (RFC 5958,
+    which may carry the public key after it)."""
+    lines = path.read_text().strip().splitlines()
+    if not lines or lines[0] != "-----BEGIN PRIVATE KEY-----":
+        raise RuntimeError(f"{path} is not a PEM PKCS#8 private key")
+    der = base64.b64decode("".join(x for x in lines[1:] if not x.startswith("-----")))
+    # 30 LEN, INTEGER version (02 01 00 or 02 01 01), then the fixed part, then the seed.
+    if len(der) < 48 or der[0] != 0x30 or der[2:4] != b"\x02\x01" or der[5:16] != ED25519_PKCS8:
+        raise RuntimeError(f"{path} is not an Ed25519 PKCS#8 key")
+    return der[16:48]

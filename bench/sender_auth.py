@@ -9,7 +9,7 @@ run (issue 12, "Performance").
 What it does (see bench/README.md, "Sender-authentication benchmark"):
 
 1. `cargo build --release --bin sluice`.
-2. An RSA-2048 and an Ed25519 key (`openssl genpkey`), and an authoritative DNS server
+2. An RSA-2048 and an Ed25519 key (`sluice dkim keygen`), and an authoritative DNS server
    for `bench.example` on loopback (`authdns.py`): SPF, DMARC p=reject and both DKIM
    key records. It counts the questions it answers.
 3. Two 4 KiB messages from sender@bench.example: `plain.eml`, and `signed.eml`, the same
@@ -25,8 +25,7 @@ What it does (see bench/README.md, "Sender-authentication benchmark"):
 Variants: baseline-untrusted (a relay domain, no trusted network, no filter; the signed
 message), verify (the same with `filters: [{senderAuth: {}}]`), baseline-trusted
 (127.0.0.1 trusted; the plain message), sign-rsa and sign-ed25519 (trusted, with a
-`signing:` section holding one key). The signing variants need a sluice whose policy
-knows `signing:`; they run only with `--signing`.
+`signing:` section holding one key; `--skip-signing` leaves them out).
 
 Loopback only; every wait is bounded; every child process is stopped on exit. Needs
 Python 3.11, dnspython and dkimpy (with PyNaCl) as `scripts/install-test-deps`
@@ -42,6 +41,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import dkim
 
-from authdns import DnsServer, Zone, make_key
+from authdns import DnsServer, Zone, make_key, sluice_keygen
 from common import (
     CLK_TCK, BenchError, Relay, _on_signal, build, cargo_target_dir, cleanup_done, commit,
     cpu_seconds, free_port, labeled, launch_relay, log, log_problems, on_cleanup, run_main,
@@ -130,10 +130,17 @@ def policy_yaml(v: Variant) -> str:
 # ---------------------------------------------------------------------------------------
 # Keys, zone, messages.
 
-def make_keys(d: Path) -> dict:
+def make_keys(d: Path, binary: Path, tool: str) -> dict:
     """Both keys under d/NAME/ALG.pem, as the relay reads them from its secretsDir."""
     (d / SECRET).mkdir(parents=True)
-    keys = {alg: make_key(alg, d / SECRET / f"{alg}.pem") for alg in SELECTORS}
+    keys = {}
+    for alg, sel in SELECTORS.items():
+        path = d / SECRET / f"{alg}.pem"
+        try:
+            keys[alg] = (sluice_keygen(binary, alg, DOMAIN, sel, path) if tool == "sluice"
+                         else make_key(alg, path))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            raise BenchError(f"making the {alg} key: {e}") from e
     for alg, k in keys.items():
         log(f"key {alg}: {k.pem}, record of {len(k.record)} octets")
     return keys
@@ -415,8 +422,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=500, help="messages sent before each measured run, same load (default 500)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each variant, alternating the order; medians (default 3)")
     ap.add_argument("--samples", type=int, default=10, help="queued messages read back and checked per run (default 10)")
-    ap.add_argument("--signing", action="store_true",
-                    help="also run sign-rsa and sign-ed25519: needs a sluice whose RelayPolicy knows `signing:`")
+    ap.add_argument("--skip-signing", action="store_true",
+                    help="skip sign-rsa and sign-ed25519 (for a sluice whose RelayPolicy has no `signing:`)")
+    ap.add_argument("--keygen", choices=("sluice", "openssl"), default="sluice",
+                    help="make the keys with `sluice dkim keygen` (default; its record is checked "
+                         "against openssl's) or `openssl genpkey` (a sluice without keygen)")
     ap.add_argument("--only", action="append", default=[], metavar="VARIANT",
                     help="run only these variants (repeatable): " + ", ".join(v.name for v in VARIANTS))
     ap.add_argument("--source-timeout", type=float, default=600, help="longest smtp-source run, s")
@@ -438,9 +448,9 @@ def main() -> int:
     unknown = set(args.only) - {v.name for v in VARIANTS}
     if unknown:
         raise BenchError(f"unknown variants {sorted(unknown)}")
-    chosen = [v for v in VARIANTS if (not args.only or v.name in args.only) and (args.signing or not v.sign)]
+    chosen = [v for v in VARIANTS if (not args.only or v.name in args.only) and (not args.skip_signing or not v.sign)]
     if not chosen:
-        raise BenchError("no variant left to run (the signing variants need --signing)")
+        raise BenchError("no variant left to run")
 
     if not args.skip_build:
         build("--bin", "sluice")
@@ -452,7 +462,7 @@ def main() -> int:
     log(f"work directory {workdir} (keys, messages, spools, logs)")
     res: dict = {"machine": {"cpus": os.cpu_count(), "clk_tck": CLK_TCK, "kernel": os.uname().release,
                              "loadavg_at_start": os.getloadavg()},
-                 "commit": commit(), "signing_run": args.signing,
+                 "commit": commit(), "signing_run": not args.skip_signing,
                  "load": {"messages": args.messages, "sessions": args.sessions, "warmup": args.warmup,
                           "rounds": args.rounds}}
     errors: list[str] = []
@@ -460,9 +470,10 @@ def main() -> int:
     dns_server = None
     try:
         secrets = workdir / "secrets"
-        keys = make_keys(secrets)
+        keys = make_keys(secrets, binary, args.keygen)
         zone = make_zone(keys)
-        res["keys"] = {alg: {"selector": SELECTORS[alg], "record_octets": len(k.record), "tool": "openssl genpkey"}
+        res["keys"] = {alg: {"selector": SELECTORS[alg], "record_octets": len(k.record),
+                             "tool": "sluice dkim keygen" if args.keygen == "sluice" else "openssl genpkey"}
                        for alg, k in keys.items()}
         files = write_messages(args, workdir / "messages", keys, zone)
         res["messages"] = {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in files.items()}
@@ -506,8 +517,8 @@ def main() -> int:
     print(f"{args.messages} messages over {args.sessions} sessions per run, one connection each, "
           f"after {args.warmup} warm-up; medians of {args.rounds} rounds; CPU = the relay's, /proc")
     print(summary(res))
-    if not args.signing:
-        print("(sign-rsa and sign-ed25519 not run: --signing needs a sluice whose policy knows signing:)")
+    if args.skip_signing:
+        print("(sign-rsa and sign-ed25519 not run: --skip-signing)")
     print("\nDNS questions answered, by name and type, over all rounds:")
     print("\n".join(dns_lines(res)) or "  none")
     noisy = [(name, r["relay_log_problems"]) for name, r in res.get("variants", {}).items() if r["relay_log_problems"]]
