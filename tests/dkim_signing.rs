@@ -338,6 +338,17 @@ async fn keygen_prints_a_key_that_signs_and_the_record_that_verifies_it() {
             .inspect(|s| assert!(s.len() <= 255, "{s}"))
             .collect();
         assert!(value.starts_with(&format!("v=DKIM1; k={k}; p=")), "{value}");
+        // The key file is one OpenSSL reads too (it refuses ring's PKCS#8 v2 Ed25519).
+        let openssl = std::process::Command::new("openssl")
+            .args(["pkey", "-noout", "-in"])
+            .arg(&out)
+            .output()
+            .expect("openssl");
+        assert!(
+            openssl.status.success(),
+            "{algorithm}: {}",
+            String::from_utf8_lossy(&openssl.stderr)
+        );
         let dns = common::dns::DnsServer::start(
             common::dns::Zone::default().txt("s2026._domainkey.gen.example", &value),
         )

@@ -54,14 +54,7 @@ async fn first_rcpt(relay: &common::Relay, source: &str) -> (Client, String) {
 
 /// The sum of the samples of `name` carrying every one of `labels` on `/metrics`.
 async fn metric(relay: &common::Relay, name: &str, labels: &[&str]) -> f64 {
-    let (_, page) = common::roles::http_get(relay.admin, "/metrics")
-        .await
-        .expect("/metrics");
-    page.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::roles::metric(relay.admin, name, labels).await
 }
 
 #[tokio::test]

@@ -23,7 +23,11 @@ fn examples() -> Vec<String> {
 #[test]
 fn the_filtering_examples_compile_to_what_they_say() {
     let examples = examples();
-    assert_eq!(examples.len(), 4, "front-end, reject, tag-only, verify-and-sign");
+    assert_eq!(
+        examples.len(),
+        4,
+        "front-end, reject, tag-only, verify-and-sign"
+    );
     let compiled: Vec<PolicySnapshot> = examples
         .iter()
         .enumerate()
@@ -80,7 +84,11 @@ fn the_filtering_examples_compile_to_what_they_say() {
             .iter()
             .all(|c| c.mode == FilterMode::Tag)
     );
-    assert_eq!(kinds(&compiled[3]), ["sender-auth"], "verifies inbound mail");
+    assert_eq!(
+        kinds(&compiled[3]),
+        ["sender-auth"],
+        "verifies inbound mail"
+    );
     let signing = compiled[3].signing().expect("the signing example has keys");
     let selectors: Vec<&str> = signing.dkim.iter().map(|k| k.selector.as_str()).collect();
     assert_eq!(selectors, ["s2026r", "s2026e"], "dual signing");

@@ -53,9 +53,34 @@ pub fn generate(algorithm: KeyAlgorithm) -> Result<String, KeygenError> {
             // ring's Ed25519KeyPair::generate_pkcs8, through mail-auth.
             let der = mail_auth::common::crypto::Ed25519Key::generate_pkcs8()
                 .map_err(|e| KeygenError::Generate(e.to_string()))?;
-            Ok(pem("PRIVATE KEY", &der))
+            Ok(pem("PRIVATE KEY", &ed25519_pkcs8_v1(&der)?))
         }
     }
+}
+
+/// The start of an Ed25519 PKCS#8 document up to the 32-octet seed (RFC 8410 7): a
+/// SEQUENCE, the version, the algorithm 1.3.101.112, the OCTET STRING of the seed.
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// ring writes PKCS#8 v2 (RFC 5958, the public key inside), which OpenSSL 3.0 refuses
+/// to read; the v1 form OpenSSL itself writes (`openssl genpkey -algorithm ed25519`)
+/// holds only the seed, and signing loads either. Same prefix but for the length and
+/// the version, then the seed.
+fn ed25519_pkcs8_v1(v2: &[u8]) -> Result<Vec<u8>, KeygenError> {
+    let same_shape = v2.len() >= 48
+        && v2[0] == 0x30
+        && v2[2..4] == ED25519_V1_PREFIX[2..4]
+        && v2[5..16] == ED25519_V1_PREFIX[5..16];
+    if !same_shape {
+        return Err(KeygenError::Generate(
+            "unexpected Ed25519 PKCS#8 layout from ring".into(),
+        ));
+    }
+    let mut v1 = ED25519_V1_PREFIX.to_vec();
+    v1.extend_from_slice(&v2[16..48]);
+    Ok(v1)
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -120,6 +145,10 @@ mod tests {
     fn ed25519_keys_load_back_and_publish_32_octets() {
         let pem = generate(KeyAlgorithm::Ed25519).unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD.decode(body).unwrap();
+        assert_eq!(der.len(), 48, "PKCS#8 v1: the seed only");
+        assert_eq!(der[..16], ED25519_V1_PREFIX);
         let record = DnsRecord::for_key("Example.com.", "s1", pem.as_bytes()).unwrap();
         assert_eq!(record.name, "s1._domainkey.example.com.");
         let p = record.value.strip_prefix("v=DKIM1; k=ed25519; p=").unwrap();

@@ -18,27 +18,10 @@ use mail_auth::arc::ArcSealer;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::Done;
 
-/// The header fields the ARC-Message-Signature covers, where present: RFC 6376 5.4.1's
-/// recommendation, and the DKIM signatures and our results, which the next hop's
-/// validation depends on.
-const SIGNED_HEADERS: &[&str] = &[
-    "From",
-    "Reply-To",
-    "Subject",
-    "Date",
-    "To",
-    "Cc",
-    "In-Reply-To",
-    "References",
-    "Message-ID",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "List-Id",
-    "List-Unsubscribe",
-    "DKIM-Signature",
-    "Authentication-Results",
-];
+/// Fields the ARC-Message-Signature covers besides those DKIM signing covers
+/// ([`super::signing::SIGNED_HEADERS`]): the sender's signatures and our results, which
+/// the next hop's validation depends on.
+const ALSO_SIGNED: &[&str] = &["DKIM-Signature", "Authentication-Results"];
 
 /// Seals with one key, for one policy revision.
 pub struct Sealer {
@@ -73,7 +56,12 @@ impl Sealer {
         let sealer = ArcSealer::from_key(key)
             .domain(domain)
             .selector(selector)
-            .headers(SIGNED_HEADERS.iter().copied());
+            .headers(
+                super::signing::SIGNED_HEADERS
+                    .iter()
+                    .chain(ALSO_SIGNED)
+                    .copied(),
+            );
         Sealer {
             sealer,
             domain: domain.to_string(),

@@ -321,3 +321,61 @@ pub fn failure_summary(tally: &Tally) -> String {
         failed.len()
     )
 }
+
+/// The header section of a message, unfolded, as (name, value) lines.
+pub fn headers(data: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(data);
+    let end = text.find("\r\n\r\n").unwrap_or(text.len());
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text[..end].split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push((name.to_string(), value.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The values of header `name` (case-insensitive), unfolded.
+pub fn header_values(data: &[u8], name: &str) -> Vec<String> {
+    headers(data)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// What tests/dkim_signing/verify.py (Python's dkimpy, a verifier independent of the
+/// relay's) says about `data`: `args` before the JSON of the TXT `records` it may look
+/// up ("arc" for the ARC chain, nothing for each DKIM signature).
+pub fn dkimpy(
+    args: &[&str],
+    records: &std::collections::BTreeMap<String, String>,
+    data: &[u8],
+) -> serde_json::Value {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dkim_signing/verify.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .arg(serde_json::to_string(records).unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "verify.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("verify.py's JSON")
+}

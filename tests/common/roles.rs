@@ -229,6 +229,17 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .flatten()
 }
 
+/// The sum of the samples of `name` that carry every one of `labels` (`check="rspamd"`)
+/// on the admin `/metrics` at `admin`; 0 when there is none.
+pub async fn metric(admin: SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    let (_, page) = http_get(admin, "/metrics").await.expect("/metrics");
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The sum of one metric's samples (all label sets) in a Prometheus text page; `None`
 /// when the page does not have the metric.
 pub fn metric_sum(page: &str, name: &str) -> Option<f64> {

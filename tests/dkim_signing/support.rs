@@ -7,8 +7,8 @@
 use crate::common::{self, dns::DnsServer, dns::Zone, sink::Sink};
 use sluice::filter::keygen::{DnsRecord, KeyAlgorithm, generate};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -259,26 +259,10 @@ pub fn dkimpy_verdicts(
     keys: &BTreeMap<String, String>,
     data: &[u8],
 ) -> Vec<(String, String, String, bool)> {
-    let script: PathBuf =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dkim_signing/verify.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(serde_json::to_string(keys).unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "verify.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    list.iter()
+    let list = crate::common::mail::dkimpy(&[], keys, data);
+    list.as_array()
+        .expect("a list of signatures")
+        .iter()
         .map(|v| {
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             (s("d"), s("s"), s("a"), v["ok"].as_bool().unwrap_or(false))
@@ -286,14 +270,4 @@ pub fn dkimpy_verdicts(
         .collect()
 }
 
-/// One sample of `name` with every label of `labels` on the admin `/metrics`.
-pub async fn metric(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> f64 {
-    let (_, page) = common::roles::http_get(admin, "/metrics")
-        .await
-        .expect("/metrics");
-    page.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+pub use crate::common::roles::metric;

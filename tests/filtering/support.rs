@@ -173,45 +173,8 @@ pub async fn delivered(sink: &Sink, cases: &[&str]) -> BTreeMap<String, Vec<u8>>
     out
 }
 
-/// One sample of `name` with every label of `labels` (`check="attachments"`) on the
-/// relay's admin `/metrics`; 0 when there is none.
-pub async fn metric(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> f64 {
-    let (_, page) = common::roles::http_get(admin, "/metrics")
-        .await
-        .expect("/metrics");
-    page.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The header section of a delivered message, unfolded, as (name, value) lines.
-pub fn headers(data: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(data);
-    let end = text.find("\r\n\r\n").unwrap_or(text.len());
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in text[..end].split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            out.push((name.to_string(), value.trim().to_string()));
-        }
-    }
-    out
-}
-
-/// The values of header `name` (case-insensitive).
-pub fn header_values(data: &[u8], name: &str) -> Vec<String> {
-    headers(data)
-        .into_iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-        .collect()
-}
+pub use crate::common::mail::header_values;
+pub use crate::common::roles::metric;
 
 /// The leaf parts of a message as Python's `email` sees them
 /// (tests/attachments/check_stripped.py): type, disposition, filename, text, defects.

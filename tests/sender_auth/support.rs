@@ -2,6 +2,8 @@
 //! server, messages, the smtplib client of tests/filtering/send.py, and readers for
 //! what the sink received.
 
+pub use crate::common::mail::header_values;
+pub use crate::common::roles::metric;
 use crate::common::{self, sink::Sink};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,29 +66,10 @@ pub async fn start_custom(nameserver: SocketAddr, policy: &str, delivery: &str) 
     common::start_with(&config, policy).await
 }
 
-/// dkimpy's validation of the ARC chain of `data` (tests/dkim_signing/verify.py): its
-/// `cv` and its reason; `records` are the TXT records it may look up.
+/// dkimpy's validation of the ARC chain of `data`: its `cv` and its reason; `records`
+/// are the TXT records it may look up.
 pub fn dkimpy_arc(records: &BTreeMap<String, String>, data: &[u8]) -> (String, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/dkim_signing/verify.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg("arc")
-        .arg(serde_json::to_string(records).unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "verify.py arc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::mail::dkimpy(&["arc"], records, data);
     let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
     (s("cv"), s("reason"))
 }
@@ -155,46 +138,12 @@ pub async fn delivered(sink: &Sink, n: usize) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// The header values of `name` (case-insensitive), unfolded.
-pub fn header_values(data: &[u8], name: &str) -> Vec<String> {
-    let text = String::from_utf8_lossy(data);
-    let end = text.find("\r\n\r\n").unwrap_or(text.len());
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in text[..end].split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = fields.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((n, v)) = line.split_once(':') {
-            fields.push((n.to_string(), v.trim().to_string()));
-        }
-    }
-    fields
-        .into_iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-        .collect()
-}
-
 /// Our `Authentication-Results` values (authserv-id relay.test).
 pub fn ours(data: &[u8]) -> Vec<String> {
     header_values(data, "Authentication-Results")
         .into_iter()
         .filter(|v| v.starts_with("relay.test;"))
         .collect()
-}
-
-/// The sum of the samples of `name` whose labels hold every one of `labels`.
-pub async fn metric(admin: SocketAddr, name: &str, labels: &[&str]) -> f64 {
-    let (_, page) = common::roles::http_get(admin, "/metrics")
-        .await
-        .expect("/metrics");
-    page.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A multipart message from `user@domain` with a text part and `setup.exe` (a PE
