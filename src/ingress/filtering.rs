@@ -38,11 +38,14 @@ const REWRITE_ROOM: u64 = 64 * 1024;
 pub struct Filters {
     /// The pipeline of a revision, with the signer whose ARC key it seals with (keys
     /// that failed to load are read again after a while: a new signer, a new pipeline).
-    current: Mutex<Option<(String, Option<Arc<Signer>>, Arc<Pipeline>)>>,
+    current: Mutex<Option<Built>>,
     quarantine: Option<Arc<dyn Quarantine>>,
     env: Environment,
     signers: SignerCache,
 }
+
+/// A pipeline, the revision it was built for and the signer it seals with.
+type Built = (String, Option<Arc<Signer>>, Arc<Pipeline>);
 
 impl Filters {
     /// `quarantine` is where originals go; without one, a message that a rule would
