@@ -245,8 +245,9 @@ def openssl(*argv: str, timeout: float = 60) -> bytes:
 def record_from_pem(algorithm: str, path: Path) -> str:
     """The key record of a private key: for RSA `p=` is the SubjectPublicKeyInfo
     (RFC 6376 3.6.1), from `openssl pkey -pubout`; for Ed25519 the raw 32-octet public
-    key (RFC 8463 4.2), computed by PyNaCl from the private seed. (OpenSSL 3.0 cannot
-    read the PKCS#8 v2 form, RFC 5958 with the public key inside, that ring writes.)"""
+    key (RFC 8463 4.2), computed by PyNaCl from the private seed: independent of the
+    relay's code, and it reads both PKCS#8 forms (`sluice dkim keygen` wrote ring's v2,
+    which OpenSSL 3.0 cannot read, until 85df7e9; v1 since)."""
     if algorithm == "rsa":
         public = openssl("pkey", "-in", str(path), "-pubout", "-outform", "DER")
         k = "rsa"
