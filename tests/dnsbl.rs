@@ -241,25 +241,8 @@ async fn authenticated_send(relay: &common::Relay) -> (u16, String) {
         "file": message,
         "user": "alice",
         "password": common::PASSWORD,
-    })
-    .to_string();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filtering/send.py");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(&args)
-            .output()
-            .expect("python3")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "send.py: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).expect("send.py's JSON")
+    });
+    common::mail::smtplib(args).await
 }
 
 /// Our cache, not hickory's, answers within the TTL: the ingress drops hickory's entry

@@ -379,3 +379,29 @@ pub fn dkimpy(
     );
     serde_json::from_slice(&out.stdout).expect("verify.py's JSON")
 }
+
+/// One SMTP transaction with Python's smtplib (tests/filtering/send.py), `args` as that
+/// script takes them (port, source, from, to, file; user and password for STARTTLS and
+/// AUTH): the reply to the end of the content, or to the MAIL or RCPT that was refused,
+/// as (code, text on one line).
+pub async fn smtplib(args: serde_json::Value) -> (u16, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filtering/send.py");
+    let args = args.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(&args)
+            .output()
+            .expect("python3")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "send.py: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, text): (u16, String) = serde_json::from_str(&stdout).expect("send.py's JSON");
+    (code, text.replace('\n', " "))
+}

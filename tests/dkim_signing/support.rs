@@ -8,7 +8,6 @@ use crate::common::{self, dns::DnsServer, dns::Zone, sink::Sink};
 use sluice::filter::keygen::{DnsRecord, KeyAlgorithm, generate};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -154,26 +153,9 @@ pub async fn send(
             args["from"] = "sender@client.example".into();
         }
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filtering/send.py");
-    let args = args.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(&args)
-            .output()
-            .expect("python3")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "send.py: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (code, text): (u16, String) = serde_json::from_slice(&out.stdout).expect("JSON");
+    let reply = crate::common::mail::smtplib(args).await;
     drop(file);
-    (code, text.replace('\n', " "))
+    reply
 }
 
 /// A message from `from` with Message-ID `<{id}@client.test>`.

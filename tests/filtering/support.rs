@@ -91,25 +91,7 @@ pub async fn send_to(
             args["password"] = common::PASSWORD.into();
         }
     }
-    let args = args.to_string();
-    let script = here().join("send.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(&args)
-            .output()
-            .expect("python3")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "send.py {case}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (code, text): (u16, String) = serde_json::from_str(&stdout).expect("send.py's JSON");
-    (code, text.replace('\n', " "))
+    crate::common::mail::smtplib(args).await
 }
 
 /// Asserts the reply's code and that its text holds every one of `words`.

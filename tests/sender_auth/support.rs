@@ -7,7 +7,7 @@ pub use crate::common::roles::metric;
 use crate::common::{self, sink::Sink};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// An address outside the policy's trusted networks, and one inside.
@@ -105,25 +105,7 @@ pub async fn send(
         args["user"] = user.into();
         args["password"] = password.into();
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/filtering/send.py");
-    let args = args.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(args)
-            .output()
-            .expect("python3")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "send.py: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (code, text): (u16, String) = serde_json::from_slice(&out.stdout).expect("JSON");
-    (code, text.replace('\n', " "))
+    common::mail::smtplib(args).await
 }
 
 /// Exactly `n` messages at the sink, by case (the Message-ID's local part).
