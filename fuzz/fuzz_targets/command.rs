@@ -39,7 +39,10 @@ fn check_parse(line: &[u8]) {
     if let Err(e) = &parsed {
         let reply = e.reply();
         assert!((500..600).contains(&reply.code), "{reply:?}");
-        assert!(reply.status.is_some_and(|s| s.starts_with("5.")), "{reply:?}");
+        assert!(
+            reply.status.is_some_and(|s| s.starts_with("5.")),
+            "{reply:?}"
+        );
     }
 
     // The verb is case-insensitive: flipping its case changes nothing.
@@ -50,12 +53,20 @@ fn check_parse(line: &[u8]) {
             *b ^= 0x20;
         }
     }
-    assert_eq!(parse_command(&flipped), parsed, "verb case changed the result");
+    assert_eq!(
+        parse_command(&flipped),
+        parsed,
+        "verb case changed the result"
+    );
 
     // Trailing spaces are ignored.
     let mut spaced = line.to_vec();
     spaced.extend_from_slice(b"  ");
-    assert_eq!(parse_command(&spaced), parsed, "trailing spaces changed the result");
+    assert_eq!(
+        parse_command(&spaced),
+        parsed,
+        "trailing spaces changed the result"
+    );
 }
 
 /// What `LineBuffer::new(max)` must hand out for `stream`: one item per LF.
@@ -98,8 +109,16 @@ fuzz_target!(|data: &[u8]| {
             }
             lines.push(item);
         }
-        assert!(buffer.buffered() < MAX_LINE, "held {} bytes", buffer.buffered());
+        assert!(
+            buffer.buffered() < MAX_LINE,
+            "held {} bytes",
+            buffer.buffered()
+        );
     }
     assert_eq!(lines, model_lines(&stream, MAX_LINE));
-    assert_eq!(buffer.take_remaining(), b"", "bytes left after the final CRLF");
+    assert_eq!(
+        buffer.take_remaining(),
+        b"",
+        "bytes left after the final CRLF"
+    );
 });

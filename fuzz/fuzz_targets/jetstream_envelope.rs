@@ -180,7 +180,9 @@ fuzz_target!(|data: &[u8]| {
             .all(|v| v.is_none_or(|v| v.trim().parse::<u64>().is_ok()));
         // A body object's name is an object store key: a word of [A-Za-z0-9._-].
         let object_ok = pick(object).is_none_or(|v| {
-            !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         });
         assert_eq!(decoded.is_ok(), numbers_ok && object_ok, "{decoded:?}");
     }

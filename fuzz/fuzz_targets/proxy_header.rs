@@ -113,8 +113,13 @@ fuzz_target!(|data: &[u8]| {
             whole,
             "the header alone parses differently"
         );
-        if let (Version::V1, Endpoints::Tcp { source, destination }) =
-            (header.version, header.endpoints)
+        if let (
+            Version::V1,
+            Endpoints::Tcp {
+                source,
+                destination,
+            },
+        ) = (header.version, header.endpoints)
         {
             assert_eq!(source.is_ipv4(), destination.is_ipv4(), "{header:?}");
         }
