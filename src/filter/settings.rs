@@ -176,3 +176,48 @@ impl CheckSettings {
         })
     }
 }
+
+/// The compiled `signing:` section of a policy (`policy::signing` validates and compiles
+/// it): the DKIM keys and the ARC key, each read by [`super::signing`] from a mounted Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSettings {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dkim: Vec<KeySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arc: Option<KeySettings>,
+}
+
+/// One compiled key: the domain lower-case ASCII, the selector checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySettings {
+    pub domain: String,
+    pub selector: String,
+    pub key_secret_ref: SecretRef,
+    /// Seconds from signing to `x=`; `None`: no `x=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_secs: Option<u64>,
+}
+
+impl KeySettings {
+    /// One line for `sluice policy check`: what signs, and where its key comes from.
+    pub fn describe(&self) -> String {
+        let expiry = match self.expiration_secs {
+            Some(secs) => format!(", expires after {secs} s"),
+            None => String::new(),
+        };
+        format!(
+            "d={} s={} (key: secret {}, key {}{expiry})",
+            self.domain, self.selector, self.key_secret_ref.name, self.key_secret_ref.key
+        )
+    }
+}
+
+/// A key in a Secret mounted below the secrets directory: `{secretsDir}/{name}/{key}`.
+/// Compilation checked both names (no '/', not '..'), so they make one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+    pub key: String,
+}

@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::policy::signing::{KeySettings, SigningSettings};
+use super::settings::{KeySettings, SigningSettings};
 
 /// The longest key file read: a 4096-bit RSA key in PEM is about 3.3 KB.
 const MAX_KEY_FILE: u64 = 64 * 1024;

@@ -2,8 +2,7 @@
 
 use super::*;
 use crate::filter::keygen::{DnsRecord, KeyAlgorithm, generate};
-use crate::policy::model::SecretKeyRef;
-use crate::policy::signing::KeySettings;
+use crate::filter::settings::{KeySettings, SecretRef};
 use std::sync::OnceLock;
 
 /// One RSA key for the whole module: generating one takes a while even optimised.
@@ -16,7 +15,7 @@ fn key(domain: &str, selector: &str, file: &str) -> KeySettings {
     KeySettings {
         domain: domain.into(),
         selector: selector.into(),
-        key_secret_ref: SecretKeyRef {
+        key_secret_ref: SecretRef {
             name: "dkim".into(),
             key: file.into(),
         },

@@ -79,7 +79,7 @@ pub struct CompiledDoc {
     /// `None` when the document has no `dnsbl:` section.
     pub dnsbl: Option<crate::filter::dnsbl::DnsblSettings>,
     /// `None` when the document has no `signing:` section.
-    pub signing: Option<super::signing::SigningSettings>,
+    pub signing: Option<crate::filter::settings::SigningSettings>,
 }
 
 /// Validates one document.

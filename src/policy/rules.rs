@@ -49,7 +49,7 @@ pub struct Rules {
     /// DKIM and ARC signing keys (references to them: the keys stay in Secrets).
     /// Absent when no policy has `signing:`, and in snapshots written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing: Option<super::signing::SigningSettings>,
+    pub signing: Option<crate::filter::settings::SigningSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

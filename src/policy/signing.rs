@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Location, PolicyError};
 use super::model::SecretKeyRef;
+use crate::filter::settings::{KeySettings, SecretRef, SigningSettings};
 
 /// The most DKIM keys one policy snapshot signs with.
 pub const MAX_DKIM_KEYS: usize = 64;
@@ -67,42 +68,6 @@ pub struct KeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16), regex(pattern = r"^([0-9]+[dhms])+$"))]
     pub expiration: Option<String>,
-}
-
-/// The compiled `signing:` section.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SigningSettings {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dkim: Vec<KeySettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arc: Option<KeySettings>,
-}
-
-/// One compiled key: the domain lower-case ASCII, the selector checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeySettings {
-    pub domain: String,
-    pub selector: String,
-    pub key_secret_ref: SecretKeyRef,
-    /// Seconds from signing to `x=`; `None`: no `x=`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiration_secs: Option<u64>,
-}
-
-impl KeySettings {
-    /// One line for `sluice policy check`: what signs, and where its key comes from.
-    pub fn describe(&self) -> String {
-        let expiry = match self.expiration_secs {
-            Some(secs) => format!(", expires after {secs} s"),
-            None => String::new(),
-        };
-        format!(
-            "d={} s={} (key: secret {}, key {}{expiry})",
-            self.domain, self.selector, self.key_secret_ref.name, self.key_secret_ref.key
-        )
-    }
 }
 
 /// Validates a policy's `signing:`; errors name `spec.signing.dkim[i].field`.
@@ -148,7 +113,8 @@ pub fn compile(at: &Location, spec: &SigningSpec) -> Result<SigningSettings, Pol
 fn compile_key(spec: &KeySpec) -> Result<KeySettings, (&'static str, String)> {
     let domain = signing_domain(&spec.domain).map_err(|r| (".domain", r))?;
     selector(&spec.selector).map_err(|r| (".selector", r))?;
-    secret_ref(&spec.key_secret_ref).map_err(|r| (".keySecretRef", r))?;
+    let r = &spec.key_secret_ref;
+    secret_ref(&r.name, &r.key).map_err(|r| (".keySecretRef", r))?;
     let expiration_secs = match &spec.expiration {
         Some(text) => {
             let secs = super::parse::duration_secs(text).map_err(|r| (".expiration", r))?;
@@ -162,7 +128,10 @@ fn compile_key(spec: &KeySpec) -> Result<KeySettings, (&'static str, String)> {
     Ok(KeySettings {
         domain,
         selector: spec.selector.clone(),
-        key_secret_ref: spec.key_secret_ref.clone(),
+        key_secret_ref: SecretRef {
+            name: r.name.clone(),
+            key: r.key.clone(),
+        },
         expiration_secs,
     })
 }
@@ -183,7 +152,8 @@ pub fn check(settings: Option<&SigningSettings>) -> Result<(), String> {
             Err(e) => return Err(format!(".domain: {e}")),
         }
         selector(&k.selector).map_err(|e| format!(".selector: {e}"))?;
-        secret_ref(&k.key_secret_ref).map_err(|e| format!(".keySecretRef: {e}"))?;
+        let r = &k.key_secret_ref;
+        secret_ref(&r.name, &r.key).map_err(|e| format!(".keySecretRef: {e}"))?;
         if k.expiration_secs
             .is_some_and(|s| s == 0 || s > MAX_EXPIRATION_SECS)
         {
@@ -242,7 +212,7 @@ pub fn selector(input: &str) -> Result<(), String> {
 }
 
 /// A Secret name and key that make one path below the secrets directory.
-fn secret_ref(r: &SecretKeyRef) -> Result<(), String> {
+fn secret_ref(name: &str, key: &str) -> Result<(), String> {
     let safe = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
@@ -251,7 +221,7 @@ fn secret_ref(r: &SecretKeyRef) -> Result<(), String> {
             && !s.contains(['/', '\\', '\0'])
             && !s.chars().any(char::is_control)
     };
-    if safe(&r.name) && safe(&r.key) {
+    if safe(name) && safe(key) {
         Ok(())
     } else {
         Err("name and key must each be 1 to 253 characters, without '/' or control characters, and not '.' or '..'".into())
@@ -331,11 +301,11 @@ mod tests {
     #[test]
     fn a_snapshot_with_bad_signing_settings_is_refused() {
         use super::{KeySettings, SigningSettings, check};
-        use crate::policy::model::SecretKeyRef;
+        use crate::filter::settings::SecretRef;
         let key = |domain: &str, selector: &str, name: &str| KeySettings {
             domain: domain.into(),
             selector: selector.into(),
-            key_secret_ref: SecretKeyRef {
+            key_secret_ref: SecretRef {
                 name: name.into(),
                 key: "k".into(),
             },

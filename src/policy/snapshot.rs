@@ -219,7 +219,7 @@ impl PolicySnapshot {
     }
 
     /// The signing keys; `None` when no policy has `signing:`.
-    pub fn signing(&self) -> Option<&super::signing::SigningSettings> {
+    pub fn signing(&self) -> Option<&crate::filter::settings::SigningSettings> {
         self.rules.signing.as_ref()
     }
 
