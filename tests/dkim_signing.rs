@@ -303,8 +303,8 @@ fn policy_check_lists_keys_and_names_bad_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_prints_a_key_that_signs_and_the_record_that_verifies_it() {
+    use sluice::filter::settings::{KeySettings, SecretRef, SigningSettings};
     use sluice::filter::signing::Signer;
-    use sluice::policy::signing::{KeySettings, SigningSettings};
     for (algorithm, k) in [("rsa", "rsa"), ("ed25519", "ed25519")] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("gen")).unwrap();
@@ -357,7 +357,7 @@ async fn keygen_prints_a_key_that_signs_and_the_record_that_verifies_it() {
             dkim: vec![KeySettings {
                 domain: "gen.example".into(),
                 selector: "s2026".into(),
-                key_secret_ref: sluice::policy::model::SecretKeyRef {
+                key_secret_ref: SecretRef {
                     name: "gen".into(),
                     key: "key.pem".into(),
                 },
