@@ -5,7 +5,8 @@
 use clap::{Args, Subcommand};
 use sluice::config::Config;
 use sluice::nats::NatsConfig;
-use sluice::queue::jetstream::{JetStreamOptions, provision};
+use sluice::queue::jetstream::JetStreamOptions;
+use sluice::roles::provision::provision;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

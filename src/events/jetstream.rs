@@ -76,15 +76,14 @@ pub struct JetStreamEvents {
 
 impl JetStreamEvents {
     /// Opens the events stream as it is (created if missing and this user may: see
-    /// [`crate::queue::jetstream::provision`]; never updated here) and starts the
+    /// [`crate::nats::open_stream`]; never updated here) and starts the
     /// publishing task.
     pub async fn open(
         js: jetstream::Context,
         replicas: usize,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
-        let stream =
-            crate::queue::jetstream::provision::open_stream(&js, stream_config(replicas)).await?;
+        let stream = crate::nats::open_stream(&js, stream_config(replicas)).await?;
         let (sender, receiver) = mpsc::channel(BACKLOG);
         let publisher = tokio::spawn(publish_all(js, receiver, metrics.clone()));
         Ok(Arc::new(JetStreamEvents {

@@ -4,6 +4,7 @@
 
 use crate::units::serde_duration;
 use anyhow::Context;
+use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -215,6 +216,45 @@ fn is_subject_prefix(prefix: &str) -> bool {
                 .chars()
                 .any(|c| c.is_whitespace() || c == '*' || c == '>')
     })
+}
+
+/// The stream `config.name` as it is, for a role's user (the queue's and the events'
+/// streams). Missing, it is created with `config` if this user may; an existing stream is
+/// never updated here: updating one is the privileged user's
+/// (`crate::queue::jetstream::provision`).
+pub async fn open_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> anyhow::Result<stream::Stream> {
+    let name = config.name.clone();
+    match js.get_stream(&name).await {
+        Ok(stream) => return Ok(stream),
+        Err(e) if !is_not_found(&e) => {
+            return Err(e).with_context(|| format!("looking up the stream {name}"));
+        }
+        Err(_) => {}
+    }
+    if let Err(e) = js.create_stream(config).await {
+        // Created meanwhile by another process: use it.
+        if let Ok(stream) = js.get_stream(&name).await {
+            return Ok(stream);
+        }
+        return Err(e).with_context(|| {
+            format!(
+                "the stream {name} does not exist and this user could not create it \
+                 (a user without the permission cannot): the operator or \
+                 `sluice nats provision` creates it"
+            )
+        });
+    }
+    js.get_stream(&name)
+        .await
+        .with_context(|| format!("opening the stream {name}"))
+}
+
+fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), GetStreamErrorKind::JetStream(js)
+        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 #[cfg(test)]

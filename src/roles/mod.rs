@@ -21,6 +21,7 @@ mod delivery;
 mod listeners;
 pub mod operator;
 mod ports;
+pub mod provision;
 mod queue;
 mod reload;
 

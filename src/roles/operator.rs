@@ -12,13 +12,14 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::listeners;
+use super::provision::provision;
 use crate::config::Config;
 use crate::operator::lease::LeaseSettings;
 use crate::operator::run::Settings;
 use crate::operator::{NatsSink, Scope};
 use crate::policy::bucket::PolicyBucket;
 use crate::policy::sealed::SecretsKey;
-use crate::queue::jetstream::{JetStreamOptions, provision};
+use crate::queue::jetstream::JetStreamOptions;
 use crate::telemetry::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::operator::OperatorMetrics;

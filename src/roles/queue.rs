@@ -181,7 +181,7 @@ async fn set_up(
 ) -> anyhow::Result<(JetStreamQueue, Arc<JetStreamEvents>)> {
     if provisions {
         let js = async_nats::jetstream::new(client.clone());
-        crate::queue::jetstream::provision(&js, options).await?;
+        super::provision::provision(&js, options).await?;
     }
     let queue = JetStreamQueue::with_client(client.clone(), options.clone())
         .await?

@@ -177,7 +177,7 @@ fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
 
 impl JetStreamQueue {
     /// Connects to `url` and opens the stream, the consumer and the bodies bucket
-    /// ([`provision::open_stream`]: an existing stream is used as it is; missing ones
+    /// ([`crate::nats::open_stream`]: an existing stream is used as it is; missing ones
     /// are created if this user may).
     pub async fn connect(url: &str, options: JetStreamOptions) -> Result<Self, QueueError> {
         let client = async_nats::connect(url)
@@ -198,7 +198,7 @@ impl JetStreamQueue {
             known => known,
         };
         let js = jetstream::new(client);
-        let stream = provision::open_stream(&js, provision::stream_config(&options))
+        let stream = crate::nats::open_stream(&js, provision::stream_config(&options))
             .await
             .map_err(|e| QueueError::Storage(format!("{e:#}")))?;
         let consumer_config = provision::consumer_config(&options);

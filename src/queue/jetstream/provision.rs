@@ -1,25 +1,24 @@
-//! What the queue and the events need to exist in JetStream, in one place: the messages
-//! stream, the workers' durable consumer, the bodies object store, the quarantine object
-//! store and the events stream.
+//! What the queue needs to exist in JetStream: the messages stream, the workers' durable
+//! consumer, the bodies object store and the quarantine object store.
 //!
-//! [`provision`] creates or updates the streams and creates the rest if missing. Only a privileged NATS user runs it:
+//! [`provision`] creates or updates the streams (the queue's and those of other layers
+//! the caller passes, the events stream) and creates the rest if missing
+//! (`crate::roles::provision` is the whole set). Only a privileged NATS user runs it:
 //! `sluice operator` at start, `sluice standalone --jetstream`, and `sluice nats
 //! provision` (installs without the operator). Updating a stream is what must stay with
 //! that user: a stream's configuration (`republish`, `sources`, `subjects`) can copy
 //! whatever a user may publish onto any subject, the policy key's among them.
 //!
-//! The ingress and the worker only look up ([`open_stream`]): a stream that exists is
+//! The ingress and the worker only look up ([`crate::nats::open_stream`]): a stream that exists is
 //! used as it is, never updated; one that is missing is created if this user may (a
 //! bare nats-server without permissions, as the scale-out by hand runs it), and
 //! otherwise the error says who creates it, and the role retries, unready, until then.
 
 use super::JetStreamOptions;
-use crate::events::jetstream as events;
 use anyhow::Context as _;
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, pull},
-    context::GetStreamErrorKind,
     object_store,
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
@@ -74,10 +73,14 @@ pub fn quarantine_config(options: &JetStreamOptions) -> object_store::Config {
     }
 }
 
-/// Creates or updates the messages stream and the events stream with `options`
-/// (replicas), and creates the consumer (with `options.ack_wait`), the bodies bucket and
+/// Creates or updates the messages stream with `options` (replicas) and the `companions`
+/// (streams of other layers: the events stream), and creates the consumer (with `options.ack_wait`), the bodies bucket and
 /// the quarantine bucket if missing. Idempotent; for the privileged user only (see the module's documentation).
-pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> anyhow::Result<()> {
+pub async fn provision(
+    js: &jetstream::Context,
+    options: &JetStreamOptions,
+    companions: &[stream::Config],
+) -> anyhow::Result<()> {
     // The messages stream last: it is what a waiting role looks up first, so that once
     // it exists, so does everything else the role opens after it, and the role does not
     // try (and fail, as a user without the permission) to create the rest itself. The
@@ -96,9 +99,11 @@ pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> a
             .await
             .with_context(|| format!("creating the bucket {}", options.bodies_bucket))?;
     }
-    js.create_or_update_stream(events::stream_config(options.replicas))
-        .await
-        .with_context(|| format!("creating or updating the stream {}", events::STREAM))?;
+    for companion in companions {
+        js.create_or_update_stream(companion.clone())
+            .await
+            .with_context(|| format!("creating or updating the stream {}", companion.name))?;
+    }
     js.create_or_update_stream(stream_config(options))
         .await
         .with_context(|| format!("creating or updating the stream {}", options.stream))?;
@@ -117,41 +122,4 @@ pub async fn provision(js: &jetstream::Context, options: &JetStreamOptions) -> a
         return Err(e).with_context(|| format!("creating the consumer {}", options.consumer));
     }
     Ok(())
-}
-
-/// The stream `config.name` as it is. Missing, it is created with `config` if this user
-/// may; an existing stream is never updated here.
-pub async fn open_stream(
-    js: &jetstream::Context,
-    config: stream::Config,
-) -> anyhow::Result<stream::Stream> {
-    let name = config.name.clone();
-    match js.get_stream(&name).await {
-        Ok(stream) => return Ok(stream),
-        Err(e) if !is_not_found(&e) => {
-            return Err(e).with_context(|| format!("looking up the stream {name}"));
-        }
-        Err(_) => {}
-    }
-    if let Err(e) = js.create_stream(config).await {
-        // Created meanwhile by another process: use it.
-        if let Ok(stream) = js.get_stream(&name).await {
-            return Ok(stream);
-        }
-        return Err(e).with_context(|| {
-            format!(
-                "the stream {name} does not exist and this user could not create it \
-                 (a user without the permission cannot): the operator or \
-                 `sluice nats provision` creates it"
-            )
-        });
-    }
-    js.get_stream(&name)
-        .await
-        .with_context(|| format!("opening the stream {name}"))
-}
-
-fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
-    matches!(error.kind(), GetStreamErrorKind::JetStream(js)
-        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }

@@ -237,7 +237,9 @@ mod tests {
         /// A new connection each time; the bucket provisioned as the operator does.
         async fn open(&self) -> Arc<dyn Quarantine> {
             let (js, options) = (self.js().await, JetStreamOptions::default());
-            super::super::provision(&js, &options).await.unwrap();
+            crate::roles::provision::provision(&js, &options)
+                .await
+                .unwrap();
             Arc::new(JetStreamQuarantine::open(js, &options).await)
         }
 
@@ -296,7 +298,9 @@ mod tests {
             js.get_object_store("sluice-quarantine").await.is_err(),
             "a role never creates the bucket"
         );
-        super::super::provision(&js, &options).await.unwrap();
+        crate::roles::provision::provision(&js, &options)
+            .await
+            .unwrap();
         q.hold(&held, b"x").await.unwrap();
         assert_eq!(q.list().await.unwrap(), [held]);
     }
