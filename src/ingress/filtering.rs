@@ -15,6 +15,7 @@
 use super::Shared;
 use super::content::Body;
 use super::signing::{SignerCache, sign, signer_for};
+use crate::telemetry::metrics::{FilterCheck, FilterResult, Label};
 use crate::events::{DeliveryEvent, EventKind};
 use crate::filter::pipeline::{CheckResult, Disposition, Environment, Outcome, Pipeline};
 use crate::filter::scan::{ScanContext, ScanTls};
@@ -305,7 +306,12 @@ fn summary(results: &[CheckResult]) -> String {
 /// Metrics and a log line per check that did more than accept.
 fn account(shared: &Shared, envelope: &Envelope, peer: &str, outcome: &Outcome) {
     for r in &outcome.results {
-        shared.metrics.filter_verdicts.inc(r.kind, r.result);
+        // The filters name kinds and results with strings (for events and
+        // `X-Sluice-Filter` too); the labels are the enums they map to.
+        match (FilterCheck::from_label(r.kind), FilterResult::from_label(r.result)) {
+            (Some(check), Some(result)) => shared.metrics.filter_verdicts.inc(check, result),
+            _ => tracing::warn!(kind = r.kind, result = r.result, "a filter verdict without metric labels"),
+        }
         if r.result != "accept" && r.result != "exempt" {
             tracing::info!(
                 queue_id = %envelope.id,

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use crate::telemetry::metrics::ConnectionRefusal;
 
 /// A listener's PROXY protocol settings.
 #[derive(Debug, Clone)]
@@ -41,13 +42,18 @@ pub enum ProxyRefusal {
 
 impl ProxyRefusal {
     /// The `reason` label of `sluice_connections_refused_total`.
-    pub fn label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ConnectionRefusal {
         match self {
-            ProxyRefusal::Untrusted => "proxy_untrusted",
-            ProxyRefusal::Timeout(_) => "proxy_header_timeout",
-            ProxyRefusal::Closed | ProxyRefusal::Io(_) => "proxy_header_incomplete",
-            ProxyRefusal::Invalid(_) => "proxy_header_invalid",
+            ProxyRefusal::Untrusted => ConnectionRefusal::ProxyUntrusted,
+            ProxyRefusal::Timeout(_) => ConnectionRefusal::ProxyHeaderTimeout,
+            ProxyRefusal::Closed | ProxyRefusal::Io(_) => ConnectionRefusal::ProxyHeaderIncomplete,
+            ProxyRefusal::Invalid(_) => ConnectionRefusal::ProxyHeaderInvalid,
         }
+    }
+
+    pub fn label(&self) -> &'static str {
+        use crate::telemetry::metrics::Label;
+        self.metric_label().as_str()
     }
 }
 
