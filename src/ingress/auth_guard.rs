@@ -13,8 +13,8 @@
 //! what reaches it. Its memory is bounded (see [`super::auth_failures`]).
 
 use super::auth_failures::{Admission, FailureLimits, FailureTable, Recorded};
-use crate::telemetry::metrics::{AuthResult, Label, LockoutScope};
 use crate::smtp::session::AuthOutcome;
+use crate::telemetry::metrics::{AuthResult, Label, LockoutScope};
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};

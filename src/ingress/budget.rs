@@ -203,10 +203,7 @@ mod tests {
         assert_eq!(second.try_grow(500), Err(BudgetError::Spent));
         second.try_grow(400).unwrap();
         assert_eq!(b.available(), 0);
-        assert_eq!(
-            b.metrics.memory_in_flight_bytes.get() as u64,
-            1000
-        );
+        assert_eq!(b.metrics.memory_in_flight_bytes.get() as u64, 1000);
         first.shrink_to(100);
         assert_eq!(b.available(), 500);
         drop(first);

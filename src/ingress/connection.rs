@@ -11,12 +11,12 @@ use super::filtering::{self, Filtered};
 use super::io::Io;
 use super::tls::tls_info;
 use super::{Listener, Shared};
-use crate::telemetry::metrics::{Label, RejectReason, Verb};
 use crate::events::DeliveryEvent;
 use crate::filter::dnsbl::Verdict;
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{ListenerKind, Resources, Session, Step};
+use crate::telemetry::metrics::{Label, RejectReason, Verb};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -470,4 +470,3 @@ impl Connection {
         }
     }
 }
-

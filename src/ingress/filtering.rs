@@ -15,7 +15,6 @@
 use super::Shared;
 use super::content::Body;
 use super::signing::{SignerCache, sign, signer_for};
-use crate::telemetry::metrics::{FilterCheck, FilterResult, Label};
 use crate::events::{DeliveryEvent, EventKind};
 use crate::filter::pipeline::{CheckResult, Disposition, Environment, Outcome, Pipeline};
 use crate::filter::scan::{ScanContext, ScanTls};
@@ -26,6 +25,7 @@ use crate::queue::quarantine::{HeldMessage, Quarantine};
 use crate::queue::{Envelope, unix_ms};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::TlsInfo;
+use crate::telemetry::metrics::{FilterCheck, FilterResult, Label};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -308,9 +308,16 @@ fn account(shared: &Shared, envelope: &Envelope, peer: &str, outcome: &Outcome) 
     for r in &outcome.results {
         // The filters name kinds and results with strings (for events and
         // `X-Sluice-Filter` too); the labels are the enums they map to.
-        match (FilterCheck::from_label(r.kind), FilterResult::from_label(r.result)) {
+        match (
+            FilterCheck::from_label(r.kind),
+            FilterResult::from_label(r.result),
+        ) {
             (Some(check), Some(result)) => shared.metrics.filter_verdicts.inc(check, result),
-            _ => tracing::warn!(kind = r.kind, result = r.result, "a filter verdict without metric labels"),
+            _ => tracing::warn!(
+                kind = r.kind,
+                result = r.result,
+                "a filter verdict without metric labels"
+            ),
         }
         if r.result != "accept" && r.result != "exempt" {
             tracing::info!(

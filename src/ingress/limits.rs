@@ -12,10 +12,10 @@
 //! [`ConnectionPermit::identify`] then counts it against its client's address, which
 //! keeps the balancer itself from being limited as one client.
 
+use crate::telemetry::metrics::ConnectionRefusal;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use crate::telemetry::metrics::ConnectionRefusal;
 
 #[derive(Debug)]
 pub struct ConnectionLimits {

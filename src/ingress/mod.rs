@@ -240,7 +240,10 @@ async fn admit(
 }
 
 async fn too_many(tcp: TcpStream, refusal: Refusal, listener: &Listener, shared: &Shared) {
-    shared.metrics.connections_refused.inc(refusal.metric_label());
+    shared
+        .metrics
+        .connections_refused
+        .inc(refusal.metric_label());
     let reply = Reply::new(
         421,
         "4.7.0",
@@ -252,7 +255,10 @@ async fn too_many(tcp: TcpStream, refusal: Refusal, listener: &Listener, shared:
 /// Counted and logged; the caller drops the socket unanswered: whatever is on the other
 /// end is no balancer of ours, or not speaking the protocol, and gets no greeting.
 fn proxy_refused(listener: &Listener, shared: &Shared, peer: SocketAddr, refusal: ProxyRefusal) {
-    shared.metrics.connections_refused.inc(refusal.metric_label());
+    shared
+        .metrics
+        .connections_refused
+        .inc(refusal.metric_label());
     tracing::info!(
         listener = %listener.name,
         peer = %peer,

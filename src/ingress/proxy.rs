@@ -9,12 +9,12 @@
 //! TLS ClientHello) stays in the socket for the session or the TLS acceptor.
 
 use super::proxy_header::{HeaderParser, Invalid, MAX_HEADER, Parse, ProxyHeader};
+use crate::telemetry::metrics::ConnectionRefusal;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use crate::telemetry::metrics::ConnectionRefusal;
 
 /// A listener's PROXY protocol settings.
 #[derive(Debug, Clone)]

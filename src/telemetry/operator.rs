@@ -34,20 +34,73 @@ impl OperatorMetrics {
         }
         let r = registry;
         let m = self.clone();
-        register(r, "sluice_operator_reconciles_total", &["Reconciles of a RelayPolicy, by result."], m.reconciles);
-        register(r, "sluice_operator_failures_total", &["Failed reconciles, by what failed."], m.failures);
-        register(r, "sluice_operator_status_writes_total", &["Statuses written."], m.status_writes);
-        register(r, "sluice_operator_snapshot_writes_total", &["Snapshots written to NATS."], m.snapshot_writes);
-        register(r, "sluice_operator_compiles_total", &["Compiles of the whole set of policies."], m.compiles);
-        register(r, "sluice_operator_password_hashes_total", &["Client passwords hashed."], m.password_hashes);
-        register(r, "sluice_operator_policies", &["RelayPolicies by verdict at the last compile."], m.policies);
-        register(r, "sluice_operator_last_compile_seconds", &["How long the last compile took."], m.last_compile_seconds);
-        register(r, "sluice_operator_leader", &["1 while this replica leads."], m.leader);
-        register(r, "sluice_policy_in_force_info", &["The revision of the snapshot in force."], m.in_force);
+        register(
+            r,
+            "sluice_operator_reconciles_total",
+            &["Reconciles of a RelayPolicy, by result."],
+            m.reconciles,
+        );
+        register(
+            r,
+            "sluice_operator_failures_total",
+            &["Failed reconciles, by what failed."],
+            m.failures,
+        );
+        register(
+            r,
+            "sluice_operator_status_writes_total",
+            &["Statuses written."],
+            m.status_writes,
+        );
+        register(
+            r,
+            "sluice_operator_snapshot_writes_total",
+            &["Snapshots written to NATS."],
+            m.snapshot_writes,
+        );
+        register(
+            r,
+            "sluice_operator_compiles_total",
+            &["Compiles of the whole set of policies."],
+            m.compiles,
+        );
+        register(
+            r,
+            "sluice_operator_password_hashes_total",
+            &["Client passwords hashed."],
+            m.password_hashes,
+        );
+        register(
+            r,
+            "sluice_operator_policies",
+            &["RelayPolicies by verdict at the last compile."],
+            m.policies,
+        );
+        register(
+            r,
+            "sluice_operator_last_compile_seconds",
+            &["How long the last compile took."],
+            m.last_compile_seconds,
+        );
+        register(
+            r,
+            "sluice_operator_leader",
+            &["1 while this replica leads."],
+            m.leader,
+        );
+        register(
+            r,
+            "sluice_policy_in_force_info",
+            &["The revision of the snapshot in force."],
+            m.in_force,
+        );
     }
 
     pub fn set_policies(&self, accepted: u64, refused: u64) {
-        for (verdict, n) in [(PolicyVerdict::Accepted, accepted), (PolicyVerdict::Refused, refused)] {
+        for (verdict, n) in [
+            (PolicyVerdict::Accepted, accepted),
+            (PolicyVerdict::Refused, refused),
+        ] {
             self.policies
                 .get_or_create(&One(verdict))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));

@@ -24,9 +24,9 @@ pub use extensions::Extensions;
 pub use tls::system_roots;
 pub use transaction::reply_outcome;
 
+use prometheus_client::metrics::counter::Counter;
 use std::fmt;
 use std::sync::Arc;
-use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 
 /// How the connection is encrypted.

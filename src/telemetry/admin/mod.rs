@@ -211,7 +211,10 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
     if resource.is_queue()
         && let Err(refusal) = access.check(&request, local)
     {
-        state.metrics.admin_requests_refused.inc(refusal.metric_label());
+        state
+            .metrics
+            .admin_requests_refused
+            .inc(refusal.metric_label());
         return refused(refusal);
     }
     if request.method != "GET" && request.origin {

@@ -9,8 +9,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::encoding::{
-    EncodeLabelKey, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder,
-    MetricEncoder,
+    EncodeLabelKey, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, MetricEncoder,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
