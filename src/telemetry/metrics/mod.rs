@@ -78,12 +78,7 @@ impl EncodeMetric for Seconds {
 
 /// Registers `metric` under the name it is scraped under: `prometheus-client` adds the
 /// `_total` of a counter itself, and the `.` that ends a help text.
-pub(super) fn register(
-    registry: &mut Registry,
-    name: &str,
-    doc: &[&str],
-    metric: impl Metric + EncodeMetric,
-) {
+pub(super) fn register(registry: &mut Registry, name: &str, doc: &[&str], metric: impl Metric) {
     let name = match metric.metric_type() {
         MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
         _ => name,
