@@ -28,7 +28,7 @@ fn config() -> ClientConfig {
         credentials: None,
         timeouts: Timeouts::all(Duration::from_secs(10)),
         lmtp: false,
-        tls_fallbacks: Arc::default(),
+        tls_fallbacks: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 use common::dns::{DnsServer, Zone};
 use common::sink::{AcceptAll, Replies, Sink, Transaction};
 use common::smtp::Client;
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -152,8 +153,20 @@ async fn a_451_is_retried_and_delivered_on_the_next_attempt() {
     assert_eq!(got[0].data, got[1].data);
     assert!(queue_is_empty(&relay).await);
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.deliveries.get("mx", "deferred"), 1);
-    assert_eq!(running.metrics.deliveries.get("mx", "sent"), 1);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Mx, DeliveryStatus::Deferred),
+        1
+    );
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Mx, DeliveryStatus::Sent),
+        1
+    );
 }
 
 struct RefuseBad;

@@ -7,6 +7,7 @@ mod common;
 use common::dns::{DnsServer, Zone};
 use common::sink::{Replies, Sink, Transaction};
 use common::smtp::Client;
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -102,5 +103,11 @@ async fn one_delay_warning_then_the_failure_at_expiry() {
         assert!(text.contains(needle), "{needle:?} in\n{text}");
     }
     let running = relay.running.as_ref().unwrap();
-    assert!(running.metrics.deliveries.get("mx", "deferred") >= 3);
+    assert!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Mx, DeliveryStatus::Deferred)
+            >= 3
+    );
 }

@@ -9,7 +9,7 @@ mod common;
 use common::dns::{DnsServer, Zone};
 use common::scripted::{Peer, listen, tls_pair_for};
 use common::smtp::Client;
-use std::sync::atomic::Ordering::Relaxed;
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -117,7 +117,7 @@ async fn starttls_to_an_address_literal() {
     let content = wait_for(hop).await;
     assert!(content.ends_with(MESSAGE));
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.delivery_tls_fallbacks.load(Relaxed), 0);
+    assert_eq!(running.metrics.delivery_tls_fallbacks.get(), 0);
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn an_mx_whose_handshake_fails_gets_the_message_in_plaintext() {
     assert!(content.ends_with(MESSAGE));
     let running = relay.running.as_ref().unwrap();
     let fallbacks = &running.metrics.delivery_tls_fallbacks;
-    assert_eq!(fallbacks.load(Relaxed), 1);
+    assert_eq!(fallbacks.get(), 1);
 }
 
 #[tokio::test]
@@ -206,8 +206,14 @@ async fn a_required_route_whose_handshake_fails_is_deferred_and_never_sent_in_cl
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.deliveries.get("smarthost", "sent"), 0);
-    assert_eq!(running.metrics.delivery_tls_fallbacks.load(Relaxed), 0);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Smarthost, DeliveryStatus::Sent),
+        0
+    );
+    assert_eq!(running.metrics.delivery_tls_fallbacks.get(), 0);
     let queued = relay.stop_and_list().await;
     assert_eq!(queued.len(), 1, "the message is still queued");
     let last_error = queued[0].0.envelope.last_error.clone().unwrap_or_default();

@@ -17,6 +17,7 @@ use sluice::queue::jetstream::codec::{self, Meta};
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQueue};
 use sluice::queue::{Envelope, Queue, QueueId};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
+use sluice::telemetry::metrics::InvalidMessage;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -134,7 +135,7 @@ async fn invalid_envelopes_in_the_stream_are_terminated_and_counted_not_delivere
         !commands.iter().any(|c| c.contains("victim")),
         "a smuggled command reached the sink"
     );
-    while metrics.queue_invalid_messages.get("invalid") < 2 {
+    while metrics.queue_invalid_messages.get(InvalidMessage::Invalid) < 2 {
         assert!(Instant::now() < deadline, "two invalid messages counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

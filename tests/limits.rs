@@ -114,7 +114,6 @@ async fn command_timeout_answers_421_and_closes() {
 /// relay's writes block, and the write timeout must end the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
-    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
     let relay = common::start("{writeTimeout: 1s, commandTimeout: 120s}").await;
     let metrics = relay.running.as_ref().unwrap().metrics.clone();
@@ -134,7 +133,7 @@ async fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     });
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while metrics.connections_active.load(Ordering::Relaxed) != 0 {
+    while metrics.connections_active.get() != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the session that never reads is still open"

@@ -6,6 +6,7 @@ mod common;
 
 use common::dns::{DnsServer, Zone};
 use common::sink::{AcceptAll, Sink};
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -203,12 +204,24 @@ async fn mx_records_pointing_inside_bounce_without_a_connection_by_default() {
     .await;
     let metrics = relay.running.as_ref().unwrap().metrics.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while metrics.deliveries.get("mx", "bounced") < 3 {
+    while metrics
+        .deliveries
+        .get(RouteLabel::Mx, DeliveryStatus::Bounced)
+        < 3
+    {
         assert!(tokio::time::Instant::now() < deadline, "not bounced");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(metrics.deliveries.get("mx", "sent"), 0);
-    assert_eq!(metrics.deliveries.get("mx", "deferred"), 0);
+    assert_eq!(
+        metrics.deliveries.get(RouteLabel::Mx, DeliveryStatus::Sent),
+        0
+    );
+    assert_eq!(
+        metrics
+            .deliveries
+            .get(RouteLabel::Mx, DeliveryStatus::Deferred),
+        0
+    );
     assert_eq!(
         listener.connections.load(Ordering::SeqCst),
         0,

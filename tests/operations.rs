@@ -4,6 +4,7 @@
 mod common;
 
 use common::smtp::Client;
+use sluice::telemetry::metrics::ReloadResult;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,7 +79,7 @@ async fn policy_reload_applies_to_new_sessions_and_invalid_policy_is_refused() {
     std::fs::write(&policy, &widened).unwrap();
     let running = relay.running.as_ref().unwrap();
     running.reload();
-    wait_for(|| running.metrics.policy_reloads.get("applied") >= 1).await;
+    wait_for(|| running.metrics.policy_reloads.get(ReloadResult::Applied) >= 1).await;
     // What /metrics and /readyz show follows the files too.
     let widened_revision =
         sluice::policy::PolicySnapshot::load_files(std::slice::from_ref(&policy))
@@ -106,7 +107,7 @@ async fn policy_reload_applies_to_new_sessions_and_invalid_policy_is_refused() {
     )
     .unwrap();
     running.reload();
-    wait_for(|| running.metrics.policy_reloads.get("invalid") >= 1).await;
+    wait_for(|| running.metrics.policy_reloads.get(ReloadResult::Invalid) >= 1).await;
     assert_eq!(
         running.metrics.policy_revision.get(),
         Some(widened_revision),
@@ -132,7 +133,7 @@ async fn a_long_session_takes_a_narrower_policy_at_its_next_transaction() {
     std::fs::write(&policy, narrowed).unwrap();
     let running = relay.running.as_ref().unwrap();
     running.reload();
-    wait_for(|| running.metrics.policy_reloads.get("applied") >= 1).await;
+    wait_for(|| running.metrics.policy_reloads.get(ReloadResult::Applied) >= 1).await;
     // Within the cap the session keeps its policy; past it, the next transaction is
     // judged by the policy in force. Each round is one transaction, bounded in count.
     let started = std::time::Instant::now();

@@ -5,6 +5,7 @@ mod common;
 
 use base64::Engine;
 use common::smtp::Client;
+use sluice::telemetry::metrics::ReloadResult;
 use std::sync::Arc;
 
 #[tokio::test]
@@ -117,7 +118,7 @@ async fn a_removed_user_is_logged_out_at_the_next_command_after_the_policy_cap()
     let running = relay.running.as_ref().unwrap();
     running.reload();
     for _ in 0..100 {
-        if running.metrics.policy_reloads.get("applied") >= 1 {
+        if running.metrics.policy_reloads.get(ReloadResult::Applied) >= 1 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

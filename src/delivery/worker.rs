@@ -22,10 +22,9 @@ use crate::events::{DeliveryEvent, EventKind, EventSink};
 use crate::policy::PolicySnapshot;
 use crate::queue::{Envelope, Lease, Queue, QueueError, unix_ms};
 use crate::smtp::address::Recipient;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{DeliveryStatus, Label, Metrics, ReplyClass, RouteLabel};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -150,9 +149,7 @@ impl Worker {
         if !lease.redelivered {
             return (Vec::new(), recipients);
         }
-        self.metrics
-            .queue_redeliveries
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.queue_redeliveries.inc();
         let id = &lease.envelope.id;
         let recorded: HashSet<String> = self.events.delivered(id).await.into_iter().collect();
         let (mut done, mut pending) = (Vec::new(), Vec::new());
@@ -175,7 +172,7 @@ impl Worker {
         }
         self.metrics
             .delivery_duplicates_suppressed
-            .fetch_add(done.len() as u64, Ordering::Relaxed);
+            .inc_by(done.len() as u64);
         (done, pending)
     }
 
@@ -279,16 +276,16 @@ impl Worker {
             .duration_since(UNIX_EPOCH + Duration::from_millis(lease.envelope.received_at_ms))
             .unwrap_or_default();
         let (status, kind) = match outcome {
-            Outcome::Delivered { .. } => ("sent", EventKind::Delivered),
-            Outcome::Deferred { .. } => ("deferred", EventKind::Deferred),
-            Outcome::Failed { .. } => ("bounced", EventKind::Bounced),
+            Outcome::Delivered { .. } => (DeliveryStatus::Sent, EventKind::Delivered),
+            Outcome::Deferred { .. } => (DeliveryStatus::Deferred, EventKind::Deferred),
+            Outcome::Failed { .. } => (DeliveryStatus::Bounced, EventKind::Bounced),
         };
         self.emit(kind, lease, recipient, outcome, Some(destination));
         self.metrics.deliveries.inc(route_kind(destination), status);
         self.metrics
             .delivery_replies
             .inc(reply_class(outcome.reply()));
-        if status == "sent" {
+        if status == DeliveryStatus::Sent {
             self.metrics.delivery_seconds.observe(delay);
         }
         tracing::info!(
@@ -298,7 +295,7 @@ impl Worker {
             relay = outcome.remote_mta().unwrap_or("none"),
             delay = format!("{:.1}", delay.as_secs_f64()),
             attempts = lease.envelope.attempts + 1,
-            status,
+            status = status.as_str(),
             reply = outcome.reply(),
             "delivery"
         );
@@ -324,15 +321,15 @@ impl Worker {
 }
 
 /// The `route` label of the delivery metrics.
-fn route_kind(destination: &route::Destination) -> &'static str {
+fn route_kind(destination: &route::Destination) -> RouteLabel {
     use crate::policy::Delivery;
     match destination {
-        route::Destination::Mx { .. } => "mx",
-        route::Destination::Smarthost(_) => "smarthost",
+        route::Destination::Mx { .. } => RouteLabel::Mx,
+        route::Destination::Smarthost(_) => RouteLabel::Smarthost,
         route::Destination::Local { delivery, .. } => match delivery {
-            Delivery::Lmtp { .. } => "lmtp",
-            Delivery::Maildir { .. } => "maildir",
-            Delivery::Webhook { .. } => "webhook",
+            Delivery::Lmtp { .. } => RouteLabel::Lmtp,
+            Delivery::Maildir { .. } => RouteLabel::Maildir,
+            Delivery::Webhook { .. } => RouteLabel::Webhook,
         },
     }
 }
@@ -412,12 +409,12 @@ fn expired(outcome: &Outcome) -> Outcome {
 }
 
 /// `2xx`, `4xx`, `5xx` from a reply line, `local` when it has no SMTP code.
-fn reply_class(reply: &str) -> &'static str {
+fn reply_class(reply: &str) -> ReplyClass {
     match reply.as_bytes().first() {
-        Some(b'2') => "2xx",
-        Some(b'4') => "4xx",
-        Some(b'5') => "5xx",
-        _ => "other",
+        Some(b'2') => ReplyClass::Success,
+        Some(b'4') => ReplyClass::Transient,
+        Some(b'5') => ReplyClass::Permanent,
+        _ => ReplyClass::Other,
     }
 }
 

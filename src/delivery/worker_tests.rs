@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 
 /// Every next hop of these tests is an IP literal.
 struct NoDns;
@@ -181,9 +182,9 @@ async fn recipients_delivered_before_a_worker_died_are_not_sent_again() {
     assert_eq!(rcpt_lines(&s.sink), vec!["RCPT TO:<d@example.net>"]);
     assert!(s.spool.inspect(&id).await.unwrap().is_none(), "acked");
     assert_eq!(s.events.lookups.load(Ordering::SeqCst), 1);
-    assert_eq!(s.metrics.queue_redeliveries.load(Ordering::SeqCst), 1);
+    assert_eq!(s.metrics.queue_redeliveries.get(), 1);
     let suppressed = &s.metrics.delivery_duplicates_suppressed;
-    assert_eq!(suppressed.load(Ordering::SeqCst), 1);
+    assert_eq!(suppressed.get(), 1);
     assert_eq!(
         s.events.kinds(),
         vec![(EventKind::Delivered, "d@example.net".into())],
@@ -235,7 +236,7 @@ async fn a_first_lease_delivers_to_all_and_records_each_outcome() {
         0,
         "not redelivered"
     );
-    assert_eq!(s.metrics.queue_redeliveries.load(Ordering::SeqCst), 0);
+    assert_eq!(s.metrics.queue_redeliveries.get(), 0);
     let kinds = s.events.kinds();
     assert_eq!(
         kinds,
@@ -346,9 +347,9 @@ async fn after_a_worker_died_on_jetstream_only_the_rest_is_delivered() {
     }
     stop.cancel();
     running.await.unwrap();
-    assert_eq!(s.metrics.queue_redeliveries.load(Ordering::SeqCst), 1);
+    assert_eq!(s.metrics.queue_redeliveries.get(), 1);
     let suppressed = &s.metrics.delivery_duplicates_suppressed;
-    assert_eq!(suppressed.load(Ordering::SeqCst), 1);
+    assert_eq!(suppressed.get(), 1);
     events.close(Duration::from_secs(5)).await;
     let recorded = events.delivered(&env.id).await;
     assert_eq!(recorded, vec!["a@example.net", "d@example.net"]);

@@ -15,7 +15,7 @@
 
 use super::{DeliveryEvent, EventKind, EventSink};
 use crate::queue::QueueId;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{EventLoss, Metrics};
 use anyhow::Context as _;
 use async_nats::jetstream::{
     self,
@@ -152,10 +152,10 @@ impl EventSink for JetStreamEvents {
         let refused = match lock(&self.backlog).as_ref() {
             Some(backlog) => match backlog.try_send(event) {
                 Ok(()) => return,
-                Err(TrySendError::Full(_)) => "backlog_full",
-                Err(TrySendError::Closed(_)) => "closed",
+                Err(TrySendError::Full(_)) => EventLoss::BacklogFull,
+                Err(TrySendError::Closed(_)) => EventLoss::Closed,
             },
-            None => "closed",
+            None => EventLoss::Closed,
         };
         self.metrics.events_lost.inc(refused);
     }
@@ -193,7 +193,7 @@ async fn publish_all(
             Ok(json) => json,
             Err(e) => {
                 tracing::warn!(%subject, error = %e, "could not encode a delivery event");
-                metrics.events_lost.inc("publish_failed");
+                metrics.events_lost.inc(EventLoss::PublishFailed);
                 continue;
             }
         };
@@ -203,13 +203,13 @@ async fn publish_all(
                 acks.spawn(async move {
                     if let Err(e) = ack.await {
                         tracing::warn!(%subject, error = %e, "delivery event not acknowledged");
-                        metrics.events_lost.inc("publish_failed");
+                        metrics.events_lost.inc(EventLoss::PublishFailed);
                     }
                 });
             }
             Err(e) => {
                 tracing::warn!(%subject, error = %e, "publishing a delivery event failed");
-                metrics.events_lost.inc("publish_failed");
+                metrics.events_lost.inc(EventLoss::PublishFailed);
             }
         }
     }

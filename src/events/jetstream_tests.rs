@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::queue::conformance::envelope;
+use crate::telemetry::metrics::EventLoss;
 use crate::testing::nats::NatsServer;
 use std::time::{Instant, SystemTime};
 
@@ -55,9 +56,13 @@ async fn events_land_on_their_subjects_as_json() {
         assert_eq!(json["queueId"], env.id.as_str());
         assert_eq!(serde_json::from_value::<DeliveryEvent>(json).unwrap(), *e);
     }
-    assert_eq!(metrics.events_lost.get("publish_failed"), 0);
+    assert_eq!(metrics.events_lost.get(EventLoss::PublishFailed), 0);
     sink.emit(sent[0].clone());
-    assert_eq!(metrics.events_lost.get("closed"), 1, "emitted after close");
+    assert_eq!(
+        metrics.events_lost.get(EventLoss::Closed),
+        1,
+        "emitted after close"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,5 +118,5 @@ async fn events_the_server_does_not_acknowledge_are_counted_and_lookups_fail_saf
     assert!(sink.delivered(&env.id).await.is_empty());
     assert!(started.elapsed() <= LOOKUP_TIMEOUT + Duration::from_millis(500));
     sink.close(Duration::from_secs(5)).await;
-    assert_eq!(metrics.events_lost.get("publish_failed"), 1);
+    assert_eq!(metrics.events_lost.get(EventLoss::PublishFailed), 1);
 }

@@ -14,6 +14,7 @@
 
 use super::auth_failures::{Admission, FailureLimits, FailureTable, Recorded};
 use crate::smtp::session::AuthOutcome;
+use crate::telemetry::metrics::{AuthResult, Label, LockoutScope};
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,11 +64,15 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn label(self) -> &'static str {
+    pub fn metric_label(self) -> LockoutScope {
         match self {
-            Scope::Ip => "ip",
-            Scope::User => "user",
+            Scope::Ip => LockoutScope::Ip,
+            Scope::User => LockoutScope::User,
         }
+    }
+
+    pub fn label(self) -> &'static str {
+        self.metric_label().as_str()
     }
 }
 
@@ -88,13 +93,17 @@ pub enum Verdict {
 
 impl Verdict {
     /// The `result` label of `sluice_auth_total`.
-    pub fn label(self) -> &'static str {
+    pub fn metric_label(self) -> AuthResult {
         match self {
-            Verdict::Accepted => "success",
-            Verdict::Rejected { .. } => "failure",
-            Verdict::LockedOut(_) => "locked_out",
-            Verdict::Busy => "busy",
+            Verdict::Accepted => AuthResult::Success,
+            Verdict::Rejected { .. } => AuthResult::Failure,
+            Verdict::LockedOut(_) => AuthResult::LockedOut,
+            Verdict::Busy => AuthResult::Busy,
         }
+    }
+
+    pub fn label(self) -> &'static str {
+        self.metric_label().as_str()
     }
 
     /// RFC 4954: 535 5.7.8 says the credentials are wrong, so it is given only after a

@@ -16,7 +16,6 @@
 use crate::telemetry::metrics::Metrics;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -80,7 +79,9 @@ pub enum BudgetError {
 impl MemoryBudget {
     pub fn new(limit: u64, metrics: Arc<Metrics>) -> Arc<Self> {
         let limit = limit.min(Semaphore::MAX_PERMITS as u64);
-        metrics.memory_budget_bytes.store(limit, Ordering::Relaxed);
+        metrics
+            .memory_budget_bytes
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
         Arc::new(MemoryBudget {
             limit,
             permits: Semaphore::new(limit as usize),
@@ -108,7 +109,7 @@ impl MemoryBudget {
     fn taken(&self, n: u64) {
         self.metrics
             .memory_in_flight_bytes
-            .fetch_add(n, Ordering::Relaxed);
+            .inc_by(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     fn give_back(&self, n: u64) {
@@ -117,7 +118,7 @@ impl MemoryBudget {
         }
         self.metrics
             .memory_in_flight_bytes
-            .fetch_sub(n, Ordering::Relaxed);
+            .dec_by(i64::try_from(n).unwrap_or(i64::MAX));
         self.permits.add_permits(n as usize);
     }
 }
@@ -202,16 +203,13 @@ mod tests {
         assert_eq!(second.try_grow(500), Err(BudgetError::Spent));
         second.try_grow(400).unwrap();
         assert_eq!(b.available(), 0);
-        assert_eq!(
-            b.metrics.memory_in_flight_bytes.load(Ordering::Relaxed),
-            1000
-        );
+        assert_eq!(b.metrics.memory_in_flight_bytes.get() as u64, 1000);
         first.shrink_to(100);
         assert_eq!(b.available(), 500);
         drop(first);
         drop(second);
         assert_eq!(b.available(), 1000);
-        assert_eq!(b.metrics.memory_in_flight_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(b.metrics.memory_in_flight_bytes.get() as u64, 0);
     }
 
     #[tokio::test(start_paused = true)]

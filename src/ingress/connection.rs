@@ -16,6 +16,7 @@ use crate::filter::dnsbl::Verdict;
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{ListenerKind, Resources, Session, Step};
+use crate::telemetry::metrics::{Label, RejectReason, Verb};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,7 +124,7 @@ impl Connection {
                     return self.close_with(reply).await;
                 }
                 if !self.session.in_auth_exchange() {
-                    self.shared.metrics.commands.inc(verb_label(&line));
+                    self.shared.metrics.commands.inc(Verb::of(&line));
                 }
                 self.session.set_resources(self.resources());
                 let step = self.session.command(&line);
@@ -343,10 +344,10 @@ impl Connection {
         let ip = self.session.client_ip();
         let verdict = self.shared.auth.verify(ip, &username, check).await;
         let result = verdict.label();
-        self.shared.metrics.auth.inc(result);
+        self.shared.metrics.auth.inc(verdict.metric_label());
         tracing::info!(client = %self.peer, user = ?username, result, "AUTH");
         for scope in verdict.lockouts() {
-            self.shared.metrics.auth_lockouts.inc(scope.label());
+            self.shared.metrics.auth_lockouts.inc(scope.metric_label());
             tracing::warn!(client = %self.peer, user = ?username, scope = scope.label(), "AUTH lockout");
         }
         self.session.auth_result(verdict.outcome())
@@ -429,12 +430,8 @@ impl Connection {
                 ..DeliveryEvent::accepted(&envelope, std::time::SystemTime::now())
             };
             self.shared.events.emit(accepted);
-            metrics
-                .messages_accepted
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics
-                .received_bytes
-                .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+            metrics.messages_accepted.inc();
+            metrics.received_bytes.inc_by(size);
             tracing::info!(
                 queue_id = %envelope.id,
                 from = %crate::smtp::address::display_reverse_path(&envelope.reverse_path),
@@ -453,7 +450,10 @@ impl Connection {
 
     fn account_rejection(&mut self) {
         if let Some(r) = self.session.take_rejection() {
-            self.shared.metrics.messages_rejected.inc(r.reason);
+            match RejectReason::from_label(r.reason) {
+                Some(reason) => self.shared.metrics.messages_rejected.inc(reason),
+                None => tracing::warn!(reason = r.reason, "a refusal without a metric label"),
+            }
             let queue_id = r
                 .queue_id
                 .as_ref()
@@ -469,17 +469,4 @@ impl Connection {
             );
         }
     }
-}
-
-/// The verb of a command line as a metric label.
-fn verb_label(line: &[u8]) -> &'static str {
-    let verb = line.split(|b| *b == b' ').next().unwrap_or_default();
-    const VERBS: [&str; 13] = [
-        "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "HELP",
-        "STARTTLS", "AUTH",
-    ];
-    VERBS
-        .into_iter()
-        .find(|v| verb.eq_ignore_ascii_case(v.as_bytes()))
-        .unwrap_or("invalid")
 }

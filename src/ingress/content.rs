@@ -12,7 +12,6 @@ use super::Shared;
 use super::budget::Reservation;
 use crate::queue::{Envelope, QueueError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 
 /// Content of a spilled message is written in pieces of this size.
@@ -268,10 +267,7 @@ async fn spill(held: &mut Reservation, content: Vec<u8>, bytes: &[u8], shared: &
     file.len = content.len() as u64;
     drop(content);
     held.shrink_to(SPILLED_MEMORY);
-    shared
-        .metrics
-        .messages_spilled
-        .fetch_add(1, Ordering::Relaxed);
+    shared.metrics.messages_spilled.inc();
     match file.write(bytes).await {
         Ok(()) => State::File(file),
         Err(dropped) => State::Dropped(dropped),

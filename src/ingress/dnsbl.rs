@@ -15,7 +15,7 @@ use crate::delivery::dns::SystemResolver;
 use crate::filter::dnsbl::{
     self, Cache, DnsblSettings, Verdict, WarnLimiter, ZoneAnswer, ZoneError, ZoneSettings,
 };
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{DnsblResult, Metrics};
 
 /// What all sessions of the process share: the answers cache and the warning limiter.
 #[derive(Debug, Default)]
@@ -76,7 +76,12 @@ impl Dnsbl {
             .map(|zone| self.zone(dns, zone, ip, deadline));
         let answers = futures_util::future::join_all(lookups).await;
         for (zone, answer) in settings.zones.iter().zip(&answers) {
-            metrics.dnsbl_lookups.inc(&zone.zone, answer.label());
+            let result = match answer {
+                ZoneAnswer::Listed(_) => DnsblResult::Listed,
+                ZoneAnswer::Clear => DnsblResult::Clear,
+                ZoneAnswer::Error(_) => DnsblResult::Error,
+            };
+            metrics.dnsbl_lookups.inc(&zone.zone, result);
             if let ZoneAnswer::Error(error) = answer {
                 self.warn(&zone.zone, ip, error);
             }

@@ -25,6 +25,7 @@ use crate::queue::quarantine::{HeldMessage, Quarantine};
 use crate::queue::{Envelope, unix_ms};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::TlsInfo;
+use crate::telemetry::metrics::{FilterCheck, FilterResult, Label};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -305,7 +306,19 @@ fn summary(results: &[CheckResult]) -> String {
 /// Metrics and a log line per check that did more than accept.
 fn account(shared: &Shared, envelope: &Envelope, peer: &str, outcome: &Outcome) {
     for r in &outcome.results {
-        shared.metrics.filter_verdicts.inc(r.kind, r.result);
+        // The filters name kinds and results with strings (for events and
+        // `X-Sluice-Filter` too); the labels are the enums they map to.
+        match (
+            FilterCheck::from_label(r.kind),
+            FilterResult::from_label(r.result),
+        ) {
+            (Some(check), Some(result)) => shared.metrics.filter_verdicts.inc(check, result),
+            _ => tracing::warn!(
+                kind = r.kind,
+                result = r.result,
+                "a filter verdict without metric labels"
+            ),
+        }
         if r.result != "accept" && r.result != "exempt" {
             tracing::info!(
                 queue_id = %envelope.id,

@@ -12,6 +12,7 @@
 //! [`ConnectionPermit::identify`] then counts it against its client's address, which
 //! keeps the balancer itself from being limited as one client.
 
+use crate::telemetry::metrics::ConnectionRefusal;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -64,11 +65,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn label(self) -> &'static str {
+    pub fn metric_label(self) -> ConnectionRefusal {
         match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::MaxPerIp => "max_per_ip",
-            Refusal::MaxPerIpv6Prefix => "max_per_ipv6_prefix",
+            Refusal::MaxConnections => ConnectionRefusal::MaxConnections,
+            Refusal::MaxPerIp => ConnectionRefusal::MaxPerIp,
+            Refusal::MaxPerIpv6Prefix => ConnectionRefusal::MaxPerIpv6Prefix,
         }
     }
 }

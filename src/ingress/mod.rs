@@ -23,7 +23,7 @@ use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{ConnectionRefusal, ListenerLabel, Metrics};
 use crate::telemetry::readiness::{Latch, Readiness};
 use auth_guard::AuthGuard;
 use budget::MemoryBudget;
@@ -142,10 +142,7 @@ async fn handle(
         return;
     };
     shared.metrics.connections.inc(listener_label(&listener));
-    shared
-        .metrics
-        .connections_active
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.connections_active.inc();
     let mut conn = ConnectionInfo {
         client_ip: canonical_ip(client),
         tls: None,
@@ -157,10 +154,7 @@ async fn handle(
                 Io::Tls(Box::new(stream))
             }
             None => {
-                shared
-                    .metrics
-                    .connections_active
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                shared.metrics.connections_active.dec();
                 return;
             }
         },
@@ -172,10 +166,7 @@ async fn handle(
     Connection::new(io, session, listener, Arc::clone(&shared), peer_text)
         .run(drain, stop)
         .await;
-    shared
-        .metrics
-        .connections_active
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.connections_active.dec();
     drop(permit);
 }
 
@@ -230,7 +221,10 @@ async fn admit(
         }
     };
     if !shared.readiness.is_released(Latch::Queue) {
-        shared.metrics.connections_refused.inc("queue_unavailable");
+        shared
+            .metrics
+            .connections_refused
+            .inc(ConnectionRefusal::QueueUnavailable);
         let reply = Reply::new(
             421,
             "4.3.0",
@@ -246,7 +240,10 @@ async fn admit(
 }
 
 async fn too_many(tcp: TcpStream, refusal: Refusal, listener: &Listener, shared: &Shared) {
-    shared.metrics.connections_refused.inc(refusal.label());
+    shared
+        .metrics
+        .connections_refused
+        .inc(refusal.metric_label());
     let reply = Reply::new(
         421,
         "4.7.0",
@@ -258,7 +255,10 @@ async fn too_many(tcp: TcpStream, refusal: Refusal, listener: &Listener, shared:
 /// Counted and logged; the caller drops the socket unanswered: whatever is on the other
 /// end is no balancer of ours, or not speaking the protocol, and gets no greeting.
 fn proxy_refused(listener: &Listener, shared: &Shared, peer: SocketAddr, refusal: ProxyRefusal) {
-    shared.metrics.connections_refused.inc(refusal.label());
+    shared
+        .metrics
+        .connections_refused
+        .inc(refusal.metric_label());
     tracing::info!(
         listener = %listener.name,
         peer = %peer,
@@ -304,10 +304,10 @@ fn canonical_ip(peer: SocketAddr) -> std::net::IpAddr {
     }
 }
 
-fn listener_label(listener: &Listener) -> &'static str {
+fn listener_label(listener: &Listener) -> ListenerLabel {
     match listener.session.kind {
-        ListenerKind::Relay => "relay",
-        ListenerKind::Submission => "submission",
-        ListenerKind::Submissions => "submissions",
+        ListenerKind::Relay => ListenerLabel::Relay,
+        ListenerKind::Submission => ListenerLabel::Submission,
+        ListenerKind::Submissions => ListenerLabel::Submissions,
     }
 }

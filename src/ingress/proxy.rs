@@ -9,6 +9,7 @@
 //! TLS ClientHello) stays in the socket for the session or the TLS acceptor.
 
 use super::proxy_header::{HeaderParser, Invalid, MAX_HEADER, Parse, ProxyHeader};
+use crate::telemetry::metrics::ConnectionRefusal;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -41,13 +42,18 @@ pub enum ProxyRefusal {
 
 impl ProxyRefusal {
     /// The `reason` label of `sluice_connections_refused_total`.
-    pub fn label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ConnectionRefusal {
         match self {
-            ProxyRefusal::Untrusted => "proxy_untrusted",
-            ProxyRefusal::Timeout(_) => "proxy_header_timeout",
-            ProxyRefusal::Closed | ProxyRefusal::Io(_) => "proxy_header_incomplete",
-            ProxyRefusal::Invalid(_) => "proxy_header_invalid",
+            ProxyRefusal::Untrusted => ConnectionRefusal::ProxyUntrusted,
+            ProxyRefusal::Timeout(_) => ConnectionRefusal::ProxyHeaderTimeout,
+            ProxyRefusal::Closed | ProxyRefusal::Io(_) => ConnectionRefusal::ProxyHeaderIncomplete,
+            ProxyRefusal::Invalid(_) => ConnectionRefusal::ProxyHeaderInvalid,
         }
+    }
+
+    pub fn label(&self) -> &'static str {
+        use crate::telemetry::metrics::Label;
+        self.metric_label().as_str()
     }
 }
 

@@ -12,6 +12,7 @@ use crate::filter::signing::{Signed, Signer, Unsigned};
 use crate::policy::PolicySnapshot;
 use crate::queue::{Envelope, SenderTrust};
 use crate::smtp::reply::Reply;
+use crate::telemetry::metrics::SigningResult;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -96,12 +97,12 @@ pub(super) async fn sign(
     let (content, signed) = match outcome {
         Ok((content, Ok(signed))) => (content, signed),
         Ok((_, Err(e))) => {
-            metrics.inc("error");
+            metrics.inc(SigningResult::Error);
             tracing::error!(queue_id = %envelope.id, error = %e, "message not signed: refused for now");
             return Err(refusal());
         }
         Err(e) => {
-            metrics.inc("error");
+            metrics.inc(SigningResult::Error);
             tracing::error!(queue_id = %envelope.id, error = %e, "the signing task failed");
             return Err(refusal());
         }
@@ -112,7 +113,7 @@ pub(super) async fn sign(
             selectors,
             headers,
         } => {
-            metrics.inc("signed");
+            metrics.inc(SigningResult::Signed);
             tracing::debug!(queue_id = %envelope.id, domain = %domain, selectors = %selectors.join(","), "DKIM signed");
             let mut signed = match content {
                 Some(mut copy) => {
@@ -126,7 +127,7 @@ pub(super) async fn sign(
             Ok((Some(signed), "dkim=signed"))
         }
         Signed::Unsigned(why) => {
-            metrics.inc("unsigned");
+            metrics.inc(SigningResult::Unsigned);
             match &why {
                 Unsigned::NoKey { .. } => {
                     tracing::debug!(queue_id = %envelope.id, reason = %why, "not DKIM signed")

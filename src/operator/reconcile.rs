@@ -28,7 +28,7 @@ use super::sink::SnapshotSink;
 use super::status;
 use crate::policy::model::RelayPolicyResource;
 use crate::policy::sealed::SecretsKey;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, ReconcileFailure, ReconcileResult};
 use crate::telemetry::operator::OperatorMetrics;
 
 /// Everything a reconcile needs.
@@ -92,12 +92,12 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ReconcileFailure {
         match self {
-            Error::ReadSnapshot(_) => "read_snapshot",
-            Error::WriteSnapshot(_) => "write_snapshot",
-            Error::PatchStatus { .. } => "patch_status",
-            Error::Compile(_) => "compile",
+            Error::ReadSnapshot(_) => ReconcileFailure::ReadSnapshot,
+            Error::WriteSnapshot(_) => ReconcileFailure::WriteSnapshot,
+            Error::PatchStatus { .. } => ReconcileFailure::PatchStatus,
+            Error::Compile(_) => ReconcileFailure::Compile,
         }
     }
 }
@@ -141,7 +141,7 @@ impl Context {
     /// may have written meanwhile) and looks at every policy.
     pub async fn leadership_changed(&self, leader: bool) {
         if let Some(m) = self.operator_metrics() {
-            m.leader.store(leader, Ordering::Relaxed);
+            m.leader.set(i64::from(leader));
         }
         self.state.lock().await.in_force = None;
         if leader {
@@ -210,7 +210,7 @@ impl Context {
             in_force = Some(snapshot.revision().to_string());
             state.in_force = Some(in_force.clone());
             if let Some(m) = self.operator_metrics() {
-                m.snapshot_writes.fetch_add(1, Ordering::Relaxed);
+                m.snapshot_writes.inc();
             }
         }
         if let (Some(m), Some(revision)) = (self.operator_metrics(), &in_force) {
@@ -250,14 +250,13 @@ impl Context {
             "policies compiled"
         );
         if let Some(m) = self.operator_metrics() {
-            m.compiles.fetch_add(1, Ordering::Relaxed);
-            m.last_compile_micros
-                .store(took.as_micros() as u64, Ordering::Relaxed);
+            m.compiles.inc();
+            m.last_compile_seconds.set(took.as_secs_f64());
+            // A running total kept by the cache: the counter follows it.
             m.password_hashes
+                .inner()
                 .store(self.cache.computed(), Ordering::Relaxed);
-            m.accepted
-                .store((desired.verdicts.len() - refused) as u64, Ordering::Relaxed);
-            m.refused.store(refused as u64, Ordering::Relaxed);
+            m.set_policies((desired.verdicts.len() - refused) as u64, refused as u64);
         }
         Ok(desired)
     }
@@ -268,19 +267,19 @@ pub async fn reconcile(
     policy: Arc<RelayPolicyResource>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let count = |result: &'static str| {
+    let count = |result: ReconcileResult| {
         if let Some(m) = ctx.operator_metrics() {
             m.reconciles.inc(result);
         }
     };
     if !ctx.leadership.is_leader() {
-        count("skipped_follower");
+        count(ReconcileResult::SkippedFollower);
         return Ok(Action::await_change());
     }
     let (desired, in_force) = ctx.current().await?;
     let Some(verdict) = desired.verdicts.get(&id(&policy)) else {
         // Created after the compile; the change it made brings it back.
-        count("ok");
+        count(ReconcileResult::Ok);
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let status = status::desired_status(&policy, verdict, in_force.as_deref(), chrono::Utc::now());
@@ -294,7 +293,7 @@ pub async fn reconcile(
                 source,
             })?;
         if let Some(m) = ctx.operator_metrics() {
-            m.status_writes.fetch_add(1, Ordering::Relaxed);
+            m.status_writes.inc();
         }
         if let Some(event) = status::event(&policy, &status) {
             // Events are for people; a failure to record one must not stop the rules.
@@ -303,7 +302,7 @@ pub async fn reconcile(
             }
         }
     }
-    count("ok");
+    count(ReconcileResult::Ok);
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -317,7 +316,7 @@ pub fn error_policy(policy: Arc<RelayPolicyResource>, error: &Error, ctx: Arc<Co
         _ => tracing::warn!(policy = id(&policy), error = %error, "reconcile failed"),
     }
     if let Some(m) = ctx.operator_metrics() {
-        m.reconciles.inc("error");
+        m.reconciles.inc(ReconcileResult::Error);
         m.failures.inc(error.metric_label());
     }
     Action::requeue(Duration::from_secs(2))

@@ -2,6 +2,7 @@
 //! shape of kube-rs/controller-rs `fixtures.rs`), an in-memory snapshot sink, and stores
 //! fed as the watches would feed them.
 
+use crate::telemetry::metrics::ReconcileFailure;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -118,10 +119,7 @@ impl Fixture {
             sink.clone(),
             Leadership::fixed(leader),
             recorder,
-            Arc::new(Metrics {
-                operator: Some(Default::default()),
-                ..Metrics::default()
-            }),
+            Arc::new(Metrics::operator()),
             changes.clone(),
         );
         Fixture {
@@ -529,11 +527,11 @@ async fn a_failed_snapshot_write_writes_no_status_and_is_tried_again() {
     .await
     .expect("no API request while NATS is down");
     let error = result.unwrap_err();
-    assert_eq!(error.metric_label(), "write_snapshot");
+    assert_eq!(error.metric_label(), ReconcileFailure::WriteSnapshot);
     let action = error_policy(policy, &error, f.ctx.clone());
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(2)));
     let m = f.ctx.metrics.operator.as_ref().unwrap();
-    assert_eq!(m.failures.get("write_snapshot"), 1);
+    assert_eq!(m.failures.get(ReconcileFailure::WriteSnapshot), 1);
     // Right after a failure, other reconciles do not try NATS again: they fail at once.
     f.sink.1.store(false, Ordering::Relaxed);
     let error = reconcile(f.get("mail/corp").unwrap(), f.ctx.clone())

@@ -28,7 +28,7 @@ use super::stored::{
     Decoded, FORMAT_OBJECT, Loaded, Stored, StoredRef, ValueError, decode, decode_value,
 };
 pub use super::stored::{Writer, WriterKind};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, ReloadResult};
 use async_nats::jetstream::object_store::ObjectStore;
 
 pub const BUCKET: &str = "sluice-policy";
@@ -228,7 +228,7 @@ fn refuse(metrics: &Metrics, revision: u64, error: &ValueError) {
         error = %error,
         "policy from NATS refused; the policy in force stays"
     );
-    metrics.policy_reloads.inc("invalid");
+    metrics.policy_reloads.inc(ReloadResult::Invalid);
 }
 
 fn is_missing(error: &KeyValueError) -> bool {
@@ -336,7 +336,7 @@ impl Follower {
     async fn run(mut self, tx: watch::Sender<Arc<PolicySnapshot>>, stop: CancellationToken) {
         while let Some(found) = self.next(&stop).await {
             log_applied(&found, "policy updated from NATS");
-            self.metrics.policy_reloads.inc("applied");
+            self.metrics.policy_reloads.inc(ReloadResult::Applied);
             if tx.send(Arc::new(found.snapshot)).is_err() {
                 return;
             }

@@ -5,6 +5,7 @@ use super::*;
 use crate::nats::NatsConfig;
 use crate::policy::stored::FORMAT;
 use crate::policy::tests::{compile, example, policy};
+use crate::telemetry::metrics::ReloadResult;
 use std::time::Instant;
 
 use crate::testing::nats::NatsServer;
@@ -216,8 +217,8 @@ async fn a_push_reaches_followers_within_two_seconds() {
     })
     .await;
     assert_eq!(**rx.borrow(), second);
-    assert_eq!(metrics.policy_reloads.get("applied"), 1);
-    assert_eq!(metrics.policy_reloads.get("invalid"), 0);
+    assert_eq!(metrics.policy_reloads.get(ReloadResult::Applied), 1);
+    assert_eq!(metrics.policy_reloads.get(ReloadResult::Invalid), 0);
     assert_eq!(pusher.latest().await.unwrap(), Some(second));
     stop.cancel();
 }
@@ -240,11 +241,11 @@ async fn an_unreadable_value_is_refused_and_the_snapshot_in_force_stays() {
     let newer = serde_json::json!({"format": 2, "snapshot": {}}).to_string();
     pusher.store.put(KEY, newer.into()).await.unwrap();
     eventually(Duration::from_secs(2), "two refusals", || {
-        metrics.policy_reloads.get("invalid") == 2
+        metrics.policy_reloads.get(ReloadResult::Invalid) == 2
     })
     .await;
     assert_eq!(**rx.borrow(), first);
-    assert_eq!(metrics.policy_reloads.get("applied"), 0);
+    assert_eq!(metrics.policy_reloads.get(ReloadResult::Applied), 0);
     assert_eq!(pusher.latest().await.unwrap(), Some(first.clone()));
 
     // A pod starting now takes the snapshot the running ones hold.
@@ -255,7 +256,7 @@ async fn an_unreadable_value_is_refused_and_the_snapshot_in_force_stays() {
         .await
         .unwrap();
     assert_eq!(**late.borrow(), first);
-    assert_eq!(late_metrics.policy_reloads.get("invalid"), 2);
+    assert_eq!(late_metrics.policy_reloads.get(ReloadResult::Invalid), 2);
 
     // Following goes on after a refusal.
     let second = other();
@@ -412,7 +413,7 @@ async fn a_snapshot_larger_than_a_message_goes_through_the_object_store() {
     eventually(
         Duration::from_secs(5),
         "the forged reference refused",
-        || metrics.policy_reloads.get("invalid") == 1,
+        || metrics.policy_reloads.get(ReloadResult::Invalid) == 1,
     )
     .await;
     assert!(holds(&rx, &big));
@@ -520,11 +521,11 @@ async fn a_hostile_snapshot_is_refused_and_counted_and_the_one_in_force_stays() 
     let reference = serde_json::to_vec(&reference).unwrap();
     pusher.store.put(KEY, reference.into()).await.unwrap();
     eventually(Duration::from_secs(5), "three refusals", || {
-        metrics.policy_reloads.get("invalid") == 3
+        metrics.policy_reloads.get(ReloadResult::Invalid) == 3
     })
     .await;
     assert_eq!(**rx.borrow(), first);
-    assert_eq!(metrics.policy_reloads.get("applied"), 0);
+    assert_eq!(metrics.policy_reloads.get(ReloadResult::Applied), 0);
     assert_eq!(pusher.latest().await.unwrap(), Some(first));
     stop.cancel();
 }

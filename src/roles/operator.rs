@@ -22,7 +22,6 @@ use crate::policy::sealed::SecretsKey;
 use crate::queue::jetstream::JetStreamOptions;
 use crate::telemetry::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::operator::OperatorMetrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 
 /// Between two attempts at opening the policy bucket while NATS is not there yet.
@@ -89,10 +88,7 @@ async fn serve(
         .identity
         .clone()
         .unwrap_or_else(|| config.hostname.clone());
-    let metrics = Arc::new(Metrics {
-        operator: Some(OperatorMetrics::default()),
-        ..Metrics::default()
-    });
+    let metrics = Arc::new(Metrics::operator());
     let readiness = Arc::new(Readiness::default());
     // The operator has no listeners or TLS of its own: those latches are released now.
     readiness.release(Latch::Listeners);

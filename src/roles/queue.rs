@@ -10,10 +10,11 @@ use crate::events::jetstream::JetStreamEvents;
 use crate::events::{EventSink, LogOnly};
 use crate::queue::Queue;
 use crate::queue::jetstream::codec::EnvelopeLimits;
+use crate::queue::jetstream::{InvalidObserver, InvalidReason};
 use crate::queue::jetstream::{JetStreamOptions, JetStreamQuarantine, JetStreamQueue};
 use crate::queue::quarantine::Quarantine;
 use crate::queue::spool::{DiskFullSwitch, Spool, SpoolQuarantine};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{InvalidMessage, Metrics};
 use crate::telemetry::readiness::{Latch, Readiness};
 use anyhow::Context;
 use std::sync::Arc;
@@ -173,6 +174,16 @@ pub async fn open(
 /// The queue's stream, consumer and bucket, and the events stream, opened as they are
 /// (created if missing and this user may); provisioned (created or updated) first when
 /// `provisions` (`sluice standalone --jetstream`).
+/// Counts the queue's invalid messages in `sluice_queue_invalid_messages_total`.
+fn count_invalid(metrics: Arc<Metrics>) -> InvalidObserver {
+    Arc::new(move |reason| {
+        metrics.queue_invalid_messages.inc(match reason {
+            InvalidReason::Undecodable => InvalidMessage::Undecodable,
+            InvalidReason::Invalid => InvalidMessage::Invalid,
+        })
+    })
+}
+
 async fn set_up(
     client: &async_nats::Client,
     options: &JetStreamOptions,
@@ -185,7 +196,7 @@ async fn set_up(
     }
     let queue = JetStreamQueue::with_client(client.clone(), options.clone())
         .await?
-        .with_metrics(metrics.clone());
+        .on_invalid(count_invalid(metrics.clone()));
     let js = async_nats::jetstream::new(client.clone());
     let events = JetStreamEvents::open(js, options.replicas, metrics.clone()).await?;
     Ok((queue, events))

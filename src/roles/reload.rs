@@ -7,7 +7,7 @@ use crate::config::{Config, Role};
 use crate::ingress::tls::TlsStore;
 use crate::policy::PolicySnapshot;
 use crate::policy::bucket::PolicyBucket;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, ReloadResult};
 use crate::watch::FileWatch;
 use anyhow::Context;
 use std::sync::Arc;
@@ -157,11 +157,11 @@ fn reload_policy(
         Ok(policy) => {
             tracing::info!(revision = policy.revision(), "policy reloaded");
             policy_tx.send_replace(Arc::new(policy));
-            metrics.policy_reloads.inc("applied");
+            metrics.policy_reloads.inc(ReloadResult::Applied);
         }
         Err(e) => {
             tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
-            metrics.policy_reloads.inc("invalid");
+            metrics.policy_reloads.inc(ReloadResult::Invalid);
         }
     }
 }

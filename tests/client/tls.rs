@@ -2,7 +2,6 @@
 
 use super::*;
 use common::scripted::{tls_pair, tls_pair_for};
-use std::sync::atomic::Ordering;
 
 #[tokio::test]
 async fn required_starttls_not_offered_defers() {
@@ -129,7 +128,7 @@ async fn unverifiable_certificate_fails_when_required_and_passes_opportunistical
     assert!(conn.is_encrypted());
     conn.quit().await;
     server.await.unwrap();
-    assert_eq!(cfg.tls_fallbacks.load(Ordering::Relaxed), 1);
+    assert_eq!(cfg.tls_fallbacks.get(), 1);
 }
 
 #[tokio::test]
@@ -159,7 +158,7 @@ async fn a_failed_opportunistic_handshake_falls_back_to_plaintext_on_a_new_conne
     assert!(outcomes[0].is_delivered(), "{outcomes:?}");
     conn.quit().await;
     assert_eq!(server.await.unwrap(), MESSAGE);
-    assert_eq!(cfg.tls_fallbacks.load(Ordering::Relaxed), 1);
+    assert_eq!(cfg.tls_fallbacks.get(), 1);
 }
 
 #[tokio::test]
@@ -205,7 +204,7 @@ async fn required_and_implicit_tls_never_fall_back() {
         again.is_err(),
         "the client reconnected after implicit TLS failed"
     );
-    assert_eq!(cfg.tls_fallbacks.load(Ordering::Relaxed), 0);
+    assert_eq!(cfg.tls_fallbacks.get(), 0);
 }
 
 /// Connects with STARTTLS required to a server whose certificate names only

@@ -4,6 +4,7 @@
 use super::*;
 use common::scripted::{Peer, listen};
 use common::sink::{AcceptAll, Sink};
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 
 #[tokio::test]
 async fn lmtp_replies_settle_each_recipient_and_the_refused_one_bounces() {
@@ -75,6 +76,18 @@ async fn lmtp_replies_settle_each_recipient_and_the_refused_one_bounces() {
     );
     wait_until_queue_is_empty(&relay).await;
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.deliveries.get("lmtp", "sent"), 1);
-    assert_eq!(running.metrics.deliveries.get("lmtp", "bounced"), 1);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Lmtp, DeliveryStatus::Sent),
+        1
+    );
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Lmtp, DeliveryStatus::Bounced),
+        1
+    );
 }

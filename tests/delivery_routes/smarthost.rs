@@ -4,6 +4,7 @@
 use super::*;
 use common::scripted::{Peer, listen};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 use std::sync::{Arc, Mutex};
 use tokio_rustls::TlsAcceptor;
 
@@ -95,7 +96,13 @@ async fn starttls_then_auth_with_the_secret_credentials_then_the_message() {
     assert_eq!(after_received(&content), MESSAGE);
     wait_until_queue_is_empty(&relay).await;
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.deliveries.get("smarthost", "sent"), 1);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Smarthost, DeliveryStatus::Sent),
+        1
+    );
 }
 
 #[tokio::test]
@@ -143,5 +150,11 @@ async fn a_smarthost_without_starttls_gets_no_mail_on_a_required_route() {
         "the relay sent more than QUIT: {seen:?}"
     );
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.deliveries.get("smarthost", "sent"), 0);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Smarthost, DeliveryStatus::Sent),
+        0
+    );
 }

@@ -2,6 +2,7 @@
 //! what the client sent, octet for octet, apart from the Received header.
 
 use super::*;
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 use std::path::PathBuf;
 use tokio::process::{Child, Command};
 
@@ -180,7 +181,13 @@ async fn smtp_sink_receives_the_message_byte_identical_apart_from_received() {
         ]
     );
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.deliveries.get("smarthost", "sent"), 2);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Smarthost, DeliveryStatus::Sent),
+        2
+    );
 }
 
 /// smtp-sink does not announce SMTPUTF8, so a message whose client asked for it cannot
@@ -219,5 +226,11 @@ async fn a_message_that_needs_smtputf8_bounces_at_smtp_sink() {
         "{text}"
     );
     let running = relay.running.as_ref().unwrap();
-    assert_eq!(running.metrics.deliveries.get("smarthost", "bounced"), 1);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Smarthost, DeliveryStatus::Bounced),
+        1
+    );
 }

@@ -4,6 +4,7 @@
 use super::*;
 use base64::Engine;
 use common::hook::Hook;
+use sluice::telemetry::metrics::{DeliveryStatus, RouteLabel};
 use std::sync::atomic::Ordering;
 
 const SECRET: &str = "whsec-e2e";
@@ -73,10 +74,19 @@ async fn webhook_5xx_defers_then_2xx_delivers_with_a_signature_that_verifies() {
     let running = relay.running.as_ref().unwrap();
     let refused = requests.len() as u64 - 1;
     assert_eq!(
-        running.metrics.deliveries.get("webhook", "deferred"),
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Webhook, DeliveryStatus::Deferred),
         2 * refused
     );
-    assert_eq!(running.metrics.deliveries.get("webhook", "sent"), 2);
+    assert_eq!(
+        running
+            .metrics
+            .deliveries
+            .get(RouteLabel::Webhook, DeliveryStatus::Sent),
+        2
+    );
 }
 
 /// A signing secret named in the policy but not (yet) mounted must not turn into an

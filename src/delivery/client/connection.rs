@@ -10,7 +10,6 @@ use super::{ClientConfig, TlsMode};
 use crate::smtp::reply::Reply;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -78,7 +77,7 @@ impl Connection {
         match first {
             Err(e) if config.tls == TlsMode::Opportunistic && e.is_tls_handshake_failure() => {
                 tracing::warn!(%remote, error = %e, "opportunistic TLS failed, delivering without TLS on this connection");
-                config.tls_fallbacks.fetch_add(1, Ordering::Relaxed);
+                config.tls_fallbacks.inc();
                 let plaintext = ClientConfig {
                     tls: TlsMode::Disabled,
                     ..config.clone()

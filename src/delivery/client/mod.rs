@@ -24,9 +24,9 @@ pub use extensions::Extensions;
 pub use tls::system_roots;
 pub use transaction::reply_outcome;
 
+use prometheus_client::metrics::counter::Counter;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// How the connection is encrypted.
@@ -131,7 +131,7 @@ pub struct ClientConfig {
     /// Counts the connections that fell back to plaintext after a failed opportunistic
     /// TLS handshake; shared with the process metrics
     /// (`sluice_delivery_tls_fallbacks_total`).
-    pub tls_fallbacks: Arc<AtomicU64>,
+    pub tls_fallbacks: Counter,
 }
 
 impl ClientConfig {
@@ -146,7 +146,7 @@ impl ClientConfig {
             credentials: None,
             timeouts: Timeouts::default(),
             lmtp: false,
-            tls_fallbacks: Arc::default(),
+            tls_fallbacks: Counter::default(),
         }
     }
 }

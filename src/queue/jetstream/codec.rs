@@ -112,12 +112,21 @@ pub enum DecodeError {
     Invalid(String),
 }
 
+/// Why a message was terminated undelivered, as told to the queue's observer
+/// ([`super::JetStreamQueue::on_invalid`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidReason {
+    /// Its headers do not decode.
+    Undecodable,
+    /// Its envelope is not one an ingress of ours can have written.
+    Invalid,
+}
+
 impl DecodeError {
-    /// The `reason` label of `sluice_queue_invalid_messages_total`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> InvalidReason {
         match self {
-            DecodeError::Invalid(_) => "invalid",
-            _ => "undecodable",
+            DecodeError::Invalid(_) => InvalidReason::Invalid,
+            _ => InvalidReason::Undecodable,
         }
     }
 }
@@ -316,7 +325,7 @@ mod tests {
             spoil(&mut meta);
             let err = decode(Some(&headers_of(&meta)), 12, &LIMITS).unwrap_err();
             assert!(matches!(err, DecodeError::Invalid(_)), "{what}: {err}");
-            assert_eq!(err.reason(), "invalid");
+            assert_eq!(err.reason(), InvalidReason::Invalid);
         }
         let mut huge = HeaderMap::new();
         huge.insert(
@@ -325,6 +334,6 @@ mod tests {
         );
         let err = decode(Some(&huge), 0, &LIMITS).unwrap_err();
         assert!(matches!(err, DecodeError::EnvelopeTooLarge { .. }), "{err}");
-        assert_eq!(err.reason(), "undecodable");
+        assert_eq!(err.reason(), InvalidReason::Undecodable);
     }
 }

@@ -55,7 +55,6 @@ mod tests;
 
 use super::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
 use crate::smtp::address::Recipient;
-use crate::telemetry::metrics::Metrics;
 use async_nats::jetstream::{
     self, AckKind, consumer::PullConsumer, object_store::ObjectStore, stream,
 };
@@ -70,7 +69,11 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
+pub use codec::InvalidReason;
 pub use provision::provision;
+
+/// Told of each message that [`JetStreamQueue`] terminates as invalid.
+pub type InvalidObserver = Arc<dyn Fn(InvalidReason) + Send + Sync>;
 pub use quarantine::JetStreamQuarantine;
 
 /// Where and how the queue lives in JetStream.
@@ -168,7 +171,7 @@ pub struct JetStreamQueue {
     next_token: AtomicU64,
     work: Arc<Notify>,
     fetcher: Fetcher,
-    metrics: Option<Arc<Metrics>>,
+    on_invalid: Option<InvalidObserver>,
 }
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
@@ -239,7 +242,7 @@ impl JetStreamQueue {
             next_token: AtomicU64::new(1),
             work,
             fetcher,
-            metrics: None,
+            on_invalid: None,
         })
     }
 
@@ -290,9 +293,10 @@ impl JetStreamQueue {
         });
     }
 
-    /// Counts invalid messages into `metrics` (`sluice_queue_invalid_messages_total`).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
+    /// Tells `observer` of each invalid message terminated (the process counts them in
+    /// `sluice_queue_invalid_messages_total`): the queue knows nothing of metrics.
+    pub fn on_invalid(mut self, observer: InvalidObserver) -> Self {
+        self.on_invalid = Some(observer);
         self
     }
 
@@ -309,8 +313,8 @@ impl JetStreamQueue {
             error = %error,
             "invalid queue message terminated, not delivered"
         );
-        if let Some(metrics) = &self.metrics {
-            metrics.queue_invalid_messages.inc(error.reason());
+        if let Some(observer) = &self.on_invalid {
+            observer(error.reason());
         }
         if let Err(e) = message.ack_with(AckKind::Term).await {
             tracing::warn!(seq, error = %e, "cannot terminate an invalid queue message");

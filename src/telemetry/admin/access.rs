@@ -14,6 +14,7 @@
 //!   rebinding) sends its own name and is refused.
 
 use super::request::Request;
+use crate::telemetry::metrics::AdminRefusal;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 
@@ -47,11 +48,11 @@ pub(super) enum Refusal {
 
 impl Refusal {
     /// The `reason` label of `sluice_admin_requests_refused_total`.
-    pub(super) fn reason(self) -> &'static str {
+    pub(super) fn metric_label(self) -> AdminRefusal {
         match self {
-            Refusal::Host => "host",
-            Refusal::Token => "token",
-            Refusal::Disabled => "disabled",
+            Refusal::Host => AdminRefusal::Host,
+            Refusal::Token => AdminRefusal::Token,
+            Refusal::Disabled => AdminRefusal::Disabled,
         }
     }
 }

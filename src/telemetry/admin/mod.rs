@@ -211,7 +211,10 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
     if resource.is_queue()
         && let Err(refusal) = access.check(&request, local)
     {
-        state.metrics.admin_requests_refused.inc(refusal.reason());
+        state
+            .metrics
+            .admin_requests_refused
+            .inc(refusal.metric_label());
         return refused(refusal);
     }
     if request.method != "GET" && request.origin {
@@ -228,7 +231,7 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
                 refresh_queue_gauges(queue.as_ref(), &state.metrics).await;
             }
             Response {
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                content_type: super::metrics::CONTENT_TYPE,
                 ..Response::text("200 OK", state.metrics.render())
             }
         }
