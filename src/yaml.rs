@@ -31,8 +31,9 @@ pub enum YamlError {
     #[error("more than {MAX_DOCUMENTS} YAML documents")]
     TooManyDocuments,
     /// Malformed YAML, a value that does not fit the type, or a bound reached.
+    /// Boxed: serde-saphyr's error is large, and every `Result` carrying this would be.
     #[error("{0}")]
-    Parse(ParseError),
+    Parse(Box<ParseError>),
 }
 
 /// A serde-saphyr error with the field path it happened at and the lines before the
@@ -119,11 +120,11 @@ fn deserialize<T: DeserializeOwned>(text: &str, line_offset: u64) -> Result<T, Y
         })
     })
     .map_err(|error| {
-        YamlError::Parse(ParseError {
+        YamlError::Parse(Box::new(ParseError {
             path,
             error,
             line_offset,
-        })
+        }))
     })
 }
 
