@@ -393,7 +393,7 @@ pub enum ConfigError {
     #[error("{path}: {error}")]
     Parse {
         path: PathBuf,
-        error: serde_yaml::Error,
+        error: crate::yaml::YamlError,
     },
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
@@ -441,7 +441,7 @@ impl Config {
             error,
         })?;
         let mut config: Config =
-            serde_yaml::from_str(&text).map_err(|error| ConfigError::Parse {
+            crate::yaml::from_str(&text).map_err(|error| ConfigError::Parse {
                 path: path.to_owned(),
                 error,
             })?;
@@ -729,6 +729,23 @@ mod tests {
         }
         let implicit = MINIMAL.replace("kind: relay", "kind: submissions");
         assert!(load(&implicit).unwrap_err().to_string().contains("tls"));
+    }
+
+    #[test]
+    fn a_malformed_file_names_the_field_line_and_column() {
+        let err = load(&format!("{MINIMAL}limits:\n  maxCommandLine: many\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sluice.yaml: limits.maxCommandLine: "),
+            "{err}"
+        );
+        assert!(err.ends_with("at line 5, column 19"), "{err}");
+        let err = load(&format!("{MINIMAL}spool: again\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate"), "{err}");
+        assert!(err.ends_with("at line 4, column 1"), "{err}");
     }
 
     #[test]

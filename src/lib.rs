@@ -18,6 +18,7 @@
 //! | [`roles`] | the processes (standalone, ingress, worker): wiring, reloads, readiness, signals and drain |
 //! | [`units`] | sizes and durations as written in configuration |
 //! | [`watch`] | noticing changed configuration files |
+//! | [`yaml`] | reading YAML with bounds for hostile input, errors with field path, line and column |
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -36,3 +37,4 @@ pub mod telemetry;
 mod testing;
 pub mod units;
 pub mod watch;
+pub mod yaml;

@@ -474,7 +474,7 @@ fn strip_all_and_overlapping_findings() {
 /// quantities, `null` turning a rule off, unknown fields refused.
 #[test]
 fn rules_deserialise_from_policy_yaml() {
-    let rules: Rules = serde_yaml::from_str(
+    let rules: Rules = serde_saphyr::from_str(
         "blockedExtensions: {action: strip, extensions: [pdf]}\n\
          blockedRealTypes: null\n\
          doubleExtensions: {action: strip-all}\n\
@@ -516,7 +516,7 @@ fn rules_deserialise_from_policy_yaml() {
             (EncryptedArchive, Action::Reject)
         ]
     );
-    let double: Rules = serde_yaml::from_str("doubleExtensions: {action: strip-all}").unwrap();
+    let double: Rules = serde_saphyr::from_str("doubleExtensions: {action: strip-all}").unwrap();
     let found: Vec<_> = evaluate(&analysed("double_ext"), &double)
         .into_iter()
         .map(|f| (f.rule, f.action))
@@ -529,9 +529,9 @@ fn rules_deserialise_from_policy_yaml() {
         ]
     );
 
-    assert!(serde_yaml::from_str::<Rules>("blockedExtension: null").is_err());
-    assert!(serde_yaml::from_str::<Rules>("encryptedArchives: {action: drop}").is_err());
-    assert!(serde_yaml::from_str::<Rules>("maxTotalSize: {action: reject, max: 1.5Mi}").is_err());
+    assert!(serde_saphyr::from_str::<Rules>("blockedExtension: null").is_err());
+    assert!(serde_saphyr::from_str::<Rules>("encryptedArchives: {action: drop}").is_err());
+    assert!(serde_saphyr::from_str::<Rules>("maxTotalSize: {action: reject, max: 1.5Mi}").is_err());
 }
 
 /// A message from lettre's builder: a renamed executable with a double extension and

@@ -79,7 +79,7 @@ fn every_rendered_object_and_the_crd_pass_kubernetes_validate_strict() {
         let mut files = rendered.write_to(dir.path());
         for (i, crd) in rendered.crds.iter().enumerate() {
             let path = dir.path().join(format!("crd-{i}.yaml"));
-            std::fs::write(&path, serde_yaml::to_string(crd).unwrap()).unwrap();
+            std::fs::write(&path, serde_saphyr::to_string(crd).unwrap()).unwrap();
             files.push(path);
         }
         let text = kubernetes_validate(name, &files);

@@ -158,6 +158,8 @@ async fn dot_stuffed_lines_and_split_terminators_are_handled() {
     c.send(b"Subject: dots\r\n\r\n..leading dot\r\n...\r\n")
         .await;
     c.send(b"last line\r").await;
+    // These pauses are the test, not a synchronisation: each piece of the terminator
+    // must reach the relay in a read of its own.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     c.send(b"\n.").await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

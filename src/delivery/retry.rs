@@ -313,17 +313,17 @@ mod tests {
     #[test]
     fn reads_configuration_with_defaults() {
         let yaml = "firstRetry: 1m\nmaxInterval: 2h\ndelayWarning: 4h\njitter: 0.2\n";
-        let schedule: RetrySchedule = serde_yaml::from_str(yaml).expect("valid");
+        let schedule: RetrySchedule = serde_saphyr::from_str(yaml).expect("valid");
         assert_eq!(schedule.first_retry, MIN);
         assert_eq!(schedule.max_interval, 120 * MIN);
         assert_eq!(schedule.max_lifetime, RetrySchedule::default().max_lifetime);
         assert_eq!(schedule.delay_warning, Some(240 * MIN));
         assert_eq!(schedule.jitter, 0.2);
-        let empty: RetrySchedule = serde_yaml::from_str("{}").expect("valid");
+        let empty: RetrySchedule = serde_saphyr::from_str("{}").expect("valid");
         assert_eq!(empty, RetrySchedule::default());
-        let null: RetrySchedule = serde_yaml::from_str("delayWarning: null").expect("valid");
+        let null: RetrySchedule = serde_saphyr::from_str("delayWarning: null").expect("valid");
         assert_eq!(null.delay_warning, None);
-        assert!(serde_yaml::from_str::<RetrySchedule>("firstRetry: 5").is_err());
-        assert!(serde_yaml::from_str::<RetrySchedule>("maxRetries: 5").is_err());
+        assert!(serde_saphyr::from_str::<RetrySchedule>("firstRetry: 5").is_err());
+        assert!(serde_saphyr::from_str::<RetrySchedule>("maxRetries: 5").is_err());
     }
 }

@@ -3,7 +3,7 @@ use crate::policy::NoSecrets;
 
 fn resource(id: &str, spec: &str) -> Arc<RelayPolicyResource> {
     let (ns, name) = id.split_once('/').unwrap();
-    let mut p = RelayPolicyResource::new(name, serde_yaml::from_str(spec).unwrap());
+    let mut p = RelayPolicyResource::new(name, serde_saphyr::from_str(spec).unwrap());
     p.metadata.namespace = Some(ns.into());
     Arc::new(p)
 }

@@ -136,7 +136,7 @@ impl Fixture {
     /// A policy as the watch would deliver it; `age` orders conflicts (older wins).
     fn apply(&mut self, id: &str, spec: &str, age: i64) -> Arc<RelayPolicyResource> {
         let (ns, name) = id.split_once('/').unwrap();
-        let spec: RelayPolicySpec = serde_yaml::from_str(spec).unwrap();
+        let spec: RelayPolicySpec = serde_saphyr::from_str(spec).unwrap();
         let mut p = RelayPolicyResource::new(name, spec);
         p.metadata.namespace = Some(ns.into());
         p.metadata.generation = Some(1);

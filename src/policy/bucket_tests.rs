@@ -47,6 +47,32 @@ async fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool
     }
 }
 
+/// Waits until a follower's watch is open on the server: a consumer of the bucket's stream
+/// that starts at a revision (the history scan before it delivers everything).
+async fn wait_for_watch(server: &NatsServer) {
+    use async_nats::jetstream::consumer::DeliverPolicy;
+    use futures_util::TryStreamExt;
+    let stream = context(server)
+        .await
+        .get_stream(format!("KV_{BUCKET}"))
+        .await
+        .expect("the bucket's stream");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let consumers: Vec<_> = stream.consumers().try_collect().await.unwrap_or_default();
+        if consumers.iter().any(|c| {
+            matches!(
+                c.config.deliver_policy,
+                DeliverPolicy::ByStartSequence { .. }
+            )
+        }) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no watch opened within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn holds(rx: &watch::Receiver<Arc<PolicySnapshot>>, snapshot: &PolicySnapshot) -> bool {
     rx.borrow().revision() == snapshot.revision()
 }
@@ -294,26 +320,32 @@ async fn following_survives_server_restarts() {
         .follow(Arc::new(Metrics::default()), stop.clone())
         .await
         .unwrap();
-    // Let the watch settle: the restart should hit an established one.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // The restarted server has forgotten the watch, which the client alone would notice
-    // only after 10 s of missed heartbeats.
-    server.restart();
+    // The restart should hit an established watch: one that has delivered a push.
     let second = other();
-    push_when_reconnected(&pusher, &second).await;
-    eventually(Duration::from_secs(5), "the push after a restart", || {
+    pusher.push(&second, &writer()).await.unwrap();
+    eventually(Duration::from_secs(5), "the push before a restart", || {
         holds(&rx, &second)
     })
     .await;
 
-    // A longer outage: watches cannot be opened meanwhile.
+    // The restarted server has forgotten the watch, which the client alone would notice
+    // only after 10 s of missed heartbeats.
+    server.restart();
+    push_when_reconnected(&pusher, &first).await;
+    eventually(Duration::from_secs(5), "the push after a restart", || {
+        holds(&rx, &first)
+    })
+    .await;
+
+    // A longer outage: watches cannot be opened meanwhile. This sleep is the outage
+    // itself, long enough for the follower's reconnects and watch openings to fail
+    // (the first backoff is shorter), not a wait for something to happen.
     server.stop();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.start_again();
-    push_when_reconnected(&pusher, &first).await;
+    push_when_reconnected(&pusher, &second).await;
     eventually(Duration::from_secs(5), "the push after an outage", || {
-        holds(&rx, &first)
+        holds(&rx, &second)
     })
     .await;
     stop.cancel();
@@ -326,7 +358,8 @@ async fn follow_waits_for_a_first_snapshot() {
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let waiting = tokio::spawn(open(&server).await.follow(metrics, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Found nothing and waiting on the watch: the push below comes after the scan.
+    wait_for_watch(&server).await;
     assert!(!waiting.is_finished(), "nothing to follow yet");
     pusher.push(&example(), &writer()).await.unwrap();
     let rx = tokio::time::timeout(Duration::from_secs(2), waiting)
@@ -344,7 +377,7 @@ async fn follow_gives_up_when_stopped_before_any_snapshot() {
     let stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let waiting = tokio::spawn(open(&server).await.follow(metrics, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_watch(&server).await;
     assert!(!waiting.is_finished(), "nothing to follow yet");
     stop.cancel();
     let followed = tokio::time::timeout(Duration::from_secs(2), waiting)

@@ -2,10 +2,9 @@
 //! error messages. Empty documents (a trailing `---`, a comment-only file) are skipped;
 //! anything else must be a `sluice.dev/v1alpha1` `RelayPolicy`.
 
-use serde::Deserialize;
-
 use super::error::{Location, PolicyError};
 use super::model::{API_VERSION, KIND, RelayPolicy};
+use crate::yaml;
 
 /// A parsed document and where it came from.
 #[derive(Debug, Clone)]
@@ -16,22 +15,27 @@ pub struct Document {
 
 /// Parses every document of one YAML text.
 pub fn parse_documents(source_name: &str, text: &str) -> Result<Vec<Document>, PolicyError> {
+    let at = |index: usize| Location {
+        source_name: source_name.to_string(),
+        document: index + 1,
+        policy: None,
+    };
+    let documents =
+        yaml::documents(text).map_err(|error| PolicyError::Yaml { at: at(0), error })?;
     let mut out = Vec::new();
-    for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let at = Location {
-            source_name: source_name.to_string(),
-            document: index + 1,
-            policy: None,
-        };
+    for (index, document) in documents.iter().enumerate() {
+        if document.is_empty() {
+            continue;
+        }
+        let at = at(index);
         // Deserialising the typed struct straight from the text keeps line numbers and
-        // field paths in serde's messages; only on failure do we look again to give a
-        // better message for empty or foreign documents.
-        match RelayPolicy::deserialize(de) {
+        // field paths in the messages; only on failure do we look again to give a better
+        // message for foreign documents.
+        match document.parse::<RelayPolicy>() {
             Ok(policy) => out.push(checked(at, policy)?),
-            Err(error) => match explain_failure(text, index, &at) {
-                Failure::Empty => continue,
-                Failure::Foreign(e) => return Err(e),
-                Failure::Schema => return Err(PolicyError::Yaml { at, error }),
+            Err(error) => match explain_failure(document, &at) {
+                Some(e) => return Err(e),
+                None => return Err(PolicyError::Yaml { at, error }),
             },
         }
     }
@@ -61,31 +65,17 @@ fn not_relay_policy(at: Location, api_version: &str, kind: &str) -> PolicyError 
     }
 }
 
-enum Failure {
-    /// The document is empty: skip it.
-    Empty,
-    /// The document is something other than a RelayPolicy.
-    Foreign(PolicyError),
-    /// It claims to be a RelayPolicy but does not fit the schema: report serde's error.
-    Schema,
-}
-
-fn explain_failure(text: &str, index: usize, at: &Location) -> Failure {
-    let value = serde_yaml::Deserializer::from_str(text)
-        .nth(index)
-        .and_then(|de| serde_yaml::Value::deserialize(de).ok());
-    let Some(value) = value else {
-        return Failure::Schema;
-    };
-    if value.is_null() {
-        return Failure::Empty;
-    }
+/// A document that failed to parse as a RelayPolicy: if it is something else (a config
+/// file, a Deployment), say so; if it claims to be a RelayPolicy, `None` lets the caller
+/// report the schema error.
+fn explain_failure(document: &yaml::Document<'_>, at: &Location) -> Option<PolicyError> {
+    let value: serde_json::Value = document.parse().ok()?;
     let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("");
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     if api_version == API_VERSION && kind == KIND {
-        Failure::Schema
+        None
     } else {
-        Failure::Foreign(not_relay_policy(at.clone(), api_version, kind))
+        Some(not_relay_policy(at.clone(), api_version, kind))
     }
 }
 
@@ -129,7 +119,18 @@ mod tests {
         let err = parse_documents("p.yaml", &text).unwrap_err().to_string();
         assert!(err.contains("p.yaml document 1"), "{err}");
         assert!(err.contains("unknown field `trustedNetwork`"), "{err}");
-        assert!(err.contains("line"), "{err}");
+        assert!(err.contains("spec.trustedNetwork: "), "{err}");
+        assert!(err.ends_with("at line 5, column 3"), "{err}");
+    }
+
+    #[test]
+    fn an_error_in_a_later_document_gives_the_line_in_the_file() {
+        let bad = MINIMAL.replace("spec: {}", "spec:\n  mode: relay-everything\n");
+        let text = format!("{MINIMAL}---\n# the second\n{bad}");
+        let err = parse_documents("p.yaml", &text).unwrap_err().to_string();
+        assert!(err.starts_with("p.yaml document 2: spec.mode: "), "{err}");
+        assert!(err.contains("relay-everything"), "{err}");
+        assert!(err.ends_with("at line 11, column 9"), "{err}");
     }
 
     #[test]

@@ -41,11 +41,12 @@ pub enum PolicyError {
     },
 
     /// The YAML is malformed or does not fit the RelayPolicy schema (unknown field,
-    /// wrong type, missing required field). The serde message carries the field path.
+    /// wrong type, missing required field). The message carries the field path, the line
+    /// and the column.
     #[error("{at}: {error}")]
     Yaml {
         at: Location,
-        error: serde_yaml::Error,
+        error: crate::yaml::YamlError,
     },
 
     #[error(

@@ -36,7 +36,7 @@ pub struct RelayPolicy {
     #[serde(default)]
     pub spec: RelayPolicySpec,
     #[serde(default, skip_serializing)]
-    pub status: Option<serde_yaml::Value>,
+    pub status: Option<serde_json::Value>,
 }
 
 /// The part of Kubernetes object metadata that policy uses. Other metadata (labels,

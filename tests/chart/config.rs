@@ -5,7 +5,7 @@
 
 use super::{all_sets, render_set};
 use crate::common::chart::{Rendered, render};
-use serde_yaml::Value as Yaml;
+use serde_json::Value as Yaml;
 use sluice::config::{Config, Role};
 use sluice::smtp::session::ListenerKind;
 use std::path::Path;
@@ -177,20 +177,20 @@ fn the_cert_manager_certificate_writes_the_secret_the_ingress_mounts() {
 #[test]
 fn proxy_protocol_values_render_every_listeners_settings() {
     let text = text_of(&render_set("clusterip-proxy"), "ingress").to_string();
-    let yaml: Yaml = serde_yaml::from_str(&text).unwrap();
-    let listeners = yaml["listeners"].as_sequence().unwrap();
+    let yaml: Yaml = serde_saphyr::from_str(&text).unwrap();
+    let listeners = yaml["listeners"].as_array().unwrap();
     assert_eq!(listeners.len(), 3);
     for l in listeners {
         assert_eq!(l["proxyProtocol"], Yaml::Bool(true), "{text}");
         let proxies: Vec<&str> = l["trustedProxies"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .map(|p| p.as_str().unwrap())
             .collect();
         assert_eq!(proxies, ["10.0.0.0/8", "fd00::/8"]);
     }
-    let off: Yaml = serde_yaml::from_str(text_of(&render_set("defaults"), "ingress")).unwrap();
+    let off: Yaml = serde_saphyr::from_str(text_of(&render_set("defaults"), "ingress")).unwrap();
     assert!(off["listeners"][0]["proxyProtocol"].is_null());
     assert!(off["listeners"][0]["trustedProxies"].is_null());
 }
@@ -243,7 +243,7 @@ fn the_notes_show_a_first_policy_and_a_test_message() {
         .collect::<Vec<_>>()
         .join("\n");
     let resource: sluice::policy::model::RelayPolicyResource =
-        serde_yaml::from_str(&policy).unwrap_or_else(|e| panic!("{e}\n{policy}"));
+        serde_saphyr::from_str(&policy).unwrap_or_else(|e| panic!("{e}\n{policy}"));
     assert_eq!(resource.spec.users.len(), 1);
 }
 

@@ -310,8 +310,8 @@ fn base64_len(text: &str) -> usize {
 /// drainDelay and shutdownGrace from a role's rendered configuration.
 fn drain_and_grace(rendered: &Rendered, role: &str) -> (Duration, Duration) {
     let config = rendered.one("ConfigMap", &format!("-{role}"));
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(config["data"]["sluice.yaml"].as_str().unwrap()).unwrap();
+    let yaml: serde_json::Value =
+        serde_saphyr::from_str(config["data"]["sluice.yaml"].as_str().unwrap()).unwrap();
     let duration = |key: &str| {
         yaml["limits"][key]
             .as_str()
@@ -356,7 +356,7 @@ fn every_path_in_a_roles_configuration_is_on_a_volume_it_mounts() {
         for role in ["ingress", "worker", "operator"] {
             let config = rendered.one("ConfigMap", &format!("-{role}"));
             let text = config["data"]["sluice.yaml"].as_str().unwrap();
-            let yaml: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+            let yaml: serde_json::Value = serde_saphyr::from_str(text).unwrap();
             let c = container(&rendered, role);
             let mounts = mounts(c);
             let mut paths = vec![yaml["adminTokenFile"].as_str().unwrap().to_string()];

@@ -55,14 +55,8 @@ fn all_grants(objects: &[Value], own_namespace: &str) -> (BTreeSet<Grant>, BTree
 
 fn example() -> Vec<Value> {
     let text = std::fs::read_to_string(repo_path("examples/kubernetes/50-operator.yaml")).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            serde_yaml::from_value::<Value>(serde_yaml::Value::deserialize(d).unwrap()).unwrap()
-        })
-        .collect()
+    serde_saphyr::from_multiple(&text).unwrap()
 }
-
-use serde::Deserialize;
 
 /// Every binding among `objects` binds its role to the operator's ServiceAccount only.
 fn bindings_name_the_operator(rendered: &Rendered, set: &str) {

@@ -150,7 +150,7 @@ impl Rendered {
                     object["kind"].as_str().unwrap_or("unknown").to_lowercase(),
                     object["metadata"]["name"].as_str().unwrap_or("unnamed")
                 ));
-                std::fs::write(&path, serde_yaml::to_string(&object).unwrap()).unwrap();
+                std::fs::write(&path, serde_saphyr::to_string(&object).unwrap()).unwrap();
                 path
             })
             .collect()

@@ -139,7 +139,7 @@ current-context: emulator
     /// [`TEST_MANAGER`], as `kubectl apply --server-side` would): creates it or replaces
     /// its spec. Its namespace is the document's, else [`NAMESPACE`].
     pub async fn apply_policy(&self, yaml: &str) -> RelayPolicyResource {
-        let document: serde_json::Value = serde_yaml::from_str(yaml).expect("policy YAML");
+        let document: serde_json::Value = serde_saphyr::from_str(yaml).expect("policy YAML");
         let name = document["metadata"]["name"]
             .as_str()
             .expect("metadata.name")

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
 use serde_json::Value;
 use sluice::policy::model::SecretKeyRef;
 use sluice::policy::{SecretSource, hash_password};
@@ -25,10 +24,8 @@ pub fn read(relative: &str) -> String {
 
 /// Every non-empty document of a YAML text, as JSON.
 pub fn documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|de| Value::deserialize(de).unwrap_or_else(|e| panic!("bad YAML: {e}")))
-        .filter(|v| !v.is_null())
-        .collect()
+    // serde-saphyr skips empty and null documents.
+    serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("bad YAML: {e}"))
 }
 
 /// The committed CRD as JSON.
