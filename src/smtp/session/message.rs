@@ -2,7 +2,7 @@
 //! message, and the reply once the queue has it.
 
 use super::{Greeted, Rejection, Resources, Session, Step};
-use crate::filter::received::{self, HopCounter, Trace};
+use crate::smtp::received::{self, HopCounter, Trace};
 use crate::queue::{QueueError, unix_ms};
 use crate::smtp::data::{BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
 use crate::smtp::reply::Reply;
