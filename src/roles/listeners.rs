@@ -104,6 +104,7 @@ pub fn shared(
         ),
         dns,
         dnsbl: Default::default(),
+        session_env: Arc::new(crate::smtp::session::SystemEnv),
     }))
 }
 
