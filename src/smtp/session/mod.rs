@@ -34,8 +34,7 @@ pub use message::QueueFailure;
 pub use rules::{Client, ClientVerdict, Refusal, SessionPolicy};
 
 /// What kind of port a listener is (RFC 8314 and common practice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
     /// Port 25 style: STARTTLS offered, AUTH offered only under TLS, relay rules apply.
     Relay,
