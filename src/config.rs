@@ -7,10 +7,9 @@
 
 use crate::ingress::proxy::ProxyProtocol;
 use crate::smtp::data::BareLineEndings;
-use crate::smtp::session::ListenerKind;
 use crate::units::{serde_duration, serde_size};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -120,7 +119,7 @@ pub struct DeliveryConfig {
     /// the network it runs in. Smarthost routes and local deliveries name their hosts
     /// and are never refused; on for tests and local experiments only.
     pub allow_private_destinations: bool,
-    pub retry: crate::delivery::retry::RetrySchedule,
+    pub retry: RetrySettings,
     /// Secrets referenced by the policy, as `{dir}/{name}/{key}`: the layout of a
     /// Kubernetes Secret mounted as a volume. The worker reads smarthost credentials and
     /// webhook keys there, the ingress its DKIM and ARC signing keys.
@@ -159,12 +158,64 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// `delivery.retry`: when to try a deferred message again, when to give up on it, and
+/// when to warn its sender. Durations are written as in the rest of the configuration
+/// (`firstRetry: 5m`, `maxLifetime: 5d`); a field left out keeps the worker's default
+/// (`delivery::retry::RetrySchedule`), into which the roles turn these settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Delay after the first failed attempt; each further failure doubles it.
+    #[serde(deserialize_with = "serde_duration::deserialize_option")]
+    pub first_retry: Option<Duration>,
+    /// The doubling stops here.
+    #[serde(deserialize_with = "serde_duration::deserialize_option")]
+    pub max_interval: Option<Duration>,
+    /// How long after its arrival a message is given up and bounced.
+    #[serde(deserialize_with = "serde_duration::deserialize_option")]
+    pub max_lifetime: Option<Duration>,
+    /// Relative spread of each delay (0.1: ±10 %); values outside 0..=1 are clamped.
+    #[serde(deserialize_with = "some_f64")]
+    pub jitter: Option<f64>,
+    /// Age at which the sender gets one "delayed" DSN; absent or `null` sends none.
+    #[serde(deserialize_with = "optional_duration")]
+    pub delay_warning: Option<Duration>,
+}
+
+/// A number that, once written, must be one (`jitter: null` is refused as before).
+fn some_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    f64::deserialize(d).map(Some)
+}
+
+/// `delayWarning: 4h`, or absent / `null` for no warning.
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => crate::units::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// What kind of port a listener is, as the file writes it (`kind: relay`); the roles
+/// turn it into the protocol's `smtp::session::ListenerKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Port 25 style: STARTTLS offered, AUTH offered only under TLS, relay rules apply.
+    Relay,
+    /// Port 587 style: AUTH required before MAIL.
+    Submission,
+    /// Port 465 style: implicit TLS, AUTH required before MAIL.
+    Submissions,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
-    pub kind: ListenerKind,
+    pub kind: ListenerRole,
     /// Allow AUTH without TLS on this listener (for example behind a TLS-terminating
     /// proxy on loopback). Off by default: passwords never cross the network in clear.
     #[serde(default)]
@@ -489,7 +540,7 @@ impl Config {
         let implicit_tls = self
             .listeners
             .iter()
-            .find(|l| l.kind == ListenerKind::Submissions);
+            .find(|l| l.kind == ListenerRole::Submissions);
         for listener in &self.listeners {
             listener.proxy_protocol()?;
         }
@@ -801,6 +852,46 @@ mod tests {
             std::fs::write(&token_file, bad).unwrap();
             assert!(read_admin_token(&token_file).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn retry_settings_are_read_with_what_is_left_out_unset() {
+        const MIN: Duration = Duration::from_secs(60);
+        let with = |retry: &str| load(&format!("{MINIMAL}delivery: {{retry: {retry}}}\n"));
+        let c = with("{firstRetry: 1m, maxInterval: 2h, delayWarning: 4h, jitter: 0.2}").unwrap();
+        let retry = c.delivery.retry;
+        assert_eq!(retry.first_retry, Some(MIN));
+        assert_eq!(retry.max_interval, Some(120 * MIN));
+        assert_eq!(retry.max_lifetime, None);
+        assert_eq!(retry.delay_warning, Some(240 * MIN));
+        assert_eq!(retry.jitter, Some(0.2));
+        assert_eq!(with("{}").unwrap().delivery.retry, RetrySettings::default());
+        assert_eq!(
+            load(MINIMAL).unwrap().delivery.retry,
+            RetrySettings::default()
+        );
+        let null = with("{delayWarning: null}").unwrap();
+        assert_eq!(null.delivery.retry.delay_warning, None);
+        assert!(with("{firstRetry: 5}").is_err());
+        assert!(with("{maxRetries: 5}").is_err());
+        assert!(with("{jitter: null}").is_err());
+    }
+
+    #[test]
+    fn listener_kinds_are_the_three_port_roles() {
+        for (text, role) in [
+            ("relay", ListenerRole::Relay),
+            ("submission", ListenerRole::Submission),
+            ("submissions", ListenerRole::Submissions),
+        ] {
+            let c = load_unchecked(&MINIMAL.replace("kind: relay", &format!("kind: {text}")));
+            assert_eq!(c.listeners[0].kind, role);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, MINIMAL.replace("kind: relay", "kind: smtp")).unwrap();
+        let error = Config::read(&path).unwrap_err().to_string();
+        assert!(error.contains("unknown variant `smtp`"), "{error}");
     }
 
     fn load_unchecked(text: &str) -> Config {

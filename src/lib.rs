@@ -4,17 +4,17 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`smtp`] | the protocol free of I/O: commands, replies, DATA/BDAT framing, SASL, the session state machine |
+//! | [`smtp`] | the protocol free of I/O: commands, replies, DATA/BDAT framing, SASL, the session state machine (its policy and clock passed in), the Received header |
 //! | [`ingress`] | listeners, TLS, the per-connection task, connection limits, the hand-off to the queue |
 //! | [`delivery`] | the worker: routing, MX, the outbound SMTP client, retries, bounces, local delivery |
 //! | [`events`] | delivery events (accepted, delivered, deferred, bounced, expired) and where they go: the log, or a JetStream stream |
-//! | [`filter`] | trace headers and checks on messages passing through: attachments, scanners, DNSBLs, SPF/DKIM/DMARC/ARC verification, DKIM signing and ARC sealing |
+//! | [`filter`] | checks on messages passing through: attachments, scanners, DNSBLs, SPF/DKIM/DMARC/ARC verification, DKIM signing and ARC sealing |
 //! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials, the snapshot in NATS KV |
 //! | [`nats`] | connecting to NATS: URLs, credentials, TLS, connection state |
 //! | [`operator`] | `sluice operator`: the CRD, RelayPolicies and Secrets from the Kubernetes API into the snapshot in NATS, status, leader election |
 //! | [`queue`] | the `Queue` trait and its backends: the embedded spool, JetStream |
 //! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
-//! | [`config`] | the process configuration file of `sluice standalone` |
+//! | [`config`] | the process configuration file of `sluice standalone`, with its own serde types |
 //! | [`roles`] | the processes (standalone, ingress, worker): wiring, reloads, readiness, signals and drain |
 //! | [`units`] | sizes and durations as written in configuration |
 //! | [`watch`] | noticing changed configuration files |

@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use sluice::policy::PolicySnapshot;
 use sluice::smtp::sasl::{Credentials, SaslError, decode_login_field, decode_plain};
 use sluice::smtp::session::{
-    ConnectionInfo, ListenerKind, ReceivedUser, Session, SessionConfig, Step, TlsInfo,
+    ConnectionInfo, ListenerKind, ReceivedUser, SessionConfig, Step, SystemEnv, TlsInfo,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -83,6 +83,8 @@ fn policy() -> Arc<PolicySnapshot> {
         .clone()
 }
 
+type Session = sluice::smtp::session::Session<PolicySnapshot>;
+
 /// A submission session over TLS, after EHLO: where AUTH is allowed.
 fn session() -> Session {
     let config = Arc::new(SessionConfig {
@@ -105,7 +107,7 @@ fn session() -> Session {
             cipher: "TLS13_AES_128_GCM_SHA256".into(),
         }),
     };
-    let mut s = Session::new(config, policy(), conn);
+    let mut s = Session::new(config, policy(), Arc::new(SystemEnv), conn);
     let ehlo = s.command(b"EHLO client.fuzz");
     assert!(matches!(ehlo, Step::Reply(r) if r.code == 250));
     s

@@ -4,9 +4,9 @@
 
 use super::nats::NatsArgs;
 use clap::Args;
+use sluice::config::ListenerRole;
 use sluice::config::{Config, ListenerConfig, LogFormat, TlsConfig};
 use sluice::smtp::data::BareLineEndings;
-use sluice::smtp::session::ListenerKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -167,9 +167,9 @@ impl CommonArgs {
 impl IngressArgs {
     pub fn apply(&self, config: &mut Config) {
         for (name, kind, address) in [
-            ("smtp", ListenerKind::Relay, self.smtp),
-            ("submission", ListenerKind::Submission, self.submission),
-            ("submissions", ListenerKind::Submissions, self.submissions),
+            ("smtp", ListenerRole::Relay, self.smtp),
+            ("submission", ListenerRole::Submission, self.submission),
+            ("submissions", ListenerRole::Submissions, self.submissions),
         ] {
             let Some(address) = address else { continue };
             // A flag replaces the file's listener of the same name.

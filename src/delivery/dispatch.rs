@@ -102,7 +102,7 @@ impl Dispatcher {
     /// fails with `554 5.4.6` and nothing is relayed. The count includes the Received
     /// header our ingress put on top, so one more than the ingress limit is allowed.
     pub fn hop_refusal(&self, body: &[u8]) -> Option<Outcome> {
-        let hops = crate::filter::received::count(body);
+        let hops = crate::smtp::received::count(body);
         let max = self.settings.max_received_headers.saturating_add(1);
         (hops > max).then(|| Outcome::Failed {
             remote_mta: None,

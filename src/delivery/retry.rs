@@ -6,30 +6,22 @@
 //! Pure arithmetic on `SystemTime`: the worker passes the clock in, so tests need none.
 
 use rand::Rng;
-use serde::{Deserialize, Deserializer};
 use std::time::{Duration, SystemTime};
 
-/// The retry policy. Durations are written as in the rest of the configuration
-/// (`firstRetry: 5m`, `maxLifetime: 5d`); every field may be left out and keeps its
-/// default.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+/// The retry policy (configured as `delivery.retry`, `config::RetrySettings`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetrySchedule {
     /// Delay after the first failed attempt; each further failure doubles it.
-    #[serde(deserialize_with = "crate::units::serde_duration::deserialize")]
     pub first_retry: Duration,
     /// The doubling stops here.
-    #[serde(deserialize_with = "crate::units::serde_duration::deserialize")]
     pub max_interval: Duration,
     /// How long after its arrival a message is given up and bounced.
-    #[serde(deserialize_with = "crate::units::serde_duration::deserialize")]
     pub max_lifetime: Duration,
     /// Relative spread of each delay: 0.1 draws it from ±10 % around the nominal value,
     /// so that messages deferred together (a remote outage) do not return together.
     /// Values outside 0..=1 are clamped.
     pub jitter: f64,
     /// Age at which the sender gets one "delayed" DSN; `None` sends none.
-    #[serde(deserialize_with = "optional_duration")]
     pub delay_warning: Option<Duration>,
 }
 
@@ -147,16 +139,6 @@ impl RetrySchedule {
 /// How long ago `received_at` was; zero when the clock says it is in the future.
 fn age(received_at: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(received_at).unwrap_or(Duration::ZERO)
-}
-
-/// `delayWarning: 4h`, or absent / `null` for no warning.
-fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(text) => crate::units::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
 }
 
 #[cfg(test)]
@@ -308,22 +290,5 @@ mod tests {
         assert!(at(48 * 60 * MIN, false));
         assert!(!at(48 * 60 * MIN, true));
         assert!(!at(on.max_lifetime, false));
-    }
-
-    #[test]
-    fn reads_configuration_with_defaults() {
-        let yaml = "firstRetry: 1m\nmaxInterval: 2h\ndelayWarning: 4h\njitter: 0.2\n";
-        let schedule: RetrySchedule = serde_saphyr::from_str(yaml).expect("valid");
-        assert_eq!(schedule.first_retry, MIN);
-        assert_eq!(schedule.max_interval, 120 * MIN);
-        assert_eq!(schedule.max_lifetime, RetrySchedule::default().max_lifetime);
-        assert_eq!(schedule.delay_warning, Some(240 * MIN));
-        assert_eq!(schedule.jitter, 0.2);
-        let empty: RetrySchedule = serde_saphyr::from_str("{}").expect("valid");
-        assert_eq!(empty, RetrySchedule::default());
-        let null: RetrySchedule = serde_saphyr::from_str("delayWarning: null").expect("valid");
-        assert_eq!(null.delay_warning, None);
-        assert!(serde_saphyr::from_str::<RetrySchedule>("firstRetry: 5").is_err());
-        assert!(serde_saphyr::from_str::<RetrySchedule>("maxRetries: 5").is_err());
     }
 }

@@ -17,6 +17,7 @@ use super::scan::FailMode;
 use super::settings::Exemption;
 use crate::queue::SenderTrust;
 use crate::smtp::reply::Reply;
+use crate::smtp::session::{ClientVerdict, Refusal};
 
 /// The longest a listing or a clear answer is believed without asking again, whatever
 /// the record's TTL says.
@@ -187,6 +188,27 @@ pub enum Verdict {
     /// Fail mode closed, and the zones that gave no verdict could have reached the
     /// threshold: the client tries again later.
     Unavailable,
+}
+
+impl Verdict {
+    /// What the SMTP session makes of the verdict on the client at `ip`: the reply every
+    /// RCPT of the session hears, with the metric label and the log's detail.
+    pub fn for_session(&self, ip: IpAddr) -> ClientVerdict {
+        let refusal = match self {
+            Verdict::Clear => return ClientVerdict::Clear,
+            Verdict::Listed(zones) => Refusal {
+                reason: "dnsbl",
+                detail: format!("client [{ip}] listed by {}", zones.join(", ")),
+                reply: listed_reply(ip, zones),
+            },
+            Verdict::Unavailable => Refusal {
+                reason: "dnsbl_unavailable",
+                detail: format!("client [{ip}]: the block lists gave no verdict, failing closed"),
+                reply: unavailable_reply(),
+            },
+        };
+        ClientVerdict::Refused(refusal)
+    }
 }
 
 /// Weighs the answers, one per zone of `settings` in their order.

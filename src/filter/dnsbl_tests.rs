@@ -164,6 +164,30 @@ fn the_refusal_names_the_client_and_the_lists_within_bounds() {
 }
 
 #[test]
+fn the_session_hears_the_verdict_as_a_refusal_with_its_reason() {
+    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    assert_eq!(Verdict::Clear.for_session(ip), ClientVerdict::Clear);
+    let ClientVerdict::Refused(listed) = Verdict::Listed(vec!["b.test".into()]).for_session(ip)
+    else {
+        panic!("a listed client is refused");
+    };
+    assert_eq!(
+        listed.reply.to_string().trim_end(),
+        "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using b.test"
+    );
+    assert_eq!(listed.reason, "dnsbl");
+    assert!(listed.detail.contains("b.test"), "{}", listed.detail);
+    let ClientVerdict::Refused(unavailable) = Verdict::Unavailable.for_session(ip) else {
+        panic!("failing closed refuses");
+    };
+    assert_eq!(
+        (unavailable.reply.code, unavailable.reply.status),
+        (451, Some("4.7.1"))
+    );
+    assert_eq!(unavailable.reason, "dnsbl_unavailable");
+}
+
+#[test]
 fn ttls_come_from_the_records_or_the_soa_and_are_capped() {
     assert_eq!(answer_ttl(&[300, 20], None), Duration::from_secs(20));
     assert_eq!(answer_ttl(&[86_400], None), MAX_CACHE_TTL);

@@ -21,20 +21,33 @@ fn guard(max_concurrent_checks: usize, per_ip: u32, per_user: u32) -> AuthGuard 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_checks_never_exceed_the_bound() {
+    const TASKS: usize = 12;
     let guard = Arc::new(guard(2, 0, 0));
     let running = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for i in 0..12u8 {
+    for i in 0..TASKS as u8 {
         let (guard, running, most) = (guard.clone(), running.clone(), most.clone());
+        let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let ip = IpAddr::from([192, 0, 2, i]);
             guard
                 .verify(ip, &format!("user{i}"), move || {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(30));
+                    // Each check holds its slot until another runs beside it (or no
+                    // other is left): a bound of 2 is then reached, and a third check
+                    // let in would be seen.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while running.load(Ordering::SeqCst) < 2
+                        && done.load(Ordering::SeqCst) + running.load(Ordering::SeqCst) < TASKS
+                    {
+                        assert!(std::time::Instant::now() < deadline, "no second check ran");
+                        std::thread::yield_now();
+                    }
                     running.fetch_sub(1, Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
                     false
                 })
                 .await

@@ -10,12 +10,12 @@ use super::dnsbl::Prefetch;
 use super::filtering::{self, Filtered};
 use super::io::Io;
 use super::tls::tls_info;
-use super::{Listener, Shared};
+use super::{Listener, Session, Shared};
 use crate::events::DeliveryEvent;
-use crate::filter::dnsbl::Verdict;
+use crate::queue::QueueError;
 use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
-use crate::smtp::session::{ListenerKind, Resources, Session, Step};
+use crate::smtp::session::{ClientVerdict, ListenerKind, QueueFailure, Resources, Step};
 use crate::telemetry::metrics::{Label, RejectReason, Verb};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -379,7 +379,7 @@ impl Connection {
     async fn check_client(&mut self) -> Step {
         let policy = self.session.policy().clone();
         let Some(settings) = policy.dnsbl() else {
-            return self.session.client_checked(Verdict::Clear);
+            return self.session.client_checked(ClientVerdict::Clear);
         };
         let prefetched = match self.prefetch.take() {
             Some(prefetch) => prefetch.verdict(settings).await,
@@ -393,6 +393,7 @@ impl Connection {
                 self.shared.dnsbl.check(dns, settings, ip, metrics).await
             }
         };
+        let verdict = verdict.for_session(self.session.client_ip());
         self.session.client_checked(verdict)
     }
 
@@ -445,7 +446,7 @@ impl Connection {
                 "accepted"
             );
         }
-        self.session.enqueue_result(result)
+        self.session.enqueue_result(result.map_err(queue_failure))
     }
 
     fn account_rejection(&mut self) {
@@ -468,5 +469,33 @@ impl Connection {
                 "rejected"
             );
         }
+    }
+}
+
+/// The queue's error as the session words it to the client: a full store is the mail
+/// system's 4.3.1, anything else a failed write; either way the client retries later.
+fn queue_failure(error: QueueError) -> QueueFailure {
+    let detail = error.to_string();
+    match error {
+        QueueError::Full(_) => QueueFailure::Full { detail },
+        _ => QueueFailure::Failed { detail },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_told_apart_from_a_failed_write() {
+        assert_eq!(
+            queue_failure(QueueError::Storage("I/O error".into())),
+            QueueFailure::Failed {
+                detail: QueueError::Storage("I/O error".into()).to_string()
+            }
+        );
+        let full = QueueError::Full("No space left on device".into());
+        let detail = full.to_string();
+        assert_eq!(queue_failure(full), QueueFailure::Full { detail });
     }
 }

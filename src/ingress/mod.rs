@@ -22,7 +22,7 @@ use crate::events::EventSink;
 use crate::policy::PolicySnapshot;
 use crate::queue::Queue;
 use crate::smtp::reply::Reply;
-use crate::smtp::session::{ConnectionInfo, ListenerKind, Session, SessionConfig};
+use crate::smtp::session::{ConnectionInfo, ListenerKind, SessionConfig, SessionEnv};
 use crate::telemetry::metrics::{ConnectionRefusal, ListenerLabel, Metrics};
 use crate::telemetry::readiness::{Latch, Readiness};
 use auth_guard::AuthGuard;
@@ -43,6 +43,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// The protocol session of a connection, under the relay policy.
+type Session = crate::smtp::session::Session<PolicySnapshot>;
 
 /// RFC 5321 4.5.3.2 timeouts as the server applies them.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +91,9 @@ pub struct Shared {
     pub dns: Option<crate::delivery::dns::SystemResolver>,
     /// The block lists' answers by TTL, for every session of the process.
     pub dnsbl: dnsbl::Dnsbl,
+    /// The clock and the queue id and trace generators of every session:
+    /// [`SystemEnv`](crate::smtp::session::SystemEnv) outside tests.
+    pub session_env: Arc<dyn SessionEnv>,
 }
 
 /// One listening socket's settings.
@@ -161,7 +167,8 @@ async fn handle(
         _ => Io::Plain(tcp),
     };
     let policy = shared.policy.borrow().clone();
-    let session = Session::new(Arc::clone(&listener.session), policy, conn);
+    let env = Arc::clone(&shared.session_env);
+    let session = Session::new(Arc::clone(&listener.session), policy, env, conn);
     let peer_text = client.to_string();
     Connection::new(io, session, listener, Arc::clone(&shared), peer_text)
         .run(drain, stop)

@@ -18,6 +18,7 @@
 //! | `check.rs` | checking a snapshot read from the bucket as compilation checks |
 //! | `objects.rs` | snapshots too large for one NATS message, in an object store bucket |
 //! | `decision.rs` | relay and sender decisions with their explanations |
+//! | `session.rs` | the snapshot as the SMTP session's `SessionPolicy`: decisions to replies |
 //! | `recipients.rs` | recipient tables of local and relay domains, Maildir-safe local parts |
 //! | `password.rs` | hashing, verifying and validating password hashes |
 //! | `signing.rs` | the `signing:` section: DKIM and ARC keys by reference |
@@ -42,6 +43,7 @@ mod password;
 mod recipients;
 mod rules;
 pub mod sealed;
+mod session;
 pub mod signing;
 mod snapshot;
 mod stored;

@@ -1,10 +1,11 @@
 //! Setting up the delivery worker of `sluice standalone` from the process configuration.
 
-use crate::config::Config;
+use crate::config::{Config, RetrySettings};
 use crate::delivery::client::{ClientConfig, Timeouts, TlsMode, system_roots};
 use crate::delivery::dispatch::{DispatchSettings, Dispatcher};
 use crate::delivery::dns::{Resolver, SystemResolver};
 use crate::delivery::guard::{AddressGuard, PrivateDestinations};
+use crate::delivery::retry::RetrySchedule;
 use crate::delivery::worker::Worker;
 use crate::events::EventSink;
 use crate::policy::PolicySnapshot;
@@ -78,11 +79,24 @@ pub fn worker(
         queue,
         policy,
         dispatcher,
-        settings.retry.clone(),
+        retry_schedule(&settings.retry),
         settings.concurrency,
         metrics,
         events,
     )))
+}
+
+/// The worker's retry schedule: the configured values, the schedule's defaults for
+/// those left out.
+fn retry_schedule(settings: &RetrySettings) -> RetrySchedule {
+    let default = RetrySchedule::default();
+    RetrySchedule {
+        first_retry: settings.first_retry.unwrap_or(default.first_retry),
+        max_interval: settings.max_interval.unwrap_or(default.max_interval),
+        max_lifetime: settings.max_lifetime.unwrap_or(default.max_lifetime),
+        jitter: settings.jitter.unwrap_or(default.jitter),
+        delay_warning: settings.delay_warning.or(default.delay_warning),
+    }
 }
 
 /// The system's trusted roots, plus the configured extra CA file.
@@ -100,4 +114,32 @@ fn roots(config: &Config) -> anyhow::Result<Arc<RootCertStore>> {
             .with_context(|| format!("adding a certificate of {}", file.display()))?;
     }
     Ok(Arc::new(roots))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_retry_schedule_keeps_its_defaults_for_what_is_not_configured() {
+        const MIN: Duration = Duration::from_secs(60);
+        let settings = RetrySettings {
+            first_retry: Some(MIN),
+            max_interval: Some(120 * MIN),
+            delay_warning: Some(240 * MIN),
+            jitter: Some(0.2),
+            ..RetrySettings::default()
+        };
+        let schedule = retry_schedule(&settings);
+        assert_eq!(schedule.first_retry, MIN);
+        assert_eq!(schedule.max_interval, 120 * MIN);
+        assert_eq!(schedule.max_lifetime, RetrySchedule::default().max_lifetime);
+        assert_eq!(schedule.delay_warning, Some(240 * MIN));
+        assert_eq!(schedule.jitter, 0.2);
+        assert_eq!(
+            retry_schedule(&RetrySettings::default()),
+            RetrySchedule::default()
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! listening sockets.
 
 use super::queue::Backend;
-use crate::config::{Config, Limits, ListenerConfig};
+use crate::config::{Config, Limits, ListenerConfig, ListenerRole};
 use crate::delivery::dns::SystemResolver;
 use crate::ingress::auth_failures::FailureLimits;
 use crate::ingress::auth_guard::{AuthGuard, AuthGuardConfig};
@@ -104,6 +104,7 @@ pub fn shared(
         ),
         dns,
         dnsbl: Default::default(),
+        session_env: Arc::new(crate::smtp::session::SystemEnv),
     }))
 }
 
@@ -184,11 +185,21 @@ fn auth_guard_config(limits: &Limits) -> AuthGuardConfig {
     }
 }
 
+/// The protocol's name for the kind of port the file gives a listener.
+pub(super) fn listener_kind(role: ListenerRole) -> ListenerKind {
+    match role {
+        ListenerRole::Relay => ListenerKind::Relay,
+        ListenerRole::Submission => ListenerKind::Submission,
+        ListenerRole::Submissions => ListenerKind::Submissions,
+    }
+}
+
 fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> SessionConfig {
+    let kind = listener_kind(l.kind);
     SessionConfig {
         hostname: config.hostname.clone(),
-        kind: l.kind,
-        tls_available: tls_available && l.kind != ListenerKind::Submissions,
+        kind,
+        tls_available: tls_available && kind != ListenerKind::Submissions,
         allow_plaintext_auth: l.allow_plaintext_auth,
         max_message_size: config.limits.max_message_size,
         max_recipients: config.limits.max_recipients,
@@ -198,7 +209,7 @@ fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> S
         received_user: match l.received_auth_user {
             Some(true) => ReceivedUser::Named,
             Some(false) => ReceivedUser::Omitted,
-            None => ReceivedUser::default_for(l.kind),
+            None => ReceivedUser::default_for(kind),
         },
         max_received_headers: config.limits.max_received_headers,
     }

@@ -6,8 +6,8 @@
 use super::{all_sets, render_set};
 use crate::common::chart::{Rendered, render};
 use serde_json::Value as Yaml;
+use sluice::config::ListenerRole;
 use sluice::config::{Config, Role};
-use sluice::smtp::session::ListenerKind;
 use std::path::Path;
 
 fn read(dir: &Path, text: &str) -> Result<Config, String> {
@@ -89,7 +89,7 @@ fn ingress_and_worker_take_the_same_message_limits_from_one_value() {
     }
 }
 
-fn listeners(config: &Config) -> Vec<(String, String, ListenerKind)> {
+fn listeners(config: &Config) -> Vec<(String, String, ListenerRole)> {
     config
         .listeners
         .iter()
@@ -102,7 +102,7 @@ fn submission_listeners_and_tls_are_there_only_with_a_certificate() {
     let plain = config_of(&render("tls: {selfSigned: false}"), "ingress");
     assert_eq!(
         listeners(&plain),
-        [("smtp".into(), "0.0.0.0:2525".into(), ListenerKind::Relay)]
+        [("smtp".into(), "0.0.0.0:2525".into(), ListenerRole::Relay)]
     );
     assert!(plain.tls.is_none());
     for set in ["defaults", "clusterip-proxy", "cert-manager"] {
@@ -110,16 +110,16 @@ fn submission_listeners_and_tls_are_there_only_with_a_certificate() {
         assert_eq!(
             listeners(&config),
             [
-                ("smtp".into(), "0.0.0.0:2525".into(), ListenerKind::Relay),
+                ("smtp".into(), "0.0.0.0:2525".into(), ListenerRole::Relay),
                 (
                     "submission".into(),
                     "0.0.0.0:2587".into(),
-                    ListenerKind::Submission
+                    ListenerRole::Submission
                 ),
                 (
                     "submissions".into(),
                     "0.0.0.0:2465".into(),
-                    ListenerKind::Submissions
+                    ListenerRole::Submissions
                 ),
             ],
             "{set}"
@@ -137,7 +137,7 @@ fn submission_listeners_and_tls_are_there_only_with_a_certificate() {
         [(
             "submission".into(),
             "0.0.0.0:2587".into(),
-            ListenerKind::Submission
+            ListenerRole::Submission
         )]
     );
 }

@@ -2,7 +2,7 @@
 //! the rules on when it may happen. Checking the password is the connection's job (it is
 //! slow by design), the session only asks for it.
 
-use super::{Greeted, Session, Step};
+use super::{Greeted, Session, SessionPolicy, Step};
 use crate::smtp::reply::Reply;
 use crate::smtp::sasl::{self, Mechanism};
 
@@ -27,7 +27,7 @@ pub enum AuthOutcome {
     Unavailable,
 }
 
-impl Session {
+impl<P: SessionPolicy> Session<P> {
     pub(super) fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Step {
         if let Some(step) = self.auth_refusal() {
             return step;

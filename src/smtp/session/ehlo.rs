@@ -1,10 +1,10 @@
 //! EHLO, HELO and STARTTLS: greeting the client, advertising extensions, and the TLS
 //! upgrade that resets the session (RFC 5321 4.1.1.1, RFC 3207).
 
-use super::{ConnectionInfo, Greeted, ListenerKind, Session, Step, TlsInfo};
+use super::{ConnectionInfo, Greeted, ListenerKind, Session, SessionPolicy, Step, TlsInfo};
 use crate::smtp::reply::Reply;
 
-impl Session {
+impl<P: SessionPolicy> Session<P> {
     pub(super) fn ehlo(&mut self, name: String) -> Step {
         self.transaction = None;
         let mut lines = vec![self.config.hostname.clone()];

@@ -1,14 +1,14 @@
 //! MAIL and RCPT: building the envelope of a transaction, with the checks that make
 //! Sluice refuse to be an open relay (RFC 5321 4.1.1.2–3, ARCHITECTURE.md invariant 2).
 
-use super::{Greeted, ListenerKind, Rejection, Session, Step, Transaction};
-use crate::policy::{ClientInfo, Decision, RecipientTableKind};
-use crate::queue::{Envelope, QueueId, SenderTrust};
+use super::{
+    Client, Greeted, ListenerKind, Refusal, Rejection, Session, SessionPolicy, Step, Transaction,
+};
+use crate::queue::{Envelope, SenderTrust};
 use crate::smtp::address::{MailParams, Mailbox, Notify, Orcpt, Recipient, ReversePath};
 use crate::smtp::reply::Reply;
-use crate::telemetry::trace::TraceParent;
 
-impl Session {
+impl<P: SessionPolicy> Session<P> {
     pub(super) fn mail(&mut self, reverse_path: ReversePath, mut params: MailParams) -> Step {
         let helo = match &self.greeted {
             Greeted::No => return self.sequence_error("send HELO/EHLO first"),
@@ -25,7 +25,7 @@ impl Session {
             params.auth = None;
         }
         let envelope = Envelope {
-            id: QueueId::generate(),
+            id: self.env.queue_id(),
             reverse_path,
             params,
             recipients: Vec::new(),
@@ -37,7 +37,7 @@ impl Session {
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,
-            trace: Some(TraceParent::new_root()),
+            trace: Some(self.env.trace()),
         };
         self.transaction = Some(Transaction {
             envelope,
@@ -78,17 +78,9 @@ impl Session {
                 "UTF-8 sender address requires the SMTPUTF8 parameter",
             )));
         }
-        let user = self.user.clone()?;
-        let decision = self.policy.sender_decision(&user, reverse_path);
-        if decision.is_allowed() {
-            return None;
-        }
-        self.reject("sender_not_owned", decision.to_string());
-        Some(self.error(Reply::new(
-            553,
-            "5.7.1",
-            format!("Sender address rejected: not owned by user {user}"),
-        )))
+        let user = self.user.as_deref()?;
+        let refusal = self.policy.sender(user, reverse_path).err()?;
+        Some(self.refuse(refusal))
     }
 
     pub(super) fn rcpt(
@@ -121,14 +113,12 @@ impl Session {
                 "UTF-8 recipient address requires SMTPUTF8 in MAIL",
             ));
         }
-        let client = ClientInfo {
+        let client = Client {
             ip: self.conn.client_ip,
-            authenticated_user: self.user.clone(),
+            user: self.user.as_deref(),
         };
-        let decision = self.policy.relay_decision(&client, &forward_path);
-        if let Some((reason, reply)) = refusal(&decision, &forward_path) {
-            self.reject(reason, decision.to_string());
-            return self.error(reply);
+        if let Err(refusal) = self.policy.recipient(&client, &forward_path) {
+            return self.refuse(refusal);
         }
         let recipient = Recipient {
             address: forward_path,
@@ -158,11 +148,17 @@ impl Session {
     pub(super) fn sender_trust(&self) -> SenderTrust {
         if self.user.is_some() {
             SenderTrust::Authenticated
-        } else if self.policy.trusted_network(self.conn.client_ip).is_some() {
+        } else if self.policy.trusts_network(self.conn.client_ip) {
             SenderTrust::TrustedNetwork
         } else {
             SenderTrust::Untrusted
         }
+    }
+
+    /// Answers with the rules' refusal, recorded for the metric and counted as an error.
+    pub(super) fn refuse(&mut self, refusal: Refusal) -> Step {
+        self.reject(refusal.reason, refusal.detail);
+        self.error(refusal.reply)
     }
 
     pub(super) fn reject(&mut self, reason: &'static str, detail: String) {
@@ -173,66 +169,4 @@ impl Session {
             queue_id,
         });
     }
-}
-
-/// The metric label and reply of a refused recipient, `None` when it is accepted. The
-/// texts follow Postfix's, which admins and their log searches know.
-fn refusal(decision: &Decision, forward_path: &Mailbox) -> Option<(&'static str, Reply)> {
-    let (reason, code, status, text) = match decision {
-        Decision::Denied { .. } => (
-            "relay_denied",
-            554,
-            "5.7.1",
-            format!("<{forward_path}>: Relay access denied"),
-        ),
-        Decision::RoutingDenied { .. } => (
-            "routing_denied",
-            550,
-            "5.7.1",
-            format!(
-                "<{forward_path}>: sender-specified routing (% ! @ in the local part) is not allowed"
-            ),
-        ),
-        Decision::AddressLiteralDenied { .. } => (
-            "address_literal_denied",
-            550,
-            "5.7.1",
-            format!("<{forward_path}>: mail to address literals is not accepted"),
-        ),
-        Decision::UnknownRecipient { table, .. } => {
-            let table = match table {
-                RecipientTableKind::Local => "local",
-                RecipientTableKind::Relay => "relay",
-            };
-            (
-                "unknown_recipient",
-                550,
-                "5.1.1",
-                format!(
-                    "<{forward_path}>: Recipient address rejected: User unknown in {table} recipient table"
-                ),
-            )
-        }
-        Decision::NoPostmaster { .. } => (
-            "unknown_recipient",
-            550,
-            "5.1.1",
-            format!("<{forward_path}>: Recipient address rejected: no local mailbox takes it"),
-        ),
-        Decision::UnsafeLocalPart { .. } => (
-            "unknown_recipient",
-            553,
-            "5.1.3",
-            format!(
-                "<{forward_path}>: Recipient address rejected: the local part cannot be delivered here"
-            ),
-        ),
-        Decision::LocalDomain { .. }
-        | Decision::Postmaster { .. }
-        | Decision::RelayDomain { .. }
-        | Decision::AuthenticatedUser { .. }
-        | Decision::TrustedNetwork { .. }
-        | Decision::OpenRelay { .. } => return None,
-    };
-    Some((reason, Reply::new(code, status, text)))
 }

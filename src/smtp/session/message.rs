@@ -1,12 +1,20 @@
 //! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030): receiving message content, the end of the
 //! message, and the reply once the queue has it.
 
-use super::{Greeted, Rejection, Resources, Session, Step};
-use crate::filter::received::{self, HopCounter, Trace};
-use crate::queue::{QueueError, unix_ms};
+use super::{Greeted, Rejection, Resources, Session, SessionPolicy, Step, env};
 use crate::smtp::data::{BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
+use crate::smtp::received::{self, HopCounter, Trace};
 use crate::smtp::reply::Reply;
-use std::time::SystemTime;
+
+/// Why the queue did not take a message, as far as the client is concerned: the caller
+/// maps its queue's error onto this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueFailure {
+    /// Out of storage: `452 4.3.1`, the mail system is full (RFC 3463).
+    Full { detail: String },
+    /// Any other failure to store the message durably: `451 4.3.0`.
+    Failed { detail: String },
+}
 
 /// Content being received for the current transaction.
 #[derive(Debug)]
@@ -46,7 +54,7 @@ pub(super) struct Discard {
     reply: Reply,
 }
 
-impl Session {
+impl<P: SessionPolicy> Session<P> {
     pub(super) fn data(&mut self) -> Step {
         if let Some(refusal) = self.content_refusal() {
             return self.error(refusal);
@@ -154,7 +162,7 @@ impl Session {
             esmtp: greeted_ehlo,
             user: self.config.received_user,
         };
-        let header = received::header(&trace, chrono::Local::now());
+        let header = received::header(&trace, self.env.now());
         let mut message = Vec::with_capacity(header.len() + 8192);
         message.extend_from_slice(header.as_bytes());
         t.receiving = Some(Receiving {
@@ -267,7 +275,7 @@ impl Session {
                 format!("Too many hops: {hops} Received headers, at most {max} (mail loop?)"),
             ));
         }
-        t.envelope.received_at_ms = unix_ms(SystemTime::now());
+        t.envelope.received_at_ms = env::unix_ms(self.env.now());
         self.pending = Some(t.envelope.id.clone());
         Step::Enqueue(Box::new((t.envelope, receiving.message)))
     }
@@ -318,34 +326,38 @@ impl Session {
     }
 
     /// The queue's answer to a [`Step::Enqueue`]: only now may the client hear 250.
-    pub fn enqueue_result(&mut self, result: Result<(), QueueError>) -> Step {
+    pub fn enqueue_result(&mut self, result: Result<(), QueueFailure>) -> Step {
         let Some(id) = self.pending.take() else {
             return self.sequence_error("no message waiting for the queue");
         };
-        match result {
-            Ok(()) => Step::Reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))),
-            Err(e) => {
-                // RFC 3463 4.3.1: the mail system is full; the client retries later.
-                let reply = match e {
-                    QueueError::Full(_) => Reply::new(
-                        452,
-                        "4.3.1",
-                        "Error: insufficient system storage, try again later",
-                    ),
-                    _ => Reply::new(
-                        451,
-                        "4.3.0",
-                        "Error: queue file write error, try again later",
-                    ),
-                };
-                self.rejection = Some(Rejection {
-                    reason: "queue_error",
-                    detail: e.to_string(),
-                    queue_id: Some(id),
-                });
-                Step::Reply(reply)
+        let (reply, detail) = match result {
+            Ok(()) => {
+                return Step::Reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")));
             }
-        }
+            // RFC 3463 4.3.1: the mail system is full; the client retries later.
+            Err(QueueFailure::Full { detail }) => (
+                Reply::new(
+                    452,
+                    "4.3.1",
+                    "Error: insufficient system storage, try again later",
+                ),
+                detail,
+            ),
+            Err(QueueFailure::Failed { detail }) => (
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "Error: queue file write error, try again later",
+                ),
+                detail,
+            ),
+        };
+        self.rejection = Some(Rejection {
+            reason: "queue_error",
+            detail,
+            queue_id: Some(id),
+        });
+        Step::Reply(reply)
     }
 }
 

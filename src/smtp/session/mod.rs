@@ -6,26 +6,35 @@
 //! store a message. Results of those actions come back through [`Session::tls_started`],
 //! [`Session::auth_result`] and [`Session::enqueue_result`]. Per-verb handling lives in the
 //! submodules, one file per group of verbs.
+//!
+//! The session is generic over the [`SessionPolicy`] it applies (the relay policy, in
+//! the ingress) and takes its clock and ids from a [`SessionEnv`], so that it reads
+//! nothing of the world itself.
 
 mod auth;
 mod client_check;
 mod ehlo;
+mod env;
 mod envelope;
 mod message;
+mod rules;
+#[cfg(test)]
+pub(crate) mod transcript;
 
 use super::command::{Command, parse_command};
 use super::reply::Reply;
-use crate::policy::PolicySnapshot;
-use crate::queue::Envelope;
+use crate::queue::{Envelope, QueueId};
 use message::{Discard, Receiving};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use auth::AuthOutcome;
+pub use env::{SessionEnv, SystemEnv};
+pub use message::QueueFailure;
+pub use rules::{Client, ClientVerdict, Refusal, SessionPolicy};
 
 /// What kind of port a listener is (RFC 8314 and common practice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
     /// Port 25 style: STARTTLS offered, AUTH offered only under TLS, relay rules apply.
     Relay,
@@ -144,9 +153,10 @@ enum Greeted {
     Ehlo(String),
 }
 
-pub struct Session {
+pub struct Session<P> {
     config: Arc<SessionConfig>,
-    policy: Arc<PolicySnapshot>,
+    policy: Arc<P>,
+    env: Arc<dyn SessionEnv>,
     conn: ConnectionInfo,
     greeted: Greeted,
     user: Option<String>,
@@ -155,7 +165,7 @@ pub struct Session {
     /// A refused BDAT chunk still being read.
     discard: Option<Discard>,
     /// The queue id of a message handed to the queue and not yet answered.
-    pending: Option<crate::queue::QueueId>,
+    pending: Option<QueueId>,
     rejection: Option<Rejection>,
     /// The block lists' verdict on the client, asked once per session.
     client_check: client_check::ClientCheck,
@@ -171,18 +181,22 @@ pub struct Rejection {
     pub reason: &'static str,
     pub detail: String,
     /// The queue id the transaction would have had, when there was a transaction.
-    pub queue_id: Option<crate::queue::QueueId>,
+    pub queue_id: Option<QueueId>,
 }
 
-impl Session {
+impl<P: SessionPolicy> Session<P> {
+    /// A session of a listener configured by `config`, under `policy`, with the time and
+    /// ids from `env`.
     pub fn new(
         config: Arc<SessionConfig>,
-        policy: Arc<PolicySnapshot>,
+        policy: Arc<P>,
+        env: Arc<dyn SessionEnv>,
         conn: ConnectionInfo,
     ) -> Self {
         Session {
             config,
             policy,
+            env,
             conn,
             greeted: Greeted::No,
             user: None,
@@ -244,7 +258,7 @@ impl Session {
     }
 
     /// The policy this session applies.
-    pub fn policy(&self) -> &Arc<PolicySnapshot> {
+    pub fn policy(&self) -> &Arc<P> {
         &self.policy
     }
 
@@ -252,7 +266,7 @@ impl Session {
     /// AUTH exchange, so that one transaction is judged by one policy. A session whose
     /// user the new policy no longer accepts (removed, or another password) ends with
     /// `421 4.7.0`: what its old credentials opened must close.
-    pub fn adopt_policy(&mut self, policy: Arc<PolicySnapshot>) -> Option<Reply> {
+    pub fn adopt_policy(&mut self, policy: Arc<P>) -> Option<Reply> {
         if let Some(user) = &self.user
             && !policy.keeps_user(&self.policy, user)
         {

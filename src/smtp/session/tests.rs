@@ -1,107 +1,30 @@
-//! Session transcripts: each test reads like an SMTP conversation.
+//! Session transcripts: each test reads like an SMTP conversation, under the small
+//! [`TestPolicy`] and a fixed clock. Transcripts that exercise the relay policy's own
+//! decisions run under the real snapshot in `policy::session`.
 
+use super::transcript::{FixedEnv, T, TRACE, TestPolicy, config, enqueued, reply, tls};
 use super::*;
-use crate::policy::hash_password;
-use crate::queue::QueueError;
+use crate::queue::SenderTrust;
 use std::sync::OnceLock;
 
-fn policy() -> Arc<PolicySnapshot> {
-    static POLICY: OnceLock<Arc<PolicySnapshot>> = OnceLock::new();
+fn policy() -> Arc<TestPolicy> {
+    static POLICY: OnceLock<Arc<TestPolicy>> = OnceLock::new();
     POLICY
-        .get_or_init(|| {
-            let yaml = format!(
-                "apiVersion: sluice.dev/v1alpha1\nkind: RelayPolicy\nmetadata: {{name: test}}\nspec:\n  \
-                 trustedNetworks: [\"10.0.0.0/8\"]\n  \
-                 localDomains:\n    - domain: local.example\n      delivery: {{maildir: {{path: /tmp/sluice-test}}}}\n  \
-                 relayDomains: [partner.example]\n  \
-                 users:\n    - name: alice\n      passwordHash: \"{}\"\n      allowedSenders: [\"alice@local.example\", \"@alice.example\"]\n  \
-                 limits: {{maxRecipients: 3}}\n",
-                hash_password("secret")
-            );
-            Arc::new(PolicySnapshot::from_yaml(&[("test".into(), yaml)]).unwrap())
-        })
+        .get_or_init(|| Arc::new(TestPolicy::example()))
         .clone()
 }
 
-fn config(kind: ListenerKind) -> Arc<SessionConfig> {
-    Arc::new(SessionConfig {
-        hostname: "relay.test".into(),
-        kind,
-        tls_available: true,
-        allow_plaintext_auth: false,
-        max_message_size: 1000,
-        max_recipients: 100,
-        max_data_line: 998,
-        max_received_headers: 3,
-        bare_line_endings: Default::default(),
-        max_errors: 10,
-        received_user: ReceivedUser::default_for(kind),
-    })
+fn session(kind: ListenerKind, ip: &str) -> T<TestPolicy> {
+    T::new(kind, ip, policy())
 }
 
-fn tls() -> TlsInfo {
-    TlsInfo {
-        version: "TLSv1.3".into(),
-        cipher: "TLS13_AES_128_GCM_SHA256".into(),
-    }
-}
-
-struct T(Session);
-
-impl T {
-    fn new(kind: ListenerKind, ip: &str) -> T {
-        let conn = ConnectionInfo {
-            client_ip: ip.parse().unwrap(),
-            tls: None,
-        };
-        T(Session::new(config(kind), policy(), conn))
-    }
-
-    fn relay(ip: &str) -> T {
-        T::new(ListenerKind::Relay, ip)
-    }
-
-    /// Sends a command line and checks the reply's code and enhanced status code.
-    fn says(&mut self, line: &str, code: u16, status: Option<&str>) -> Reply {
-        let reply = match self.0.command(line.as_bytes()) {
-            Step::Reply(r) | Step::Close(r) | Step::StartTls(r) | Step::StartData(r) => r,
-            other => panic!("{line}: expected a reply, got {other:?}"),
-        };
-        assert_eq!(
-            (reply.code, reply.status),
-            (code, status),
-            "{line}: {reply}"
-        );
-        reply
-    }
-
-    fn ok(&mut self, line: &str) -> Reply {
-        let reply = match self.0.command(line.as_bytes()) {
-            Step::Reply(r) | Step::StartData(r) => r,
-            other => panic!("{line}: expected a reply, got {other:?}"),
-        };
-        assert!(reply.is_positive(), "{line}: {reply}");
-        reply
-    }
-
-    /// Sends message content in one piece and returns the step at its end.
-    fn content(&mut self, bytes: &[u8]) -> Step {
-        let (n, step) = self.0.message_bytes(bytes);
-        assert_eq!(n, bytes.len());
-        step.expect("content complete")
-    }
-}
-
-fn enqueued(step: Step) -> (Envelope, Vec<u8>) {
-    match step {
-        Step::Enqueue(m) => *m,
-        other => panic!("expected Enqueue, got {other:?}"),
-    }
+fn relay(ip: &str) -> T<TestPolicy> {
+    session(ListenerKind::Relay, ip)
 }
 
 #[test]
 fn trusted_client_relays_and_gets_queue_id_only_after_enqueue() {
-    let mut t = T::relay("10.1.2.3");
+    let mut t = relay("10.1.2.3");
     let ehlo = t.ok("EHLO client.test").to_string();
     for ext in [
         "PIPELINING",
@@ -152,44 +75,28 @@ fn trusted_client_relays_and_gets_queue_id_only_after_enqueue() {
 }
 
 #[test]
-fn a_local_part_maildir_cannot_store_is_refused_at_rcpt() {
-    let mut t = T::relay("192.0.2.9");
-    t.ok("EHLO client.test");
-    t.ok("MAIL FROM:<a@sender.example>");
-    let r = t.says("RCPT TO:<\"../x\"@local.example>", 553, Some("5.1.3"));
-    assert!(r.to_string().contains("cannot be delivered here"), "{r}");
-    let rejection = t.0.take_rejection().unwrap();
-    assert_eq!(rejection.reason, "unknown_recipient");
-    assert!(rejection.detail.contains("cannot name a Maildir mailbox"));
-    t.says("RCPT TO:<\"a/b\"@local.example>", 553, Some("5.1.3"));
-    t.says("RCPT TO:<ok@local.example>", 250, Some("2.1.5"));
-}
-
-#[test]
-fn untrusted_client_is_refused_relay_but_may_send_to_local_and_relay_domains() {
-    let mut t = T::relay("192.0.2.9");
-    t.ok("EHLO client.test");
-    t.ok("MAIL FROM:<a@sender.example>");
-    let r = t.says("RCPT TO:<b@foreign.example>", 554, Some("5.7.1"));
-    assert!(r.to_string().contains("Relay access denied"));
-    assert_eq!(t.0.take_rejection().unwrap().reason, "relay_denied");
-    t.says("RCPT TO:<x@LOCAL.example>", 250, Some("2.1.5"));
-    t.says("RCPT TO:<x@partner.example>", 250, Some("2.1.5"));
-    t.says("RCPT TO:<Postmaster>", 250, Some("2.1.5"));
-}
-
-#[test]
 fn queue_failure_is_a_temporary_error_never_250() {
     let failures = [
-        (QueueError::Storage("I/O error".into()), 451, "4.3.0"),
         (
-            QueueError::Full("No space left on device".into()),
+            QueueFailure::Failed {
+                detail: "I/O error".into(),
+            },
+            451,
+            "4.3.0",
+        ),
+        (
+            QueueFailure::Full {
+                detail: "No space left on device".into(),
+            },
             452,
             "4.3.1",
         ),
     ];
     for (error, code, status) in failures {
-        let mut t = T::relay("10.0.0.1");
+        let detail = match &error {
+            QueueFailure::Failed { detail } | QueueFailure::Full { detail } => detail.clone(),
+        };
+        let mut t = relay("10.0.0.1");
         t.ok("HELO client.test");
         t.ok("MAIL FROM:<>");
         t.ok("RCPT TO:<b@foreign.example>");
@@ -199,13 +106,18 @@ fn queue_failure_is_a_temporary_error_never_250() {
             Step::Reply(r) => assert_eq!((r.code, r.status), (code, Some(status))),
             other => panic!("{other:?}"),
         }
+        let rejection = t.0.take_rejection().unwrap();
+        assert_eq!(
+            (rejection.reason, rejection.detail),
+            ("queue_error", detail)
+        );
         t.says("RCPT TO:<b@foreign.example>", 503, Some("5.5.1"));
     }
 }
 
 #[test]
 fn sequencing_errors_are_503() {
-    let mut t = T::relay("10.0.0.1");
+    let mut t = relay("10.0.0.1");
     t.says("MAIL FROM:<a@b.example>", 503, Some("5.5.1"));
     t.ok("EHLO c.test");
     t.says("RCPT TO:<a@b.example>", 503, Some("5.5.1"));
@@ -217,7 +129,7 @@ fn sequencing_errors_are_503() {
 
 #[test]
 fn too_many_errors_close_the_session_with_421() {
-    let mut t = T::relay("10.0.0.1");
+    let mut t = relay("10.0.0.1");
     for _ in 0..9 {
         t.says("BOGUS", 500, Some("5.5.2"));
     }
@@ -229,7 +141,7 @@ fn too_many_errors_close_the_session_with_421() {
 
 #[test]
 fn limits_on_size_and_recipients() {
-    let mut t = T::relay("10.0.0.1");
+    let mut t = relay("10.0.0.1");
     t.ok("EHLO c.test");
     t.says("MAIL FROM:<a@b.example> SIZE=1001", 552, Some("5.3.4"));
     t.ok("MAIL FROM:<a@b.example> SIZE=1000");
@@ -248,7 +160,7 @@ fn limits_on_size_and_recipients() {
 
 #[test]
 fn utf8_addresses_need_smtputf8() {
-    let mut t = T::relay("10.0.0.1");
+    let mut t = relay("10.0.0.1");
     t.ok("EHLO c.test");
     t.says("MAIL FROM:<jösé@b.example>", 553, Some("5.6.7"));
     t.ok("MAIL FROM:<jösé@b.example> SMTPUTF8");
@@ -257,7 +169,7 @@ fn utf8_addresses_need_smtputf8() {
 
 #[test]
 fn auth_is_refused_in_plaintext_and_works_after_starttls() {
-    let mut t = T::relay("192.0.2.9");
+    let mut t = relay("192.0.2.9");
     t.ok("EHLO c.test");
     t.says("AUTH PLAIN AGFsaWNlAHNlY3JldA==", 538, Some("5.7.11"));
     t.says("STARTTLS", 220, Some("2.0.0"));
@@ -279,14 +191,19 @@ fn auth_is_refused_in_plaintext_and_works_after_starttls() {
         other => panic!("{other:?}"),
     };
     assert_eq!((r.code, r.status), (235, Some("2.7.0")));
-    t.says("MAIL FROM:<bob@elsewhere.example>", 553, Some("5.7.1"));
+    let refused = t.says("MAIL FROM:<bob@elsewhere.example>", 553, Some("5.7.1"));
+    assert_eq!(
+        refused.to_string().trim_end(),
+        "553 5.7.1 test: sender_not_owned"
+    );
+    assert_eq!(t.0.take_rejection().unwrap().reason, "sender_not_owned");
     t.ok("MAIL FROM:<anyone@alice.example>");
     t.ok("RCPT TO:<b@foreign.example>");
 }
 
 #[test]
 fn auth_login_exchange_and_failure() {
-    let mut t = T::new(ListenerKind::Submission, "192.0.2.9");
+    let mut t = session(ListenerKind::Submission, "192.0.2.9");
     t.0.tls_started(tls());
     t.ok("EHLO c.test");
     t.says("MAIL FROM:<alice@local.example>", 530, Some("5.7.0"));
@@ -310,7 +227,7 @@ fn auth_login_exchange_and_failure() {
 
 #[test]
 fn auth_that_cannot_be_checked_now_is_a_temporary_failure() {
-    let mut t = T::new(ListenerKind::Submission, "192.0.2.9");
+    let mut t = session(ListenerKind::Submission, "192.0.2.9");
     t.0.tls_started(tls());
     t.ok("EHLO c.test");
     assert!(matches!(
@@ -330,7 +247,7 @@ fn auth_that_cannot_be_checked_now_is_a_temporary_failure() {
 
 #[test]
 fn bdat_chunks_and_refused_chunk_is_read_before_the_reply() {
-    let mut t = T::relay("10.0.0.1");
+    let mut t = relay("10.0.0.1");
     t.ok("EHLO c.test");
     assert!(matches!(t.0.command(b"BDAT 5"), Step::ReadChunk));
     assert!(t.0.receiving_message());
@@ -358,11 +275,8 @@ fn smuggled_end_of_data_does_not_start_a_second_transaction() {
     for mode in [BareLineEndings::Normalize, BareLineEndings::Reject] {
         let mut config = (*config(ListenerKind::Relay)).clone();
         config.bare_line_endings = mode;
-        let conn = ConnectionInfo {
-            client_ip: "10.0.0.1".parse().unwrap(),
-            tls: None,
-        };
-        let mut t = T(Session::new(Arc::new(config), policy(), conn));
+        let env = FixedEnv::at("Tue, 2 Jan 2024 03:04:05 +0100");
+        let mut t = T::with(Arc::new(config), policy(), env, "10.0.0.1");
         t.ok("EHLO c.test");
         t.ok("MAIL FROM:<a@b.example>");
         t.ok("RCPT TO:<c@d.example>");
@@ -388,7 +302,7 @@ fn smuggled_end_of_data_does_not_start_a_second_transaction() {
 
 #[test]
 fn without_memory_new_transactions_recipients_and_content_get_452() {
-    let mut t = T::relay("10.1.2.3");
+    let mut t = relay("10.1.2.3");
     t.ok("EHLO client.test");
     t.0.set_resources(Resources::Exhausted);
     t.says("MAIL FROM:<a@sender.example>", 452, Some("4.3.1"));
@@ -419,7 +333,7 @@ fn without_memory_new_transactions_recipients_and_content_get_452() {
 
 #[test]
 fn content_taken_by_the_ingress_as_it_comes_and_dropped_content_gets_451() {
-    let mut t = T::relay("10.1.2.3");
+    let mut t = relay("10.1.2.3");
     t.ok("EHLO client.test");
     t.ok("MAIL FROM:<a@sender.example>");
     t.ok("RCPT TO:<b@remote.example>");
@@ -446,4 +360,166 @@ fn content_taken_by_the_ingress_as_it_comes_and_dropped_content_gets_451() {
     );
     assert!(rejection.queue_id.is_some());
     t.ok("MAIL FROM:<a@sender.example>");
+}
+
+#[test]
+fn the_policys_refusal_of_a_recipient_is_the_reply_and_the_rejection() {
+    let mut t = relay("192.0.2.9");
+    t.ok("EHLO client.test");
+    t.ok("MAIL FROM:<a@sender.example>");
+    let r = t.says("RCPT TO:<b@foreign.example>", 554, Some("5.7.1"));
+    assert_eq!(r.to_string().trim_end(), "554 5.7.1 test: relay_denied");
+    let rejection = t.0.take_rejection().unwrap();
+    assert_eq!(
+        (rejection.reason, rejection.detail.as_str()),
+        ("relay_denied", "test: relay_denied")
+    );
+    assert!(rejection.queue_id.is_some(), "refused within a transaction");
+    t.ok("RCPT TO:<x@partner.example>");
+}
+
+#[test]
+fn the_clock_and_ids_come_from_the_caller() {
+    let env = FixedEnv::at("Tue, 2 Jan 2024 03:04:05 +0100");
+    let policy = Arc::new(TestPolicy::example());
+    let mut t = T::with(config(ListenerKind::Relay), policy, env.clone(), "10.1.2.3");
+    t.0.tls_started(tls());
+    t.ok("EHLO client.test");
+    t.ok("MAIL FROM:<a@sender.example>");
+    t.ok("RCPT TO:<b@foreign.example>");
+    t.ok("DATA");
+    // The header is dated when the content starts, the message received when it ends.
+    env.set("Tue, 2 Jan 2024 03:04:09 +0100");
+    let (envelope, message) = enqueued(t.content(b"Subject: hi\r\n\r\nbody\r\n.\r\n"));
+    assert_eq!(envelope.id.as_str(), "00000000000000000000000001");
+    assert_eq!(envelope.trace.unwrap().to_string(), TRACE);
+    assert_eq!(envelope.received_at_ms, 1_704_161_049_000);
+    assert_eq!(
+        String::from_utf8(message).unwrap(),
+        "Received: from client.test ([10.1.2.3])\r\n\
+         \t(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)\r\n\
+         \tby relay.test (Sluice) with ESMTPS id 00000000000000000000000001\r\n\
+         \tfor <b@foreign.example>; Tue, 02 Jan 2024 03:04:05 +0100\r\n\
+         Subject: hi\r\n\r\nbody\r\n"
+    );
+    assert_eq!(
+        reply(t.0.enqueue_result(Ok(()))).to_string().trim_end(),
+        "250 2.0.0 Ok: queued as 00000000000000000000000001"
+    );
+    // Each transaction takes the next id, refused or not.
+    t.ok("MAIL FROM:<a@sender.example>");
+    t.ok("RSET");
+    t.ok("MAIL FROM:<a@sender.example>");
+    t.ok("RCPT TO:<c@foreign.example>");
+    t.ok("DATA");
+    let (envelope, _) = enqueued(t.content(b"x\r\n.\r\n"));
+    assert_eq!(envelope.id.as_str(), "00000000000000000000000003");
+}
+
+#[test]
+fn a_newer_policy_that_no_longer_knows_the_user_ends_the_session() {
+    let mut t = session(ListenerKind::Submission, "192.0.2.9");
+    t.0.tls_started(tls());
+    t.ok("EHLO c.test");
+    assert!(matches!(
+        t.0.command(b"AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        Step::VerifyCredentials { .. }
+    ));
+    reply(t.0.auth_result(AuthOutcome::Accepted));
+    let same = Arc::new(TestPolicy {
+        max_recipients: Some(1),
+        ..TestPolicy::example()
+    });
+    assert_eq!(t.0.adopt_policy(Arc::clone(&same)), None);
+    assert!(Arc::ptr_eq(t.0.policy(), &same), "the newer policy applies");
+    t.ok("MAIL FROM:<alice@local.example>");
+    t.ok("RCPT TO:<a@foreign.example>");
+    t.says("RCPT TO:<b@foreign.example>", 452, Some("4.5.3"));
+    t.ok("RSET");
+    let mut changed = TestPolicy::example();
+    changed.users[0].1 = 2;
+    let ended = t.0.adopt_policy(Arc::new(changed)).unwrap();
+    assert_eq!(
+        ended.to_string().trim_end(),
+        "421 4.7.0 relay.test Error: credentials no longer valid, reconnect"
+    );
+}
+
+/// Block lists that untrusted, unauthenticated clients must pass.
+fn with_dnsbl(ip: &str) -> T<TestPolicy> {
+    let policy = TestPolicy {
+        dnsbl_exempt: Some(vec![
+            SenderTrust::Authenticated,
+            SenderTrust::TrustedNetwork,
+        ]),
+        ..TestPolicy::example()
+    };
+    let mut t = T::new(ListenerKind::Relay, ip, Arc::new(policy));
+    t.ok("EHLO c.test");
+    t.ok("MAIL FROM:<s@c.test>");
+    t
+}
+
+fn listed() -> ClientVerdict {
+    ClientVerdict::Refused(super::transcript::refusal("dnsbl", 554, "5.7.1"))
+}
+
+#[test]
+fn the_first_accepted_rcpt_asks_once_and_later_ones_hear_the_same() {
+    let mut s = with_dnsbl("192.0.2.1");
+    // Refused by the relay rules first: no lookup for it.
+    let denied = s.says("RCPT TO:<x@foreign.example>", 554, Some("5.7.1"));
+    assert_eq!(denied.code, 554);
+    assert!(
+        s.0.take_rejection()
+            .is_some_and(|r| r.reason == "relay_denied")
+    );
+    assert!(matches!(
+        s.0.command(b"RCPT TO:<a@partner.example>"),
+        Step::CheckClient
+    ));
+    let refused = reply(s.0.client_checked(listed()));
+    assert_eq!(refused.to_string().trim_end(), "554 5.7.1 test: dnsbl");
+    let rejection = s.0.take_rejection().unwrap();
+    assert_eq!(rejection.reason, "dnsbl");
+    assert_eq!(rejection.detail, "test: dnsbl");
+    // RSET and a new transaction: the same verdict, without asking again.
+    s.ok("RSET");
+    s.ok("MAIL FROM:<s@c.test>");
+    let again = reply(s.0.command(b"RCPT TO:<b@partner.example>"));
+    assert_eq!(again, refused);
+    assert_eq!(s.0.take_rejection().unwrap().reason, "dnsbl");
+}
+
+#[test]
+fn clear_unavailable_and_trusted_clients() {
+    let mut s = with_dnsbl("192.0.2.1");
+    assert!(matches!(
+        s.0.command(b"RCPT TO:<a@partner.example>"),
+        Step::CheckClient
+    ));
+    assert_eq!(reply(s.0.client_checked(ClientVerdict::Clear)).code, 250);
+    assert_eq!(reply(s.0.command(b"RCPT TO:<b@partner.example>")).code, 250);
+    assert!(s.0.in_transaction());
+
+    let mut s = with_dnsbl("192.0.2.1");
+    assert!(matches!(
+        s.0.command(b"RCPT TO:<a@partner.example>"),
+        Step::CheckClient
+    ));
+    let unavailable = super::transcript::refusal("dnsbl_unavailable", 451, "4.7.1");
+    let reply_451 = reply(s.0.client_checked(ClientVerdict::Refused(unavailable)));
+    assert_eq!((reply_451.code, reply_451.status), (451, Some("4.7.1")));
+    assert_eq!(s.0.take_rejection().unwrap().reason, "dnsbl_unavailable");
+
+    let mut trusted = with_dnsbl("10.1.2.3");
+    assert_eq!(
+        reply(trusted.0.command(b"RCPT TO:<a@partner.example>")).code,
+        250
+    );
+    // A verdict nobody asked for is a sequence error, not a recipient.
+    assert_eq!(
+        reply(trusted.0.client_checked(ClientVerdict::Clear)).code,
+        503
+    );
 }
