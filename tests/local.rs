@@ -398,9 +398,18 @@ async fn webhook_defers_on_garbage_and_refusal() {
     let huge: &'static [u8] = Box::leak(huge.into_boxed_slice());
     // hyper's words since the client is reqwest's; the variant is the same.
     let cases: [(&'static [u8], &str); 4] = [
-        (b"hello\r\n\r\n", "unusable HTTP response: invalid HTTP version"),
-        (b"", "unusable HTTP response: connection closed before message completed"),
-        (b"HTTP/1.1 2", "unusable HTTP response: connection closed before message completed"),
+        (
+            b"hello\r\n\r\n",
+            "unusable HTTP response: invalid HTTP version",
+        ),
+        (
+            b"",
+            "unusable HTTP response: connection closed before message completed",
+        ),
+        (
+            b"HTTP/1.1 2",
+            "unusable HTTP response: connection closed before message completed",
+        ),
         (huge, "unusable HTTP response: message head is too large"),
     ];
     for (response, why) in cases {
@@ -505,7 +514,11 @@ fn empty_roots() -> Arc<rustls::RootCertStore> {
 /// counts the TCP connections it accepted.
 async fn serve_tls_keepalive(
     acceptor: tokio_rustls::TlsAcceptor,
-) -> (u16, Arc<std::sync::atomic::AtomicUsize>, Arc<std::sync::atomic::AtomicUsize>) {
+) -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -575,6 +588,9 @@ async fn webhook_reuses_connections_across_messages() {
     }
     assert_eq!(requests.load(Ordering::SeqCst), messages);
     let opened = connections.load(Ordering::SeqCst);
-    assert!(opened < messages, "{opened} connections for {messages} messages");
+    assert!(
+        opened < messages,
+        "{opened} connections for {messages} messages"
+    );
     assert_eq!(opened, 1, "sequential messages fit one connection");
 }

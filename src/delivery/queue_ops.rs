@@ -70,14 +70,11 @@ pub async fn retry_all(queue: &dyn Queue) -> Result<RetryCounts, QueueError> {
 
 /// Removes a message durably, without telling anyone.
 pub async fn delete(queue: &dyn Queue, id: &QueueId) -> Result<Option<Deleted>, QueueError> {
-    Ok(queue
-        .remove(id)
-        .await?
-        .map(|(envelope, content)| Deleted {
-            envelope,
-            size: content.len(),
-            bounce: None,
-        }))
+    Ok(queue.remove(id).await?.map(|(envelope, content)| Deleted {
+        envelope,
+        size: content.len(),
+        bounce: None,
+    }))
 }
 
 /// Removes the message and queues, for its sender, a failure DSN about every recipient

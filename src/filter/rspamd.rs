@@ -66,7 +66,8 @@ impl RspamdConfig {
 /// check shares one pooled client ([`http::client`] keys on the store).
 fn no_roots() -> Arc<RootCertStore> {
     static NONE: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
-    NONE.get_or_init(|| Arc::new(RootCertStore::empty())).clone()
+    NONE.get_or_init(|| Arc::new(RootCertStore::empty()))
+        .clone()
 }
 
 /// Rspamd's recommended action (`action` in its answer).

@@ -240,7 +240,9 @@ pub(crate) async fn post_for_body(
                 BodyError::TooLarge => {
                     LocalError::Response(format!("response body exceeds {max_body} octets"))
                 }
-                BodyError::Read(e) => LocalError::Response(format!("reading the body: {}", chain(&e))),
+                BodyError::Read(e) => {
+                    LocalError::Response(format!("reading the body: {}", chain(&e)))
+                }
             })?;
         Ok((status, body))
     };

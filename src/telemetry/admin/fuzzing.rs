@@ -46,7 +46,11 @@ pub fn decide(
         builder = builder.header(name, value);
     }
     let (parts, ()) = builder.body(()).ok()?.into_parts();
-    Some(Request::from_parts(&parts).map(owned).map_err(|e| e.to_string()))
+    Some(
+        Request::from_parts(&parts)
+            .map(owned)
+            .map_err(|e| e.to_string()),
+    )
 }
 
 fn owned(request: Request<'_>) -> RequestHead {

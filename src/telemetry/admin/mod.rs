@@ -48,9 +48,9 @@ mod queue;
 pub mod request;
 mod server;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod server_tests;
+#[cfg(test)]
+mod tests;
 
 use super::metrics::Metrics;
 use super::readiness::Readiness;
@@ -169,10 +169,7 @@ async fn route(
         return refused(refusal);
     }
     if request.method != "GET" && request.origin {
-        return Response::text(
-            StatusCode::FORBIDDEN,
-            "cross-origin requests are refused\n",
-        );
+        return Response::text(StatusCode::FORBIDDEN, "cross-origin requests are refused\n");
     }
     match (request.method, &resource) {
         ("GET", Resource::Health) => Response::text(StatusCode::OK, "ok\n"),

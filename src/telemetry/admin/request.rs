@@ -61,7 +61,10 @@ fn single<'a>(
         return Err(HeadError::Repeated(label));
     }
     // hyper has trimmed the optional whitespace around the value.
-    value.to_str().map(Some).map_err(|_| HeadError::NotText(label))
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| HeadError::NotText(label))
 }
 
 impl Request<'_> {

@@ -24,11 +24,11 @@ use super::request::{MAX_HEADERS, Request};
 use super::{AdminState, MAX_REQUEST_BODY, MAX_REQUEST_HEAD, Response, route};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -103,7 +103,10 @@ pub async fn run_with(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(limit = limits.max_connections, "admin connection refused: too many");
+            tracing::debug!(
+                limit = limits.max_connections,
+                "admin connection refused: too many"
+            );
             let _ = stream.try_write(BUSY);
             continue;
         };
@@ -140,6 +143,8 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(false)
+        // The field names as before (`Content-Type`, `Allow`), for scripts that grep.
+        .title_case_headers(true)
         .max_headers(MAX_HEADERS)
         .max_header_size(MAX_REQUEST_HEAD)
         .serve_connection(TokioIo::new(stream), service);
@@ -193,10 +198,9 @@ async fn handle(
     let body = Limited::new(body, MAX_REQUEST_BODY).collect();
     let response = match tokio::time::timeout(body_timeout, body).await {
         Err(_) => Response::text(StatusCode::REQUEST_TIMEOUT, "request body too slow\n"),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Response::text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large\n",
-        ),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Response::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+        }
         Ok(Err(e)) => Response::text(StatusCode::BAD_REQUEST, format!("bad request: {e}\n")),
         Ok(Ok(_)) => match Request::from_parts(&parts) {
             Ok(request) => route(&request, state, access, local).await,
@@ -210,7 +214,10 @@ fn into_hyper(response: Response) -> hyper::Response<Full<Bytes>> {
     let mut answer = hyper::Response::new(Full::new(Bytes::from(response.body)));
     *answer.status_mut() = response.status;
     let headers = answer.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(response.content_type));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(response.content_type),
+    );
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     if let Some((name, value)) = response.header {
         headers.insert(name, HeaderValue::from_static(value));

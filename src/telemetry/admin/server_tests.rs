@@ -29,7 +29,10 @@ async fn a_long_retry_of_every_message_is_not_cut_off() {
     let spool = Arc::new(Spool::open(dir.path()).await.unwrap());
     let count = 300;
     for i in 0..count {
-        spool.enqueue(&envelope(&["a"]), format!("{i}").as_bytes()).await.unwrap();
+        spool
+            .enqueue(&envelope(&["a"]), format!("{i}").as_bytes())
+            .await
+            .unwrap();
     }
     let started = Instant::now();
     let direct = queue_ops::retry_all(spool.as_ref()).await.unwrap();
@@ -43,13 +46,19 @@ async fn a_long_retry_of_every_message_is_not_cut_off() {
         ..Limits::default()
     };
     let served = serve(&state_with(Some(spool.clone())), limits).await;
-    let head = format!("POST /queue/retry HTTP/1.1\r\nHost: {}\r\n\r\n", served.addr);
+    let head = format!(
+        "POST /queue/retry HTTP/1.1\r\nHost: {}\r\n\r\n",
+        served.addr
+    );
     let started = Instant::now();
     let (status, body) = raw(served.addr, head.as_bytes()).await.expect("an answer");
     let took = started.elapsed();
     assert_eq!(status, 200, "{body}");
     let counts: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((counts["retried"].as_u64(), counts["skipped"].as_u64()), (Some(count), Some(0)));
+    assert_eq!(
+        (counts["retried"].as_u64(), counts["skipped"].as_u64()),
+        (Some(count), Some(0))
+    );
     assert!(
         took > limits.header_timeout && took > limits.body_timeout,
         "the retry ({took:?}) must outlast the timeouts ({bound:?}) for this test to mean anything"
@@ -77,7 +86,10 @@ async fn connections_over_the_limit_are_answered_busy() {
         .expect("closed at once")
         .unwrap();
     let (status, body) = parse_answer(&answer).expect("a 503");
-    assert_eq!((status, body.as_str()), (503, "too many admin connections, try again\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "too many admin connections, try again\n")
+    );
 
     drop(first);
     let health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -124,7 +136,10 @@ async fn a_trickled_head_is_cut_by_the_header_timeout() {
     let took = started.elapsed();
     assert!(took >= limits.header_timeout, "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert!(!String::from_utf8_lossy(&answer).contains(" 200 "), "{answer:?}");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(" 200 "),
+        "{answer:?}"
+    );
 
     let started = Instant::now();
     let mut idle = TcpStream::connect(served.addr).await.unwrap();

@@ -29,7 +29,13 @@ pub(super) async fn serve(state: &AdminState, limits: Limits) -> Served {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let access = Access::new(addr, None, &[]);
-    tokio::spawn(run_with(listener, state.clone(), access, limits, stop.clone()));
+    tokio::spawn(run_with(
+        listener,
+        state.clone(),
+        access,
+        limits,
+        stop.clone(),
+    ));
     Served { addr, stop }
 }
 
@@ -148,7 +154,10 @@ async fn bad_heads_are_refused_over_http() {
     assert_eq!(raw(addr, head.as_bytes()).await.unwrap().0, 431);
     let twice = format!("GET /queue HTTP/1.1\r\nHost: {addr}\r\nhost: {addr}\r\n\r\n");
     let (status, body) = raw(addr, twice.as_bytes()).await.unwrap();
-    assert_eq!((status, body.as_str()), (400, "bad request: Host given twice\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "bad request: Host given twice\n")
+    );
     let body = "x".repeat(MAX_REQUEST_BODY + 1);
     let head = format!(
         "POST /queue/retry HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
