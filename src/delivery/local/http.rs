@@ -168,6 +168,9 @@ fn build(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, LocalError> {
     proxies(builder).build().map_err(|e| setup(&e))
 }
 
+/// `reqwest::Proxy::https` or `::http`.
+type ProxyFor = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+
 /// The proxies of the standard variables, loopback excepted.
 fn proxies(mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
     let var = |names: [&str; 2]| {
@@ -181,7 +184,7 @@ fn proxies(mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
     };
     // Naming a proxy (or none) also stops reqwest from reading the variables itself.
     builder = builder.no_proxy();
-    let schemes: [(_, fn(&str) -> reqwest::Result<reqwest::Proxy>); 2] = [
+    let schemes: [(_, ProxyFor); 2] = [
         (["HTTPS_PROXY", "https_proxy"], |u| reqwest::Proxy::https(u)),
         (["HTTP_PROXY", "http_proxy"], |u| reqwest::Proxy::http(u)),
     ];
