@@ -396,11 +396,21 @@ async fn webhook_defers_on_garbage_and_refusal() {
     let padding = b"X-Pad: aaaaaaaa\r\n".repeat(2000);
     let huge = [b"HTTP/1.1 200 OK\r\n".as_slice(), &padding].concat();
     let huge: &'static [u8] = Box::leak(huge.into_boxed_slice());
+    // hyper's words since the client is reqwest's; the variant is the same.
     let cases: [(&'static [u8], &str); 4] = [
-        (b"hello\r\n\r\n", "bad status line \"hello\""),
-        (b"", "connection closed before a status line"),
-        (b"HTTP/1.1 2", "connection closed before a status line"),
-        (huge, "response head exceeds 16 KiB"),
+        (
+            b"hello\r\n\r\n",
+            "unusable HTTP response: invalid HTTP version",
+        ),
+        (
+            b"",
+            "unusable HTTP response: connection closed before message completed",
+        ),
+        (
+            b"HTTP/1.1 2",
+            "unusable HTTP response: connection closed before message completed",
+        ),
+        (huge, "unusable HTTP response: message head is too large"),
     ];
     for (response, why) in cases {
         let (port, server) = serve(response, false).await;
@@ -498,4 +508,89 @@ async fn webhook_over_https_verifies_the_certificate() {
 
 fn empty_roots() -> Arc<rustls::RootCertStore> {
     Arc::new(rustls::RootCertStore::empty())
+}
+
+/// A keep-alive HTTPS receiver: answers 200 to every request on every connection and
+/// counts the TCP connections it accepted.
+async fn serve_tls_keepalive(
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, r) = (acceptor.clone(), r.clone());
+            tokio::spawn(async move {
+                let mut tls = acceptor.accept(tcp).await.ok()?;
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        let n = tls.read(&mut chunk).await.ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + length {
+                        let mut chunk = [0u8; 4096];
+                        let n = tls.read(&mut chunk).await.ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    buf.drain(..end + length);
+                    r.fetch_add(1, Ordering::SeqCst);
+                    tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .ok()?;
+                }
+                #[allow(unreachable_code)]
+                Some(())
+            });
+        }
+    });
+    (port, connections, requests)
+}
+
+/// Messages to the same receiver share pooled connections: ten deliveries, one after
+/// the other, over fewer TLS connections than messages.
+#[tokio::test]
+async fn webhook_reuses_connections_across_messages() {
+    use std::sync::atomic::Ordering;
+    let (roots, acceptor) = pki();
+    let (port, connections, requests) = serve_tls_keepalive(acceptor).await;
+    let mut hook = target(format!("https://localhost:{port}/in"), Some(b"k"));
+    hook.roots = Arc::new(roots);
+    let messages = 10;
+    for _ in 0..messages {
+        let (env, rcpts) = envelope(Some("a@s.example"), &["bob@d.example"]);
+        let outcomes = deliver_webhook(&hook, &env, &rcpts, MESSAGE).await;
+        assert!(outcomes.iter().all(Outcome::is_delivered), "{outcomes:?}");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), messages);
+    let opened = connections.load(Ordering::SeqCst);
+    assert!(
+        opened < messages,
+        "{opened} connections for {messages} messages"
+    );
+    assert_eq!(opened, 1, "sequential messages fit one connection");
 }

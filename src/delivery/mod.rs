@@ -13,6 +13,7 @@ pub mod local;
 pub mod mx;
 pub mod outcome;
 pub mod pool;
+pub mod queue_ops;
 pub mod retry;
 pub mod route;
 pub mod worker;

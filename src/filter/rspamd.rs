@@ -3,8 +3,8 @@
 //! with bounds and mapped to a [`Verdict`] from the `action` alone, never from
 //! comparing scores: Rspamd's own thresholds and settings decide.
 //!
-//! The HTTP exchange is the webhook's small client (`delivery::local::http`), which
-//! reads the body bounded by [`MAX_RESPONSE`].
+//! The HTTP exchange is the webhook's client (`delivery::local::http`, on reqwest, with
+//! pooled connections), which reads the body bounded by [`MAX_RESPONSE`].
 
 use super::scan::{
     FailMode, Rewrite, ScanContext, ScanError, Verdict, header_name, header_value, reply_text,
@@ -57,9 +57,17 @@ impl RspamdConfig {
             url,
             password: None,
             timeout,
-            roots: Arc::new(RootCertStore::empty()),
+            roots: no_roots(),
         })
     }
+}
+
+/// The roots of a config that was given none, one store for all of them, so that every
+/// check shares one pooled client ([`http::client`] keys on the store).
+fn no_roots() -> Arc<RootCertStore> {
+    static NONE: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| Arc::new(RootCertStore::empty()))
+        .clone()
 }
 
 /// Rspamd's recommended action (`action` in its answer).

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// How long a role may take to become ready: NATS connection, stream and bucket set-up
@@ -210,23 +209,30 @@ impl Drop for RoleProcess {
     }
 }
 
-/// A minimal `GET` against an admin listener: (status, body), `None` on any failure or
-/// after 5 s (a probe that hangs is as bad as one that fails).
+/// A `GET` against an admin listener (reqwest, as `sluice queue` does): (status,
+/// body), `None` on any failure or after 5 s (a probe that hangs is as bad as one that
+/// fails).
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.ok()?;
-        let status = text.split(' ').nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+    // reqwest has no crypto provider of its own here (no aws-lc-rs): ring's.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("http://{addr}{path}"))
+        .send()
         .await
-        .ok()
-        .flatten()
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
 }
 
 /// The sum of the samples of `name` that carry every one of `labels` (`check="rspamd"`)

@@ -1,8 +1,9 @@
 //! `sluice queue list|show|retry|delete`: the postqueue/postsuper of this relay.
 //!
 //! The spool is a database that the running relay holds locked, so these tools talk to
-//! the relay over its admin listener (as postqueue talks to showq), with a tiny HTTP/1.1
-//! client: one request per connection, `Connection: close`, read to the end.
+//! the relay over its admin listener (as postqueue talks to showq), over HTTP/1.1 with
+//! reqwest (the webhook's client crate): one request, its answer read to the end,
+//! bounded.
 //!
 //! Exit status: 0 done, 1 no such message or it is being delivered, 2 usage, connection
 //! or server errors.
@@ -15,9 +16,8 @@ use sluice::queue::{Envelope, QueueEntry, QueueId, unix_ms};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub(super) mod format;
 #[cfg(test)]
@@ -265,56 +265,43 @@ pub(super) async fn call(
 
 async fn http(endpoint: &Endpoint, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let addr = endpoint.addr;
-    let mut stream = TcpStream::connect(addr)
+    // One request per run: no pool worth keeping, no proxy (the admin listener is
+    // reached directly), no redirects (the relay sends none).
+    // reqwest brings no crypto provider of its own (no aws-lc-rs): it is given ring's,
+    // though the admin listener speaks plain HTTP.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("setting up the HTTP client")?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let mut request = client.request(method.clone(), format!("http://{addr}{path}"));
+    if let Some(token) = &endpoint.token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request
+        .send()
         .await
         .with_context(|| format!("cannot reach the admin listener {addr}"))?;
-    let authorization = endpoint
-        .token
-        .as_ref()
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .with_context(|| format!("reading the answer of {addr}"))?;
-    parse_response(&raw).with_context(|| format!("{method} {path} on {addr}"))
-}
-
-/// `status-line = HTTP-version SP status-code SP [ reason-phrase ]`, header fields, an
-/// empty line, and a body as long as `Content-Length` says (RFC 9112 4, 6.3).
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the answer ended inside its head")?;
-    let head = std::str::from_utf8(&raw[..end]).context("the answer's head is not text")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let (version, code) = (parts.next().unwrap_or_default(), parts.next());
-    let status = code
-        .filter(|c| c.len() == 3)
-        .and_then(|c| c.parse::<u16>().ok())
-        .filter(|_| version.starts_with("HTTP/1."))
-        .with_context(|| format!("not an HTTP status line: {status_line:?}"))?;
-    let body = &raw[end + 4..];
-    let length = lines.find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    if let Some(length) = length {
+        .with_context(|| format!("reading the answer of {addr} to {method} {path}"))?
+    {
         ensure!(
-            body.len() == length,
-            "the answer was cut short: {} of {length} bytes",
-            body.len()
+            (body.len() + chunk.len()) as u64 <= MAX_RESPONSE,
+            "{method} {path} on {addr}: the answer exceeds {MAX_RESPONSE} bytes"
         );
+        body.extend_from_slice(&chunk);
     }
-    Ok((status, String::from_utf8_lossy(body).into_owned()))
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -112,24 +112,3 @@ fn show_prints_the_envelope_then_the_content() {
         "{text}"
     );
 }
-
-#[test]
-fn responses_are_checked() {
-    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
-    assert_eq!(parse_response(ok).unwrap(), (200, "abc".into()));
-    let no_length = b"HTTP/1.0 404 Not Found\r\n\r\nno message X\n";
-    assert_eq!(parse_response(no_length).unwrap().0, 404);
-    for bad in [
-        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"[..],
-        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n",
-        b"SMTP 220 hello\r\n\r\n",
-        b"HTTP/1.1 2000 OK\r\n\r\n",
-        b"",
-    ] {
-        assert!(
-            parse_response(bad).is_err(),
-            "{}",
-            String::from_utf8_lossy(bad)
-        );
-    }
-}

@@ -1,28 +1,33 @@
-//! The smallest HTTP/1.1 client the webhook and the Rspamd check need: one POST with a
-//! `Content-Length` body over a fresh connection (TLS verified with rustls on the ring
-//! provider), the response's status line, then close.
+//! The HTTP client of the webhook and the Rspamd check, on reqwest (hyper underneath):
+//! POST a body, read the status and a bounded body.
 //!
-//! For the webhook only the status decides the outcome ([`post`]); the Rspamd check also
-//! reads the body, bounded ([`post_for_body`]). The response head is read up to 16 KiB (interim
-//! 1xx heads skipped); the body, chunked or not, is read up to 64 KiB and discarded,
-//! only so that closing with unread data does not reset the connection under the
-//! receiver while it logs its success.
+//! - One client per set of trusted roots ([`client`]), kept for the life of the process:
+//!   connections to a receiver are pooled and reused from message to message, and the
+//!   rustls configuration (ring provider, the given roots) is built once.
+//! - Proxies come from the standard variables: `HTTPS_PROXY` for `https://` URLs,
+//!   `HTTP_PROXY` for `http://` ones (either in lower case too), except for the hosts in
+//!   `NO_PROXY`, and never for loopback addresses, which no proxy can reach on our
+//!   behalf. `ALL_PROXY` and system settings are not read.
+//! - Redirects are not followed: a 3xx is the receiver's answer.
+//! - For the webhook only the status decides the outcome ([`post`]); its body is read,
+//!   at most 64 KiB within a second, only so that the connection can go back to the pool.
+//!   The Rspamd check reads the body, bounded ([`post_for_body`]).
 
 use super::LocalError;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
-use std::sync::Arc;
+use bytes::Bytes;
+use rustls::RootCertStore;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
-const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 64 * 1024;
 /// How long the discarded body may take once the status is known.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
-/// The end of a chunked body without trailers.
-const LAST_CHUNK: &[u8] = b"\r\n0\r\n\r\n";
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per receiver.
+const POOL_PER_HOST: usize = 8;
+/// Never sent to a proxy, whatever `NO_PROXY` says.
+const LOOPBACK: &str = "localhost,127.0.0.0/8,::1";
 
 /// An `http://` or `https://` URL taken apart; `host` has no brackets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,19 +41,40 @@ pub(crate) struct Url {
     pub target: String,
 }
 
-/// The final response's status line and what is needed to skip its body.
+impl Url {
+    fn text(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.target)
+    }
+}
+
+/// The final response's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Status {
     pub code: u16,
-    /// Printable ASCII only, at most 64 characters: it ends up in DSNs and logs.
+    /// The reason phrase as sent (the standard one when the receiver sent that);
+    /// printable ASCII only, at most 64 characters: it ends up in DSNs and logs.
     pub reason: String,
-    content_length: Option<u64>,
-    /// `Transfer-Encoding: chunked` (RFC 9112 6.1): it overrides any Content-Length.
-    chunked: bool,
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+impl Status {
+    pub(crate) fn new(code: u16, reason: &str) -> Status {
+        Status {
+            code,
+            reason: truncate(reason),
+        }
+    }
+
+    fn of(response: &reqwest::Response) -> Status {
+        let status = response.status();
+        // hyper keeps a reason phrase other than the standard one as an extension.
+        let reason = match response.extensions().get::<hyper::ext::ReasonPhrase>() {
+            Some(sent) => String::from_utf8_lossy(sent.as_bytes()).into_owned(),
+            None => status.canonical_reason().unwrap_or_default().to_owned(),
+        };
+        Status::new(status.as_u16(), &reason)
+    }
+}
 
 /// `scheme "://" [userinfo "@"] host [":" port] [path-abempty] ["?" query] ["#" fragment]`
 /// (RFC 3986), with userinfo refused: credentials belong in the signing secret.
@@ -105,6 +131,76 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     host_ok.then_some((host, port))
 }
 
+/// The client for `roots`: the same one for as long as `roots` lives, so that its
+/// connections are pooled across messages.
+pub(crate) fn client(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, LocalError> {
+    static CLIENTS: Mutex<Vec<(Weak<RootCertStore>, reqwest::Client)>> = Mutex::new(Vec::new());
+    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    // Dead entries go first, so that a new store at a freed address is not mistaken
+    // for the old one.
+    clients.retain(|(held, _)| held.strong_count() > 0);
+    if let Some((_, client)) = clients
+        .iter()
+        .find(|(held, _)| std::ptr::eq(held.as_ptr(), Arc::as_ptr(roots)))
+    {
+        return Ok(client.clone());
+    }
+    let client = build(roots)?;
+    clients.push((Arc::downgrade(roots), client.clone()));
+    Ok(client)
+}
+
+fn build(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, LocalError> {
+    let setup = |e: &dyn std::error::Error| LocalError::Client(chain(e));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(&e))?
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_PER_HOST)
+        .tcp_nodelay(true);
+    proxies(builder).build().map_err(|e| setup(&e))
+}
+
+/// `reqwest::Proxy::https` or `::http`.
+type ProxyFor = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+
+/// The proxies of the standard variables, loopback excepted.
+fn proxies(mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    let var = |names: [&str; 2]| {
+        names
+            .into_iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let no_proxy = match var(["NO_PROXY", "no_proxy"]) {
+        Some(list) => format!("{list},{LOOPBACK}"),
+        None => LOOPBACK.to_owned(),
+    };
+    // Naming a proxy (or none) also stops reqwest from reading the variables itself.
+    builder = builder.no_proxy();
+    let schemes: [(_, ProxyFor); 2] = [
+        (["HTTPS_PROXY", "https_proxy"], |u| reqwest::Proxy::https(u)),
+        (["HTTP_PROXY", "http_proxy"], |u| reqwest::Proxy::http(u)),
+    ];
+    for (names, proxy) in schemes {
+        let Some(url) = var(names) else { continue };
+        match proxy(&url) {
+            Ok(p) => {
+                let p = p.no_proxy(reqwest::NoProxy::from_string(&no_proxy));
+                builder = builder.proxy(p);
+            }
+            Err(e) => tracing::warn!(variable = names[0], error = %chain(&e), "proxy ignored"),
+        }
+    }
+    builder
+}
+
 /// POSTs `body` with `headers` (values must be free of CR and LF) and returns the final
 /// status. `timeout` bounds connecting, sending and the response head together.
 pub(crate) async fn post(
@@ -114,18 +210,21 @@ pub(crate) async fn post(
     roots: &Arc<RootCertStore>,
     timeout: Duration,
 ) -> Result<Status, LocalError> {
-    let head = request_head(url, headers, body.len());
-    let exchange = exchange(url, &head, body, roots);
-    let (mut stream, status, rest) = tokio::time::timeout(timeout, exchange)
+    let request = request(url, headers, body, roots)?;
+    let mut response = tokio::time::timeout(timeout, request.send())
         .await
-        .map_err(|_| LocalError::Timeout(timeout))??;
-    let _ = tokio::time::timeout(DRAIN_TIME, drain(&mut stream, rest, status.content_length)).await;
+        .map_err(|_| LocalError::Timeout(timeout))?
+        .map_err(|e| error(url, &e))?;
+    let status = Status::of(&response);
+    // Read so that the connection can be reused; a longer or slower body is dropped
+    // with its connection.
+    let _ = tokio::time::timeout(DRAIN_TIME, read_body(&mut response, MAX_BODY)).await;
     Ok(status)
 }
 
-/// Like [`post`], and returns the body too (de-chunked), at most `max_body` octets:
-/// a longer one is an error, never truncated silently. `timeout` bounds the whole
-/// exchange, the body included.
+/// Like [`post`], and returns the body too, at most `max_body` octets: a longer one is
+/// an error, never truncated silently. `timeout` bounds the whole exchange, the body
+/// included.
 pub(crate) async fn post_for_body(
     url: &Url,
     headers: &[(&str, String)],
@@ -134,16 +233,20 @@ pub(crate) async fn post_for_body(
     timeout: Duration,
     max_body: usize,
 ) -> Result<(Status, Vec<u8>), LocalError> {
-    let head = request_head(url, headers, body.len());
+    let request = request(url, headers, body, roots)?;
     let whole = async {
-        let (mut stream, status, rest) = exchange(url, &head, body, roots).await?;
-        let raw = read_body(&mut stream, rest, &status, max_body).await?;
-        let _ = stream.shutdown().await;
-        let body = if status.chunked {
-            dechunk(&raw, max_body)?
-        } else {
-            raw
-        };
+        let mut response = request.send().await.map_err(|e| error(url, &e))?;
+        let status = Status::of(&response);
+        let body = read_body(&mut response, max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => {
+                    LocalError::Response(format!("response body exceeds {max_body} octets"))
+                }
+                BodyError::Read(e) => {
+                    LocalError::Response(format!("reading the body: {}", chain(&e)))
+                }
+            })?;
         Ok((status, body))
     };
     tokio::time::timeout(timeout, whole)
@@ -151,225 +254,112 @@ pub(crate) async fn post_for_body(
         .map_err(|_| LocalError::Timeout(timeout))?
 }
 
-/// The raw body: `Content-Length` octets, else up to the last chunk or the end of the
-/// connection. A chunked body may carry framing beyond `max_body`, so it gets room for
-/// that (a chunk-size line per chunk; [`dechunk`] enforces the real cap).
-async fn read_body(
-    stream: &mut Box<dyn Stream>,
-    mut buf: Vec<u8>,
-    status: &Status,
-    max_body: usize,
-) -> Result<Vec<u8>, LocalError> {
-    let too_large = || LocalError::Response(format!("response body exceeds {max_body} octets"));
-    let limit = if status.chunked {
-        max_body.saturating_mul(2).saturating_add(1024)
-    } else {
-        max_body
-    };
-    let length = match (status.chunked, status.content_length) {
-        (false, Some(n)) if n > max_body as u64 => return Err(too_large()),
-        (false, Some(n)) => Some(n as usize),
-        _ => None,
-    };
-    let mut chunk = [0u8; 8192];
-    loop {
-        match length {
-            Some(n) if buf.len() >= n => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            None if status.chunked && buf.ends_with(b"0\r\n\r\n") => return Ok(buf),
-            _ => {}
-        }
-        if buf.len() > limit {
-            return Err(too_large());
-        }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| LocalError::Response(format!("reading the body: {e}")))?;
-        if n == 0 {
-            return match length {
-                Some(_) => Err(LocalError::Response(
-                    "body shorter than Content-Length".into(),
-                )),
-                None => Ok(buf),
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// `chunked-body = *chunk last-chunk trailer-section CRLF` (RFC 9112 7.1), extensions
-/// ignored, trailers dropped; more than `max_body` octets of data is an error.
-fn dechunk(raw: &[u8], max_body: usize) -> Result<Vec<u8>, LocalError> {
-    let bad = |why: &str| LocalError::Response(format!("bad chunked body: {why}"));
-    let mut out = Vec::new();
-    let mut rest = raw;
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("no chunk-size line"))?;
-        let line = std::str::from_utf8(&rest[..line_end]).map_err(|_| bad("chunk size"))?;
-        let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("chunk size"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if size > max_body - out.len().min(max_body) {
-            return Err(LocalError::Response(format!(
-                "response body exceeds {max_body} octets"
-            )));
-        }
-        if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {
-            return Err(bad("truncated chunk"));
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
-}
-
-fn request_head(url: &Url, headers: &[(&str, String)], length: usize) -> Vec<u8> {
-    let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice/{}\r\nContent-Length: {length}\r\nConnection: close\r\n",
-        url.target,
-        url.authority,
-        env!("CARGO_PKG_VERSION")
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.into_bytes()
-}
-
-async fn exchange(
+fn request(
     url: &Url,
-    head: &[u8],
+    headers: &[(&str, String)],
     body: &[u8],
     roots: &Arc<RootCertStore>,
-) -> Result<(Box<dyn Stream>, Status, Vec<u8>), LocalError> {
-    let mut stream = connect(url, roots).await?;
-    let sent = send(&mut stream, head, body).await;
-    // A receiver may answer (413, 401) and close before taking the whole body; its
-    // answer is worth more than our write error.
-    match (read_status(&mut stream).await, sent) {
-        (Ok((status, rest)), _) => Ok((stream, status, rest)),
-        (Err(_), Err(e)) => Err(LocalError::Send(e)),
-        (Err(e), Ok(())) => Err(e),
+) -> Result<reqwest::RequestBuilder, LocalError> {
+    let mut request = client(roots)?
+        .post(url.text())
+        .body(Bytes::copy_from_slice(body));
+    for (name, value) in headers {
+        request = request.header(*name, value.as_str());
     }
+    Ok(request)
 }
 
-async fn connect(url: &Url, roots: &Arc<RootCertStore>) -> Result<Box<dyn Stream>, LocalError> {
-    let tcp = TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|source| LocalError::Connect {
+enum BodyError {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+/// The body, chunk by chunk, up to `max` octets.
+async fn read_body(response: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if chunk.len() > max - body.len() {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What went wrong, in the words of [`LocalError`]: a TLS failure anywhere in the chain
+/// is one, whatever wraps it.
+fn error(url: &Url, e: &reqwest::Error) -> LocalError {
+    if let Some(tls) = tls_error(e) {
+        return LocalError::Tls {
+            host: url.host.clone(),
+            reason: tls.to_string(),
+        };
+    }
+    if let Some(framing) = framing_error(e) {
+        return LocalError::Response(framing.to_string());
+    }
+    if e.is_connect() {
+        LocalError::Connect {
             authority: url.authority.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    if !url.https {
-        return Ok(Box::new(tcp));
-    }
-    let tls_err = |reason: String| LocalError::Tls {
-        host: url.host.clone(),
-        reason,
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(e.to_string()))?
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    let name = ServerName::try_from(url.host.clone()).map_err(|e| tls_err(e.to_string()))?;
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| tls_err(e.to_string()))?;
-    Ok(Box::new(tls))
-}
-
-async fn send(stream: &mut Box<dyn Stream>, head: &[u8], body: &[u8]) -> std::io::Result<()> {
-    stream.write_all(head).await?;
-    stream.write_all(body).await?;
-    stream.flush().await
-}
-
-/// Reads heads until a final (non-1xx) one; returns it with the body bytes read past it.
-async fn read_status(stream: &mut Box<dyn Stream>) -> Result<(Status, Vec<u8>), LocalError> {
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        if let Some(end) = head_end(&buf) {
-            let status = parse_head(&buf[..end])?;
-            if (100..200).contains(&status.code) && status.code != 101 {
-                buf.drain(..end);
-                continue;
-            }
-            return Ok((status, buf.split_off(end)));
+            source: std::io::Error::other(chain(e)),
         }
-        if buf.len() >= MAX_HEAD {
-            return Err(LocalError::Response("response head exceeds 16 KiB".into()));
+    } else if e.is_timeout() {
+        LocalError::Response(chain(e))
+    } else if e.is_request() || e.is_body() {
+        LocalError::Send(std::io::Error::other(chain(e)))
+    } else {
+        LocalError::Response(chain(e))
+    }
+}
+
+/// hyper's error when the response could not be read as HTTP/1.1 (a bad status line or
+/// head, a connection closed before the end of the head).
+fn framing_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
+    let mut source = Some(e);
+    while let Some(current) = source {
+        if let Some(h) = current.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_status() || h.is_incomplete_message())
+        {
+            return Some(h);
         }
-        let mut chunk = [0u8; 4096];
-        let room = chunk.len().min(MAX_HEAD - buf.len());
-        match stream.read(&mut chunk[..room]).await {
-            Ok(0) => return status_at_eof(&buf, "closed".into()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return status_at_eof(&buf, e.to_string()),
+        source = current.source();
+    }
+    None
+}
+
+/// The rustls error under `e`: io errors wrap it, in io errors, whose `source` skips it.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut source = Some(e);
+    while let Some(mut current) = source {
+        while let Some(inner) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            current = inner;
         }
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        source = current.source();
     }
+    None
 }
 
-/// A receiver that closes after its status line has still answered.
-fn status_at_eof(buf: &[u8], why: String) -> Result<(Status, Vec<u8>), LocalError> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(end) => Ok((parse_head(&buf[..=end])?, Vec::new())),
-        None => Err(LocalError::Response(format!(
-            "connection {why} before a status line"
-        ))),
+/// The error and its sources, `: `-separated (reqwest's own text says little).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
     }
-}
-
-/// Where the head ends: after the first empty line (CRLF, or bare LF as RFC 9112 2.2
-/// allows recipients to accept).
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// `status-line = HTTP-version SP status-code SP [ reason-phrase ]` (RFC 9112 4), then
-/// header fields, of which only Content-Length matters here.
-pub(super) fn parse_head(head: &[u8]) -> Result<Status, LocalError> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let bad = || LocalError::Response(format!("bad status line {:?}", truncate(status_line)));
-    let (version, rest) = status_line.split_once(' ').ok_or_else(bad)?;
-    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-    let valid = version.starts_with("HTTP/1.") && code.len() == 3;
-    let code = code.parse::<u16>().ok().filter(|_| valid).ok_or_else(bad)?;
-    let fields: Vec<(&str, &str)> = lines.filter_map(|line| line.split_once(':')).collect();
-    let field = |wanted: &str| {
-        fields
-            .iter()
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case(wanted))
-            .map(|(_, value)| value.trim())
-    };
-    let content_length = field("content-length").and_then(|value| value.parse().ok());
-    let chunked = field("transfer-encoding")
-        .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"));
-    Ok(Status {
-        code,
-        reason: truncate(reason),
-        content_length,
-        chunked,
-    })
+    text
 }
 
 fn truncate(text: &str) -> String {
@@ -377,33 +367,6 @@ fn truncate(text: &str) -> String {
         .chars()
         .filter(|c| c.is_ascii() && !c.is_ascii_control());
     printable.take(64).collect::<String>().trim().to_owned()
-}
-
-/// Reads and drops the body: `Content-Length` bytes, else until the last chunk or the
-/// end of the connection, never more than 64 KiB; then closes (TLS close_notify).
-async fn drain(stream: &mut Box<dyn Stream>, start: Vec<u8>, length: Option<u64>) {
-    let want = length.map_or(MAX_BODY, |n| n.min(MAX_BODY as u64) as usize);
-    let mut seen = start.len();
-    let mut tail = start;
-    let mut chunk = [0u8; 4096];
-    while seen < want && !(length.is_none() && last_chunk_seen(&tail, seen)) {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                seen += n;
-                tail.extend_from_slice(&chunk[..n]);
-                let keep = tail.len().saturating_sub(LAST_CHUNK.len());
-                tail.drain(..keep);
-            }
-        }
-    }
-    let _ = stream.shutdown().await;
-}
-
-/// `tail` holds the last bytes of the `seen` read so far; an empty chunked body is the
-/// last chunk alone, without the CRLF of a chunk before it.
-fn last_chunk_seen(tail: &[u8], seen: usize) -> bool {
-    tail.ends_with(LAST_CHUNK) || (seen == LAST_CHUNK.len() - 2 && tail == &LAST_CHUNK[2..])
 }
 
 #[cfg(test)]
@@ -458,51 +421,5 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad} accepted");
         }
-    }
-
-    #[test]
-    fn heads() {
-        let s = parse_head(b"HTTP/1.1 202 Accepted\r\nContent-Length: 12\r\n\r\n").unwrap();
-        assert_eq!(
-            (s.code, s.reason.as_str(), s.content_length),
-            (202, "Accepted", Some(12))
-        );
-        let s = parse_head(b"HTTP/1.0 500\n\n").unwrap();
-        assert_eq!(
-            (s.code, s.reason.as_str(), s.content_length),
-            (500, "", None)
-        );
-        let s = parse_head("HTTP/1.1 404 N\u{1b}[31mot \u{e9}Found\r\n\r\n".as_bytes()).unwrap();
-        assert_eq!(s.reason, "N[31mot Found");
-        for bad in [
-            "",
-            "HTTP/1.1\r\n",
-            "HTTP/2 200 OK\r\n",
-            "HTTP/1.1 2000 x\r\n",
-            "hello\r\n",
-        ] {
-            assert!(parse_head(bad.as_bytes()).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn chunked_bodies() {
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", 10).unwrap(),
-            b"abcde"
-        );
-        assert!(dechunk(b"3\r\nabc\r\n8\r\nabcdefgh\r\n0\r\n\r\n", 10).is_err());
-        assert!(dechunk(b"5\r\nabc\r\n0\r\n\r\n", 10).is_err());
-        assert!(dechunk(b"zz\r\n", 10).is_err());
-        assert!(dechunk(b"ffffffffffffffffff\r\n", 10).is_err());
-        let s = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
-        assert!(s.chunked);
-    }
-
-    #[test]
-    fn head_ends() {
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(19));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\nbody"), Some(17));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
     }
 }

@@ -45,6 +45,8 @@ pub enum LocalError {
     Timeout(Duration),
     #[error("unusable HTTP response: {0}")]
     Response(String),
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
 }
 
 impl LocalError {

@@ -226,8 +226,7 @@ mod tests {
     }
 
     fn status(code: u16) -> http::Status {
-        let head = format!("HTTP/1.1 {code} Reason\r\n\r\n");
-        http::parse_head(head.as_bytes()).unwrap()
+        http::Status::new(code, "Reason")
     }
 
     #[test]

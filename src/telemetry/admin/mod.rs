@@ -33,11 +33,12 @@
 //! either, requests that change something are refused when they carry an `Origin`
 //! header, which browsers always send with them and `sluice queue` never does.
 //!
-//! Probes, scrapers and the queue tools send one small request each; a minimal HTTP/1.1
-//! responder that reads one bounded request head (no body: at most
-//! [`MAX_REQUEST_HEAD`] bytes and [`request::MAX_HEADERS`] fields, within
-//! [`REQUEST_TIMEOUT`] for the whole exchange) and closes is all they need, so no HTTP
-//! framework is pulled in for it.
+//! HTTP/1.1 is hyper's ([`server`]): one request per connection (`Connection: close`,
+//! as before), a head of at most [`MAX_REQUEST_HEAD`] bytes and [`request::MAX_HEADERS`]
+//! fields read within [`Limits::header_timeout`], a body (no route takes one) of at most
+//! [`MAX_REQUEST_BODY`] bytes within [`Limits::body_timeout`], and at most
+//! [`Limits::max_connections`] connections at once. The handler itself has no deadline:
+//! `POST /queue/retry` over a long queue takes as long as it takes.
 
 pub mod access;
 #[doc(hidden)]
@@ -45,6 +46,9 @@ pub mod fuzzing;
 mod quarantine;
 mod queue;
 pub mod request;
+mod server;
+#[cfg(test)]
+mod server_tests;
 #[cfg(test)]
 mod tests;
 
@@ -52,19 +56,31 @@ use super::metrics::Metrics;
 use super::readiness::Readiness;
 use crate::queue::quarantine::Quarantine;
 use crate::queue::{Queue, QueueError, unix_ms};
-use access::{Access, Refusal};
+use access::Refusal;
+use hyper::StatusCode;
 use queue::queue_route;
-use request::{HeadError, Resource};
+use request::{Request, Resource};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
+pub use server::{Limits, run, run_with};
+
+/// The largest request head (request line and fields), as before hyper; over it, 431.
 pub const MAX_REQUEST_HEAD: usize = 8192;
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request body; no route takes one (`sluice queue` sends none), so this
+/// only keeps a stray one from being buffered without bound. Over it, 413.
+pub const MAX_REQUEST_BODY: usize = 8192;
+/// Within this the head must have arrived, from the connection's start.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Within this the body must have arrived once the head has.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Within this the answer must have been written once the handler has it: a client that
+/// stops reading does not hold its connection slot for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more are answered 503 and closed (see [`server`]).
+pub const MAX_CONNECTIONS: usize = 64;
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The queue behind `/queue` and the queue gauges, once there is one.
@@ -94,7 +110,7 @@ pub struct AdminState {
 
 #[derive(Debug)]
 struct Response {
-    status: &'static str,
+    status: StatusCode,
     content_type: &'static str,
     body: String,
     /// One more header: `Allow` of a 405, `WWW-Authenticate` of a 401.
@@ -102,7 +118,7 @@ struct Response {
 }
 
 impl Response {
-    fn text(status: &'static str, body: impl Into<String>) -> Response {
+    fn text(status: StatusCode, body: impl Into<String>) -> Response {
         Response {
             status,
             content_type: TEXT,
@@ -114,102 +130,40 @@ impl Response {
     fn json(value: &impl Serialize) -> Response {
         match serde_json::to_string_pretty(value) {
             Ok(json) => Response {
-                status: "200 OK",
+                status: StatusCode::OK,
                 content_type: "application/json",
                 body: json + "\n",
                 header: None,
             },
-            Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
+            Err(e) => Response::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         }
     }
 
     fn not_found(what: impl std::fmt::Display) -> Response {
-        Response::text("404 Not Found", format!("{what}\n"))
+        Response::text(StatusCode::NOT_FOUND, format!("{what}\n"))
     }
 
     fn queue_error(e: QueueError) -> Response {
         match e {
-            QueueError::Busy(_) => Response::text("409 Conflict", format!("{e}\n")),
-            e => Response::text("503 Service Unavailable", format!("{e}\n")),
+            QueueError::Busy(_) => Response::text(StatusCode::CONFLICT, format!("{e}\n")),
+            e => Response::text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
         }
     }
 }
 
-/// Serves until `shutdown` is cancelled, the queue API as `access` says.
-pub async fn run(
-    listener: TcpListener,
-    state: AdminState,
-    access: Access,
-    shutdown: CancellationToken,
-) {
-    let access = Arc::new(access);
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (state, access) = (state.clone(), access.clone());
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve(stream, &state, &access)).await;
-        });
-    }
-}
-
-async fn serve(mut stream: TcpStream, state: &AdminState, access: &Access) -> std::io::Result<()> {
-    let local = stream.local_addr()?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let response = loop {
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            break route(&head, state, access, local).await;
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        if head.len() + n > MAX_REQUEST_HEAD {
-            break Response::text("431 Request Header Fields Too Large", "request too large\n");
-        }
-        head.extend_from_slice(&buf[..n]);
-    };
-    let allow = response
-        .header
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        response.status,
-        response.content_type,
-        response.body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(response.body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAddr) -> Response {
-    let request = match request::parse(head) {
-        Ok(request) => request,
-        Err(HeadError::TooManyHeaders) => {
-            return Response::text(
-                "431 Request Header Fields Too Large",
-                "too many header fields\n",
-            );
-        }
-        Err(e) => return Response::text("400 Bad Request", format!("bad request: {e}\n")),
-    };
+/// The answer to one request whose head hyper has framed; `local` is the address the
+/// client connected to.
+async fn route(
+    request: &Request<'_>,
+    state: &AdminState,
+    access: &access::Access,
+    local: SocketAddr,
+) -> Response {
     let Some(resource) = Resource::parse(request.path) else {
         return Response::not_found("not found");
     };
     if resource.is_queue()
-        && let Err(refusal) = access.check(&request, local)
+        && let Err(refusal) = access.check(request, local)
     {
         state
             .metrics
@@ -218,10 +172,10 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
         return refused(refusal);
     }
     if request.method != "GET" && request.origin {
-        return Response::text("403 Forbidden", "cross-origin requests are refused\n");
+        return Response::text(StatusCode::FORBIDDEN, "cross-origin requests are refused\n");
     }
     match (request.method, &resource) {
-        ("GET", Resource::Health) => Response::text("200 OK", "ok\n"),
+        ("GET", Resource::Health) => Response::text(StatusCode::OK, "ok\n"),
         ("GET", Resource::Ready) => readyz(
             &state.readiness,
             state.metrics.policy_revision.get().as_deref(),
@@ -232,12 +186,12 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
             }
             Response {
                 content_type: super::metrics::CONTENT_TYPE,
-                ..Response::text("200 OK", state.metrics.render())
+                ..Response::text(StatusCode::OK, state.metrics.render())
             }
         }
         (method, _) if !resource.allows(method) => Response {
             header: Some(("Allow", resource.allow())),
-            ..Response::text("405 Method Not Allowed", "method not allowed\n")
+            ..Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         },
         (method, resource) if resource.is_quarantine() => {
             let (Some(quarantine), Some(queue)) = (state.quarantine.get(), state.queue.get())
@@ -247,11 +201,11 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
             quarantine::quarantine_route(quarantine.as_ref(), queue.as_ref(), method, resource)
                 .await
         }
-        (method, resource) => {
+        (_, resource) => {
             let Some(queue) = state.queue.get() else {
                 return Response::not_found("no queue here");
             };
-            queue_route(queue.as_ref(), method, resource, &request, &state.hostname).await
+            queue_route(queue.as_ref(), resource, request, &state.hostname).await
         }
     }
 }
@@ -260,18 +214,18 @@ async fn route(head: &[u8], state: &AdminState, access: &Access, local: SocketAd
 fn refused(refusal: Refusal) -> Response {
     match refusal {
         Refusal::Host => Response::text(
-            "403 Forbidden",
+            StatusCode::FORBIDDEN,
             "the Host header does not name this listener (add the name to adminAllowedHosts)\n",
         ),
         Refusal::Token => Response {
             header: Some(("WWW-Authenticate", "Bearer")),
             ..Response::text(
-                "401 Unauthorized",
+                StatusCode::UNAUTHORIZED,
                 "the queue API needs Authorization: Bearer <the token of adminTokenFile>\n",
             )
         },
         Refusal::Disabled => Response::text(
-            "403 Forbidden",
+            StatusCode::FORBIDDEN,
             "the queue API is off: the admin listener is not on loopback and no adminTokenFile is configured\n",
         ),
     }
@@ -296,12 +250,12 @@ async fn refresh_queue_gauges(queue: &dyn Queue, metrics: &Metrics) {
 /// so that a look at one pod tells whether it follows the latest push.
 fn readyz(readiness: &Readiness, policy_revision: Option<&str>) -> Response {
     let (status, mut body) = if readiness.is_ready() {
-        ("200 OK", "ready\n".to_string())
+        (StatusCode::OK, "ready\n".to_string())
     } else if readiness.is_draining() {
-        ("503 Service Unavailable", "draining\n".to_string())
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string())
     } else {
         (
-            "503 Service Unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
             format!("waiting for {:?}\n", readiness.pending()),
         )
     };

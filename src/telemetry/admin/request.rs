@@ -1,8 +1,10 @@
-//! Parsing the one bounded request head the admin listener reads: method, path, query,
-//! and the headers it looks at (`Host`, `Authorization`, `Origin`). A pure function of
-//! its bytes ([`parse`]), for fuzzing.
+//! What the admin listener looks at in a request that hyper has framed: method, path,
+//! query, and the headers `Host`, `Authorization` and `Origin` ([`Request::from_parts`]);
+//! and what a path names ([`Resource`]). Pure functions of their input, for fuzzing.
 
 use crate::queue::QueueId;
+use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName, ORIGIN};
+use hyper::http::request::Parts;
 
 /// The most header fields a request may have; probes and `sluice queue` send a handful.
 pub const MAX_HEADERS: usize = 32;
@@ -21,71 +23,48 @@ pub struct Request<'a> {
     pub origin: bool,
 }
 
-/// Why a request head is refused.
+/// Why a request is refused with 400 once hyper has framed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
-    #[error("not text")]
-    NotText,
-    #[error("not an HTTP/1.x request line")]
-    RequestLine,
-    #[error("a header line that is not a field")]
-    Field,
-    #[error("more than {MAX_HEADERS} header fields")]
-    TooManyHeaders,
+    #[error("{0} is not visible ASCII")]
+    NotText(&'static str),
     #[error("{0} given twice")]
     Repeated(&'static str),
 }
 
-/// `request-line = method SP request-target SP HTTP-version CRLF` (RFC 9112 3), then
-/// `field-name ":" OWS field-value OWS` lines up to an empty one; `head` is what the
-/// listener read, up to and including the empty line (or a bounded part of it).
-pub fn parse(head: &[u8]) -> Result<Request<'_>, HeadError> {
-    let head = std::str::from_utf8(head).map_err(|_| HeadError::NotText)?;
-    let head = head.split("\r\n\r\n").next().unwrap_or_default();
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next().unwrap_or_default().split(' ');
-    let (method, target, version) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(m), Some(t), Some(v)) => (m, t, v),
-        _ => return Err(HeadError::RequestLine),
-    };
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || method.is_empty() {
-        return Err(HeadError::RequestLine);
+impl<'a> Request<'a> {
+    /// The parts of `parts` that the listener decides on. hyper has already refused
+    /// what is not HTTP/1.x, more than [`MAX_HEADERS`] fields and heads over the size
+    /// limit; `Host` and `Authorization` must be single and visible ASCII.
+    pub fn from_parts(parts: &'a Parts) -> Result<Request<'a>, HeadError> {
+        Ok(Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            host: single(&parts.headers, HOST, "Host")?,
+            authorization: single(&parts.headers, AUTHORIZATION, "Authorization")?,
+            origin: parts.headers.contains_key(ORIGIN),
+        })
     }
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
+}
+
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: HeaderName,
+    label: &'static str,
+) -> Result<Option<&'a str>, HeadError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
     };
-    let mut request = Request {
-        method,
-        path,
-        query,
-        host: None,
-        authorization: None,
-        origin: false,
-    };
-    for (count, line) in lines.enumerate() {
-        if count >= MAX_HEADERS {
-            return Err(HeadError::TooManyHeaders);
-        }
-        let (name, value) = line.split_once(':').ok_or(HeadError::Field)?;
-        if name.is_empty() || name.contains([' ', '\t']) {
-            return Err(HeadError::Field);
-        }
-        let value = value.trim_matches([' ', '\t']);
-        let slot = match name.to_ascii_lowercase().as_str() {
-            "host" => (&mut request.host, "Host"),
-            "authorization" => (&mut request.authorization, "Authorization"),
-            "origin" => {
-                request.origin = true;
-                continue;
-            }
-            _ => continue,
-        };
-        if slot.0.replace(value).is_some() {
-            return Err(HeadError::Repeated(slot.1));
-        }
+    if values.next().is_some() {
+        return Err(HeadError::Repeated(label));
     }
-    Ok(request)
+    // hyper has trimmed the optional whitespace around the value.
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| HeadError::NotText(label))
 }
 
 impl Request<'_> {
