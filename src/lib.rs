@@ -13,7 +13,8 @@
 //! | [`nats`] | connecting to NATS: URLs, credentials, TLS, connection state |
 //! | [`operator`] | `sluice operator`: the CRD, RelayPolicies and Secrets from the Kubernetes API into the snapshot in NATS, status, leader election |
 //! | [`queue`] | the `Queue` trait and its backends: the embedded spool, JetStream |
-//! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
+//! | [`telemetry`] | observability: logging, Prometheus metrics, readiness latches |
+//! | [`admin`] | the admin HTTP listener: health, readiness, metrics and the queue and quarantine API, thin over `delivery::queue_ops` |
 //! | [`config`] | the process configuration file of `sluice standalone`, with its own serde types |
 //! | [`roles`] | the processes (standalone, ingress, worker): wiring, reloads, readiness, signals and drain |
 //! | [`units`] | sizes and durations as written in configuration |
@@ -21,6 +22,7 @@
 //! | [`yaml`] | reading YAML with bounds for hostile input, errors with field path, line and column |
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod events;

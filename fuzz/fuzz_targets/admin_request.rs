@@ -1,5 +1,5 @@
 //! Fuzzes what the admin listener decides from a request hyper has framed
-//! (`telemetry::admin`, through its `fuzzing` entry point): the request target onto a
+//! (`sluice::admin`, through its `fuzzing` entry point): the request target onto a
 //! resource, the query flag, and the `Host`, `Authorization` and `Origin` fields. The
 //! HTTP/1.1 framing is hyper's and fuzzed upstream. The input is mapped onto tokens
 //! (methods, paths, a queue id, separators, header names and values) with one slot for a
@@ -16,7 +16,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::telemetry::admin::fuzzing::{RequestHead, decide};
+use sluice::admin::fuzzing::{RequestHead, decide};
 
 const TOKENS: [&[u8]; 30] = [
     b"GET",

@@ -53,7 +53,7 @@ pub async fn retry(queue: &dyn Queue, id: &QueueId) -> Result<Option<()>, QueueE
 
 /// Makes every waiting message due now, one after the other; a message being delivered
 /// is skipped. Takes as long as the queue is long: callers must not bound it by a
-/// request timeout (see `telemetry::admin`).
+/// request timeout (see `crate::admin`).
 pub async fn retry_all(queue: &dyn Queue) -> Result<RetryCounts, QueueError> {
     let mut counts = RetryCounts {
         retried: 0,

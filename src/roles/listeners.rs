@@ -2,6 +2,7 @@
 //! listening sockets.
 
 use super::queue::Backend;
+use crate::admin::access::Access;
 use crate::config::{Config, Limits, ListenerConfig, ListenerRole};
 use crate::delivery::dns::SystemResolver;
 use crate::ingress::auth_failures::FailureLimits;
@@ -12,7 +13,6 @@ use crate::ingress::tls::TlsStore;
 use crate::ingress::{self, Listener, Shared, SpillSettings, Timeouts};
 use crate::policy::PolicySnapshot;
 use crate::smtp::session::{ListenerKind, ReceivedUser, SessionConfig};
-use crate::telemetry::admin::access::Access;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::Readiness;
 use anyhow::Context;
@@ -219,7 +219,7 @@ fn session_config(config: &Config, l: &ListenerConfig, tls_available: bool) -> S
 /// queue API (`adminTokenFile`, `adminAllowedHosts`).
 pub async fn admin(
     config: &Config,
-    state: crate::telemetry::admin::AdminState,
+    state: crate::admin::AdminState,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(addr) = config.admin else {
@@ -237,11 +237,6 @@ pub async fn admin(
     if access.queue_api_off() {
         tracing::warn!(admin = %local, "the queue API is off: the admin listener is not on loopback and no adminTokenFile is configured");
     }
-    tokio::spawn(crate::telemetry::admin::run(
-        socket,
-        state,
-        access,
-        stop.clone(),
-    ));
+    tokio::spawn(crate::admin::run(socket, state, access, stop.clone()));
     Ok(Some(local))
 }

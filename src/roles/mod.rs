@@ -25,9 +25,9 @@ pub mod provision;
 mod queue;
 mod reload;
 
+use crate::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::config::{Config, Role};
 use crate::queue::spool::DiskFullSwitch;
-use crate::telemetry::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use queue::Backend;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::listeners;
 use super::provision::provision;
+use crate::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::config::Config;
 use crate::operator::lease::LeaseSettings;
 use crate::operator::run::Settings;
@@ -20,7 +21,6 @@ use crate::operator::{NatsSink, Scope};
 use crate::policy::bucket::PolicyBucket;
 use crate::policy::sealed::SecretsKey;
 use crate::queue::jetstream::JetStreamOptions;
-use crate::telemetry::admin::{AdminState, QuarantineSlot, QueueSlot};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 

@@ -1,8 +1,7 @@
-//! Observability: logging set-up, the Prometheus [`metrics`], readiness latches
-//! ([`readiness`]) and the admin HTTP listener serving `/healthz`, `/readyz` and
-//! `/metrics` ([`admin`]).
+//! Observability: logging set-up, the Prometheus [`metrics`] and readiness latches
+//! ([`readiness`]). The admin HTTP listener that serves them (`/metrics`, `/readyz`) is
+//! [`crate::admin`], above the queue it also manages.
 
-pub mod admin;
 pub mod metrics;
 pub mod operator;
 pub mod readiness;

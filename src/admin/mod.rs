@@ -52,10 +52,10 @@ mod server_tests;
 #[cfg(test)]
 mod tests;
 
-use super::metrics::Metrics;
-use super::readiness::Readiness;
 use crate::queue::quarantine::Quarantine;
 use crate::queue::{Queue, QueueError, unix_ms};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::readiness::Readiness;
 use access::Refusal;
 use hyper::StatusCode;
 use queue::queue_route;
@@ -185,7 +185,7 @@ async fn route(
                 refresh_queue_gauges(queue.as_ref(), &state.metrics).await;
             }
             Response {
-                content_type: super::metrics::CONTENT_TYPE,
+                content_type: crate::telemetry::metrics::CONTENT_TYPE,
                 ..Response::text(StatusCode::OK, state.metrics.render())
             }
         }
