@@ -5,7 +5,7 @@ use super::*;
 use crate::delivery::client::ClientConfig;
 use crate::delivery::dispatch::DispatchSettings;
 use crate::delivery::dns::{DnsError, Resolver};
-use crate::queue::QueueId;
+use crate::envelope::QueueId;
 use crate::queue::conformance::envelope;
 use crate::queue::spool::Spool;
 use crate::smtp::address::Mailbox;

@@ -363,8 +363,8 @@ impl Connection {
         let settings = policy.dnsbl()?;
         let ip = self.session.client_ip();
         let trust = match policy.trusted_network(ip) {
-            Some(_) => crate::queue::SenderTrust::TrustedNetwork,
-            None => crate::queue::SenderTrust::Untrusted,
+            Some(_) => crate::envelope::SenderTrust::TrustedNetwork,
+            None => crate::envelope::SenderTrust::Untrusted,
         };
         if settings.exempts(trust) {
             return None;
@@ -395,7 +395,7 @@ impl Connection {
         self.session.client_checked(verdict)
     }
 
-    async fn enqueue(&mut self, envelope: crate::queue::Envelope, tail: Vec<u8>) -> Step {
+    async fn enqueue(&mut self, envelope: crate::envelope::Envelope, tail: Vec<u8>) -> Step {
         let content = match self.content.take() {
             Some(content) => content,
             None => Content::new(&self.shared),

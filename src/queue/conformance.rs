@@ -13,7 +13,8 @@
 //! fails within seconds instead of hanging. Due times are compared with one second of
 //! slack, for backends that store coarser timestamps.
 
-use super::{Envelope, Lease, Queue, QueueError, QueueId, QueueStats, unix_ms};
+use super::{Lease, Queue, QueueError, QueueStats};
+use crate::envelope::{Envelope, QueueId, unix_ms};
 use crate::smtp::address::{Body, MailParams, Mailbox, Notify, Orcpt, Recipient, Ret};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -98,7 +99,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         client_ip: "2001:db8::25".parse().expect("literal address"),
         helo: "client.example.org".into(),
         authenticated_user: Some("alice".into()),
-        sender_trust: crate::queue::SenderTrust::Authenticated,
+        sender_trust: crate::envelope::SenderTrust::Authenticated,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
@@ -224,7 +225,7 @@ pub async fn only_a_lease_after_a_lapsed_one_is_redelivered<Q: Queue>(
     q.ack(&lapsed).await.unwrap();
 }
 
-/// A remote reply of any length is stored cut to [`super::MAX_LAST_ERROR`] bytes.
+/// A remote reply of any length is stored cut to [`crate::envelope::MAX_LAST_ERROR`] bytes.
 pub async fn defer_keeps_a_bounded_reason<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
     let q = make().await;
     let env = envelope(&["a"]);
@@ -240,7 +241,7 @@ pub async fn defer_keeps_a_bounded_reason<Q: Queue>(make: impl AsyncFnOnce() -> 
     let (entry, _) = q.inspect(&env.id).await.unwrap().expect("still queued");
     let kept = entry.envelope.last_error.expect("a reason");
     assert!(
-        kept.len() <= super::MAX_LAST_ERROR,
+        kept.len() <= crate::envelope::MAX_LAST_ERROR,
         "{} bytes kept",
         kept.len()
     );
@@ -250,7 +251,7 @@ pub async fn defer_keeps_a_bounded_reason<Q: Queue>(make: impl AsyncFnOnce() -> 
     );
     assert!(kept.ends_with('…'), "{kept}");
     let short = "451 4.7.1 short".to_string();
-    assert_eq!(super::bounded_reason(short.clone()), short);
+    assert_eq!(crate::envelope::bounded_reason(short.clone()), short);
 }
 
 pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(

@@ -6,7 +6,6 @@ pub mod admin;
 pub mod metrics;
 pub mod operator;
 pub mod readiness;
-pub mod trace;
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;

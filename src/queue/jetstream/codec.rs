@@ -12,7 +12,8 @@
 //! | `Sluice-Body-Size` | size of the body in bytes |
 //! | `Sluice-Body-Object` | name of the Object Store object holding the body, when it was too large for the payload (the payload is then empty) |
 
-use crate::queue::{Envelope, MAX_LAST_ERROR, QueueError};
+use crate::envelope::{Envelope, MAX_LAST_ERROR};
+use crate::queue::QueueError;
 use crate::smtp::command::{reparse_mail, reparse_rcpt};
 use async_nats::HeaderMap;
 
@@ -240,7 +241,7 @@ mod tests {
         assert!(headers.get(TRACEPARENT).is_none());
         meta.not_before_ms = Some(1_700_000_000_000);
         meta.body_object = Some("OBJ".into());
-        let trace = crate::telemetry::trace::TraceParent::new_root();
+        let trace = crate::envelope::TraceParent::new_root();
         meta.envelope.trace = Some(trace);
         let headers = encode(&meta, "X.1").unwrap();
         assert_eq!(headers.get(MSG_ID).unwrap().as_str(), "X.1");

@@ -53,7 +53,8 @@ mod quarantine;
 #[cfg(test)]
 mod tests;
 
-use super::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
+use super::{Lease, Queue, QueueEntry, QueueError, QueueStats};
+use crate::envelope::{Envelope, QueueId, bounded_reason, unix_ms};
 use crate::smtp::address::Recipient;
 use crate::telemetry::metrics::Metrics;
 use async_nats::jetstream::{
@@ -675,7 +676,7 @@ impl Queue for JetStreamQueue {
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts += 1;
-        envelope.last_error = Some(super::bounded_reason(reason));
+        envelope.last_error = Some(bounded_reason(reason));
         let msg_id = format!("{}.{}", envelope.id, envelope.attempts);
         let meta = Meta {
             envelope,

@@ -16,11 +16,12 @@
 //!   warning; `get` answers it with an error.
 
 use super::JetStreamOptions;
+use crate::envelope::QueueId;
+use crate::queue::QueueError;
 use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::quarantine::{
     HeldMessage, Quarantine, check_record, decode_record, max_record_json, normalised, sort,
 };
-use crate::queue::{QueueError, QueueId};
 use async_nats::jetstream::{
     self,
     object_store::{InfoErrorKind, ObjectInfo, ObjectMetadata, ObjectStore},

@@ -4,8 +4,9 @@
 //! for releases.
 
 use super::{HeldMessage, MAX_REASON, Quarantine, release};
+use crate::envelope::QueueId;
+use crate::queue::Queue;
 use crate::queue::conformance::envelope;
-use crate::queue::{Queue, QueueId};
 use async_trait::async_trait;
 use std::sync::Arc;
 

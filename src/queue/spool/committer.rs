@@ -23,7 +23,8 @@
 use super::disk::DiskFullSwitch;
 use super::store::{self, BODIES, ENVELOPES, SCHEDULE, copy_error, poisons, storage_error};
 use super::{Shared, Slot};
-use crate::queue::{QueueError, QueueId};
+use crate::envelope::QueueId;
+use crate::queue::QueueError;
 use redb::{Database, Durability};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -34,7 +34,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-use crate::queue::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
+use crate::envelope::{Envelope, QueueId, unix_ms};
+use crate::queue::{Lease, Queue, QueueEntry, QueueError, QueueStats};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
 use committer::{Done, Location, Op, Request};
@@ -470,7 +471,7 @@ impl Queue for Spool {
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts = envelope.attempts.saturating_add(1);
-        envelope.last_error = Some(super::bounded_reason(reason));
+        envelope.last_error = Some(crate::envelope::bounded_reason(reason));
         let json = to_json(&envelope)?;
         let Some(size) = self.shared.lock_index().begin_settle(id, lease.token) else {
             return Err(QueueError::LeaseLost(id.clone()));

@@ -13,11 +13,12 @@
 //! [`max_record_json`] bytes, checked ([`check_record`]) and must name the file's id, and
 //! the content must be exactly the size the record says, within the limits.
 
+use crate::envelope::QueueId;
+use crate::queue::QueueError;
 use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::quarantine::{
     HeldMessage, Quarantine, check_record, decode_record, max_record_json, normalised, sort,
 };
-use crate::queue::{QueueError, QueueId};
 use async_trait::async_trait;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};

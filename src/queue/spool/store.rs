@@ -11,7 +11,8 @@
 //! always agree. This module holds the blocking reads; writes go through the committer.
 
 use super::disk::{self, DiskFullSwitch};
-use crate::queue::{Envelope, QueueError, QueueId};
+use crate::envelope::{Envelope, QueueId};
+use crate::queue::QueueError;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Deserialize;
 use serde::de::IntoDeserializer;

@@ -2,11 +2,11 @@
 //! Sluice refuse to be an open relay (RFC 5321 4.1.1.2–3, ARCHITECTURE.md invariant 2).
 
 use super::{Greeted, ListenerKind, Rejection, Session, Step, Transaction};
+use crate::envelope::TraceParent;
+use crate::envelope::{Envelope, QueueId, SenderTrust};
 use crate::policy::{ClientInfo, Decision, RecipientTableKind};
-use crate::queue::{Envelope, QueueId, SenderTrust};
 use crate::smtp::address::{MailParams, Mailbox, Notify, Orcpt, Recipient, ReversePath};
 use crate::smtp::reply::Reply;
-use crate::telemetry::trace::TraceParent;
 
 impl Session {
     pub(super) fn mail(&mut self, reverse_path: ReversePath, mut params: MailParams) -> Step {

@@ -2,8 +2,9 @@
 //! message, and the reply once the queue has it.
 
 use super::{Greeted, Rejection, Resources, Session, Step};
+use crate::envelope::unix_ms;
 use crate::filter::received::{self, HopCounter, Trace};
-use crate::queue::{QueueError, unix_ms};
+use crate::queue::QueueError;
 use crate::smtp::data::{BdatReceiver, BodyLimits, BodyOutcome, DataReceiver};
 use crate::smtp::reply::Reply;
 use std::time::SystemTime;

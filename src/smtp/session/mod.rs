@@ -15,8 +15,8 @@ mod message;
 
 use super::command::{Command, parse_command};
 use super::reply::Reply;
+use crate::envelope::Envelope;
 use crate::policy::PolicySnapshot;
-use crate::queue::Envelope;
 use message::{Discard, Receiving};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -155,7 +155,7 @@ pub struct Session {
     /// A refused BDAT chunk still being read.
     discard: Option<Discard>,
     /// The queue id of a message handed to the queue and not yet answered.
-    pending: Option<crate::queue::QueueId>,
+    pending: Option<crate::envelope::QueueId>,
     rejection: Option<Rejection>,
     /// The block lists' verdict on the client, asked once per session.
     client_check: client_check::ClientCheck,
@@ -171,7 +171,7 @@ pub struct Rejection {
     pub reason: &'static str,
     pub detail: String,
     /// The queue id the transaction would have had, when there was a transaction.
-    pub queue_id: Option<crate::queue::QueueId>,
+    pub queue_id: Option<crate::envelope::QueueId>,
 }
 
 impl Session {

@@ -50,8 +50,9 @@ mod tests;
 
 use super::metrics::Metrics;
 use super::readiness::Readiness;
+use crate::envelope::unix_ms;
 use crate::queue::quarantine::Quarantine;
-use crate::queue::{Queue, QueueError, unix_ms};
+use crate::queue::{Queue, QueueError};
 use access::{Access, Refusal};
 use queue::queue_route;
 use request::{HeadError, Resource};

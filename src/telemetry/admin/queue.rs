@@ -5,7 +5,8 @@ use super::Response;
 use super::request::{Request, Resource};
 use crate::delivery::Outcome;
 use crate::delivery::dsn::{self, ReportKind};
-use crate::queue::{Envelope, Queue, QueueError, QueueId};
+use crate::envelope::{Envelope, QueueId};
+use crate::queue::{Queue, QueueError};
 
 pub(super) async fn queue_route(
     queue: &dyn Queue,

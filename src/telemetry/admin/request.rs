@@ -2,7 +2,7 @@
 //! and the headers it looks at (`Host`, `Authorization`, `Origin`). A pure function of
 //! its bytes ([`parse`]), for fuzzing.
 
-use crate::queue::QueueId;
+use crate::envelope::QueueId;
 
 /// The most header fields a request may have; probes and `sluice queue` send a handful.
 pub const MAX_HEADERS: usize = 32;

@@ -1,9 +1,10 @@
 //! Tests of the admin listener's routes, against a real spool.
 
 use super::*;
+use crate::envelope::QueueId;
+use crate::queue::Queue;
 use crate::queue::conformance::envelope;
 use crate::queue::spool::Spool;
-use crate::queue::{Queue, QueueId};
 use std::time::SystemTime;
 
 #[test]
