@@ -14,7 +14,7 @@ use common::sink::{AcceptAll, Sink};
 use common::smtp::Client;
 use sluice::config::Role;
 use sluice::envelope::{Envelope, QueueId};
-use sluice::queue::Queue;
+use sluice::queue::QueueAdmin;
 use sluice::queue::jetstream::codec::{self, Meta};
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQueue};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};

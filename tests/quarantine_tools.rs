@@ -10,7 +10,7 @@ use sluice::queue::jetstream::codec::EnvelopeLimits;
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQuarantine, JetStreamQueue};
 use sluice::queue::quarantine::{HeldMessage, Quarantine};
 use sluice::queue::spool::SpoolQuarantine;
-use sluice::queue::{Queue, QueueEntry};
+use sluice::queue::{QueueAdmin, QueueEntry};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 use std::net::SocketAddr;
 use std::path::Path;

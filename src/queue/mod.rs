@@ -69,6 +69,7 @@ pub enum QueueError {
     Closed,
 }
 
+/// The hot path: what the ingress and the worker do with every message.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Stores the message durably; the ingress answers 250 only after `Ok`.
@@ -116,6 +117,19 @@ pub trait Queue: Send + Sync + 'static {
         reason: String,
     ) -> Result<(), QueueError>;
 
+    /// Whether the store answers now, for readiness and for refusing connections while
+    /// it does not. The embedded spool always does.
+    async fn check(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// The operator's view of a queue (`sluice queue list|show|retry|delete`, the queue
+/// gauges): a backend implements it beside [`Queue`], so that the ingress and the worker
+/// hold only the hot path, and the admin listener, which also enqueues a bounce when it
+/// deletes, holds both.
+#[async_trait]
+pub trait QueueAdmin: Queue {
     /// All messages, oldest first.
     async fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
 
@@ -136,12 +150,6 @@ pub trait Queue: Send + Sync + 'static {
     /// such message; [`QueueError::Busy`] when it is leased (a lease that has run out does
     /// not count: its holder's ack will find [`QueueError::LeaseLost`]).
     async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
-
-    /// Whether the store answers now, for readiness and for refusing connections while
-    /// it does not. The embedded spool always does.
-    async fn check(&self) -> Result<(), QueueError> {
-        Ok(())
-    }
 
     /// The size of the queue and its oldest message, for metrics scraped every few
     /// seconds. This default reads every envelope; a backend should answer from what it

@@ -8,11 +8,11 @@
 use crate::config::{Config, Role};
 use crate::events::jetstream::JetStreamEvents;
 use crate::events::{EventSink, LogOnly};
-use crate::queue::Queue;
 use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::jetstream::{JetStreamOptions, JetStreamQuarantine, JetStreamQueue};
 use crate::queue::quarantine::Quarantine;
 use crate::queue::spool::{DiskFullSwitch, Spool, SpoolQuarantine};
+use crate::queue::{Queue, QueueAdmin};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use anyhow::Context;
@@ -46,6 +46,14 @@ const EVENTS_FLUSH: Duration = Duration::from_secs(2);
 
 impl Backend {
     pub fn queue(&self) -> Arc<dyn Queue> {
+        match self {
+            Backend::Spool { spool, .. } => spool.clone(),
+            Backend::JetStream { queue, .. } => queue.clone(),
+        }
+    }
+
+    /// The same queue with its operator's view, for the admin listener.
+    pub fn admin(&self) -> Arc<dyn QueueAdmin> {
         match self {
             Backend::Spool { spool, .. } => spool.clone(),
             Backend::JetStream { queue, .. } => queue.clone(),

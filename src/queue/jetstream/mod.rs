@@ -53,7 +53,7 @@ mod quarantine;
 #[cfg(test)]
 mod tests;
 
-use super::{Lease, Queue, QueueEntry, QueueError, QueueStats};
+use super::{Lease, Queue, QueueAdmin, QueueEntry, QueueError, QueueStats};
 use crate::envelope::{Envelope, QueueId, bounded_reason, unix_ms};
 use crate::smtp::address::Recipient;
 use crate::telemetry::metrics::Metrics;
@@ -704,6 +704,17 @@ impl Queue for JetStreamQueue {
         Ok(())
     }
 
+    async fn check(&self) -> Result<(), QueueError> {
+        self.stream
+            .get_info()
+            .await
+            .map(|_| ())
+            .map_err(err("reading the stream's state"))
+    }
+}
+
+#[async_trait]
+impl QueueAdmin for JetStreamQueue {
     async fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
         let leased = self.leased_seqs();
         let mut out = Vec::new();
@@ -763,14 +774,6 @@ impl Queue for JetStreamQueue {
         self.fetcher.forget(&self.subject(id));
         self.delete_body(meta.body_object.as_deref()).await;
         Ok(Some((meta.envelope, body)))
-    }
-
-    async fn check(&self) -> Result<(), QueueError> {
-        self.stream
-            .get_info()
-            .await
-            .map(|_| ())
-            .map_err(err("reading the stream's state"))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, QueueError> {

@@ -252,7 +252,7 @@ mod tests {
             bucket.unwrap().put(meta, &mut &body[..]).await.unwrap();
         }
 
-        async fn queue(&self) -> Arc<dyn crate::queue::Queue> {
+        async fn queue(&self) -> Arc<dyn crate::queue::QueueAdmin> {
             let url = self.server.url();
             let queue = self
                 .queue

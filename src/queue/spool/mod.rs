@@ -35,7 +35,7 @@ mod store;
 mod tests;
 
 use crate::envelope::{Envelope, QueueId, unix_ms};
-use crate::queue::{Lease, Queue, QueueEntry, QueueError, QueueStats};
+use crate::queue::{Lease, Queue, QueueAdmin, QueueEntry, QueueError, QueueStats};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
 use committer::{Done, Location, Op, Request};
@@ -484,7 +484,10 @@ impl Queue for Spool {
         };
         self.settle(id, op).await
     }
+}
 
+#[async_trait]
+impl QueueAdmin for Spool {
     async fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
         let stored = self.read(store::read_all).await?;
         let now = now_ms();

@@ -304,7 +304,7 @@ mod tests {
             fs::write(path, content).unwrap();
         }
 
-        async fn queue(&self) -> Arc<dyn crate::queue::Queue> {
+        async fn queue(&self) -> Arc<dyn crate::queue::QueueAdmin> {
             let dir = self.spool_dir().join("queue");
             let spool = self
                 .queue

@@ -52,7 +52,7 @@ use super::metrics::Metrics;
 use super::readiness::Readiness;
 use crate::envelope::unix_ms;
 use crate::queue::quarantine::Quarantine;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{QueueAdmin, QueueError};
 use access::{Access, Refusal};
 use queue::queue_route;
 use request::{HeadError, Resource};
@@ -69,10 +69,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The queue behind `/queue` and the queue gauges, once there is one.
-pub type QueueSlot = Arc<std::sync::OnceLock<Arc<dyn Queue>>>;
+pub type QueueSlot = Arc<std::sync::OnceLock<Arc<dyn QueueAdmin>>>;
 
 /// A slot already holding `queue`.
-pub fn queue_slot(queue: Arc<dyn Queue>) -> QueueSlot {
+pub fn queue_slot(queue: Arc<dyn QueueAdmin>) -> QueueSlot {
     Arc::new(std::sync::OnceLock::from(queue))
 }
 
@@ -277,7 +277,7 @@ fn refused(refusal: Refusal) -> Response {
 
 /// Sets the queue gauges; when the queue cannot say, they keep their last values and
 /// the scrape is answered all the same.
-async fn refresh_queue_gauges(queue: &dyn Queue, metrics: &Metrics) {
+async fn refresh_queue_gauges(queue: &dyn QueueAdmin, metrics: &Metrics) {
     match queue.queue_stats().await {
         Ok(stats) => {
             let now = unix_ms(SystemTime::now());

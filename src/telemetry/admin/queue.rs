@@ -6,10 +6,10 @@ use super::request::{Request, Resource};
 use crate::delivery::Outcome;
 use crate::delivery::dsn::{self, ReportKind};
 use crate::envelope::{Envelope, QueueId};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{QueueAdmin, QueueError};
 
 pub(super) async fn queue_route(
-    queue: &dyn Queue,
+    queue: &dyn QueueAdmin,
     method: &str,
     resource: &Resource,
     request: &Request<'_>,
@@ -31,7 +31,7 @@ pub(super) async fn queue_route(
     }
 }
 
-async fn show(queue: &dyn Queue, id: &QueueId) -> Response {
+async fn show(queue: &dyn QueueAdmin, id: &QueueId) -> Response {
     match queue.inspect(id).await {
         Ok(Some((entry, content))) => Response::json(&serde_json::json!({
             "entry": entry,
@@ -42,7 +42,7 @@ async fn show(queue: &dyn Queue, id: &QueueId) -> Response {
     }
 }
 
-async fn retry(queue: &dyn Queue, id: &QueueId) -> Response {
+async fn retry(queue: &dyn QueueAdmin, id: &QueueId) -> Response {
     match queue.retry_now(id).await {
         Ok(true) => Response::json(&serde_json::json!({ "id": id, "retried": true })),
         // Not takeable: tell a lease (being delivered now) from an unknown id.
@@ -55,7 +55,7 @@ async fn retry(queue: &dyn Queue, id: &QueueId) -> Response {
     }
 }
 
-async fn retry_all(queue: &dyn Queue) -> Response {
+async fn retry_all(queue: &dyn QueueAdmin) -> Response {
     let list = match queue.list().await {
         Ok(list) => list,
         Err(e) => return Response::queue_error(e),
@@ -71,7 +71,7 @@ async fn retry_all(queue: &dyn Queue) -> Response {
     Response::json(&serde_json::json!({ "retried": retried, "skipped": skipped }))
 }
 
-async fn delete(queue: &dyn Queue, id: &QueueId) -> Response {
+async fn delete(queue: &dyn QueueAdmin, id: &QueueId) -> Response {
     match queue.remove(id).await {
         Ok(Some((envelope, content))) => {
             Response::json(&serde_json::json!({ "envelope": envelope, "size": content.len() }))
@@ -101,7 +101,7 @@ pub const DELETED_REASON: &str = "message deleted by the mail system administrat
 /// withdrawn, so that the sender is not told of a failure that did not happen; only a
 /// DSN that the worker has already taken (it is due at once) still goes out, and that is
 /// logged.
-async fn delete_and_bounce(queue: &dyn Queue, id: &QueueId, hostname: &str) -> Response {
+async fn delete_and_bounce(queue: &dyn QueueAdmin, id: &QueueId, hostname: &str) -> Response {
     let (entry, content) = match queue.inspect(id).await {
         Ok(Some(found)) => found,
         Ok(None) => return Response::not_found(format_args!("no message {id}")),
@@ -168,7 +168,7 @@ fn bounce(envelope: &Envelope, content: &[u8], hostname: &str) -> Option<(Envelo
 }
 
 /// Takes back the DSN of a deletion that did not happen.
-async fn withdraw(queue: &dyn Queue, id: &QueueId, dsn_id: &QueueId) {
+async fn withdraw(queue: &dyn QueueAdmin, id: &QueueId, dsn_id: &QueueId) {
     match queue.remove(dsn_id).await {
         Ok(_) => {
             tracing::info!(queue_id = %id, notification = %dsn_id, "deletion failed; its bounce was withdrawn")
