@@ -17,7 +17,9 @@ use crate::envelope::{Envelope, QueueId};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// A message taken from the queue for delivery. Until it is acked or deferred, no other
@@ -54,19 +56,143 @@ pub struct QueueStats {
     pub oldest: Option<QueueId>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// The error a [`QueueError`] keeps as its source: shared, so that one failed group
+/// commit can answer each of its callers with the same error (the spool's committer).
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong in a queue, by what it means for the caller: an outage
+/// ([`QueueError::is_outage`]: the ingress answers 451/452 and the process is not ready)
+/// or one bad record ([`QueueError::Corrupt`]: logged and counted, the queue is up).
+/// Variants keep the error they come from ([`std::error::Error::source`] hands out that
+/// error itself, so a caller can downcast it); the message shows it too, because most
+/// callers log only the message.
+#[derive(Debug, Clone)]
 pub enum QueueError {
-    #[error("queue storage failed: {0}")]
-    Storage(String),
-    #[error("queue is full: {0}")]
-    Full(String),
-    #[error("no message {0} holds this lease")]
+    /// The store cannot be reached or written now: NATS unreachable or without quorum,
+    /// an I/O error, a database that must be reopened.
+    Unavailable {
+        context: String,
+        source: Option<ErrorSource>,
+    },
+    /// No room: a full disk, a stream at its limits, an envelope over the max payload.
+    Full {
+        context: String,
+        source: Option<ErrorSource>,
+    },
+    /// A stored record that cannot be read back: `id` is its queue id, or the key or
+    /// path it was found under when it has no valid id.
+    Corrupt { id: String, reason: String },
+    /// An envelope or record that could not be encoded for storage.
+    Encode(Arc<serde_json::Error>),
+    /// No message holds this lease any more (it ran out and was taken again, or removed).
     LeaseLost(QueueId),
     /// The message is leased (being delivered) and cannot be removed now.
-    #[error("message {0} is being delivered")]
     Busy(QueueId),
-    #[error("queue is shut down")]
+    /// The queue was closed (the process is stopping).
     Closed,
+}
+
+// By hand rather than with thiserror: its `#[source]` would hand out the `Arc`, behind
+// which the original error cannot be downcast.
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::Unavailable { context, source } => {
+                write!(f, "queue unavailable: {context}{}", suffix(source))
+            }
+            QueueError::Full { context, source } => {
+                write!(f, "queue is full: {context}{}", suffix(source))
+            }
+            QueueError::Corrupt { id, reason } => {
+                write!(f, "queued message {id} is corrupt: {reason}")
+            }
+            QueueError::Encode(e) => write!(f, "cannot encode for the queue: {e}"),
+            QueueError::LeaseLost(id) => write!(f, "no message {id} holds this lease"),
+            QueueError::Busy(id) => write!(f, "message {id} is being delivered"),
+            QueueError::Closed => f.write_str("queue is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            QueueError::Unavailable { source, .. } | QueueError::Full { source, .. } => {
+                let source: &(dyn std::error::Error + 'static) = source.as_deref()?;
+                Some(source)
+            }
+            QueueError::Encode(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+fn suffix(source: &Option<ErrorSource>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e:#}"))
+        .unwrap_or_default()
+}
+
+impl QueueError {
+    /// An outage with the error that caused it.
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        QueueError::Unavailable {
+            context: context.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// An outage noticed by the queue itself, with no error beneath it.
+    pub fn unavailable_because(context: impl Into<String>) -> Self {
+        QueueError::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// No room, with the error that said so, if any.
+    pub fn full(
+        context: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        QueueError::Full {
+            context: context.into(),
+            source: source.map(Arc::from),
+        }
+    }
+
+    pub fn corrupt(id: impl ToString, reason: impl ToString) -> Self {
+        QueueError::Corrupt {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Whether the queue as a whole cannot serve now (readiness is withdrawn), as
+    /// opposed to one message or one call going wrong while the queue is up.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Unavailable { .. } | QueueError::Full { .. } | QueueError::Closed
+        )
+    }
+
+    /// The variant as a metric label value (`reason` of the queue error counters).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            QueueError::Unavailable { .. } => "unavailable",
+            QueueError::Full { .. } => "full",
+            QueueError::Corrupt { .. } => "corrupt",
+            QueueError::Encode(_) => "encode",
+            QueueError::LeaseLost(_) => "lease_lost",
+            QueueError::Busy(_) => "busy",
+            QueueError::Closed => "closed",
+        }
+    }
 }
 
 /// The hot path: what the ingress and the worker do with every message.
@@ -166,10 +292,10 @@ pub trait QueueAdmin: Queue {
 /// Reads a body file of `len` bytes, as [`Queue::enqueue_file`] hands it over.
 pub async fn read_body_file(path: &Path, len: u64) -> Result<Vec<u8>, QueueError> {
     let content = tokio::fs::read(path).await.map_err(|e| {
-        QueueError::Storage(format!("cannot read message body {}: {e}", path.display()))
+        QueueError::unavailable(format!("cannot read message body {}", path.display()), e)
     })?;
     if content.len() as u64 != len {
-        return Err(QueueError::Storage(format!(
+        return Err(QueueError::unavailable_because(format!(
             "message body {} has {} bytes, not {len}",
             path.display(),
             content.len()

@@ -12,7 +12,7 @@ use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::jetstream::{JetStreamOptions, JetStreamQuarantine, JetStreamQueue};
 use crate::queue::quarantine::Quarantine;
 use crate::queue::spool::{DiskFullSwitch, Spool, SpoolQuarantine};
-use crate::queue::{Queue, QueueAdmin};
+use crate::queue::{Queue, QueueAdmin, QueueError};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::{Latch, Readiness};
 use anyhow::Context;
@@ -202,6 +202,8 @@ async fn set_up(
 /// Asks the queue whether it answers, every second, until `stop`, and keeps the queue
 /// latch in step: a JetStream that is unreachable or too slow makes the process unready
 /// (the Service stops routing to it) and the ingress refuses new sessions with 421.
+/// An answer about bad data ([`QueueError::Corrupt`]) is not an outage: it is logged,
+/// and the queue stays up for every other message.
 pub async fn probe(queue: Arc<dyn Queue>, readiness: Arc<Readiness>, stop: CancellationToken) {
     let mut healthy = true;
     loop {
@@ -210,7 +212,12 @@ pub async fn probe(queue: Arc<dyn Queue>, readiness: Arc<Readiness>, stop: Cance
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
         let answer = tokio::time::timeout(PROBE_TIMEOUT, queue.check()).await;
-        let now_healthy = matches!(answer, Ok(Ok(())));
+        let now_healthy = queue_is_up(&answer);
+        if let Ok(Err(e)) = &answer
+            && now_healthy
+        {
+            tracing::warn!(error = %e, kind = e.metric_label(), "queue answered with an error that is not an outage; still ready");
+        }
         if now_healthy {
             readiness.release(Latch::Queue);
         } else {
@@ -218,11 +225,27 @@ pub async fn probe(queue: Arc<dyn Queue>, readiness: Arc<Readiness>, stop: Cance
         }
         if now_healthy != healthy {
             match answer {
-                Ok(Ok(())) => tracing::info!("queue reachable again"),
-                Ok(Err(e)) => tracing::error!(error = %e, "queue unreachable; not ready"),
-                Err(_) => tracing::error!("queue too slow to answer; not ready"),
+                _ if now_healthy => tracing::info!("queue reachable again"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, kind = e.metric_label(), "queue unreachable; not ready")
+                }
+                _ => tracing::error!("queue too slow to answer; not ready"),
             }
             healthy = now_healthy;
         }
     }
 }
+
+/// Whether one probe answer leaves the queue up: only an outage (unreachable, full, shut
+/// down, or no answer within [`PROBE_TIMEOUT`]) takes the latch back.
+fn queue_is_up(answer: &Result<Result<(), QueueError>, tokio::time::error::Elapsed>) -> bool {
+    match answer {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => !e.is_outage(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

@@ -16,6 +16,7 @@ use crate::envelope::{Envelope, MAX_LAST_ERROR};
 use crate::queue::QueueError;
 use crate::smtp::command::{reparse_mail, reparse_rcpt};
 use async_nats::HeaderMap;
+use std::sync::Arc;
 
 pub const MSG_ID: &str = "Nats-Msg-Id";
 pub const ENVELOPE: &str = "Sluice-Envelope";
@@ -36,8 +37,8 @@ pub struct Meta {
 }
 
 pub fn encode(meta: &Meta, msg_id: &str) -> Result<HeaderMap, QueueError> {
-    let json = serde_json::to_string(&meta.envelope)
-        .map_err(|e| QueueError::Storage(format!("encoding envelope: {e}")))?;
+    let json =
+        serde_json::to_string(&meta.envelope).map_err(|e| QueueError::Encode(Arc::new(e)))?;
     let mut headers = HeaderMap::new();
     headers.insert(MSG_ID, msg_id);
     headers.insert(ENVELOPE, json.as_str());
@@ -120,12 +121,6 @@ impl DecodeError {
             DecodeError::Invalid(_) => "invalid",
             _ => "undecodable",
         }
-    }
-}
-
-impl From<DecodeError> for QueueError {
-    fn from(e: DecodeError) -> Self {
-        QueueError::Storage(e.to_string())
     }
 }
 

@@ -172,8 +172,10 @@ pub struct JetStreamQueue {
     metrics: Option<Arc<Metrics>>,
 }
 
-fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
-    move |e| QueueError::Storage(format!("jetstream {what}: {e}"))
+fn err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    what: &'static str,
+) -> impl Fn(E) -> QueueError {
+    move |e| QueueError::unavailable(format!("jetstream {what}"), e)
 }
 
 impl JetStreamQueue {
@@ -183,7 +185,7 @@ impl JetStreamQueue {
     pub async fn connect(url: &str, options: JetStreamOptions) -> Result<Self, QueueError> {
         let client = async_nats::connect(url)
             .await
-            .map_err(|e| QueueError::Storage(format!("connecting to NATS at {url}: {e}")))?;
+            .map_err(|e| QueueError::unavailable(format!("connecting to NATS at {url}"), e))?;
         Self::with_client(client, options).await
     }
 
@@ -201,7 +203,7 @@ impl JetStreamQueue {
         let js = jetstream::new(client);
         let stream = provision::open_stream(&js, provision::stream_config(&options))
             .await
-            .map_err(|e| QueueError::Storage(format!("{e:#}")))?;
+            .map_err(|e| QueueError::unavailable("opening the stream", e))?;
         let consumer_config = provision::consumer_config(&options);
         let consumer: PullConsumer = match stream.get_consumer(&options.consumer).await {
             // A consumer's settings cannot copy messages elsewhere (a pull consumer stays
@@ -324,16 +326,19 @@ impl JetStreamQueue {
         // While disconnected the client would buffer the publish and send it after
         // reconnecting, long after the sender was told 451: refuse before publishing.
         if self.js.client().connection_state() != async_nats::connection::State::Connected {
-            return Err(QueueError::Storage("not connected to NATS".into()));
+            return Err(QueueError::unavailable_because("not connected to NATS"));
         }
         let envelope_len = serde_json::to_string(envelope).map_or(0, |json| json.len());
         self.max_payload
             .checked_sub(HEADER_ROOM + 2 * envelope_len)
             .ok_or_else(|| {
-                QueueError::Full(format!(
-                    "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
-                    envelope.id, self.max_payload
-                ))
+                QueueError::full(
+                    format!(
+                        "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
+                        envelope.id, self.max_payload
+                    ),
+                    None,
+                )
             })
     }
 
@@ -393,9 +398,9 @@ impl JetStreamQueue {
         ack.await.map_err(|e| {
             let text = e.to_string();
             if text.contains("maximum") || text.contains("limit") {
-                QueueError::Full(format!("jetstream refused the message: {text}"))
+                QueueError::full("jetstream refused the message", Some(e.into()))
             } else {
-                QueueError::Storage(format!("jetstream publish not acknowledged: {text}"))
+                QueueError::unavailable("jetstream publish not acknowledged", e)
             }
         })?;
         Ok(())
@@ -414,11 +419,12 @@ impl JetStreamQueue {
                     Some(&message.headers),
                     message.payload.len(),
                     &self.options.limits,
-                )?;
+                )
+                .map_err(|e| QueueError::corrupt(id, e))?;
                 Ok(Some((message.sequence, meta, message.payload)))
             }
             Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
-            Err(e) => Err(QueueError::Storage(format!("jetstream get {id}: {e}"))),
+            Err(e) => Err(QueueError::unavailable(format!("jetstream get {id}"), e)),
         }
     }
 
@@ -440,10 +446,13 @@ impl JetStreamQueue {
             .await
             .map_err(err("reading a body object"))?;
         if body.len() as u64 != meta.body_size {
-            return Err(QueueError::Storage(format!(
-                "the body object {name} is not of the {} bytes its message says",
-                meta.body_size
-            )));
+            return Err(QueueError::corrupt(
+                &meta.envelope.id,
+                format!(
+                    "the body object {name} is not of the {} bytes its message says",
+                    meta.body_size
+                ),
+            ));
         }
         Ok(body)
     }
@@ -538,7 +547,7 @@ impl Queue for JetStreamQueue {
             return self.enqueue(envelope, &content).await;
         }
         let mut file = tokio::fs::File::open(body).await.map_err(|e| {
-            QueueError::Storage(format!("cannot open message body {}: {e}", body.display()))
+            QueueError::unavailable(format!("cannot open message body {}", body.display()), e)
         })?;
         let name = self.put_body(envelope, &mut file).await?;
         self.publish_new(envelope, len, Some(name), &[]).await
@@ -575,7 +584,7 @@ impl Queue for JetStreamQueue {
             let message = match self.fetcher.next().await {
                 Ok(Some(message)) => message,
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(QueueError::Storage(format!("jetstream fetching: {e}"))),
+                Err(e) => return Err(QueueError::unavailable("jetstream fetching", e)),
             };
             let info = message.info().map_err(err("message info"))?;
             let (seq, delivered, stored) = (info.stream_sequence, info.delivered, info.published);
@@ -672,7 +681,8 @@ impl Queue for JetStreamQueue {
             held.message.headers.as_ref(),
             held.message.payload.len(),
             &self.options.limits,
-        )?;
+        )
+        .map_err(|e| QueueError::corrupt(&lease.envelope.id, e))?;
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts += 1;

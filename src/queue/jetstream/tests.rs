@@ -121,7 +121,10 @@ async fn an_envelope_too_large_for_a_message_is_refused_as_full() {
     let mut env = envelope(&["a"]);
     env.helo = "h".repeat(q.max_payload);
     match q.enqueue(&env, b"x").await {
-        Err(QueueError::Full(text)) => assert!(text.contains("max payload"), "{text}"),
+        Err(e @ QueueError::Full { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("max payload"), "{text}");
+        }
         other => panic!("expected Full, got {other:?}"),
     }
     assert!(q.list().await.unwrap().is_empty());

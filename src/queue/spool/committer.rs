@@ -241,7 +241,8 @@ impl Committer {
             Err(e) => {
                 tracing::debug!(error = %e, "spool database cannot be reopened yet");
                 // A full disk stays the reason while it lasts; else the newer error.
-                if !matches!(outage.error, QueueError::Full(_)) || matches!(e, QueueError::Full(_))
+                if !matches!(outage.error, QueueError::Full { .. })
+                    || matches!(e, QueueError::Full { .. })
                 {
                     outage.error = e;
                 }

@@ -122,11 +122,11 @@ fn now_ms() -> u64 {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> QueueError {
-    let text = format!("{what} {}: {e}", path.display());
+    let context = format!("{what} {}", path.display());
     if e.kind() == std::io::ErrorKind::StorageFull {
-        QueueError::Full(text)
+        QueueError::full(context, Some(e.into()))
     } else {
-        QueueError::Storage(text)
+        QueueError::unavailable(context, e)
     }
 }
 
@@ -159,7 +159,7 @@ fn lock_dir(dir: &Path) -> Result<File, QueueError> {
             } else {
                 format!(" (pid {holder})")
             };
-            Err(QueueError::Storage(format!(
+            Err(QueueError::unavailable_because(format!(
                 "spool {} is already open in another process or handle{by}",
                 dir.display()
             )))
@@ -183,7 +183,7 @@ impl Spool {
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || Self::open_blocking(dir, switch))
             .await
-            .map_err(|e| QueueError::Storage(format!("spool open failed: {e}")))?
+            .map_err(|e| QueueError::unavailable("spool open failed", e))?
     }
 
     fn open_blocking(dir: PathBuf, switch: Option<DiskFullSwitch>) -> Result<Spool, QueueError> {
@@ -210,7 +210,7 @@ impl Spool {
             switch,
         };
         let committer = committer::spawn(db, location, shared.clone(), receiver)
-            .map_err(|e| QueueError::Storage(format!("cannot start spool committer: {e}")))?;
+            .map_err(|e| QueueError::unavailable("cannot start spool committer", e))?;
         tracing::info!(dir = %dir.display(), messages, "spool opened");
         Ok(Spool {
             dir,
@@ -286,7 +286,7 @@ impl Spool {
         let db = self.database()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| QueueError::Storage(format!("spool read failed: {e}")))?
+            .map_err(|e| QueueError::unavailable("spool read failed", e))?
     }
 
     /// Hands `op` to the committer.
@@ -310,7 +310,7 @@ impl Spool {
             due_at_ms: now_ms(),
         };
         if !self.shared.lock_index().reserve(&id, size) {
-            return Err(QueueError::Storage(format!(
+            return Err(QueueError::unavailable_because(format!(
                 "message {id} is already queued"
             )));
         }
@@ -357,8 +357,7 @@ impl Drop for Spool {
 }
 
 fn to_json(envelope: &Envelope) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(envelope)
-        .map_err(|e| QueueError::Storage(format!("cannot encode envelope {}: {e}", envelope.id)))
+    serde_json::to_vec(envelope).map_err(|e| QueueError::Encode(Arc::new(e)))
 }
 
 #[async_trait]
@@ -424,7 +423,7 @@ impl Queue for Spool {
             let (db, read_id) = (db.clone(), id.clone());
             let read = tokio::task::spawn_blocking(move || store::read_message(&db, &read_id))
                 .await
-                .map_err(|e| QueueError::Storage(format!("spool read failed: {e}")))
+                .map_err(|e| QueueError::unavailable("spool read failed", e))
                 .and_then(|r| r);
             match read {
                 Ok(Some((envelope, body))) => {

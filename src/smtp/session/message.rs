@@ -328,7 +328,7 @@ impl Session {
             Err(e) => {
                 // RFC 3463 4.3.1: the mail system is full; the client retries later.
                 let reply = match e {
-                    QueueError::Full(_) => Reply::new(
+                    QueueError::Full { .. } => Reply::new(
                         452,
                         "4.3.1",
                         "Error: insufficient system storage, try again later",

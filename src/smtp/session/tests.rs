@@ -181,9 +181,13 @@ fn untrusted_client_is_refused_relay_but_may_send_to_local_and_relay_domains() {
 #[test]
 fn queue_failure_is_a_temporary_error_never_250() {
     let failures = [
-        (QueueError::Storage("I/O error".into()), 451, "4.3.0"),
         (
-            QueueError::Full("No space left on device".into()),
+            QueueError::unavailable("spool", std::io::Error::other("I/O error")),
+            451,
+            "4.3.0",
+        ),
+        (
+            QueueError::full("spool", Some("No space left on device".into())),
             452,
             "4.3.1",
         ),
