@@ -221,22 +221,22 @@ async fn wait_for_work_wakes_on_enqueue_and_at_due_time() {
     spool.wait_for_work(Duration::from_millis(150)).await;
     assert!(start.elapsed() >= Duration::from_millis(140));
 
-    // Woken by an enqueue well before `max`.
-    let waiter = {
-        let spool = spool.clone();
-        tokio::spawn(async move {
-            let start = Instant::now();
-            spool.wait_for_work(MINUTE).await;
-            start.elapsed()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Woken by an enqueue well before `max`. One poll registers the waiter (the spool
+    // enables its notification before it looks at the index), so the enqueue comes
+    // while it waits.
+    let start = Instant::now();
+    let waiter = spool.wait_for_work(MINUTE);
+    tokio::pin!(waiter);
+    tokio::select! {
+        biased;
+        _ = waiter.as_mut() => panic!("returned with nothing queued"),
+        _ = std::future::ready(()) => {}
+    }
     spool.enqueue(&envelope(&["a"]), b"x").await.unwrap();
-    let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+    tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
-        .expect("woken by the enqueue")
-        .unwrap();
-    assert!(waited < Duration::from_secs(5));
+        .expect("woken by the enqueue");
+    assert!(start.elapsed() < Duration::from_secs(5));
 
     // Due now: returns at once. Deferred: returns when it falls due.
     let start = Instant::now();
