@@ -6,8 +6,9 @@
 //! drains the queue (take + ack from the same number of workers) and prints that rate.
 
 use clap::Parser;
+use sluice::envelope::{Envelope, QueueId, unix_ms};
+use sluice::queue::Queue;
 use sluice::queue::spool::Spool;
-use sluice::queue::{Envelope, Queue, QueueId, unix_ms};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ fn envelope() -> Envelope {
         client_ip: "192.0.2.1".parse().unwrap(),
         helo: "bench.example.org".into(),
         authenticated_user: None,
-        sender_trust: sluice::queue::SenderTrust::Untrusted,
+        sender_trust: sluice::envelope::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

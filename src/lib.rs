@@ -5,6 +5,8 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`smtp`] | the protocol free of I/O: commands, replies, DATA/BDAT framing, SASL, the session state machine (its policy and clock passed in), the Received header |
+//! | [`smtp`] | the protocol free of I/O: commands, replies, DATA/BDAT framing, SASL, the session state machine |
+//! | [`envelope`] | the leaf every layer shares: the envelope, queue ids, the W3C trace context, time in ms |
 //! | [`ingress`] | listeners, TLS, the per-connection task, connection limits, the hand-off to the queue |
 //! | [`delivery`] | the worker: routing, MX, the outbound SMTP client, retries, bounces, local delivery |
 //! | [`events`] | delivery events (accepted, delivered, deferred, bounced, expired) and where they go: the log, or a JetStream stream |
@@ -25,6 +27,7 @@
 pub mod admin;
 pub mod config;
 pub mod delivery;
+pub mod envelope;
 pub mod events;
 pub mod filter;
 pub mod ingress;

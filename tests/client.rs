@@ -6,7 +6,7 @@ mod common;
 use common::scripted::{Peer, listen};
 use sluice::delivery::Outcome;
 use sluice::delivery::client::{ClientConfig, ClientError, Connection, Timeouts, TlsMode};
-use sluice::queue::{Envelope, QueueId};
+use sluice::envelope::{Envelope, QueueId};
 use sluice::smtp::address::{Body, MailParams, Mailbox, Notify, Orcpt, Recipient, Ret};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,7 @@ fn envelope(recipients: &[&str]) -> Envelope {
         client_ip: "127.0.0.1".parse().unwrap(),
         helo: "client.test".into(),
         authenticated_user: None,
-        sender_trust: sluice::queue::SenderTrust::Untrusted,
+        sender_trust: sluice::envelope::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

@@ -5,7 +5,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::Value;
 use sluice::delivery::Outcome;
 use sluice::delivery::dsn::{self, ReportKind};
-use sluice::queue::{Envelope, QueueId};
+use sluice::envelope::{Envelope, QueueId};
 use sluice::smtp::address::{MailParams, Mailbox, Notify, Orcpt, Recipient, Ret};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -89,7 +89,7 @@ fn envelope(params: MailParams) -> Envelope {
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
         helo: "client.example.com".into(),
         authenticated_user: None,
-        sender_trust: sluice::queue::SenderTrust::Untrusted,
+        sender_trust: sluice::envelope::SenderTrust::Untrusted,
         attempts: 7,
         last_error: None,
         delay_warned_at_ms: None,

@@ -13,9 +13,10 @@ use common::roles::route_policy;
 use common::sink::{AcceptAll, Sink};
 use common::smtp::Client;
 use sluice::config::Role;
+use sluice::envelope::{Envelope, QueueId};
+use sluice::queue::QueueAdmin;
 use sluice::queue::jetstream::codec::{self, Meta};
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQueue};
-use sluice::queue::{Envelope, Queue, QueueId};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 use sluice::telemetry::metrics::InvalidMessage;
 use std::net::{IpAddr, Ipv4Addr};
@@ -44,7 +45,7 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         helo: "client.test".into(),
         authenticated_user: None,
-        sender_trust: sluice::queue::SenderTrust::Untrusted,
+        sender_trust: sluice::envelope::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

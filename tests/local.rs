@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use sluice::delivery::Outcome;
 use sluice::delivery::local::{WebhookTarget, deliver_maildir, deliver_webhook, sign};
 use sluice::delivery::outcome::Handoff;
-use sluice::queue::{Envelope, QueueId};
+use sluice::envelope::{Envelope, QueueId};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 use std::path::Path;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ fn envelope(sender: Option<&str>, rcpts: &[&str]) -> (Envelope, Vec<Recipient>) 
         client_ip: "192.0.2.7".parse().expect("an address"),
         helo: "client.example".into(),
         authenticated_user: Some("alice".into()),
-        sender_trust: sluice::queue::SenderTrust::Authenticated,
+        sender_trust: sluice::envelope::SenderTrust::Authenticated,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

@@ -8,7 +8,7 @@ mod common;
 use common::nats::NatsServer;
 use common::roles::{http_get, metric_sum};
 use common::smtp::Client;
-use sluice::queue::Queue;
+use sluice::queue::QueueAdmin;
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQueue};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -5,11 +5,12 @@
 mod common;
 
 use common::nats::NatsServer;
+use sluice::envelope::{Envelope, QueueId, SenderTrust};
 use sluice::queue::jetstream::codec::EnvelopeLimits;
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQuarantine, JetStreamQueue};
 use sluice::queue::quarantine::{HeldMessage, Quarantine};
 use sluice::queue::spool::SpoolQuarantine;
-use sluice::queue::{Envelope, Queue, QueueEntry, QueueId, SenderTrust};
+use sluice::queue::{QueueAdmin, QueueEntry};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -6,7 +6,7 @@ mod common;
 use common::nats::NatsServer;
 use common::smtp::Client;
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQueue};
-use sluice::queue::{Queue, QueueEntry};
+use sluice::queue::{QueueAdmin, QueueEntry};
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

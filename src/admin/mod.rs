@@ -52,8 +52,9 @@ mod server_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::envelope::unix_ms;
 use crate::queue::quarantine::Quarantine;
-use crate::queue::{Queue, QueueError, unix_ms};
+use crate::queue::{QueueAdmin, QueueError};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::readiness::Readiness;
 use access::Refusal;
@@ -84,10 +85,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The queue behind `/queue` and the queue gauges, once there is one.
-pub type QueueSlot = Arc<std::sync::OnceLock<Arc<dyn Queue>>>;
+pub type QueueSlot = Arc<std::sync::OnceLock<Arc<dyn QueueAdmin>>>;
 
 /// A slot already holding `queue`.
-pub fn queue_slot(queue: Arc<dyn Queue>) -> QueueSlot {
+pub fn queue_slot(queue: Arc<dyn QueueAdmin>) -> QueueSlot {
     Arc::new(std::sync::OnceLock::from(queue))
 }
 
@@ -233,7 +234,7 @@ fn refused(refusal: Refusal) -> Response {
 
 /// Sets the queue gauges; when the queue cannot say, they keep their last values and
 /// the scrape is answered all the same.
-async fn refresh_queue_gauges(queue: &dyn Queue, metrics: &Metrics) {
+async fn refresh_queue_gauges(queue: &dyn QueueAdmin, metrics: &Metrics) {
     match queue.queue_stats().await {
         Ok(stats) => {
             let now = unix_ms(SystemTime::now());

@@ -4,8 +4,9 @@
 
 use super::Response;
 use super::request::Resource;
+use crate::envelope::QueueId;
+use crate::queue::Queue;
 use crate::queue::quarantine::{Quarantine, release};
-use crate::queue::{Queue, QueueId};
 
 pub(super) async fn quarantine_route(
     quarantine: &dyn Quarantine,

@@ -5,10 +5,11 @@
 use super::Response;
 use super::request::{Request, Resource};
 use crate::delivery::queue_ops::{self, Deleted};
-use crate::queue::{Queue, QueueError, QueueId};
+use crate::envelope::QueueId;
+use crate::queue::{QueueAdmin, QueueError};
 
 pub(super) async fn queue_route(
-    queue: &dyn Queue,
+    queue: &dyn QueueAdmin,
     resource: &Resource,
     request: &Request<'_>,
     hostname: &str,
@@ -42,7 +43,7 @@ pub(super) async fn queue_route(
     }
 }
 
-async fn show(queue: &dyn Queue, id: &QueueId) -> Response {
+async fn show(queue: &dyn QueueAdmin, id: &QueueId) -> Response {
     found(id, queue.inspect(id).await, |(entry, content)| {
         Response::json(&serde_json::json!({
             "entry": entry,

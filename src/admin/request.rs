@@ -2,7 +2,7 @@
 //! query, and the headers `Host`, `Authorization` and `Origin` ([`Request::from_parts`]);
 //! and what a path names ([`Resource`]). Pure functions of their input, for fuzzing.
 
-use crate::queue::QueueId;
+use crate::envelope::QueueId;
 use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName, ORIGIN};
 use hyper::http::request::Parts;
 

@@ -4,13 +4,14 @@
 use super::tests::{parse_answer, raw, serve};
 use super::*;
 use crate::delivery::queue_ops;
+use crate::queue::Queue;
 use crate::queue::conformance::envelope;
 use crate::queue::spool::Spool;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn state_with(queue: Option<Arc<dyn Queue>>) -> AdminState {
+fn state_with(queue: Option<Arc<dyn QueueAdmin>>) -> AdminState {
     AdminState {
         metrics: Arc::default(),
         readiness: Arc::default(),

@@ -2,9 +2,10 @@
 //! spool.
 
 use super::*;
+use crate::envelope::QueueId;
+use crate::queue::Queue;
 use crate::queue::conformance::envelope;
 use crate::queue::spool::Spool;
-use crate::queue::{Queue, QueueId};
 use access::Access;
 use request::HeadError;
 use std::time::SystemTime;

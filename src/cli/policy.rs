@@ -6,9 +6,9 @@
 use super::nats::NatsArgs;
 use clap::Subcommand;
 use sluice::config::Config;
+use sluice::envelope::SenderTrust;
 use sluice::policy::bucket::{BUCKET, PolicyBucket, Writer, WriterKind};
 use sluice::policy::{ClientInfo, PolicySnapshot, hash_password};
-use sluice::queue::SenderTrust;
 use sluice::smtp::address::{Mailbox, ReversePath};
 use sluice::smtp::command::{Command, parse_command};
 use std::io::BufRead;

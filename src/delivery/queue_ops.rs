@@ -9,7 +9,8 @@
 
 use crate::delivery::Outcome;
 use crate::delivery::dsn::{self, ReportKind};
-use crate::queue::{Envelope, Queue, QueueError, QueueId};
+use crate::envelope::{Envelope, QueueId};
+use crate::queue::{QueueAdmin, QueueError};
 use serde::Serialize;
 
 /// The enhanced status code of recipients whose message the operator deleted: no
@@ -40,7 +41,7 @@ pub struct Deleted {
 }
 
 /// Makes one message due now.
-pub async fn retry(queue: &dyn Queue, id: &QueueId) -> Result<Option<()>, QueueError> {
+pub async fn retry(queue: &dyn QueueAdmin, id: &QueueId) -> Result<Option<()>, QueueError> {
     if queue.retry_now(id).await? {
         return Ok(Some(()));
     }
@@ -54,7 +55,7 @@ pub async fn retry(queue: &dyn Queue, id: &QueueId) -> Result<Option<()>, QueueE
 /// Makes every waiting message due now, one after the other; a message being delivered
 /// is skipped. Takes as long as the queue is long: callers must not bound it by a
 /// request timeout (see `crate::admin`).
-pub async fn retry_all(queue: &dyn Queue) -> Result<RetryCounts, QueueError> {
+pub async fn retry_all(queue: &dyn QueueAdmin) -> Result<RetryCounts, QueueError> {
     let mut counts = RetryCounts {
         retried: 0,
         skipped: 0,
@@ -69,7 +70,7 @@ pub async fn retry_all(queue: &dyn Queue) -> Result<RetryCounts, QueueError> {
 }
 
 /// Removes a message durably, without telling anyone.
-pub async fn delete(queue: &dyn Queue, id: &QueueId) -> Result<Option<Deleted>, QueueError> {
+pub async fn delete(queue: &dyn QueueAdmin, id: &QueueId) -> Result<Option<Deleted>, QueueError> {
     Ok(queue.remove(id).await?.map(|(envelope, content)| Deleted {
         envelope,
         size: content.len(),
@@ -91,7 +92,7 @@ pub async fn delete(queue: &dyn Queue, id: &QueueId) -> Result<Option<Deleted>, 
 /// DSN that the worker has already taken (it is due at once) still goes out, and that is
 /// logged.
 pub async fn delete_with_bounce(
-    queue: &dyn Queue,
+    queue: &dyn QueueAdmin,
     id: &QueueId,
     hostname: &str,
 ) -> Result<Option<Deleted>, QueueError> {
@@ -153,7 +154,7 @@ fn bounce(envelope: &Envelope, content: &[u8], hostname: &str) -> Option<(Envelo
 }
 
 /// Takes back the DSN of a deletion that did not happen.
-async fn withdraw(queue: &dyn Queue, id: &QueueId, dsn_id: &QueueId) {
+async fn withdraw(queue: &dyn QueueAdmin, id: &QueueId, dsn_id: &QueueId) {
     match queue.remove(dsn_id).await {
         Ok(_) => {
             tracing::info!(queue_id = %id, notification = %dsn_id, "deletion failed; its bounce was withdrawn")

@@ -5,7 +5,8 @@ use super::*;
 use crate::delivery::client::ClientConfig;
 use crate::delivery::dispatch::DispatchSettings;
 use crate::delivery::dns::{DnsError, Resolver};
-use crate::queue::QueueId;
+use crate::envelope::QueueId;
+use crate::queue::QueueAdmin;
 use crate::queue::conformance::envelope;
 use crate::queue::spool::Spool;
 use crate::smtp::address::Mailbox;
@@ -297,9 +298,11 @@ async fn after_a_worker_died_on_jetstream_only_the_rest_is_delivered() {
         ack_wait: Duration::from_millis(500),
         ..Default::default()
     };
-    let queue = JetStreamQueue::connect(&server.url(), options.clone())
-        .await
-        .unwrap();
+    let queue = Arc::new(
+        JetStreamQueue::connect(&server.url(), options.clone())
+            .await
+            .unwrap(),
+    );
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
     let s = setup(Recorded::default(), RetrySchedule::default()).await;
     let events = JetStreamEvents::open(js.clone(), 1, s.metrics.clone())
@@ -327,7 +330,7 @@ async fn after_a_worker_died_on_jetstream_only_the_rest_is_delivered() {
     ack.await.unwrap().await.unwrap();
 
     let worker = Worker::new(
-        Arc::new(queue),
+        queue.clone(),
         s.worker.policy.clone(),
         s.worker.dispatcher.clone(),
         RetrySchedule::default(),
@@ -341,7 +344,7 @@ async fn after_a_worker_died_on_jetstream_only_the_rest_is_delivered() {
     assert_eq!(received.len(), 1, "delivered after ack_wait");
     assert_eq!(rcpt_lines(&s.sink), vec!["RCPT TO:<d@example.net>"]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while worker.queue.queue_stats().await.unwrap().messages > 0 {
+    while queue.queue_stats().await.unwrap().messages > 0 {
         assert!(tokio::time::Instant::now() < deadline, "never acked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -14,7 +14,7 @@
 //!   are delivered again rather than not at all.
 
 use super::{DeliveryEvent, EventKind, EventSink};
-use crate::queue::QueueId;
+use crate::envelope::QueueId;
 use crate::telemetry::metrics::{EventLoss, Metrics};
 use anyhow::Context as _;
 use async_nats::jetstream::{

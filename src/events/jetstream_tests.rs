@@ -19,7 +19,7 @@ async fn events(server: &NatsServer) -> (Arc<JetStreamEvents>, Arc<Metrics>) {
     (sink, metrics)
 }
 
-fn event(kind: EventKind, env: &crate::queue::Envelope, rcpt: usize) -> DeliveryEvent {
+fn event(kind: EventKind, env: &crate::envelope::Envelope, rcpt: usize) -> DeliveryEvent {
     DeliveryEvent {
         reply: format!("{} reply", kind.as_str()),
         route: Some("mx:example.net".into()),

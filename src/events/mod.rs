@@ -13,7 +13,7 @@
 
 pub mod jetstream;
 
-use crate::queue::{Envelope, QueueId, unix_ms};
+use crate::envelope::{Envelope, QueueId, unix_ms};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

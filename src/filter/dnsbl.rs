@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::FailMode;
 use super::settings::Exemption;
-use crate::queue::SenderTrust;
+use crate::envelope::SenderTrust;
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{ClientVerdict, Refusal};
 

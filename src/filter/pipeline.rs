@@ -20,7 +20,7 @@ use super::rspamd::RspamdConfig;
 use super::scan::{FailMode, Rewrite, ScanContext, header_value};
 use super::settings::{CheckKind, CheckSettings, FilterMode};
 use super::verify::{Verified, Verifier};
-use crate::queue::SenderTrust;
+use crate::envelope::SenderTrust;
 use crate::smtp::reply::Reply;
 use bytes::Bytes;
 use std::time::{Duration, Instant};

@@ -168,8 +168,8 @@ impl CheckSettings {
     }
 
     /// Whether a sender of this trust skips the check.
-    pub fn exempts(&self, trust: crate::queue::SenderTrust) -> bool {
-        use crate::queue::SenderTrust;
+    pub fn exempts(&self, trust: crate::envelope::SenderTrust) -> bool {
+        use crate::envelope::SenderTrust;
         self.exempt.iter().any(|e| match e {
             Exemption::Authenticated => trust == SenderTrust::Authenticated,
             Exemption::TrustedNetworks => trust == SenderTrust::TrustedNetwork,

@@ -364,8 +364,8 @@ impl Connection {
         let settings = policy.dnsbl()?;
         let ip = self.session.client_ip();
         let trust = match policy.trusted_network(ip) {
-            Some(_) => crate::queue::SenderTrust::TrustedNetwork,
-            None => crate::queue::SenderTrust::Untrusted,
+            Some(_) => crate::envelope::SenderTrust::TrustedNetwork,
+            None => crate::envelope::SenderTrust::Untrusted,
         };
         if settings.exempts(trust) {
             return None;
@@ -397,7 +397,7 @@ impl Connection {
         self.session.client_checked(verdict)
     }
 
-    async fn enqueue(&mut self, envelope: crate::queue::Envelope, tail: Vec<u8>) -> Step {
+    async fn enqueue(&mut self, envelope: crate::envelope::Envelope, tail: Vec<u8>) -> Step {
         let content = match self.content.take() {
             Some(content) => content,
             None => Content::new(&self.shared),
@@ -477,7 +477,7 @@ impl Connection {
 fn queue_failure(error: QueueError) -> QueueFailure {
     let detail = error.to_string();
     match error {
-        QueueError::Full(_) => QueueFailure::Full { detail },
+        QueueError::Full { .. } => QueueFailure::Full { detail },
         _ => QueueFailure::Failed { detail },
     }
 }
@@ -489,12 +489,12 @@ mod tests {
     #[test]
     fn a_full_queue_is_told_apart_from_a_failed_write() {
         assert_eq!(
-            queue_failure(QueueError::Storage("I/O error".into())),
+            queue_failure(QueueError::unavailable_because("I/O error")),
             QueueFailure::Failed {
-                detail: QueueError::Storage("I/O error".into()).to_string()
+                detail: QueueError::unavailable_because("I/O error").to_string()
             }
         );
-        let full = QueueError::Full("No space left on device".into());
+        let full = QueueError::full("No space left on device", None);
         let detail = full.to_string();
         assert_eq!(queue_failure(full), QueueFailure::Full { detail });
     }

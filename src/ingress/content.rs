@@ -10,7 +10,8 @@
 
 use super::Shared;
 use super::budget::Reservation;
-use crate::queue::{Envelope, QueueError};
+use crate::envelope::Envelope;
+use crate::queue::QueueError;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 

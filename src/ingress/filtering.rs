@@ -15,6 +15,7 @@
 use super::Shared;
 use super::content::Body;
 use super::signing::{SignerCache, sign, signer_for};
+use crate::envelope::{Envelope, unix_ms};
 use crate::events::{DeliveryEvent, EventKind};
 use crate::filter::pipeline::{CheckResult, Disposition, Environment, Outcome, Pipeline};
 use crate::filter::scan::{ScanContext, ScanTls};
@@ -22,7 +23,6 @@ use crate::filter::seal::Sealer;
 use crate::filter::signing::Signer;
 use crate::policy::PolicySnapshot;
 use crate::queue::quarantine::{HeldMessage, Quarantine};
-use crate::queue::{Envelope, unix_ms};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::TlsInfo;
 use crate::telemetry::metrics::{FilterCheck, FilterResult, Label};

@@ -8,9 +8,9 @@
 //! unsigned would fail DMARC at the receiver, and the deployment is what needs fixing.
 
 use super::Shared;
+use crate::envelope::{Envelope, SenderTrust};
 use crate::filter::signing::{Signed, Signer, Unsigned};
 use crate::policy::PolicySnapshot;
-use crate::queue::{Envelope, SenderTrust};
 use crate::smtp::reply::Reply;
 use crate::telemetry::metrics::SigningResult;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! admins and their log searches know; the decision's explanation goes to the log.
 
 use super::{ClientInfo, Decision, PolicySnapshot, RecipientTableKind};
-use crate::queue::SenderTrust;
+use crate::envelope::SenderTrust;
 use crate::smtp::address::{Mailbox, ReversePath};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{Client, Refusal, SessionPolicy};

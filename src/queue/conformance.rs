@@ -1,6 +1,7 @@
-//! The conformance suite of the [`Queue`] trait: what every backend must do, written once
-//! against the trait. Each check is a `pub async fn` taking a factory that makes a fresh,
-//! empty queue; a backend runs them all with [`queue_conformance_tests!`]:
+//! The conformance suite of the [`Queue`](super::Queue) and [`QueueAdmin`] traits: what
+//! every backend must do, written once against the traits. Each check is a `pub async fn`
+//! taking a factory that makes a fresh, empty queue; a backend runs them all with
+//! [`queue_conformance_tests!`]:
 //!
 //! ```ignore
 //! crate::queue::conformance::queue_conformance_tests!(
@@ -13,7 +14,8 @@
 //! fails within seconds instead of hanging. Due times are compared with one second of
 //! slack, for backends that store coarser timestamps.
 
-use super::{Envelope, Lease, Queue, QueueError, QueueId, QueueStats, unix_ms};
+use super::{Lease, QueueAdmin, QueueError, QueueStats};
+use crate::envelope::{Envelope, QueueId, unix_ms};
 use crate::smtp::address::{Body, MailParams, Mailbox, Notify, Orcpt, Recipient, Ret};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -98,7 +100,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         client_ip: "2001:db8::25".parse().expect("literal address"),
         helo: "client.example.org".into(),
         authenticated_user: Some("alice".into()),
-        sender_trust: crate::queue::SenderTrust::Authenticated,
+        sender_trust: crate::envelope::SenderTrust::Authenticated,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,
@@ -111,7 +113,7 @@ fn body(tag: &str) -> Vec<u8> {
 }
 
 /// Polls `take` until it returns a message or `within` has passed.
-pub async fn take_within<Q: Queue>(q: &Q, lease: Duration, within: Duration) -> Option<Lease> {
+pub async fn take_within<Q: QueueAdmin>(q: &Q, lease: Duration, within: Duration) -> Option<Lease> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(l) = q.take(lease).await.expect("take") {
@@ -131,7 +133,7 @@ fn assert_lease_lost(result: Result<(), QueueError>, id: &QueueId) {
     }
 }
 
-pub async fn enqueue_take_ack_removes_the_message<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+pub async fn enqueue_take_ack_removes_the_message<Q: QueueAdmin>(make: impl AsyncFnOnce() -> Q) {
     let q = make().await;
     assert!(q.take(Duration::from_secs(60)).await.unwrap().is_none());
     let env = envelope(&["a", "b"]);
@@ -159,7 +161,7 @@ pub async fn enqueue_take_ack_removes_the_message<Q: Queue>(make: impl AsyncFnOn
     assert!(q.inspect(&QueueId::generate()).await.unwrap().is_none());
 }
 
-pub async fn take_leases_the_message_until_the_lease_runs_out<Q: Queue>(
+pub async fn take_leases_the_message_until_the_lease_runs_out<Q: QueueAdmin>(
     make: impl AsyncFnOnce() -> Q,
 ) {
     let q = make().await;
@@ -189,7 +191,7 @@ pub async fn take_leases_the_message_until_the_lease_runs_out<Q: Queue>(
     assert!(q.list().await.unwrap().is_empty());
 }
 
-pub async fn only_a_lease_after_a_lapsed_one_is_redelivered<Q: Queue>(
+pub async fn only_a_lease_after_a_lapsed_one_is_redelivered<Q: QueueAdmin>(
     make: impl AsyncFnOnce() -> Q,
 ) {
     let q = make().await;
@@ -224,8 +226,8 @@ pub async fn only_a_lease_after_a_lapsed_one_is_redelivered<Q: Queue>(
     q.ack(&lapsed).await.unwrap();
 }
 
-/// A remote reply of any length is stored cut to [`super::MAX_LAST_ERROR`] bytes.
-pub async fn defer_keeps_a_bounded_reason<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+/// A remote reply of any length is stored cut to [`crate::envelope::MAX_LAST_ERROR`] bytes.
+pub async fn defer_keeps_a_bounded_reason<Q: QueueAdmin>(make: impl AsyncFnOnce() -> Q) {
     let q = make().await;
     let env = envelope(&["a"]);
     q.enqueue(&env, &body("long reply")).await.unwrap();
@@ -240,7 +242,7 @@ pub async fn defer_keeps_a_bounded_reason<Q: Queue>(make: impl AsyncFnOnce() -> 
     let (entry, _) = q.inspect(&env.id).await.unwrap().expect("still queued");
     let kept = entry.envelope.last_error.expect("a reason");
     assert!(
-        kept.len() <= super::MAX_LAST_ERROR,
+        kept.len() <= crate::envelope::MAX_LAST_ERROR,
         "{} bytes kept",
         kept.len()
     );
@@ -250,10 +252,10 @@ pub async fn defer_keeps_a_bounded_reason<Q: Queue>(make: impl AsyncFnOnce() -> 
     );
     assert!(kept.ends_with('…'), "{kept}");
     let short = "451 4.7.1 short".to_string();
-    assert_eq!(super::bounded_reason(short.clone()), short);
+    assert_eq!(crate::envelope::bounded_reason(short.clone()), short);
 }
 
-pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(
+pub async fn defer_hides_until_due_and_updates_the_envelope<Q: QueueAdmin>(
     make: impl AsyncFnOnce() -> Q,
 ) {
     let q = make().await;
@@ -322,7 +324,7 @@ pub async fn defer_hides_until_due_and_updates_the_envelope<Q: Queue>(
     q.ack(&third).await.unwrap();
 }
 
-pub async fn stale_lease_is_lost<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+pub async fn stale_lease_is_lost<Q: QueueAdmin>(make: impl AsyncFnOnce() -> Q) {
     let q = make().await;
     let env = envelope(&["a"]);
     q.enqueue(&env, &body("stale")).await.unwrap();
@@ -349,7 +351,7 @@ pub async fn stale_lease_is_lost<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
     assert!(q.list().await.unwrap().is_empty());
 }
 
-pub async fn list_is_oldest_first<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+pub async fn list_is_oldest_first<Q: QueueAdmin>(make: impl AsyncFnOnce() -> Q) {
     let q = make().await;
     let envs: Vec<Envelope> = (0..6).map(|_| envelope(&["a"])).collect();
     // Stored out of order: the list must still follow the ids.
@@ -383,7 +385,7 @@ pub async fn list_is_oldest_first<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
     );
 }
 
-pub async fn bodies_round_trip_byte_identical<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+pub async fn bodies_round_trip_byte_identical<Q: QueueAdmin>(make: impl AsyncFnOnce() -> Q) {
     let q = make().await;
     let every_byte: Vec<u8> = (0..=255u8).cycle().take(256 * 3).collect();
     // 2 MiB of varied bytes (xorshift), not a repeating pattern.
@@ -417,7 +419,7 @@ pub async fn bodies_round_trip_byte_identical<Q: Queue>(make: impl AsyncFnOnce()
     }
 }
 
-pub async fn take_hands_out_oldest_due_first<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+pub async fn take_hands_out_oldest_due_first<Q: QueueAdmin>(make: impl AsyncFnOnce() -> Q) {
     let q = make().await;
     let envs: Vec<Envelope> = (0..4).map(|_| envelope(&["a"])).collect();
     for env in &envs {
@@ -447,7 +449,7 @@ pub async fn take_hands_out_oldest_due_first<Q: Queue>(make: impl AsyncFnOnce() 
     assert_eq!(last.envelope.id, envs[0].id);
 }
 
-pub async fn concurrent_takers_never_share_a_message<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+pub async fn concurrent_takers_never_share_a_message<Q: QueueAdmin>(make: impl AsyncFnOnce() -> Q) {
     let q = Arc::new(make().await);
     let mut ids = HashSet::new();
     for _ in 0..40 {
@@ -480,7 +482,7 @@ pub async fn concurrent_takers_never_share_a_message<Q: Queue>(make: impl AsyncF
     assert!(q.list().await.unwrap().is_empty());
 }
 
-pub async fn retry_now_makes_a_deferred_message_due_and_wakes_waiters<Q: Queue>(
+pub async fn retry_now_makes_a_deferred_message_due_and_wakes_waiters<Q: QueueAdmin>(
     make: impl AsyncFnOnce() -> Q,
 ) {
     let q = make().await;
@@ -535,7 +537,7 @@ pub async fn retry_now_makes_a_deferred_message_due_and_wakes_waiters<Q: Queue>(
     );
 }
 
-pub async fn retry_now_leaves_leases_and_unknown_ids_alone<Q: Queue>(
+pub async fn retry_now_leaves_leases_and_unknown_ids_alone<Q: QueueAdmin>(
     make: impl AsyncFnOnce() -> Q,
 ) {
     let q = make().await;
@@ -557,7 +559,7 @@ pub async fn retry_now_leaves_leases_and_unknown_ids_alone<Q: Queue>(
     assert!(q.list().await.unwrap().is_empty());
 }
 
-pub async fn remove_deletes_a_waiting_message_and_returns_it<Q: Queue>(
+pub async fn remove_deletes_a_waiting_message_and_returns_it<Q: QueueAdmin>(
     make: impl AsyncFnOnce() -> Q,
 ) {
     let q = make().await;
@@ -602,7 +604,7 @@ pub async fn remove_deletes_a_waiting_message_and_returns_it<Q: Queue>(
     assert!(q.take(Duration::from_secs(60)).await.unwrap().is_none());
 }
 
-pub async fn remove_refuses_a_leased_message_until_its_lease_runs_out<Q: Queue>(
+pub async fn remove_refuses_a_leased_message_until_its_lease_runs_out<Q: QueueAdmin>(
     make: impl AsyncFnOnce() -> Q,
 ) {
     let q = make().await;
@@ -639,7 +641,9 @@ pub async fn remove_refuses_a_leased_message_until_its_lease_runs_out<Q: Queue>(
     assert!(q.list().await.unwrap().is_empty());
 }
 
-pub async fn stats_count_the_messages_and_name_the_oldest<Q: Queue>(make: impl AsyncFnOnce() -> Q) {
+pub async fn stats_count_the_messages_and_name_the_oldest<Q: QueueAdmin>(
+    make: impl AsyncFnOnce() -> Q,
+) {
     let q = make().await;
     assert_eq!(q.queue_stats().await.unwrap(), QueueStats::default());
     let (old, young) = (envelope(&["a"]), envelope(&["b"]));

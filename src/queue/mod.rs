@@ -1,5 +1,6 @@
-//! The queue between ingress and worker: the [`Queue`] trait, the envelope it carries,
-//! and its backends ([`spool`], the embedded crash-safe store of `sluice standalone`).
+//! The queue between ingress and worker: the [`Queue`] trait and its backends
+//! ([`spool`], the embedded crash-safe store of `sluice standalone`, and [`jetstream`]).
+//! What a queue carries, the [`Envelope`], lives in the leaf [`crate::envelope`].
 //!
 //! The contract every backend keeps (ARCHITECTURE.md, invariant 1): `enqueue` returns
 //! `Ok` only once the message and its envelope are durable, and a message leaves the
@@ -8,93 +9,18 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
-mod id;
 pub mod jetstream;
 pub mod quarantine;
 pub mod spool;
 
-pub use id::QueueId;
-
-use crate::smtp::address::{MailParams, Recipient, ReversePath};
+use crate::envelope::{Envelope, QueueId};
+use crate::smtp::address::Recipient;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// Everything about a message except its content: who sent it, to whom, and how it
-/// reached us. Travels with the body through every backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    pub id: QueueId,
-    pub reverse_path: ReversePath,
-    pub params: MailParams,
-    pub recipients: Vec<Recipient>,
-    /// When the 250 was given, in milliseconds since the Unix epoch.
-    pub received_at_ms: u64,
-    pub client_ip: IpAddr,
-    pub helo: String,
-    pub authenticated_user: Option<String>,
-    /// Whether the ingress vouched for the sender: success notices (NOTIFY=SUCCESS) go
-    /// only to such senders, so that anyone cannot have us mail a chosen address. Absent
-    /// in envelopes written before it existed, which read as untrusted.
-    #[serde(default, skip_serializing_if = "SenderTrust::is_untrusted")]
-    pub sender_trust: SenderTrust,
-    /// Delivery attempts made so far.
-    pub attempts: u32,
-    /// The reason of the last deferral, for `sluice queue show` and bounces; at most
-    /// [`MAX_LAST_ERROR`] bytes (see [`bounded_reason`]).
-    pub last_error: Option<String>,
-    /// When the sender was sent its one delay warning (`retry.delayWarning`), in
-    /// milliseconds since the Unix epoch; stored so that a restart does not warn again.
-    /// Absent in envelopes written before it existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay_warned_at_ms: Option<u64>,
-    /// The message's W3C trace context, started by the ingress that accepted it.
-    /// Absent in envelopes written before it existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<crate::telemetry::trace::TraceParent>,
-}
-
-/// How far the ingress that accepted a message trusts its sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SenderTrust {
-    /// Anyone on the network: the reverse-path may be forged.
-    #[default]
-    Untrusted,
-    /// The session authenticated (SASL).
-    Authenticated,
-    /// The client is in a trusted network of the policy.
-    TrustedNetwork,
-}
-
-impl SenderTrust {
-    pub fn is_untrusted(&self) -> bool {
-        *self == SenderTrust::Untrusted
-    }
-}
-
-/// The most of a deferral's reason a queue keeps. A remote server's reply can run to any
-/// length, and the envelope travels in every republished message, whose headers must
-/// fit NATS's max payload within the room left at enqueue; one reply line is at most 512
-/// octets (RFC 5321 4.5.3.1.5), and that says enough.
-pub const MAX_LAST_ERROR: usize = 512;
-
-/// `reason` cut to at most [`MAX_LAST_ERROR`] bytes on a character boundary, ending in
-/// `…` when cut. Every backend stores deferral reasons through this.
-pub fn bounded_reason(mut reason: String) -> String {
-    const MARK: &str = "…";
-    if reason.len() > MAX_LAST_ERROR {
-        let mut end = MAX_LAST_ERROR - MARK.len();
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push_str(MARK);
-    }
-    reason
-}
 
 /// A message taken from the queue for delivery. Until it is acked or deferred, no other
 /// taker sees it; when the lease runs out it becomes due again (at-least-once delivery).
@@ -130,21 +56,146 @@ pub struct QueueStats {
     pub oldest: Option<QueueId>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// The error a [`QueueError`] keeps as its source: shared, so that one failed group
+/// commit can answer each of its callers with the same error (the spool's committer).
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong in a queue, by what it means for the caller: an outage
+/// ([`QueueError::is_outage`]: the ingress answers 451/452 and the process is not ready)
+/// or one bad record ([`QueueError::Corrupt`]: logged and counted, the queue is up).
+/// Variants keep the error they come from ([`std::error::Error::source`] hands out that
+/// error itself, so a caller can downcast it); the message shows it too, because most
+/// callers log only the message.
+#[derive(Debug, Clone)]
 pub enum QueueError {
-    #[error("queue storage failed: {0}")]
-    Storage(String),
-    #[error("queue is full: {0}")]
-    Full(String),
-    #[error("no message {0} holds this lease")]
+    /// The store cannot be reached or written now: NATS unreachable or without quorum,
+    /// an I/O error, a database that must be reopened.
+    Unavailable {
+        context: String,
+        source: Option<ErrorSource>,
+    },
+    /// No room: a full disk, a stream at its limits, an envelope over the max payload.
+    Full {
+        context: String,
+        source: Option<ErrorSource>,
+    },
+    /// A stored record that cannot be read back: `id` is its queue id, or the key or
+    /// path it was found under when it has no valid id.
+    Corrupt { id: String, reason: String },
+    /// An envelope or record that could not be encoded for storage.
+    Encode(Arc<serde_json::Error>),
+    /// No message holds this lease any more (it ran out and was taken again, or removed).
     LeaseLost(QueueId),
     /// The message is leased (being delivered) and cannot be removed now.
-    #[error("message {0} is being delivered")]
     Busy(QueueId),
-    #[error("queue is shut down")]
+    /// The queue was closed (the process is stopping).
     Closed,
 }
 
+// By hand rather than with thiserror: its `#[source]` would hand out the `Arc`, behind
+// which the original error cannot be downcast.
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::Unavailable { context, source } => {
+                write!(f, "queue unavailable: {context}{}", suffix(source))
+            }
+            QueueError::Full { context, source } => {
+                write!(f, "queue is full: {context}{}", suffix(source))
+            }
+            QueueError::Corrupt { id, reason } => {
+                write!(f, "queued message {id} is corrupt: {reason}")
+            }
+            QueueError::Encode(e) => write!(f, "cannot encode for the queue: {e}"),
+            QueueError::LeaseLost(id) => write!(f, "no message {id} holds this lease"),
+            QueueError::Busy(id) => write!(f, "message {id} is being delivered"),
+            QueueError::Closed => f.write_str("queue is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            QueueError::Unavailable { source, .. } | QueueError::Full { source, .. } => {
+                let source: &(dyn std::error::Error + 'static) = source.as_deref()?;
+                Some(source)
+            }
+            QueueError::Encode(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+fn suffix(source: &Option<ErrorSource>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e:#}"))
+        .unwrap_or_default()
+}
+
+impl QueueError {
+    /// An outage with the error that caused it.
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        QueueError::Unavailable {
+            context: context.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// An outage noticed by the queue itself, with no error beneath it.
+    pub fn unavailable_because(context: impl Into<String>) -> Self {
+        QueueError::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// No room, with the error that said so, if any.
+    pub fn full(
+        context: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        QueueError::Full {
+            context: context.into(),
+            source: source.map(Arc::from),
+        }
+    }
+
+    pub fn corrupt(id: impl ToString, reason: impl ToString) -> Self {
+        QueueError::Corrupt {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Whether the queue as a whole cannot serve now (readiness is withdrawn), as
+    /// opposed to one message or one call going wrong while the queue is up.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Unavailable { .. } | QueueError::Full { .. } | QueueError::Closed
+        )
+    }
+
+    /// The variant as a metric label value (`reason` of the queue error counters).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            QueueError::Unavailable { .. } => "unavailable",
+            QueueError::Full { .. } => "full",
+            QueueError::Corrupt { .. } => "corrupt",
+            QueueError::Encode(_) => "encode",
+            QueueError::LeaseLost(_) => "lease_lost",
+            QueueError::Busy(_) => "busy",
+            QueueError::Closed => "closed",
+        }
+    }
+}
+
+/// The hot path: what the ingress and the worker do with every message.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Stores the message durably; the ingress answers 250 only after `Ok`.
@@ -192,6 +243,19 @@ pub trait Queue: Send + Sync + 'static {
         reason: String,
     ) -> Result<(), QueueError>;
 
+    /// Whether the store answers now, for readiness and for refusing connections while
+    /// it does not. The embedded spool always does.
+    async fn check(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// The operator's view of a queue (`sluice queue list|show|retry|delete`, the queue
+/// gauges): a backend implements it beside [`Queue`], so that the ingress and the worker
+/// hold only the hot path, and the admin listener, which also enqueues a bounce when it
+/// deletes, holds both.
+#[async_trait]
+pub trait QueueAdmin: Queue {
     /// All messages, oldest first.
     async fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
 
@@ -213,12 +277,6 @@ pub trait Queue: Send + Sync + 'static {
     /// not count: its holder's ack will find [`QueueError::LeaseLost`]).
     async fn remove(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, QueueError>;
 
-    /// Whether the store answers now, for readiness and for refusing connections while
-    /// it does not. The embedded spool always does.
-    async fn check(&self) -> Result<(), QueueError> {
-        Ok(())
-    }
-
     /// The size of the queue and its oldest message, for metrics scraped every few
     /// seconds. This default reads every envelope; a backend should answer from what it
     /// keeps in memory.
@@ -234,51 +292,14 @@ pub trait Queue: Send + Sync + 'static {
 /// Reads a body file of `len` bytes, as [`Queue::enqueue_file`] hands it over.
 pub async fn read_body_file(path: &Path, len: u64) -> Result<Vec<u8>, QueueError> {
     let content = tokio::fs::read(path).await.map_err(|e| {
-        QueueError::Storage(format!("cannot read message body {}: {e}", path.display()))
+        QueueError::unavailable(format!("cannot read message body {}", path.display()), e)
     })?;
     if content.len() as u64 != len {
-        return Err(QueueError::Storage(format!(
+        return Err(QueueError::unavailable_because(format!(
             "message body {} has {} bytes, not {len}",
             path.display(),
             content.len()
         )));
     }
     Ok(content)
-}
-
-/// Milliseconds since the Unix epoch, the time unit of envelopes.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelopes_without_a_delay_warning_read_and_write_as_before() {
-        let mut envelope = conformance::envelope(&["a"]);
-        let json = serde_json::to_value(&envelope).unwrap();
-        assert!(json.get("delay_warned_at_ms").is_none(), "{json}");
-        let old: Envelope = serde_json::from_value(json).unwrap();
-        assert_eq!(old, envelope);
-        envelope.delay_warned_at_ms = Some(1_700_000_000_000);
-        let json = serde_json::to_string(&envelope).unwrap();
-        assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), envelope);
-    }
-
-    #[test]
-    fn envelopes_without_sender_trust_read_as_untrusted() {
-        let mut envelope = conformance::envelope(&["a"]);
-        envelope.sender_trust = SenderTrust::TrustedNetwork;
-        let mut json = serde_json::to_value(&envelope).unwrap();
-        assert_eq!(json["sender_trust"], "trustedNetwork", "{json}");
-        json.as_object_mut().unwrap().remove("sender_trust");
-        let old: Envelope = serde_json::from_value(json).unwrap();
-        assert_eq!(old.sender_trust, SenderTrust::Untrusted);
-        let json = serde_json::to_value(&old).unwrap();
-        assert!(json.get("sender_trust").is_none(), "{json}");
-    }
 }

@@ -13,8 +13,9 @@ mod release;
 
 pub use release::release;
 
+use super::QueueError;
 use super::jetstream::codec::{self, EnvelopeLimits};
-use super::{Envelope, QueueError, QueueId};
+use crate::envelope::{Envelope, QueueId};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,7 @@ pub trait Quarantine: Send + Sync + 'static {
 }
 
 /// The most of a hold's reason that is kept: one line for `sluice quarantine list`.
-pub const MAX_REASON: usize = super::MAX_LAST_ERROR;
+pub const MAX_REASON: usize = crate::envelope::MAX_LAST_ERROR;
 
 /// The most JSON a stored record may take: the envelope's bound and the reason's.
 pub(crate) fn max_record_json(limits: &EnvelopeLimits) -> usize {
@@ -65,7 +66,7 @@ pub(crate) fn normalised(record: &HeldMessage, body: &[u8]) -> HeldMessage {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     HeldMessage {
-        reason: super::bounded_reason(reason),
+        reason: crate::envelope::bounded_reason(reason),
         size: body.len() as u64,
         ..record.clone()
     }

@@ -97,7 +97,7 @@ pub async fn start_with_disk(
     };
     readiness.release(Latch::Tls);
     let backend = queue::open(&config, role, disk, &readiness, &metrics).await?;
-    let _ = slot.set(backend.queue());
+    let _ = slot.set(backend.admin());
     // Held messages are managed (listed, shown, released, deleted) where mail is
     // delivered: the ingress's NATS user may only add to the quarantine bucket.
     if role.delivers() {

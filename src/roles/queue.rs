@@ -8,12 +8,12 @@
 use crate::config::{Config, Role};
 use crate::events::jetstream::JetStreamEvents;
 use crate::events::{EventSink, LogOnly};
-use crate::queue::Queue;
 use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::jetstream::{InvalidObserver, InvalidReason};
 use crate::queue::jetstream::{JetStreamOptions, JetStreamQuarantine, JetStreamQueue};
 use crate::queue::quarantine::Quarantine;
 use crate::queue::spool::{DiskFullSwitch, Spool, SpoolQuarantine};
+use crate::queue::{Queue, QueueAdmin, QueueError};
 use crate::telemetry::metrics::{InvalidMessage, Metrics};
 use crate::telemetry::readiness::{Latch, Readiness};
 use anyhow::Context;
@@ -47,6 +47,14 @@ const EVENTS_FLUSH: Duration = Duration::from_secs(2);
 
 impl Backend {
     pub fn queue(&self) -> Arc<dyn Queue> {
+        match self {
+            Backend::Spool { spool, .. } => spool.clone(),
+            Backend::JetStream { queue, .. } => queue.clone(),
+        }
+    }
+
+    /// The same queue with its operator's view, for the admin listener.
+    pub fn admin(&self) -> Arc<dyn QueueAdmin> {
         match self {
             Backend::Spool { spool, .. } => spool.clone(),
             Backend::JetStream { queue, .. } => queue.clone(),
@@ -205,6 +213,8 @@ async fn set_up(
 /// Asks the queue whether it answers, every second, until `stop`, and keeps the queue
 /// latch in step: a JetStream that is unreachable or too slow makes the process unready
 /// (the Service stops routing to it) and the ingress refuses new sessions with 421.
+/// An answer about bad data ([`QueueError::Corrupt`]) is not an outage: it is logged,
+/// and the queue stays up for every other message.
 pub async fn probe(queue: Arc<dyn Queue>, readiness: Arc<Readiness>, stop: CancellationToken) {
     let mut healthy = true;
     loop {
@@ -213,7 +223,12 @@ pub async fn probe(queue: Arc<dyn Queue>, readiness: Arc<Readiness>, stop: Cance
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
         let answer = tokio::time::timeout(PROBE_TIMEOUT, queue.check()).await;
-        let now_healthy = matches!(answer, Ok(Ok(())));
+        let now_healthy = queue_is_up(&answer);
+        if let Ok(Err(e)) = &answer
+            && now_healthy
+        {
+            tracing::warn!(error = %e, kind = e.metric_label(), "queue answered with an error that is not an outage; still ready");
+        }
         if now_healthy {
             readiness.release(Latch::Queue);
         } else {
@@ -221,11 +236,27 @@ pub async fn probe(queue: Arc<dyn Queue>, readiness: Arc<Readiness>, stop: Cance
         }
         if now_healthy != healthy {
             match answer {
-                Ok(Ok(())) => tracing::info!("queue reachable again"),
-                Ok(Err(e)) => tracing::error!(error = %e, "queue unreachable; not ready"),
-                Err(_) => tracing::error!("queue too slow to answer; not ready"),
+                _ if now_healthy => tracing::info!("queue reachable again"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, kind = e.metric_label(), "queue unreachable; not ready")
+                }
+                _ => tracing::error!("queue too slow to answer; not ready"),
             }
             healthy = now_healthy;
         }
     }
 }
+
+/// Whether one probe answer leaves the queue up: only an outage (unreachable, full, shut
+/// down, or no answer within [`PROBE_TIMEOUT`]) takes the latch back.
+fn queue_is_up(answer: &Result<Result<(), QueueError>, tokio::time::error::Elapsed>) -> bool {
+    match answer {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => !e.is_outage(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! The `Received:` trace header (RFC 5321 4.4, RFC 5322 3.6.7) with the protocol names of
 //! RFC 3848 and RFC 6531 (ESMTPSA, UTF8SMTPS, ...).
 
-use crate::queue::Envelope;
+use crate::envelope::Envelope;
 use crate::smtp::session::{ReceivedUser, TlsInfo};
 use chrono::{DateTime, TimeZone};
 
@@ -204,7 +204,7 @@ fn sanitize(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::QueueId;
+    use crate::envelope::QueueId;
     use crate::smtp::address::{MailParams, Mailbox, Recipient};
     use chrono::Utc;
 
@@ -224,7 +224,7 @@ mod tests {
             client_ip: "192.0.2.7".parse().unwrap(),
             helo: "client.example\r\nX-Injected: 1".into(),
             authenticated_user: user.map(String::from),
-            sender_trust: crate::queue::SenderTrust::Untrusted,
+            sender_trust: crate::envelope::SenderTrust::Untrusted,
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,

@@ -5,7 +5,6 @@
 pub mod metrics;
 pub mod operator;
 pub mod readiness;
-pub mod trace;
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;

@@ -194,7 +194,7 @@ impl Relay {
 
 /// Every message in a spool that nobody else has open, with its content.
 pub async fn spool_contents(dir: &Path) -> Vec<(sluice::queue::QueueEntry, Vec<u8>)> {
-    use sluice::queue::Queue;
+    use sluice::queue::QueueAdmin;
     let spool = sluice::queue::spool::Spool::open(dir)
         .await
         .expect("open spool");

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use format::{list_table, show_text};
 use serde::Deserialize;
-use sluice::queue::QueueId;
+use sluice::envelope::QueueId;
 use sluice::queue::quarantine::HeldMessage;
 use std::process::ExitCode;
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::cli::queue::format::{RECIPIENT_INDENT, local_time};
-use sluice::queue::{Envelope, SenderTrust};
+use sluice::envelope::{Envelope, SenderTrust};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 
 fn held(id: &str, recipients: &[&str]) -> HeldMessage {

@@ -2,7 +2,8 @@
 
 use super::Shown;
 use chrono::{Local, TimeZone};
-use sluice::queue::{Envelope, QueueEntry};
+use sluice::envelope::Envelope;
+use sluice::queue::QueueEntry;
 use sluice::smtp::address::{Body, MailParams, Recipient, Ret};
 use std::fmt::Write as _;
 

@@ -23,7 +23,7 @@ fn entry(id: &str, sender: Option<Mailbox>, recipients: &[&str]) -> QueueEntry {
             client_ip: "192.0.2.7".parse().unwrap(),
             helo: "client.example".into(),
             authenticated_user: None,
-            sender_trust: sluice::queue::SenderTrust::Untrusted,
+            sender_trust: sluice::envelope::SenderTrust::Untrusted,
             attempts: 0,
             last_error: None,
             delay_warned_at_ms: None,

@@ -3,7 +3,7 @@
 
 use super::data::is_eight_bit;
 use super::extensions::Extensions;
-use crate::queue::Envelope;
+use crate::envelope::Envelope;
 use crate::smtp::address::{Body, Notify, Recipient, Ret, display_reverse_path};
 use crate::smtp::xtext;
 

@@ -4,7 +4,7 @@
 use super::commands::{Needs, mail_from, rcpt_to, refusal};
 use super::*;
 use crate::delivery::Outcome;
-use crate::queue::{Envelope, QueueId};
+use crate::envelope::{Envelope, QueueId};
 use crate::smtp::address::{Body, MailParams, Mailbox, Notify, Orcpt, Recipient, Ret};
 use crate::smtp::reply::{Reply, ReplyParser};
 
@@ -18,7 +18,7 @@ fn envelope(params: MailParams) -> Envelope {
         client_ip: "127.0.0.1".parse().unwrap(),
         helo: "client.test".into(),
         authenticated_user: None,
-        sender_trust: crate::queue::SenderTrust::Untrusted,
+        sender_trust: crate::envelope::SenderTrust::Untrusted,
         attempts: 0,
         last_error: None,
         delay_warned_at_ms: None,

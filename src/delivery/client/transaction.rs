@@ -8,7 +8,7 @@ use super::data::dot_stuff;
 use super::error::ClientError;
 use crate::delivery::Outcome;
 use crate::delivery::outcome::Handoff;
-use crate::queue::Envelope;
+use crate::envelope::Envelope;
 use crate::smtp::address::Recipient;
 use crate::smtp::reply::Reply;
 

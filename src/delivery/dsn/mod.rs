@@ -17,7 +17,7 @@ mod text;
 
 use crate::delivery::Outcome;
 use crate::delivery::outcome::Handoff;
-use crate::queue::{Envelope, QueueId, SenderTrust};
+use crate::envelope::{Envelope, QueueId, SenderTrust};
 use crate::smtp::address::{Body, MailParams, Mailbox, Notify, Recipient};
 use chrono::{DateTime, Utc};
 use std::net::{IpAddr, Ipv4Addr};

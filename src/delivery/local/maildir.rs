@@ -21,8 +21,8 @@
 use super::LocalError;
 use crate::delivery::Outcome;
 use crate::delivery::outcome::Handoff;
+use crate::envelope::Envelope;
 use crate::policy::maildir_safe;
-use crate::queue::Envelope;
 use crate::smtp::address::{Mailbox, Recipient, display_reverse_path};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};

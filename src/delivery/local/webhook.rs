@@ -20,7 +20,7 @@
 use super::{LocalError, http};
 use crate::delivery::Outcome;
 use crate::delivery::outcome::Handoff;
-use crate::queue::Envelope;
+use crate::envelope::Envelope;
 use crate::smtp::address::Recipient;
 use base64::Engine;
 use hmac::{Hmac, Mac};

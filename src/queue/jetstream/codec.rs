@@ -12,9 +12,11 @@
 //! | `Sluice-Body-Size` | size of the body in bytes |
 //! | `Sluice-Body-Object` | name of the Object Store object holding the body, when it was too large for the payload (the payload is then empty) |
 
-use crate::queue::{Envelope, MAX_LAST_ERROR, QueueError};
+use crate::envelope::{Envelope, MAX_LAST_ERROR};
+use crate::queue::QueueError;
 use crate::smtp::command::{reparse_mail, reparse_rcpt};
 use async_nats::HeaderMap;
+use std::sync::Arc;
 
 pub const MSG_ID: &str = "Nats-Msg-Id";
 pub const ENVELOPE: &str = "Sluice-Envelope";
@@ -35,8 +37,8 @@ pub struct Meta {
 }
 
 pub fn encode(meta: &Meta, msg_id: &str) -> Result<HeaderMap, QueueError> {
-    let json = serde_json::to_string(&meta.envelope)
-        .map_err(|e| QueueError::Storage(format!("encoding envelope: {e}")))?;
+    let json =
+        serde_json::to_string(&meta.envelope).map_err(|e| QueueError::Encode(Arc::new(e)))?;
     let mut headers = HeaderMap::new();
     headers.insert(MSG_ID, msg_id);
     headers.insert(ENVELOPE, json.as_str());
@@ -128,12 +130,6 @@ impl DecodeError {
             DecodeError::Invalid(_) => InvalidReason::Invalid,
             _ => InvalidReason::Undecodable,
         }
-    }
-}
-
-impl From<DecodeError> for QueueError {
-    fn from(e: DecodeError) -> Self {
-        QueueError::Storage(e.to_string())
     }
 }
 
@@ -249,7 +245,7 @@ mod tests {
         assert!(headers.get(TRACEPARENT).is_none());
         meta.not_before_ms = Some(1_700_000_000_000);
         meta.body_object = Some("OBJ".into());
-        let trace = crate::telemetry::trace::TraceParent::new_root();
+        let trace = crate::envelope::TraceParent::new_root();
         meta.envelope.trace = Some(trace);
         let headers = encode(&meta, "X.1").unwrap();
         assert_eq!(headers.get(MSG_ID).unwrap().as_str(), "X.1");

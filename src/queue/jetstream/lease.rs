@@ -2,7 +2,7 @@
 //! longer than the consumer's `ack_wait` alive, handing it back when it runs out, and
 //! telling whether an earlier lease of a message lapsed.
 
-use crate::queue::QueueId;
+use crate::envelope::QueueId;
 use async_nats::jetstream::{self, AckKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -53,7 +53,8 @@ mod quarantine;
 #[cfg(test)]
 mod tests;
 
-use super::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
+use super::{Lease, Queue, QueueAdmin, QueueEntry, QueueError, QueueStats};
+use crate::envelope::{Envelope, QueueId, bounded_reason, unix_ms};
 use crate::smtp::address::Recipient;
 use async_nats::jetstream::{
     self, AckKind, consumer::PullConsumer, object_store::ObjectStore, stream,
@@ -174,8 +175,10 @@ pub struct JetStreamQueue {
     on_invalid: Option<InvalidObserver>,
 }
 
-fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
-    move |e| QueueError::Storage(format!("jetstream {what}: {e}"))
+fn err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    what: &'static str,
+) -> impl Fn(E) -> QueueError {
+    move |e| QueueError::unavailable(format!("jetstream {what}"), e)
 }
 
 impl JetStreamQueue {
@@ -185,7 +188,7 @@ impl JetStreamQueue {
     pub async fn connect(url: &str, options: JetStreamOptions) -> Result<Self, QueueError> {
         let client = async_nats::connect(url)
             .await
-            .map_err(|e| QueueError::Storage(format!("connecting to NATS at {url}: {e}")))?;
+            .map_err(|e| QueueError::unavailable(format!("connecting to NATS at {url}"), e))?;
         Self::with_client(client, options).await
     }
 
@@ -203,7 +206,7 @@ impl JetStreamQueue {
         let js = jetstream::new(client);
         let stream = crate::nats::open_stream(&js, provision::stream_config(&options))
             .await
-            .map_err(|e| QueueError::Storage(format!("{e:#}")))?;
+            .map_err(|e| QueueError::unavailable("opening the stream", e))?;
         let consumer_config = provision::consumer_config(&options);
         let consumer: PullConsumer = match stream.get_consumer(&options.consumer).await {
             // A consumer's settings cannot copy messages elsewhere (a pull consumer stays
@@ -327,16 +330,19 @@ impl JetStreamQueue {
         // While disconnected the client would buffer the publish and send it after
         // reconnecting, long after the sender was told 451: refuse before publishing.
         if self.js.client().connection_state() != async_nats::connection::State::Connected {
-            return Err(QueueError::Storage("not connected to NATS".into()));
+            return Err(QueueError::unavailable_because("not connected to NATS"));
         }
         let envelope_len = serde_json::to_string(envelope).map_or(0, |json| json.len());
         self.max_payload
             .checked_sub(HEADER_ROOM + 2 * envelope_len)
             .ok_or_else(|| {
-                QueueError::Full(format!(
-                    "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
-                    envelope.id, self.max_payload
-                ))
+                QueueError::full(
+                    format!(
+                        "envelope of {} ({envelope_len} bytes) too large for the NATS max payload of {} bytes",
+                        envelope.id, self.max_payload
+                    ),
+                    None,
+                )
             })
     }
 
@@ -396,9 +402,9 @@ impl JetStreamQueue {
         ack.await.map_err(|e| {
             let text = e.to_string();
             if text.contains("maximum") || text.contains("limit") {
-                QueueError::Full(format!("jetstream refused the message: {text}"))
+                QueueError::full("jetstream refused the message", Some(e.into()))
             } else {
-                QueueError::Storage(format!("jetstream publish not acknowledged: {text}"))
+                QueueError::unavailable("jetstream publish not acknowledged", e)
             }
         })?;
         Ok(())
@@ -417,11 +423,12 @@ impl JetStreamQueue {
                     Some(&message.headers),
                     message.payload.len(),
                     &self.options.limits,
-                )?;
+                )
+                .map_err(|e| QueueError::corrupt(id, e))?;
                 Ok(Some((message.sequence, meta, message.payload)))
             }
             Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
-            Err(e) => Err(QueueError::Storage(format!("jetstream get {id}: {e}"))),
+            Err(e) => Err(QueueError::unavailable(format!("jetstream get {id}"), e)),
         }
     }
 
@@ -443,10 +450,13 @@ impl JetStreamQueue {
             .await
             .map_err(err("reading a body object"))?;
         if body.len() as u64 != meta.body_size {
-            return Err(QueueError::Storage(format!(
-                "the body object {name} is not of the {} bytes its message says",
-                meta.body_size
-            )));
+            return Err(QueueError::corrupt(
+                &meta.envelope.id,
+                format!(
+                    "the body object {name} is not of the {} bytes its message says",
+                    meta.body_size
+                ),
+            ));
         }
         Ok(body)
     }
@@ -541,7 +551,7 @@ impl Queue for JetStreamQueue {
             return self.enqueue(envelope, &content).await;
         }
         let mut file = tokio::fs::File::open(body).await.map_err(|e| {
-            QueueError::Storage(format!("cannot open message body {}: {e}", body.display()))
+            QueueError::unavailable(format!("cannot open message body {}", body.display()), e)
         })?;
         let name = self.put_body(envelope, &mut file).await?;
         self.publish_new(envelope, len, Some(name), &[]).await
@@ -578,7 +588,7 @@ impl Queue for JetStreamQueue {
             let message = match self.fetcher.next().await {
                 Ok(Some(message)) => message,
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(QueueError::Storage(format!("jetstream fetching: {e}"))),
+                Err(e) => return Err(QueueError::unavailable("jetstream fetching", e)),
             };
             let info = message.info().map_err(err("message info"))?;
             let (seq, delivered, stored) = (info.stream_sequence, info.delivered, info.published);
@@ -675,11 +685,12 @@ impl Queue for JetStreamQueue {
             held.message.headers.as_ref(),
             held.message.payload.len(),
             &self.options.limits,
-        )?;
+        )
+        .map_err(|e| QueueError::corrupt(&lease.envelope.id, e))?;
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts += 1;
-        envelope.last_error = Some(super::bounded_reason(reason));
+        envelope.last_error = Some(bounded_reason(reason));
         let msg_id = format!("{}.{}", envelope.id, envelope.attempts);
         let meta = Meta {
             envelope,
@@ -707,6 +718,17 @@ impl Queue for JetStreamQueue {
         Ok(())
     }
 
+    async fn check(&self) -> Result<(), QueueError> {
+        self.stream
+            .get_info()
+            .await
+            .map(|_| ())
+            .map_err(err("reading the stream's state"))
+    }
+}
+
+#[async_trait]
+impl QueueAdmin for JetStreamQueue {
     async fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
         let leased = self.leased_seqs();
         let mut out = Vec::new();
@@ -766,14 +788,6 @@ impl Queue for JetStreamQueue {
         self.fetcher.forget(&self.subject(id));
         self.delete_body(meta.body_object.as_deref()).await;
         Ok(Some((meta.envelope, body)))
-    }
-
-    async fn check(&self) -> Result<(), QueueError> {
-        self.stream
-            .get_info()
-            .await
-            .map(|_| ())
-            .map_err(err("reading the stream's state"))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, QueueError> {

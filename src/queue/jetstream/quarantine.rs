@@ -16,11 +16,12 @@
 //!   warning; `get` answers it with an error.
 
 use super::JetStreamOptions;
+use crate::envelope::QueueId;
+use crate::queue::QueueError;
 use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::quarantine::{
     HeldMessage, Quarantine, check_record, decode_record, max_record_json, normalised, sort,
 };
-use crate::queue::{QueueError, QueueId};
 use async_nats::jetstream::{
     self,
     object_store::{InfoErrorKind, ObjectInfo, ObjectMetadata, ObjectStore},
@@ -28,6 +29,7 @@ use async_nats::jetstream::{
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
@@ -42,8 +44,10 @@ pub struct JetStreamQuarantine {
     list_limit: usize,
 }
 
-fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> QueueError {
-    move |e| QueueError::Storage(format!("quarantine {what}: {e}"))
+fn err<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    what: &'static str,
+) -> impl Fn(E) -> QueueError {
+    move |e| QueueError::unavailable(format!("quarantine {what}"), e)
 }
 
 impl JetStreamQuarantine {
@@ -68,10 +72,13 @@ impl JetStreamQuarantine {
         self.bucket
             .get_or_try_init(|| async {
                 self.js.get_object_store(&self.name).await.map_err(|e| {
-                    QueueError::Storage(format!(
-                        "quarantine bucket {}: {e} (the operator or `sluice nats provision` creates it)",
-                        self.name
-                    ))
+                    QueueError::unavailable(
+                        format!(
+                            "quarantine bucket {} (the operator or `sluice nats provision` creates it)",
+                            self.name
+                        ),
+                        e,
+                    )
                 })
             })
             .await
@@ -83,7 +90,10 @@ impl JetStreamQuarantine {
             Ok(info) if info.deleted => Ok(None),
             Ok(info) => Ok(Some(info)),
             Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
-            Err(e) => Err(QueueError::Storage(format!("quarantine info of {id}: {e}"))),
+            Err(e) => Err(QueueError::unavailable(
+                format!("quarantine info of {id}"),
+                e,
+            )),
         }
     }
 }
@@ -117,14 +127,13 @@ impl Quarantine for JetStreamQuarantine {
         let record = normalised(record, body);
         let id = &record.envelope.id;
         check_record(&record, &self.limits)
-            .map_err(|e| QueueError::Storage(format!("cannot hold {id}: {e}")))?;
-        let json = serde_json::to_string(&record)
-            .map_err(|e| QueueError::Storage(format!("cannot encode a held record: {e}")))?;
+            .map_err(|e| QueueError::corrupt(id, format!("cannot hold it: {e}")))?;
+        let json = serde_json::to_string(&record).map_err(|e| QueueError::Encode(Arc::new(e)))?;
         if json.len() > max_record_json(&self.limits) {
-            return Err(QueueError::Storage(format!(
-                "cannot hold {id}: a record of {} bytes",
-                json.len()
-            )));
+            return Err(QueueError::full(
+                format!("cannot hold {id}: a record of {} bytes", json.len()),
+                None,
+            ));
         }
         let meta = ObjectMetadata {
             name: id.to_string(),
@@ -163,7 +172,7 @@ impl Quarantine for JetStreamQuarantine {
             return Ok(None);
         };
         let record = decode_info(&info, &self.limits)
-            .map_err(|e| QueueError::Storage(format!("held message {id} is invalid: {e}")))?;
+            .map_err(|e| QueueError::corrupt(id, format!("held message is invalid: {e}")))?;
         let mut object = self
             .bucket()
             .await?
@@ -172,7 +181,7 @@ impl Quarantine for JetStreamQuarantine {
             .map_err(err("reading a held message"))?;
         // The client looks the metadata up again: it must be the version just checked.
         if object.info().nuid != info.nuid || object.info().name != info.name {
-            return Err(QueueError::Storage(format!(
+            return Err(QueueError::unavailable_because(format!(
                 "held message {id} changed while read"
             )));
         }
@@ -183,11 +192,14 @@ impl Quarantine for JetStreamQuarantine {
             .await
             .map_err(err("reading a held message"))?;
         if body.len() as u64 != record.size {
-            return Err(QueueError::Storage(format!(
-                "held message {id} has {} bytes, its record says {}",
-                body.len(),
-                record.size
-            )));
+            return Err(QueueError::corrupt(
+                id,
+                format!(
+                    "held message has {} bytes, its record says {}",
+                    body.len(),
+                    record.size
+                ),
+            ));
         }
         Ok(Some((record, body)))
     }
@@ -253,7 +265,7 @@ mod tests {
             bucket.unwrap().put(meta, &mut &body[..]).await.unwrap();
         }
 
-        async fn queue(&self) -> Arc<dyn crate::queue::Queue> {
+        async fn queue(&self) -> Arc<dyn crate::queue::QueueAdmin> {
             let url = self.server.url();
             let queue = self
                 .queue

@@ -19,6 +19,27 @@ queue_conformance_tests!(NatsServer::start(), async |server: &NatsServer| {
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// Waits (bounded) until the consumer holds a pull request that no message has answered
+/// yet: a worker's long-poll is open on the server.
+async fn until_a_pull_request_waits(server: &NatsServer, options: &JetStreamOptions) {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut consumer: PullConsumer = jetstream::new(client)
+        .get_stream(&options.stream)
+        .await
+        .unwrap()
+        .get_consumer(&options.consumer)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while consumer.info().await.unwrap().num_waiting == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pull request ever waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueued_and_deferred_messages_survive_a_server_restart() {
     let mut server = NatsServer::start();
@@ -105,9 +126,11 @@ async fn a_lease_longer_than_ack_wait_is_kept_alive() {
     let env = envelope(&["a"]);
     q.enqueue(&env, b"long").await.unwrap();
     let lease = q.take(MINUTE).await.unwrap().expect("due");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Three times the server's ack_wait, asking all along: never handed out again.
     assert!(
-        q.take(MINUTE).await.unwrap().is_none(),
+        take_within(&q, MINUTE, Duration::from_millis(1500))
+            .await
+            .is_none(),
         "redelivered while the lease was kept"
     );
     q.ack(&lease).await.unwrap();
@@ -121,7 +144,10 @@ async fn an_envelope_too_large_for_a_message_is_refused_as_full() {
     let mut env = envelope(&["a"]);
     env.helo = "h".repeat(q.max_payload);
     match q.enqueue(&env, b"x").await {
-        Err(QueueError::Full(text)) => assert!(text.contains("max payload"), "{text}"),
+        Err(e @ QueueError::Full { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("max payload"), "{text}");
+        }
         other => panic!("expected Full, got {other:?}"),
     }
     assert!(q.list().await.unwrap().is_empty());
@@ -173,7 +199,7 @@ async fn work_published_by_another_pod_wakes_a_waiting_worker_at_once() {
     let worker = JetStreamQueue::connect(&server.url(), options.clone())
         .await
         .unwrap();
-    let ingress = JetStreamQueue::connect(&server.url(), options)
+    let ingress = JetStreamQueue::connect(&server.url(), options.clone())
         .await
         .unwrap();
     assert!(worker.take(MINUTE).await.unwrap().is_none());
@@ -186,7 +212,7 @@ async fn work_published_by_another_pod_wakes_a_waiting_worker_at_once() {
             started.elapsed()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_a_pull_request_waits(&server, &options).await;
     let e = envelope(&["a"]);
     ingress.enqueue(&e, b"body").await.unwrap();
     let waited = waiting.await.unwrap();
@@ -265,11 +291,19 @@ async fn an_enqueue_while_disconnected_is_refused_and_never_stored_later() {
     }
     server.start_again();
     let other = queue(&server).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        other.list().await.unwrap().is_empty(),
-        "a refused message was stored"
-    );
+    // Once the refusing client is back, a message it publishes now is stored after
+    // anything it could have kept from before: the server takes one connection's
+    // messages in order.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while q.check().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let marker = envelope(&["b"]);
+    q.enqueue(&marker, b"after").await.unwrap();
+    let listed = other.list().await.unwrap();
+    let ids: Vec<&QueueId> = listed.iter().map(|entry| &entry.envelope.id).collect();
+    assert_eq!(ids, vec![&marker.id], "a refused message was stored");
 }
 
 #[tokio::test]
@@ -341,7 +375,7 @@ async fn a_lease_handed_back_does_not_go_to_the_stopping_workers_own_long_poll()
         let stopping = stopping.clone();
         tokio::spawn(async move { stopping.wait_for_work(Duration::from_secs(1)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_a_pull_request_waits(&server, &options).await;
     stopping.release_all().await;
     let _ = waiting.await;
     let other = JetStreamQueue::connect(&server.url(), options)

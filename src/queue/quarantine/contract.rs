@@ -4,8 +4,9 @@
 //! for releases.
 
 use super::{HeldMessage, MAX_REASON, Quarantine, release};
+use crate::envelope::QueueId;
+use crate::queue::QueueAdmin;
 use crate::queue::conformance::envelope;
-use crate::queue::{Queue, QueueId};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ pub trait Harness: Send + Sync {
     /// with no check at all.
     async fn plant(&self, name: &str, record_json: &str, body: &[u8]);
     /// The queue that releases go to.
-    async fn queue(&self) -> Arc<dyn Queue>;
+    async fn queue(&self) -> Arc<dyn QueueAdmin>;
 }
 
 /// One `#[tokio::test]` per check; `$ctx` makes the harness.

@@ -2,7 +2,8 @@
 //! it was accepted for, byte for byte, and leaves the quarantine.
 
 use super::Quarantine;
-use crate::queue::{Envelope, Queue, QueueError, QueueId, unix_ms};
+use crate::envelope::{Envelope, QueueId, unix_ms};
+use crate::queue::{Queue, QueueError};
 use std::time::SystemTime;
 
 /// Queues the original held as `id` under a new queue id (the stripped copy may still be

@@ -23,7 +23,8 @@
 use super::disk::DiskFullSwitch;
 use super::store::{self, BODIES, ENVELOPES, SCHEDULE, copy_error, poisons, storage_error};
 use super::{Shared, Slot};
-use crate::queue::{QueueError, QueueId};
+use crate::envelope::QueueId;
+use crate::queue::QueueError;
 use redb::{Database, Durability};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -240,7 +241,8 @@ impl Committer {
             Err(e) => {
                 tracing::debug!(error = %e, "spool database cannot be reopened yet");
                 // A full disk stays the reason while it lasts; else the newer error.
-                if !matches!(outage.error, QueueError::Full(_)) || matches!(e, QueueError::Full(_))
+                if !matches!(outage.error, QueueError::Full { .. })
+                    || matches!(e, QueueError::Full { .. })
                 {
                     outage.error = e;
                 }

@@ -10,7 +10,8 @@
 //! the new holder knows the old one may have delivered it; like leases, that note is lost
 //! with the process.
 
-use crate::queue::{QueueId, QueueStats};
+use crate::envelope::QueueId;
+use crate::queue::QueueStats;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,7 +34,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-use crate::queue::{Envelope, Lease, Queue, QueueEntry, QueueError, QueueId, QueueStats, unix_ms};
+use crate::envelope::{Envelope, QueueId, unix_ms};
+use crate::queue::{Lease, Queue, QueueAdmin, QueueEntry, QueueError, QueueStats};
 use crate::smtp::address::Recipient;
 use async_trait::async_trait;
 use committer::{Done, Location, Op, Request};
@@ -121,11 +122,11 @@ fn now_ms() -> u64 {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> QueueError {
-    let text = format!("{what} {}: {e}", path.display());
+    let context = format!("{what} {}", path.display());
     if e.kind() == std::io::ErrorKind::StorageFull {
-        QueueError::Full(text)
+        QueueError::full(context, Some(e.into()))
     } else {
-        QueueError::Storage(text)
+        QueueError::unavailable(context, e)
     }
 }
 
@@ -158,7 +159,7 @@ fn lock_dir(dir: &Path) -> Result<File, QueueError> {
             } else {
                 format!(" (pid {holder})")
             };
-            Err(QueueError::Storage(format!(
+            Err(QueueError::unavailable_because(format!(
                 "spool {} is already open in another process or handle{by}",
                 dir.display()
             )))
@@ -182,7 +183,7 @@ impl Spool {
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || Self::open_blocking(dir, switch))
             .await
-            .map_err(|e| QueueError::Storage(format!("spool open failed: {e}")))?
+            .map_err(|e| QueueError::unavailable("spool open failed", e))?
     }
 
     fn open_blocking(dir: PathBuf, switch: Option<DiskFullSwitch>) -> Result<Spool, QueueError> {
@@ -209,7 +210,7 @@ impl Spool {
             switch,
         };
         let committer = committer::spawn(db, location, shared.clone(), receiver)
-            .map_err(|e| QueueError::Storage(format!("cannot start spool committer: {e}")))?;
+            .map_err(|e| QueueError::unavailable("cannot start spool committer", e))?;
         tracing::info!(dir = %dir.display(), messages, "spool opened");
         Ok(Spool {
             dir,
@@ -285,7 +286,7 @@ impl Spool {
         let db = self.database()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| QueueError::Storage(format!("spool read failed: {e}")))?
+            .map_err(|e| QueueError::unavailable("spool read failed", e))?
     }
 
     /// Hands `op` to the committer.
@@ -309,7 +310,7 @@ impl Spool {
             due_at_ms: now_ms(),
         };
         if !self.shared.lock_index().reserve(&id, size) {
-            return Err(QueueError::Storage(format!(
+            return Err(QueueError::unavailable_because(format!(
                 "message {id} is already queued"
             )));
         }
@@ -356,8 +357,7 @@ impl Drop for Spool {
 }
 
 fn to_json(envelope: &Envelope) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(envelope)
-        .map_err(|e| QueueError::Storage(format!("cannot encode envelope {}: {e}", envelope.id)))
+    serde_json::to_vec(envelope).map_err(|e| QueueError::Encode(Arc::new(e)))
 }
 
 #[async_trait]
@@ -423,7 +423,7 @@ impl Queue for Spool {
             let (db, read_id) = (db.clone(), id.clone());
             let read = tokio::task::spawn_blocking(move || store::read_message(&db, &read_id))
                 .await
-                .map_err(|e| QueueError::Storage(format!("spool read failed: {e}")))
+                .map_err(|e| QueueError::unavailable("spool read failed", e))
                 .and_then(|r| r);
             match read {
                 Ok(Some((envelope, body))) => {
@@ -470,7 +470,7 @@ impl Queue for Spool {
         let mut envelope = lease.envelope.clone();
         envelope.recipients = remaining;
         envelope.attempts = envelope.attempts.saturating_add(1);
-        envelope.last_error = Some(super::bounded_reason(reason));
+        envelope.last_error = Some(crate::envelope::bounded_reason(reason));
         let json = to_json(&envelope)?;
         let Some(size) = self.shared.lock_index().begin_settle(id, lease.token) else {
             return Err(QueueError::LeaseLost(id.clone()));
@@ -483,7 +483,10 @@ impl Queue for Spool {
         };
         self.settle(id, op).await
     }
+}
 
+#[async_trait]
+impl QueueAdmin for Spool {
     async fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
         let stored = self.read(store::read_all).await?;
         let now = now_ms();

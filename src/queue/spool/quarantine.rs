@@ -13,15 +13,17 @@
 //! [`max_record_json`] bytes, checked ([`check_record`]) and must name the file's id, and
 //! the content must be exactly the size the record says, within the limits.
 
+use crate::envelope::QueueId;
+use crate::queue::QueueError;
 use crate::queue::jetstream::codec::EnvelopeLimits;
 use crate::queue::quarantine::{
     HeldMessage, Quarantine, check_record, decode_record, max_record_json, normalised, sort,
 };
-use crate::queue::{QueueError, QueueId};
 use async_trait::async_trait;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const DIR: &str = "quarantine";
@@ -39,11 +41,11 @@ pub struct SpoolQuarantine {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> QueueError {
-    let text = format!("{what} {}: {e}", path.display());
+    let context = format!("{what} {}", path.display());
     if e.kind() == ErrorKind::StorageFull {
-        QueueError::Full(text)
+        QueueError::full(context, Some(e.into()))
     } else {
-        QueueError::Storage(text)
+        QueueError::unavailable(context, e)
     }
 }
 
@@ -58,7 +60,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, QueueError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| QueueError::Storage(format!("quarantine I/O failed: {e}")))?
+        .map_err(|e| QueueError::unavailable("quarantine I/O failed", e))?
 }
 
 impl SpoolQuarantine {
@@ -148,7 +150,7 @@ fn read_held(
         .map_err(|e| io_error("cannot read held message", path, e))?
         .len();
     let (record, offset) = read_record(&mut file, id, len, limits).map_err(|e| {
-        QueueError::Storage(format!("held message {} is invalid: {e}", path.display()))
+        QueueError::corrupt(path.display(), format!("held message is invalid: {e}"))
     })?;
     if !with_body {
         return Ok(Some((record, Vec::new())));
@@ -163,7 +165,7 @@ fn read_held(
         })
         .map_err(|e| io_error("cannot read held message", path, e))?;
     if body.len() as u64 != record.size {
-        return Err(QueueError::Storage(format!(
+        return Err(QueueError::unavailable_because(format!(
             "held message {} changed while read",
             path.display()
         )));
@@ -175,10 +177,10 @@ fn read_held(
 impl Quarantine for SpoolQuarantine {
     async fn hold(&self, record: &HeldMessage, body: &[u8]) -> Result<(), QueueError> {
         let record = normalised(record, body);
-        check_record(&record, &self.limits)
-            .map_err(|e| QueueError::Storage(format!("cannot hold {}: {e}", record.envelope.id)))?;
-        let json = serde_json::to_vec(&record)
-            .map_err(|e| QueueError::Storage(format!("cannot encode a held record: {e}")))?;
+        check_record(&record, &self.limits).map_err(|e| {
+            QueueError::corrupt(&record.envelope.id, format!("cannot hold it: {e}"))
+        })?;
+        let json = serde_json::to_vec(&record).map_err(|e| QueueError::Encode(Arc::new(e)))?;
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let id = &record.envelope.id;
         let tmp = self.dir.join(format!("{TMP_PREFIX}{id}-{n}"));
@@ -303,7 +305,7 @@ mod tests {
             fs::write(path, content).unwrap();
         }
 
-        async fn queue(&self) -> Arc<dyn crate::queue::Queue> {
+        async fn queue(&self) -> Arc<dyn crate::queue::QueueAdmin> {
             let dir = self.spool_dir().join("queue");
             let spool = self
                 .queue

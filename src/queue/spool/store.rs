@@ -11,7 +11,8 @@
 //! always agree. This module holds the blocking reads; writes go through the committer.
 
 use super::disk::{self, DiskFullSwitch};
-use crate::queue::{Envelope, QueueError, QueueId};
+use crate::envelope::{Envelope, QueueId};
+use crate::queue::QueueError;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
@@ -33,9 +34,9 @@ pub(super) fn storage_error(e: impl Into<redb::Error>) -> QueueError {
     let e: redb::Error = e.into();
     match &e {
         redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
-            QueueError::Full(e.to_string())
+            QueueError::full("spool database", Some(e.into()))
         }
-        _ => QueueError::Storage(e.to_string()),
+        _ => QueueError::unavailable("spool database", e),
     }
 }
 
@@ -45,19 +46,14 @@ pub(super) fn poisons(e: &redb::Error) -> bool {
     matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
 }
 
-/// A copy of a queue error, for answering every caller of a failed group commit.
+/// A copy of a queue error, for answering every caller of a failed group commit: the
+/// source is shared, not flattened.
 pub(super) fn copy_error(e: &QueueError) -> QueueError {
-    match e {
-        QueueError::Storage(s) => QueueError::Storage(s.clone()),
-        QueueError::Full(s) => QueueError::Full(s.clone()),
-        QueueError::LeaseLost(id) => QueueError::LeaseLost(id.clone()),
-        QueueError::Busy(id) => QueueError::Busy(id.clone()),
-        QueueError::Closed => QueueError::Closed,
-    }
+    e.clone()
 }
 
 fn corrupt(what: &str, id: &str, e: impl std::fmt::Display) -> QueueError {
-    QueueError::Storage(format!("spool {what} of {id} is unreadable: {e}"))
+    QueueError::corrupt(id, format!("spool {what} is unreadable: {e}"))
 }
 
 fn parse_id(key: &str) -> Result<QueueId, QueueError> {

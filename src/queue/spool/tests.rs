@@ -90,7 +90,8 @@ async fn a_second_open_fails_until_the_first_is_closed() {
     let spool = Spool::open(dir.path()).await.unwrap();
     let second = Spool::open(dir.path()).await;
     match second {
-        Err(QueueError::Storage(text)) => {
+        Err(e @ QueueError::Unavailable { .. }) => {
+            let text = e.to_string();
             assert!(text.contains("already open"), "{text}");
             assert!(text.contains(&std::process::id().to_string()), "{text}");
         }
@@ -190,7 +191,7 @@ async fn duplicate_ids_and_closed_spools_are_refused() {
     spool.enqueue(&env, b"one").await.unwrap();
     assert!(matches!(
         spool.enqueue(&env, b"two").await,
-        Err(QueueError::Storage(_))
+        Err(QueueError::Unavailable { .. })
     ));
     let lease = spool.take(MINUTE).await.unwrap().unwrap();
     assert_eq!(lease.body, b"one");
@@ -220,22 +221,22 @@ async fn wait_for_work_wakes_on_enqueue_and_at_due_time() {
     spool.wait_for_work(Duration::from_millis(150)).await;
     assert!(start.elapsed() >= Duration::from_millis(140));
 
-    // Woken by an enqueue well before `max`.
-    let waiter = {
-        let spool = spool.clone();
-        tokio::spawn(async move {
-            let start = Instant::now();
-            spool.wait_for_work(MINUTE).await;
-            start.elapsed()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Woken by an enqueue well before `max`. One poll registers the waiter (the spool
+    // enables its notification before it looks at the index), so the enqueue comes
+    // while it waits.
+    let start = Instant::now();
+    let waiter = spool.wait_for_work(MINUTE);
+    tokio::pin!(waiter);
+    tokio::select! {
+        biased;
+        _ = waiter.as_mut() => panic!("returned with nothing queued"),
+        _ = std::future::ready(()) => {}
+    }
     spool.enqueue(&envelope(&["a"]), b"x").await.unwrap();
-    let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+    tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
-        .expect("woken by the enqueue")
-        .unwrap();
-    assert!(waited < Duration::from_secs(5));
+        .expect("woken by the enqueue");
+    assert!(start.elapsed() < Duration::from_secs(5));
 
     // Due now: returns at once. Deferred: returns when it falls due.
     let start = Instant::now();
@@ -466,10 +467,16 @@ async fn a_full_disk_is_refused_as_full_and_the_spool_recovers_by_itself() {
     for _ in 0..3 {
         let env = envelope(&["a"]);
         let refused = spool.enqueue(&env, &content(&env.id, 20_000)).await;
-        assert!(matches!(refused, Err(QueueError::Full(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(QueueError::Full { .. })),
+            "{refused:?}"
+        );
     }
     // A settle fails too, and leaves the lease as it was.
-    assert!(matches!(spool.ack(&lease).await, Err(QueueError::Full(_))));
+    assert!(matches!(
+        spool.ack(&lease).await,
+        Err(QueueError::Full { .. })
+    ));
     assert_eq!(spool.stats().reopens, 0, "no reopen can work while full");
 
     disk.set_full(false);
@@ -519,14 +526,17 @@ async fn a_full_disk_that_stays_full_keeps_answering_full_and_reads_keep_working
     let env = envelope(&["a"]);
     assert!(matches!(
         spool.enqueue(&env, b"x").await,
-        Err(QueueError::Full(_))
+        Err(QueueError::Full { .. })
     ));
     // Across several reopen attempts the answer stays "full", never "previous I/O error".
     let until = Instant::now() + committer::REOPEN_INTERVAL * 3;
     while Instant::now() < until {
         let env = envelope(&["a"]);
         let refused = spool.enqueue(&env, b"x").await;
-        assert!(matches!(refused, Err(QueueError::Full(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(QueueError::Full { .. })),
+            "{refused:?}"
+        );
         tokio::time::sleep(committer::REOPEN_INTERVAL / 5).await;
     }
     disk.set_full(false);

@@ -4,8 +4,8 @@
 //! time of receipt of a message are known in advance, as `delivery::retry` takes its
 //! time from the caller.
 
-use crate::queue::QueueId;
-use crate::telemetry::trace::TraceParent;
+use crate::envelope::QueueId;
+use crate::envelope::TraceParent;
 use chrono::{DateTime, FixedOffset};
 
 /// The clock and the id generators of a session.

@@ -4,7 +4,7 @@
 use super::{
     Client, Greeted, ListenerKind, Refusal, Rejection, Session, SessionPolicy, Step, Transaction,
 };
-use crate::queue::{Envelope, SenderTrust};
+use crate::envelope::{Envelope, SenderTrust};
 use crate::smtp::address::{MailParams, Mailbox, Notify, Orcpt, Recipient, ReversePath};
 use crate::smtp::reply::Reply;
 

@@ -23,7 +23,7 @@ pub(crate) mod transcript;
 
 use super::command::{Command, parse_command};
 use super::reply::Reply;
-use crate::queue::{Envelope, QueueId};
+use crate::envelope::{Envelope, QueueId};
 use message::{Discard, Receiving};
 use std::net::IpAddr;
 use std::sync::Arc;

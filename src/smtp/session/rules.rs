@@ -5,7 +5,7 @@
 //! depends on no policy model, and its tests run on a small implementation of their
 //! own.
 
-use crate::queue::SenderTrust;
+use crate::envelope::SenderTrust;
 use crate::smtp::address::{Mailbox, ReversePath};
 use crate::smtp::reply::Reply;
 use std::net::IpAddr;

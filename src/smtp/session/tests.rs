@@ -4,7 +4,7 @@
 
 use super::transcript::{FixedEnv, T, TRACE, TestPolicy, config, enqueued, reply, tls};
 use super::*;
-use crate::queue::SenderTrust;
+use crate::envelope::SenderTrust;
 use std::sync::OnceLock;
 
 fn policy() -> Arc<TestPolicy> {

@@ -4,9 +4,9 @@
 //! [`TestPolicy`] so that the session's tests need no policy model.
 
 use super::*;
-use crate::queue::SenderTrust;
+use crate::envelope::SenderTrust;
+use crate::envelope::TraceParent;
 use crate::smtp::address::{Mailbox, ReversePath};
-use crate::telemetry::trace::TraceParent;
 use chrono::{DateTime, FixedOffset};
 use std::sync::Mutex;
 

@@ -9,9 +9,9 @@ use crate::cluster::RenderedCluster;
 use crate::common::roles::RoleProcess;
 use crate::common::sink::Sink;
 use async_nats::jetstream;
+use sluice::envelope::{Envelope, QueueId, SenderTrust, unix_ms};
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQuarantine};
 use sluice::queue::quarantine::{HeldMessage, Quarantine};
-use sluice::queue::{Envelope, QueueId, SenderTrust, unix_ms};
 use sluice::smtp::address::{MailParams, Mailbox, Recipient};
 use std::time::{Duration, Instant, SystemTime};
 

@@ -55,7 +55,7 @@ fn envelope(sender: Option<&str>, params: MailParams) -> Envelope {
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
         helo: "client.example.com".into(),
         authenticated_user: Some("alice".into()),
-        sender_trust: crate::queue::SenderTrust::Authenticated,
+        sender_trust: crate::envelope::SenderTrust::Authenticated,
         attempts: 3,
         last_error: None,
         delay_warned_at_ms: None,
@@ -140,7 +140,7 @@ fn a_bounce_continues_the_trace_of_its_message() {
         now(),
     );
     assert_eq!(untraced.unwrap().0.trace, None);
-    let trace = crate::telemetry::trace::TraceParent::new_root();
+    let trace = crate::envelope::TraceParent::new_root();
     env.trace = Some(trace);
     let (dsn, _) = build(
         &env,

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::delivery::outcome::Handoff;
-use crate::queue::SenderTrust;
+use crate::envelope::SenderTrust;
 
 #[test]
 fn no_notification_for_a_null_reverse_path() {

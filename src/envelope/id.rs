@@ -125,9 +125,9 @@ mod tests {
 
     #[test]
     fn the_timestamp_is_the_generation_time() {
-        let before = crate::queue::unix_ms(SystemTime::now());
+        let before = crate::envelope::unix_ms(SystemTime::now());
         let id = QueueId::generate();
-        let after = crate::queue::unix_ms(SystemTime::now());
+        let after = crate::envelope::unix_ms(SystemTime::now());
         // The counter may carry an earlier millisecond forward, never a later one.
         assert!(id.timestamp_ms() <= after, "{id}");
         assert!(id.timestamp_ms() + 1_000 >= before, "{id}");
