@@ -400,8 +400,8 @@ pub const MIN_COMMAND_LINE: usize = 512 + 26 + 15 + 9 + 100 + 500;
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_size: 25 << 20,
-            max_recipients: 1000,
+            max_message_size: crate::envelope::DEFAULT_MAX_MESSAGE_SIZE,
+            max_recipients: crate::envelope::DEFAULT_MAX_RECIPIENTS,
             max_command_line: 2048,
             max_data_line: 65_536,
             max_errors: 20,

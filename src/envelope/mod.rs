@@ -79,6 +79,13 @@ impl SenderTrust {
 /// octets (RFC 5321 4.5.3.1.5), and that says enough.
 pub const MAX_LAST_ERROR: usize = 512;
 
+/// The relay's default bound on an envelope's recipients (`limits.maxRecipients`), here
+/// so that the queue's decoder and the configuration agree without one importing the
+/// other.
+pub const DEFAULT_MAX_RECIPIENTS: usize = 1000;
+/// The relay's default bound on a message's size in octets (`limits.maxMessageSize`).
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 << 20;
+
 /// `reason` cut to at most [`MAX_LAST_ERROR`] bytes on a character boundary, ending in
 /// `…` when cut. Every backend stores deferral reasons through this.
 pub fn bounded_reason(mut reason: String) -> String {

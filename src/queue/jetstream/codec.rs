@@ -68,10 +68,9 @@ pub struct EnvelopeLimits {
 
 impl Default for EnvelopeLimits {
     fn default() -> Self {
-        let limits = crate::config::Limits::default();
         EnvelopeLimits {
-            max_recipients: limits.max_recipients,
-            max_message_size: limits.max_message_size,
+            max_recipients: crate::envelope::DEFAULT_MAX_RECIPIENTS,
+            max_message_size: crate::envelope::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
