@@ -1,28 +1,45 @@
-//! Observability: logging set-up, the Prometheus [`metrics`], readiness latches
-//! ([`readiness`]) and the admin HTTP listener serving `/healthz`, `/readyz` and
-//! `/metrics` ([`admin`]).
+//! Observability: logging set-up, trace export over OTLP ([`otel`]), the Prometheus
+//! [`metrics`], readiness latches ([`readiness`]) and the admin HTTP listener serving
+//! `/healthz`, `/readyz` and `/metrics` ([`admin`]).
 
 pub mod admin;
 pub mod metrics;
 pub mod operator;
+pub mod otel;
 pub mod readiness;
 pub mod trace;
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Logs go to standard error, one line per event, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
+    init_logging_with(format, None);
+}
+
+/// [`init_logging`], with the spans meant for export going to `export` when there is
+/// one. The log layer never sees them ([`otel::TARGET`]), so log lines are the same
+/// with export on or off.
+pub fn init_logging_with(format: LogFormat, export: Option<&otel::Export>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let not_exported = filter_fn(|meta| meta.target() != otel::TARGET);
     // Colours only for a person at a terminal, never into log files or collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    // A second initialisation (tests) is harmless, hence the ignored result.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => Box::new(fmt),
+        LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
     };
+    let logs = fmt.with_filter(filter.and(not_exported));
+    let traces = export.map(|export| export.layer());
+    // A second initialisation (tests) is harmless, hence the ignored result.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
 }
