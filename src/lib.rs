@@ -13,7 +13,7 @@
 //! | [`nats`] | connecting to NATS: URLs, credentials, TLS, connection state |
 //! | [`operator`] | `sluice operator`: the CRD, RelayPolicies and Secrets from the Kubernetes API into the snapshot in NATS, status, leader election |
 //! | [`queue`] | the `Queue` trait and its backends: the embedded spool, JetStream |
-//! | [`telemetry`] | logging, Prometheus metrics, the admin HTTP listener |
+//! | [`telemetry`] | logging, trace export over OTLP (`telemetry::otel`), Prometheus metrics, the admin HTTP listener |
 //! | [`config`] | the process configuration file of `sluice standalone` |
 //! | [`roles`] | the processes (standalone, ingress, worker): wiring, reloads, readiness, signals and drain |
 //! | [`units`] | sizes and durations as written in configuration |

@@ -25,6 +25,15 @@ pub fn init_logging(format: LogFormat) {
 /// one. The log layer never sees them ([`otel::TARGET`]), so log lines are the same
 /// with export on or off.
 pub fn init_logging_with(format: LogFormat, export: Option<&otel::Export>) {
+    // A second initialisation (tests) is harmless, hence the ignored result.
+    let _ = subscriber(format, export).try_init();
+}
+
+fn subscriber(
+    format: LogFormat,
+    export: Option<&otel::Export>,
+) -> impl tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a>
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let not_exported = filter_fn(|meta| meta.target() != otel::TARGET);
     // Colours only for a person at a terminal, never into log files or collectors.
@@ -37,9 +46,24 @@ pub fn init_logging_with(format: LogFormat, export: Option<&otel::Export>) {
     };
     let logs = fmt.with_filter(filter.and(not_exported));
     let traces = export.map(|export| export.layer());
-    // A second initialisation (tests) is harmless, hence the ignored result.
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init();
+    tracing_subscriber::registry().with(logs).with(traces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without export, the spans meant for it are disabled at their call site (no
+    /// layer wants them), while log events and other spans are as before.
+    #[test]
+    fn exported_spans_cost_nothing_without_export() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            tracing::subscriber::with_default(subscriber(format, None), || {
+                let exported = tracing::info_span!(target: otel::TARGET, "smtp.session");
+                assert!(exported.is_disabled());
+                assert!(!tracing::enabled!(target: otel::TARGET, tracing::Level::ERROR));
+                assert!(tracing::enabled!(tracing::Level::INFO));
+            });
+        }
+    }
 }
