@@ -70,11 +70,7 @@ fn role_configs(dir: &Path) -> (String, String) {
     )
     .unwrap();
     let worker = dir.join("worker.yaml");
-    std::fs::write(
-        &worker,
-        "delivery: {retry: {firstRetry: 1s, jitter: 0}}\n",
-    )
-    .unwrap();
+    std::fs::write(&worker, "delivery: {retry: {firstRetry: 1s, jitter: 0}}\n").unwrap();
     let text = |p: &Path| p.to_str().unwrap().to_string();
     (text(&ingress), text(&worker))
 }
@@ -86,8 +82,10 @@ async fn start_roles(
     env: &[(&str, &str)],
 ) -> (RoleProcess, RoleProcess) {
     let (ingress_config, worker_config) = role_configs(dir);
-    let env: Vec<(&str, &std::ffi::OsStr)> =
-        env.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(*v))).collect();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env
+        .iter()
+        .map(|(k, v)| (*k, std::ffi::OsStr::new(*v)))
+        .collect();
     let common = ["--hostname", "relay.test", "--drain-delay", "0s"];
     let ingress_args: Vec<&str> = common
         .iter()
@@ -100,8 +98,10 @@ async fn start_roles(
         .chain(["--config", &worker_config])
         .collect();
     let url = nats.url();
-    let mut ingress = RoleProcess::start_with_env("ingress", "ingress", &url, &ingress_args, &env).await;
-    let mut worker = RoleProcess::start_with_env("worker", "worker", &url, &worker_args, &env).await;
+    let mut ingress =
+        RoleProcess::start_with_env("ingress", "ingress", &url, &ingress_args, &env).await;
+    let mut worker =
+        RoleProcess::start_with_env("worker", "worker", &url, &worker_args, &env).await;
     ingress.wait_ready(READY_WITHIN).await;
     worker.wait_ready(READY_WITHIN).await;
     (ingress, worker)
@@ -111,8 +111,8 @@ async fn start_roles(
 async fn send(ingress: &RoleProcess) -> String {
     let mut c = Client::connect(ingress.smtp()).await;
     c.cmd("EHLO client.test", "250 ").await;
-    let plain = base64::engine::general_purpose::STANDARD
-        .encode(format!("\0alice\0{}", common::PASSWORD));
+    let plain =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{}", common::PASSWORD));
     c.cmd(&format!("AUTH PLAIN {plain}"), "235").await;
     c.cmd("MAIL FROM:<alice@alice.test>", "250").await;
     c.cmd("RCPT TO:<bob@sink.test>", "250").await;
@@ -121,11 +121,7 @@ async fn send(ingress: &RoleProcess) -> String {
     c.send(message.as_bytes()).await;
     let reply = c.expect("250 2.0.0 Ok: queued as ").await;
     c.cmd("QUIT", "221").await;
-    reply
-        .rsplit(' ')
-        .next()
-        .expect("a queue id")
-        .to_string()
+    reply.rsplit(' ').next().expect("a queue id").to_string()
 }
 
 /// SIGTERM to both roles and a bounded wait for their exit, which flushes their spans.
@@ -184,7 +180,10 @@ async fn one_message_is_one_trace_across_ingress_queue_and_worker() {
     let accept = one(&spans, "smtp.accept");
     let checks = one(&spans, "sluice.filter");
     let enqueue = one(&spans, "sluice.enqueue");
-    let attempts: Vec<&Received> = spans.iter().filter(|s| s.name() == "smtp.deliver").collect();
+    let attempts: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.name() == "smtp.deliver")
+        .collect();
     assert_eq!(attempts.len(), 2, "two delivery attempts: {spans:#?}");
 
     // One trace, correctly parented: the session is the root, the acceptance below it,
@@ -194,7 +193,10 @@ async fn one_message_is_one_trace_across_ingress_queue_and_worker() {
     for span in spans.iter() {
         assert_eq!(span.trace_id(), trace, "one trace: {span:#?}");
     }
-    assert!(session.span.parent_span_id.is_empty(), "the session is the root");
+    assert!(
+        session.span.parent_span_id.is_empty(),
+        "the session is the root"
+    );
     assert_eq!(accept.parent_id(), session.span_id());
     assert_eq!(checks.parent_id(), accept.span_id());
     assert_eq!(enqueue.parent_id(), accept.span_id());
@@ -245,9 +247,21 @@ async fn one_message_is_one_trace_across_ingress_queue_and_worker() {
     assert_eq!(attr(deferred, "error.type"), "451");
 
     // Never content, the subject, the password or a local part.
-    let forbidden = [SUBJECT, "Quarterly", BODY, "confidential", common::PASSWORD, "bob", "alice"];
+    let forbidden = [
+        SUBJECT,
+        "Quarterly",
+        BODY,
+        "confidential",
+        common::PASSWORD,
+        "bob",
+        "alice",
+    ];
     for span in &spans {
-        for value in span.all_values().iter().chain([span.name().to_string()].iter()) {
+        for value in span
+            .all_values()
+            .iter()
+            .chain([span.name().to_string()].iter())
+        {
             for word in forbidden {
                 assert!(!value.contains(word), "{word:?} in {value:?} of {span:#?}");
             }
@@ -257,7 +271,12 @@ async fn one_message_is_one_trace_across_ingress_queue_and_worker() {
     // The log layer never saw the exported spans: no span names in the log lines.
     for role in [&ingress, &worker] {
         let log = role.log();
-        for name in ["smtp.session", "smtp.accept", "smtp.deliver", "sluice.enqueue"] {
+        for name in [
+            "smtp.session",
+            "smtp.accept",
+            "smtp.deliver",
+            "sluice.enqueue",
+        ] {
             assert!(!log.contains(name), "{name} in the log of {}", role.name);
         }
     }
@@ -288,5 +307,9 @@ async fn nothing_is_sent_when_export_is_off() {
     stop(&mut ingress, &mut worker).await;
     assert_eq!(collector.requests(), Vec::<String>::new());
     // The message still carries a trace context, logged as before.
-    assert!(ingress.log().contains("trace_id="), "{}", ingress.log_tail());
+    assert!(
+        ingress.log().contains("trace_id="),
+        "{}",
+        ingress.log_tail()
+    );
 }

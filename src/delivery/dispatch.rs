@@ -369,7 +369,8 @@ impl Dispatcher {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![(host.to_string(), SocketAddr::new(ip, port))]);
         }
-        let lookup = tracing::info_span!(target: otel::TARGET, "dns.resolve", server.address = host);
+        let lookup =
+            tracing::info_span!(target: otel::TARGET, "dns.resolve", server.address = host);
         let ips = self
             .resolver
             .ips(host)

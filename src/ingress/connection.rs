@@ -434,7 +434,10 @@ impl Connection {
             sluice.reply_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let step = self.accept(envelope, tail, &span).instrument(span.clone()).await;
+        let step = self
+            .accept(envelope, tail, &span)
+            .instrument(span.clone())
+            .await;
         if let Step::Reply(reply) | Step::Close(reply) = &step {
             span.record("sluice.reply_code", reply.code);
             if reply.code >= 400 {

@@ -32,8 +32,7 @@ pub fn init_logging_with(format: LogFormat, export: Option<&otel::Export>) {
 fn subscriber(
     format: LogFormat,
     export: Option<&otel::Export>,
-) -> impl tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a>
-{
+) -> impl tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let not_exported = filter_fn(|meta| meta.target() != otel::TARGET);
     // Colours only for a person at a terminal, never into log files or collectors.

@@ -259,7 +259,10 @@ pub fn set_attribute(span: &tracing::Span, key: &'static str, value: impl Into<V
 pub fn reply_code(reply: &str) -> Option<u16> {
     let code = reply.get(..3)?;
     let valid = code.bytes().all(|b| b.is_ascii_digit())
-        && reply.as_bytes().get(3).is_none_or(|b| matches!(b, b' ' | b'-'));
+        && reply
+            .as_bytes()
+            .get(3)
+            .is_none_or(|b| matches!(b, b' ' | b'-'));
     valid.then(|| code.parse().ok()).flatten()
 }
 

@@ -43,7 +43,10 @@ fn the_service_name_comes_from_either_variable() {
     assert_eq!(service_name(&env_of(&[])), None);
     let named = env_of(&[("OTEL_SERVICE_NAME", "relay-a")]);
     assert_eq!(service_name(&named).as_deref(), Some("relay-a"));
-    let attrs = env_of(&[("OTEL_RESOURCE_ATTRIBUTES", "team=mail, service.name=relay-b")]);
+    let attrs = env_of(&[(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "team=mail, service.name=relay-b",
+    )]);
     assert_eq!(service_name(&attrs).as_deref(), Some("relay-b"));
     let other = env_of(&[("OTEL_RESOURCE_ATTRIBUTES", "team=mail")]);
     assert_eq!(service_name(&other), None);
