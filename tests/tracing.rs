@@ -225,6 +225,7 @@ async fn one_message_is_one_trace_across_ingress_queue_and_worker() {
     assert_eq!(attr(accept, "sluice.queue_id"), queue_id);
     assert_eq!(attr(accept, "sluice.recipient_domain"), "sink.test");
     assert_eq!(attr(accept, "sluice.reply_code"), "250");
+    assert_eq!(attr(checks, "sluice.filter.disposition"), "queue");
     let mut codes: Vec<String> = attempts
         .iter()
         .map(|a| attr(a, "sluice.reply_code"))

@@ -464,12 +464,30 @@ impl Connection {
             tls: self.session.tls(),
             peer: &self.peer,
         };
-        let checks = tracing::info_span!(target: otel::TARGET, "sluice.filter");
+        // The checks' names and results (`name=result`, from the policy), never what
+        // they found in the message.
+        let checks = tracing::info_span!(
+            target: otel::TARGET,
+            "sluice.filter",
+            sluice.filter.results = tracing::field::Empty,
+            sluice.filter.disposition = tracing::field::Empty,
+        );
         let filtered = filtering::filter(&self.shared, session, &envelope, body)
-            .instrument(checks)
+            .instrument(checks.clone())
             .await;
+        let disposition = match &filtered {
+            Filtered::Queue(..) => "queue",
+            Filtered::Held => "held",
+            Filtered::Refused { .. } => "refused",
+        };
+        checks.record("sluice.filter.disposition", disposition);
         let (body, filters) = match filtered {
-            Filtered::Queue(body, filters) => (body, filters),
+            Filtered::Queue(body, filters) => {
+                if let Some(results) = &filters {
+                    checks.record("sluice.filter.results", results.as_str());
+                }
+                (body, filters)
+            }
             Filtered::Held => return self.session.enqueue_result(Ok(())),
             Filtered::Refused { reply, detail } => {
                 return self.session.filter_refused(reply, detail);

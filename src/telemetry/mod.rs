@@ -29,10 +29,10 @@ pub fn init_logging_with(format: LogFormat, export: Option<&otel::Export>) {
     let _ = subscriber(format, export).try_init();
 }
 
-fn subscriber(
-    format: LogFormat,
-    export: Option<&otel::Export>,
-) -> impl tracing::Subscriber + Send + Sync + for<'a> tracing_subscriber::registry::LookupSpan<'a> {
+/// The log layer, and the export layer only when there is an export: an absent layer
+/// (`Option::None`) would still declare an interest in every call site, enabling the
+/// exported spans with no one to consume them.
+fn subscriber(format: LogFormat, export: Option<&otel::Export>) -> tracing::Dispatch {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let not_exported = filter_fn(|meta| meta.target() != otel::TARGET);
     // Colours only for a person at a terminal, never into log files or collectors.
@@ -43,9 +43,11 @@ fn subscriber(
         LogFormat::Text => Box::new(fmt),
         LogFormat::Json => Box::new(fmt.json().flatten_event(true)),
     };
-    let logs = fmt.with_filter(filter.and(not_exported));
-    let traces = export.map(|export| export.layer());
-    tracing_subscriber::registry().with(logs).with(traces)
+    let logs = tracing_subscriber::registry().with(fmt.with_filter(filter.and(not_exported)));
+    match export {
+        Some(export) => tracing::Dispatch::new(logs.with(export.layer())),
+        None => tracing::Dispatch::new(logs),
+    }
 }
 
 #[cfg(test)]
@@ -57,7 +59,7 @@ mod tests {
     #[test]
     fn exported_spans_cost_nothing_without_export() {
         for format in [LogFormat::Text, LogFormat::Json] {
-            tracing::subscriber::with_default(subscriber(format, None), || {
+            tracing::dispatcher::with_default(&subscriber(format, None), || {
                 let exported = tracing::info_span!(target: otel::TARGET, "smtp.session");
                 assert!(exported.is_disabled());
                 assert!(!tracing::enabled!(target: otel::TARGET, tracing::Level::ERROR));
