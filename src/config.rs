@@ -55,6 +55,22 @@ pub struct Config {
     /// `sluice worker`, `sluice standalone --jetstream`).
     #[serde(default)]
     pub nats: crate::nats::NatsConfig,
+    /// Trace export over OTLP; the standard `OTEL_*` variables take precedence.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Trace export (`telemetry:`), for a deployment that prefers the file to the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_TRACES_SAMPLER_ARG` variables, which win
+/// when set. No endpoint, no export.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP base URL, e.g. `http://collector:4318` (`/v1/traces` is added).
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces kept, 0.0 to 1.0 (parent-based: a trace begun upstream
+    /// keeps its decision); all of them by default.
+    pub sample_ratio: Option<f64>,
 }
 
 /// Which process reads the configuration: each needs different parts of it.
@@ -467,6 +483,7 @@ impl Default for Config {
             log: LogFormat::default(),
             ports_file: None,
             nats: Default::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

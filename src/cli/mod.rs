@@ -180,10 +180,36 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Runs a role until it is stopped.
 fn serve(config: Config, role: Role) -> anyhow::Result<ExitCode> {
     config.validate(role).map_err(anyhow::Error::msg)?;
-    sluice::telemetry::init_logging(config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(sluice::roles::run(config, role))?;
+    // The exporter's batch processor runs on the runtime, so it starts inside it.
+    let export = {
+        let _inside = runtime.enter();
+        sluice::telemetry::otel::Export::start(service_name(role), &config.telemetry)
+    };
+    let (export, failed) = match export {
+        Ok(export) => (export, None),
+        Err(e) => (None, Some(e)),
+    };
+    sluice::telemetry::init_logging_with(config.log, export.as_ref());
+    if let Some(e) = failed {
+        tracing::error!(error = %e, "trace export is off: the exporter could not start");
+    }
+    let result = runtime.block_on(sluice::roles::run(config, role));
+    // After the drain, with the runtime still up: the last spans go out before exit.
+    if let Some(export) = export {
+        export.shutdown();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The service name of a role's spans, unless `OTEL_SERVICE_NAME` says otherwise.
+fn service_name(role: Role) -> &'static str {
+    match role {
+        Role::Standalone { .. } => "sluice",
+        Role::Ingress => "sluice-ingress",
+        Role::Worker => "sluice-worker",
+    }
 }

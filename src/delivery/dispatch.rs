@@ -14,12 +14,14 @@ use crate::envelope::Envelope;
 use crate::policy::sealed::{Sealed, SecretsKey, context};
 use crate::policy::{Delivery, Smarthost};
 use crate::smtp::address::Recipient;
+use crate::telemetry::otel;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// What the dispatcher needs from the process configuration.
 pub struct DispatchSettings {
@@ -217,14 +219,25 @@ impl Dispatcher {
         rcpts: &[Recipient],
         body: &[u8],
     ) -> Vec<Outcome> {
-        let hosts =
-            match mx::mx_hosts(self.resolver.as_ref(), domain, &self.settings.local_names).await {
-                Ok(hosts) => hosts,
-                Err(e) => return same(rcpts, e.to_outcome()),
-            };
-        let candidates = match self.allowed_candidates(domain, &hosts).await {
+        let lookup = tracing::info_span!(
+            target: otel::TARGET,
+            "dns.mx",
+            sluice.recipient_domain = domain,
+            error.type = tracing::field::Empty,
+        );
+        let candidates = async {
+            let hosts =
+                mx::mx_hosts(self.resolver.as_ref(), domain, &self.settings.local_names).await?;
+            self.allowed_candidates(domain, &hosts).await
+        }
+        .instrument(lookup.clone())
+        .await;
+        let candidates = match candidates {
             Ok(candidates) => candidates,
-            Err(e) => return same(rcpts, e.to_outcome()),
+            Err(e) => {
+                lookup.record("error.type", "mx_lookup");
+                return same(rcpts, e.to_outcome());
+            }
         };
         // RFC 7435: encrypt when the MX offers it, without insisting on a valid certificate.
         let config = ClientConfig {
@@ -294,14 +307,42 @@ impl Dispatcher {
             reply: "no host to deliver to".into(),
         };
         for (name, addr) in hosts {
-            let mut conn = match self.pool.connect(addr, &name, config).await {
+            let connect = tracing::info_span!(
+                target: otel::TARGET,
+                "smtp.connect",
+                server.address = %name,
+                server.port = addr.port(),
+                network.peer.address = %addr.ip(),
+                network.peer.port = addr.port(),
+                error.type = tracing::field::Empty,
+            );
+            let connected = self
+                .pool
+                .connect(addr, &name, config)
+                .instrument(connect.clone())
+                .await;
+            let mut conn = match connected {
                 Ok(conn) => conn,
                 Err(e) => {
+                    connect.record("error.type", e.kind());
                     last = e.to_outcome(Some(format!("{name}[{}]:{}", addr.ip(), addr.port())));
                     continue;
                 }
             };
-            match conn.send(env, rcpts, body).await {
+            let transaction = tracing::info_span!(
+                target: otel::TARGET,
+                "smtp.transaction",
+                server.address = %name,
+                server.port = addr.port(),
+                sluice.reply_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            let sent = conn
+                .send(env, rcpts, body)
+                .instrument(transaction.clone())
+                .await;
+            record_transaction(&transaction, &sent);
+            match sent {
                 Ok(outcomes) => {
                     self.pool.release(conn, addr, &name, config).await;
                     return outcomes;
@@ -328,9 +369,12 @@ impl Dispatcher {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![(host.to_string(), SocketAddr::new(ip, port))]);
         }
+        let lookup =
+            tracing::info_span!(target: otel::TARGET, "dns.resolve", server.address = host);
         let ips = self
             .resolver
             .ips(host)
+            .instrument(lookup)
             .await
             .map_err(|e| deferred(format!("cannot resolve {host}: {e}")))?;
         Ok(ips
@@ -391,6 +435,31 @@ impl Dispatcher {
         }
         let text = std::fs::read_to_string(dir.join(name).join(key)).ok()?;
         Some(text.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
+/// The transaction's reply on its span: the first recipient's outcome, or the error that
+/// ended the session.
+fn record_transaction(
+    span: &tracing::Span,
+    sent: &Result<Vec<Outcome>, super::client::ClientError>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    match sent {
+        Ok(outcomes) => {
+            let code = outcomes.first().and_then(|o| otel::reply_code(o.reply()));
+            if let Some(code) = code {
+                span.record("sluice.reply_code", code);
+                if code >= 400 {
+                    span.record("error.type", code);
+                }
+            }
+        }
+        Err(e) => {
+            span.record("error.type", e.kind());
+        }
     }
 }
 

@@ -24,12 +24,14 @@ use crate::policy::PolicySnapshot;
 use crate::queue::{Lease, Queue, QueueError};
 use crate::smtp::address::Recipient;
 use crate::telemetry::metrics::{DeliveryStatus, Label, Metrics, ReplyClass, RouteLabel};
+use crate::telemetry::otel;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// How long a taken message stays invisible to other takers; a delivery that outlives it
 /// may be repeated (at-least-once), so it is far longer than any delivery should take.
@@ -124,9 +126,14 @@ impl Worker {
             let outcomes = if recipients.is_empty() {
                 Vec::new()
             } else {
-                self.dispatcher
+                let span = attempt_span(envelope, &destination, &recipients);
+                let outcomes = self
+                    .dispatcher
                     .deliver(&destination, envelope, &recipients, &lease.body)
-                    .await
+                    .instrument(span.clone())
+                    .await;
+                record_attempt(&span, &outcomes);
+                outcomes
             };
             for (recipient, outcome) in refusals.chain(recipients.into_iter().zip(outcomes)) {
                 self.record(&lease, &destination, &recipient, &outcome);
@@ -320,6 +327,66 @@ impl Worker {
         });
     }
 }
+
+/// The span of one delivery attempt to one destination, below the message's trace
+/// context from the envelope (the ingress's acceptance, or the bounced message's).
+fn attempt_span(
+    envelope: &Envelope,
+    destination: &route::Destination,
+    recipients: &[Recipient],
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: otel::TARGET,
+        "smtp.deliver",
+        otel.kind = "client",
+        network.protocol.name = "smtp",
+        sluice.queue_id = %envelope.id,
+        sluice.route = route_kind(destination).as_str(),
+        sluice.recipient_domain = otel::domains(
+            recipients.iter().map(|r| r.address.domain.as_str()),
+            MAX_DOMAINS,
+        ),
+        sluice.recipient_count = recipients.len(),
+        sluice.attempt = envelope.attempts + 1,
+        sluice.outcome = tracing::field::Empty,
+        sluice.reply_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    otel::set_remote_parent(&span, envelope.trace.as_ref());
+    span
+}
+
+/// The attempt's result on its span: the first recipient's, and whether any differed.
+fn record_attempt(span: &tracing::Span, outcomes: &[Outcome]) {
+    if span.is_disabled() {
+        return;
+    }
+    let Some(first) = outcomes.first() else {
+        return;
+    };
+    let outcome = match first {
+        Outcome::Delivered { .. } => "delivered",
+        Outcome::Deferred { .. } => "deferred",
+        Outcome::Failed { .. } => "failed",
+    };
+    let mixed = outcomes
+        .iter()
+        .any(|o| std::mem::discriminant(o) != std::mem::discriminant(first));
+    span.record("sluice.outcome", if mixed { "mixed" } else { outcome });
+    let code = otel::reply_code(first.reply());
+    if let Some(code) = code {
+        span.record("sluice.reply_code", code);
+    }
+    if !first.is_delivered() {
+        match code {
+            Some(code) => span.record("error.type", code),
+            None => span.record("error.type", outcome),
+        };
+    }
+}
+
+/// Recipient domains named on an attempt's span; the count says if there were more.
+const MAX_DOMAINS: usize = 10;
 
 /// The `route` label of the delivery metrics.
 fn route_kind(destination: &route::Destination) -> RouteLabel {

@@ -57,6 +57,31 @@ impl TraceParent {
     pub fn trace_id(&self) -> String {
         to_hex(&self.trace_id)
     }
+
+    /// A context from its parts (an exported span's ids); `None` for the all-zero ids
+    /// the format reserves.
+    pub fn from_parts(trace_id: [u8; 16], parent_id: [u8; 8], sampled: bool) -> Option<Self> {
+        (trace_id != [0; 16] && parent_id != [0; 8]).then_some(TraceParent {
+            trace_id,
+            parent_id,
+            sampled,
+        })
+    }
+
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// The id of the span this context names: the parent of the next step's spans.
+    pub fn parent_id_bytes(&self) -> [u8; 8] {
+        self.parent_id
+    }
+
+    /// Whether the trace was sampled upstream (the flag that a parent-based sampler
+    /// follows).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
 }
 
 impl fmt::Display for TraceParent {

@@ -17,12 +17,17 @@ use crate::smtp::line::{Line, LineBuffer};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{ClientVerdict, ListenerKind, QueueFailure, Resources, Step};
 use crate::telemetry::metrics::{Label, RejectReason, Verb};
+use crate::telemetry::otel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 const READ_CHUNK: usize = 4096;
+/// Recipient domains named on a message's acceptance span; the count says if there were
+/// more.
+const MAX_DOMAINS: usize = 10;
 
 /// Whether the connection goes on after a step.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,7 +87,26 @@ impl Connection {
 
     /// Runs the session to its end. `drain` asks idle sessions to close; `stop` closes
     /// every session at once.
-    pub(super) async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
+    pub(super) async fn run(self, drain: CancellationToken, stop: CancellationToken) {
+        let span = self.session_span();
+        self.converse(drain, stop).instrument(span).await
+    }
+
+    /// The connection's span for export: the root of the trace of its messages.
+    fn session_span(&self) -> tracing::Span {
+        let peer: Option<std::net::SocketAddr> = self.peer.parse().ok();
+        tracing::info_span!(
+            target: otel::TARGET,
+            "smtp.session",
+            otel.kind = "server",
+            network.protocol.name = "smtp",
+            network.peer.address = peer.map(|p| p.ip().to_string()),
+            network.peer.port = peer.map(|p| p.port()),
+            sluice.listener = %self.listener.name,
+        )
+    }
+
+    async fn converse(mut self, drain: CancellationToken, stop: CancellationToken) {
         let greeting = self.session.greeting();
         greeting.write_to(&mut self.out);
         self.prefetch = self.start_prefetch();
@@ -397,7 +421,40 @@ impl Connection {
         self.session.client_checked(verdict)
     }
 
+    /// The end of a message: its filters, the durable hand-off to the queue and the
+    /// reply, in one span (the acceptance) with the checks and the enqueue as children.
     async fn enqueue(&mut self, envelope: crate::envelope::Envelope, tail: Vec<u8>) -> Step {
+        let span = tracing::info_span!(
+            target: otel::TARGET,
+            "smtp.accept",
+            sluice.queue_id = %envelope.id,
+            sluice.recipient_domain = otel::domains(
+                envelope.recipients.iter().map(|r| r.address.domain.as_str()),
+                MAX_DOMAINS,
+            ),
+            sluice.recipient_count = envelope.recipients.len(),
+            sluice.reply_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let step = self
+            .accept(envelope, tail, &span)
+            .instrument(span.clone())
+            .await;
+        if let Step::Reply(reply) | Step::Close(reply) = &step {
+            span.record("sluice.reply_code", reply.code);
+            if reply.code >= 400 {
+                span.record("error.type", reply.code);
+            }
+        }
+        step
+    }
+
+    async fn accept(
+        &mut self,
+        mut envelope: crate::envelope::Envelope,
+        tail: Vec<u8>,
+        span: &tracing::Span,
+    ) -> Step {
         let content = match self.content.take() {
             Some(content) => content,
             None => Content::new(&self.shared),
@@ -409,16 +466,56 @@ impl Connection {
             tls: self.session.tls(),
             peer: &self.peer,
         };
-        let (body, filters) = match filtering::filter(&self.shared, session, &envelope, body).await
-        {
-            Filtered::Queue(body, filters) => (body, filters),
+        // The checks' names and results (`name=result`, from the policy), never what
+        // they found in the message.
+        let checks = tracing::info_span!(
+            target: otel::TARGET,
+            "sluice.filter",
+            sluice.filter.results = tracing::field::Empty,
+            sluice.filter.disposition = tracing::field::Empty,
+        );
+        let filtered = filtering::filter(&self.shared, session, &envelope, body)
+            .instrument(checks.clone())
+            .await;
+        let disposition = match &filtered {
+            Filtered::Queue(..) => "queue",
+            Filtered::Held => "held",
+            Filtered::Refused { .. } => "refused",
+        };
+        checks.record("sluice.filter.disposition", disposition);
+        let (body, filters) = match filtered {
+            Filtered::Queue(body, filters) => {
+                if let Some(results) = &filters {
+                    checks.record("sluice.filter.results", results.as_str());
+                }
+                (body, filters)
+            }
             Filtered::Held => return self.session.enqueue_result(Ok(())),
             Filtered::Refused { reply, detail } => {
                 return self.session.filter_refused(reply, detail);
             }
         };
+        // The message's trace context is the acceptance span's, so that the worker's
+        // spans hang below it; with export off it stays as the session made it.
+        if let Some(trace) = otel::trace_parent(span) {
+            envelope.trace = Some(trace);
+        }
         let started = Instant::now();
-        let (result, size) = match body.store(&envelope, &self.shared).await {
+        let store = tracing::info_span!(
+            target: otel::TARGET,
+            "sluice.enqueue",
+            error.type = tracing::field::Empty,
+        );
+        let stored = body
+            .store(&envelope, &self.shared)
+            .instrument(store.clone())
+            .await;
+        match &stored {
+            Stored::Queue(Err(_), _) => store.record("error.type", "queue_error"),
+            Stored::Dropped(_) => store.record("error.type", "dropped"),
+            Stored::Queue(Ok(()), _) => &store,
+        };
+        let (result, size) = match stored {
             Stored::Queue(result, size) => (result, size),
             Stored::Dropped(why) => return self.session.content_dropped(why),
         };

@@ -61,6 +61,24 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The variant as a short stable name, for the `error.type` of trace spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Connect { .. } => "connect",
+            ClientError::Timeout { .. } => "timeout",
+            ClientError::Io { .. } => "io",
+            ClientError::Closed { .. } => "closed",
+            ClientError::Protocol { .. } => "protocol",
+            ClientError::Rejected { .. } => "rejected",
+            ClientError::StarttlsNotOffered { .. } => "starttls_not_offered",
+            ClientError::Tls { .. } => "tls",
+            ClientError::InvalidServerName { .. } => "invalid_server_name",
+            ClientError::AuthWithoutTls { .. } => "auth_without_tls",
+            ClientError::AuthUnavailable { .. } => "auth_unavailable",
+            ClientError::Broken { .. } => "broken",
+        }
+    }
+
     pub(crate) fn reply_error(remote: &str, command: &'static str, e: ReplyError) -> Self {
         ClientError::Protocol {
             remote: remote.to_string(),

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_rustls::TlsConnector;
+use tracing::Instrument;
 
 /// The operating system's trust anchors, loaded once per process. Certificates that do
 /// not parse are skipped: one bad file in /etc/ssl must not stop all delivery.
@@ -67,14 +68,25 @@ pub async fn handshake(
     };
     let tls = client_config(config).map_err(|e| tls_error(e.to_string()))?;
     let connector = TlsConnector::from(Arc::new(tls));
-    match tokio::time::timeout(duration, connector.connect(name, io)).await {
-        Ok(Ok(stream)) => Ok(Box::new(stream)),
+    let span = tracing::info_span!(
+        target: crate::telemetry::otel::TARGET,
+        "tls.handshake",
+        server.address = server_name,
+        error.type = tracing::field::Empty,
+    );
+    let handshake = tokio::time::timeout(duration, connector.connect(name, io));
+    let result = match handshake.instrument(span.clone()).await {
+        Ok(Ok(stream)) => Ok(Box::new(stream) as Box<dyn Io>),
         Ok(Err(e)) => Err(tls_error(e.to_string())),
         Err(_) => Err(ClientError::Timeout {
             command: TLS_HANDSHAKE,
             duration,
         }),
+    };
+    if let Err(e) = &result {
+        span.record("error.type", e.kind());
     }
+    result
 }
 
 /// The name the certificate is verified against (and sent as SNI) for a next hop named
