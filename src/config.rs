@@ -73,6 +73,15 @@ pub struct TelemetryConfig {
     pub sample_ratio: Option<f64>,
 }
 
+impl From<&TelemetryConfig> for crate::telemetry::otel::ExportSettings {
+    fn from(config: &TelemetryConfig) -> Self {
+        crate::telemetry::otel::ExportSettings {
+            otlp_endpoint: config.otlp_endpoint.clone(),
+            sample_ratio: config.sample_ratio,
+        }
+    }
+}
+
 /// Which process reads the configuration: each needs different parts of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -320,6 +329,15 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl From<LogFormat> for crate::telemetry::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => crate::telemetry::LogFormat::Text,
+            LogFormat::Json => crate::telemetry::LogFormat::Json,
+        }
+    }
 }
 
 /// Protocol and resource limits. Defaults follow Postfix and RFC 5321 4.5.3.

@@ -149,7 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Operator { common, operator } => {
             let config = common.config()?;
-            sluice::telemetry::init_logging(config.log);
+            sluice::telemetry::init_logging(config.log.into());
             let options = sluice::roles::operator::OperatorOptions {
                 namespace: operator.namespace,
                 policy_namespaces: operator.policy_namespaces,
@@ -186,13 +186,13 @@ fn serve(config: Config, role: Role) -> anyhow::Result<ExitCode> {
     // The exporter's batch processor runs on the runtime, so it starts inside it.
     let export = {
         let _inside = runtime.enter();
-        sluice::telemetry::otel::Export::start(service_name(role), &config.telemetry)
+        sluice::telemetry::otel::Export::start(service_name(role), &(&config.telemetry).into())
     };
     let (export, failed) = match export {
         Ok(export) => (export, None),
         Err(e) => (None, Some(e)),
     };
-    sluice::telemetry::init_logging_with(config.log, export.as_ref());
+    sluice::telemetry::init_logging_with(config.log.into(), export.as_ref());
     if let Some(e) = failed {
         tracing::error!(error = %e, "trace export is off: the exporter could not start");
     }

@@ -7,12 +7,19 @@ pub mod operator;
 pub mod otel;
 pub mod readiness;
 
-use crate::config::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// How log lines are written: for people, or one JSON object per line for collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 /// Logs go to standard error, one line per event, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {

@@ -15,7 +15,6 @@
 //! layer wants the target, and its spans are disabled call sites that cost a cached
 //! interest check.
 
-use crate::config::TelemetryConfig;
 use crate::envelope::TraceParent;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
@@ -58,6 +57,16 @@ enum Endpoint {
     Url(String),
 }
 
+/// What the configuration file says about export (`telemetry:`); the `OTEL_*` variables
+/// win over it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportSettings {
+    /// The OTLP/HTTP base URL (`/v1/traces` is added).
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces kept, 0.0 to 1.0.
+    pub sample_ratio: Option<f64>,
+}
+
 /// The running export: a tracer provider with a batch processor on the tokio runtime.
 pub struct Export {
     provider: SdkTracerProvider,
@@ -68,7 +77,7 @@ impl Export {
     /// not). Must run inside the tokio runtime, which the batch processor runs on.
     pub fn start(
         default_service: &'static str,
-        config: &TelemetryConfig,
+        config: &ExportSettings,
     ) -> Result<Option<Export>, OtelError> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         if disabled(&env) {
@@ -147,7 +156,7 @@ fn disabled(env: &dyn Fn(&str) -> Option<String>) -> bool {
     env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-fn endpoint(env: &dyn Fn(&str) -> Option<String>, config: &TelemetryConfig) -> Option<Endpoint> {
+fn endpoint(env: &dyn Fn(&str) -> Option<String>, config: &ExportSettings) -> Option<Endpoint> {
     if env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
         || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
     {
@@ -177,7 +186,7 @@ fn service_name(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
 
 /// The configuration's ratio, parent-based, unless `OTEL_TRACES_SAMPLER` says otherwise
 /// (the SDK reads that itself); `None` leaves the SDK's default, parent-based always-on.
-fn sampler(env: &dyn Fn(&str) -> Option<String>, config: &TelemetryConfig) -> Option<Sampler> {
+fn sampler(env: &dyn Fn(&str) -> Option<String>, config: &ExportSettings) -> Option<Sampler> {
     if env("OTEL_TRACES_SAMPLER").is_some() {
         return None;
     }

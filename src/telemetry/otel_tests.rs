@@ -9,8 +9,8 @@ fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Op
     }
 }
 
-fn config(endpoint: Option<&str>, ratio: Option<f64>) -> TelemetryConfig {
-    TelemetryConfig {
+fn config(endpoint: Option<&str>, ratio: Option<f64>) -> ExportSettings {
+    ExportSettings {
         otlp_endpoint: endpoint.map(str::to_string),
         sample_ratio: ratio,
     }
