@@ -9,6 +9,7 @@
 //! | [`envelope`] | the leaf every layer shares: the envelope, queue ids, the W3C trace context, time in ms |
 //! | [`ingress`] | listeners, TLS, the per-connection task, connection limits, the hand-off to the queue |
 //! | [`delivery`] | the worker: routing, MX, the outbound SMTP client, retries, bounces, local delivery |
+//! | [`http`] | the outbound HTTP client of the webhook and the Rspamd check: one pooled reqwest client per root store, proxies from the environment, bounded bodies |
 //! | [`events`] | delivery events (accepted, delivered, deferred, bounced, expired) and where they go: the log, or a JetStream stream |
 //! | [`filter`] | checks on messages passing through: attachments, scanners, DNSBLs, SPF/DKIM/DMARC/ARC verification, DKIM signing and ARC sealing |
 //! | [`policy`] | the RelayPolicy model, compilation into a `PolicySnapshot`, the relay decision, credentials, the snapshot in NATS KV |
@@ -30,6 +31,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod events;
 pub mod filter;
+pub mod http;
 pub mod ingress;
 pub mod nats;
 pub mod operator;
