@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod events;
 pub mod filter;
+pub mod http;
 pub mod ingress;
 pub mod nats;
 pub mod operator;

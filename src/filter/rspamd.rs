@@ -3,14 +3,14 @@
 //! with bounds and mapped to a [`Verdict`] from the `action` alone, never from
 //! comparing scores: Rspamd's own thresholds and settings decide.
 //!
-//! The HTTP exchange is the webhook's client (`delivery::local::http`, on reqwest, with
-//! pooled connections), which reads the body bounded by [`MAX_RESPONSE`].
+//! The HTTP exchange is the relay's outbound client ([`crate::http`], on reqwest, with
+//! pooled connections, shared with the webhook), which reads the body bounded by
+//! [`MAX_RESPONSE`].
 
 use super::scan::{
     FailMode, Rewrite, ScanContext, ScanError, Verdict, header_name, header_value, reply_text,
 };
-use crate::delivery::local::LocalError;
-use crate::delivery::local::http::{self, Url};
+use crate::http::{self, HttpError, Url};
 use crate::smtp::reply::Reply;
 use rustls::RootCertStore;
 use serde_json::Value;
@@ -125,11 +125,11 @@ pub async fn check(
     )
     .await;
     let (status, body) = posted.map_err(|e| match e {
-        LocalError::Connect { authority, source } => ScanError::Connect {
+        HttpError::Connect { authority, source } => ScanError::Connect {
             address: authority,
             source,
         },
-        LocalError::Timeout(t) => ScanError::Timeout(t),
+        HttpError::Timeout(t) => ScanError::Timeout(t),
         other => ScanError::Protocol(other.to_string()),
     })?;
     if status.code != 200 {

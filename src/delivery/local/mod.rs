@@ -6,7 +6,6 @@
 //! an error: whatever goes wrong becomes a `Deferred` (try again later) or, for
 //! conditions that retrying cannot fix, a `Failed` with its enhanced status code.
 
-pub(crate) mod http;
 mod maildir;
 mod webhook;
 
@@ -14,9 +13,9 @@ pub use maildir::deliver_maildir;
 pub use webhook::{DEFAULT_TIMEOUT, WebhookTarget, deliver_webhook, sign, system_roots};
 
 use crate::delivery::Outcome;
+use crate::http::HttpError;
 use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// What went wrong in a local delivery, before it becomes an [`Outcome`].
 #[derive(Debug, thiserror::Error)]
@@ -30,23 +29,9 @@ pub enum LocalError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("webhook URL {url:?} is not usable: {reason}")]
-    Url { url: String, reason: &'static str },
-    #[error("cannot connect to {authority}: {source}")]
-    Connect {
-        authority: String,
-        source: io::Error,
-    },
-    #[error("TLS with {host} failed: {reason}")]
-    Tls { host: String, reason: String },
-    #[error("cannot send the request: {0}")]
-    Send(io::Error),
-    #[error("no response within {0:?}")]
-    Timeout(Duration),
-    #[error("unusable HTTP response: {0}")]
-    Response(String),
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(String),
+    /// The webhook's HTTP exchange; its text is the client's own.
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 impl LocalError {

@@ -17,10 +17,11 @@
 //! (redirects are not followed), 5xx, timeouts and connection errors defer. Delivery is
 //! at-least-once: a receiver that must not see a message twice keys on `queueId`.
 
-use super::{LocalError, http};
+use super::LocalError;
 use crate::delivery::Outcome;
 use crate::delivery::outcome::Handoff;
 use crate::envelope::Envelope;
+use crate::http::{self, HttpError};
 use crate::smtp::address::Recipient;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -122,12 +123,15 @@ async fn attempt(
 ) -> Outcome {
     let url = match http::parse_url(&target.url) {
         Ok(url) => url,
-        Err(e) => return e.into_outcome(None),
+        Err(e) => return LocalError::from(e).into_outcome(None),
     };
     let remote_mta = Some(url.host.clone());
     let json = match envelope_json(envelope, recipients) {
         Ok(json) => json,
-        Err(e) => return LocalError::Response(e.to_string()).into_outcome(remote_mta),
+        Err(e) => {
+            let e = LocalError::from(HttpError::Response(e.to_string()));
+            return e.into_outcome(remote_mta);
+        }
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut headers = vec![
@@ -145,7 +149,7 @@ async fn attempt(
     }
     match http::post(&url, &headers, message, &target.roots, target.timeout).await {
         Ok(status) => outcome_of(&status, remote_mta),
-        Err(e) => e.into_outcome(remote_mta),
+        Err(e) => LocalError::from(e).into_outcome(remote_mta),
     }
 }
 

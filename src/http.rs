@@ -1,7 +1,7 @@
-//! The HTTP client of the webhook and the Rspamd check, on reqwest (hyper underneath):
-//! POST a body, read the status and a bounded body.
+//! The outbound HTTP client, shared by the webhook delivery and the Rspamd check, on
+//! reqwest (hyper underneath): POST a body, read the status and a bounded body.
 //!
-//! - One client per set of trusted roots ([`client`]), kept for the life of the process:
+//! - One client per set of trusted roots (`client`), kept for the life of the process:
 //!   connections to a receiver are pooled and reused from message to message, and the
 //!   rustls configuration (ring provider, the given roots) is built once.
 //! - Proxies come from the standard variables: `HTTPS_PROXY` for `https://` URLs,
@@ -9,13 +9,16 @@
 //!   `NO_PROXY`, and never for loopback addresses, which no proxy can reach on our
 //!   behalf. `ALL_PROXY` and system settings are not read.
 //! - Redirects are not followed: a 3xx is the receiver's answer.
-//! - For the webhook only the status decides the outcome ([`post`]); its body is read,
+//! - For the webhook only the status decides the outcome (`post`); its body is read,
 //!   at most 64 KiB within a second, only so that the connection can go back to the pool.
-//!   The Rspamd check reads the body, bounded ([`post_for_body`]).
+//!   The Rspamd check reads the body, bounded (`post_for_body`).
+//! - Failures are [`HttpError`]s, which each caller maps onto its own error: the webhook
+//!   into `delivery::local::LocalError`, the Rspamd check into `filter::scan::ScanError`.
+//!   This module sits below both and imports neither.
 
-use super::LocalError;
 use bytes::Bytes;
 use rustls::RootCertStore;
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -28,6 +31,31 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 const POOL_PER_HOST: usize = 8;
 /// Never sent to a proxy, whatever `NO_PROXY` says.
 const LOOPBACK: &str = "localhost,127.0.0.0/8,::1";
+
+/// What went wrong in an HTTP exchange. The texts are the ones users and tests see in
+/// deferral replies, DSNs and logs.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Says "webhook" as it did before the client moved here: deferral replies and
+    /// tests carry this text. Rspamd reports it as a configuration error.
+    #[error("webhook URL {url:?} is not usable: {reason}")]
+    Url { url: String, reason: &'static str },
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("TLS with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("cannot send the request: {0}")]
+    Send(io::Error),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("unusable HTTP response: {0}")]
+    Response(String),
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+}
 
 /// An `http://` or `https://` URL taken apart; `host` has no brackets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +106,8 @@ impl Status {
 
 /// `scheme "://" [userinfo "@"] host [":" port] [path-abempty] ["?" query] ["#" fragment]`
 /// (RFC 3986), with userinfo refused: credentials belong in the signing secret.
-pub(crate) fn parse_url(url: &str) -> Result<Url, LocalError> {
-    let bad = |reason| LocalError::Url {
+pub(crate) fn parse_url(url: &str) -> Result<Url, HttpError> {
+    let bad = |reason| HttpError::Url {
         url: url.to_owned(),
         reason,
     };
@@ -133,7 +161,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 
 /// The client for `roots`: the same one for as long as `roots` lives, so that its
 /// connections are pooled across messages.
-pub(crate) fn client(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, LocalError> {
+pub(crate) fn client(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, HttpError> {
     static CLIENTS: Mutex<Vec<(Weak<RootCertStore>, reqwest::Client)>> = Mutex::new(Vec::new());
     let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
     // Dead entries go first, so that a new store at a freed address is not mistaken
@@ -150,8 +178,8 @@ pub(crate) fn client(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, Loca
     Ok(client)
 }
 
-fn build(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, LocalError> {
-    let setup = |e: &dyn std::error::Error| LocalError::Client(chain(e));
+fn build(roots: &Arc<RootCertStore>) -> Result<reqwest::Client, HttpError> {
+    let setup = |e: &dyn std::error::Error| HttpError::Client(chain(e));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -209,11 +237,11 @@ pub(crate) async fn post(
     body: &[u8],
     roots: &Arc<RootCertStore>,
     timeout: Duration,
-) -> Result<Status, LocalError> {
+) -> Result<Status, HttpError> {
     let request = request(url, headers, body, roots)?;
     let mut response = tokio::time::timeout(timeout, request.send())
         .await
-        .map_err(|_| LocalError::Timeout(timeout))?
+        .map_err(|_| HttpError::Timeout(timeout))?
         .map_err(|e| error(url, &e))?;
     let status = Status::of(&response);
     // Read so that the connection can be reused; a longer or slower body is dropped
@@ -232,7 +260,7 @@ pub(crate) async fn post_for_body(
     roots: &Arc<RootCertStore>,
     timeout: Duration,
     max_body: usize,
-) -> Result<(Status, Vec<u8>), LocalError> {
+) -> Result<(Status, Vec<u8>), HttpError> {
     let request = request(url, headers, body, roots)?;
     let whole = async {
         let mut response = request.send().await.map_err(|e| error(url, &e))?;
@@ -241,17 +269,17 @@ pub(crate) async fn post_for_body(
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge => {
-                    LocalError::Response(format!("response body exceeds {max_body} octets"))
+                    HttpError::Response(format!("response body exceeds {max_body} octets"))
                 }
                 BodyError::Read(e) => {
-                    LocalError::Response(format!("reading the body: {}", chain(&e)))
+                    HttpError::Response(format!("reading the body: {}", chain(&e)))
                 }
             })?;
         Ok((status, body))
     };
     tokio::time::timeout(timeout, whole)
         .await
-        .map_err(|_| LocalError::Timeout(timeout))?
+        .map_err(|_| HttpError::Timeout(timeout))?
 }
 
 fn request(
@@ -259,7 +287,7 @@ fn request(
     headers: &[(&str, String)],
     body: &[u8],
     roots: &Arc<RootCertStore>,
-) -> Result<reqwest::RequestBuilder, LocalError> {
+) -> Result<reqwest::RequestBuilder, HttpError> {
     let mut request = client(roots)?
         .post(url.text())
         .body(Bytes::copy_from_slice(body));
@@ -289,29 +317,29 @@ async fn read_body(response: &mut reqwest::Response, max: usize) -> Result<Vec<u
     Ok(body)
 }
 
-/// What went wrong, in the words of [`LocalError`]: a TLS failure anywhere in the chain
-/// is one, whatever wraps it.
-fn error(url: &Url, e: &reqwest::Error) -> LocalError {
+/// What went wrong, as an [`HttpError`]: a TLS failure anywhere in the chain is one,
+/// whatever wraps it.
+fn error(url: &Url, e: &reqwest::Error) -> HttpError {
     if let Some(tls) = tls_error(e) {
-        return LocalError::Tls {
+        return HttpError::Tls {
             host: url.host.clone(),
             reason: tls.to_string(),
         };
     }
     if let Some(framing) = framing_error(e) {
-        return LocalError::Response(framing.to_string());
+        return HttpError::Response(framing.to_string());
     }
     if e.is_connect() {
-        LocalError::Connect {
+        HttpError::Connect {
             authority: url.authority.clone(),
-            source: std::io::Error::other(chain(e)),
+            source: io::Error::other(chain(e)),
         }
     } else if e.is_timeout() {
-        LocalError::Response(chain(e))
+        HttpError::Response(chain(e))
     } else if e.is_request() || e.is_body() {
-        LocalError::Send(std::io::Error::other(chain(e)))
+        HttpError::Send(io::Error::other(chain(e)))
     } else {
-        LocalError::Response(chain(e))
+        HttpError::Response(chain(e))
     }
 }
 
