@@ -281,7 +281,11 @@ fn the_readme_layout_line_names_every_module_in_the_order_of_the_map() {
                 .collect()
         })
         .collect();
-    assert_eq!(named, map_order(), "the README's layout line and the map differ");
+    assert_eq!(
+        named,
+        map_order(),
+        "the README's layout line and the map differ"
+    );
 }
 
 /// The cycle finder itself finds a planted cycle and its files.
