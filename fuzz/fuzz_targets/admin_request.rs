@@ -112,7 +112,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(m.as_bytes(), method);
     if target.starts_with(b"/") {
-        let end = target.iter().position(|&b| b == b'?').unwrap_or(target.len());
+        let end = target
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(target.len());
         assert_eq!(path.as_bytes(), &target[..end]);
         let after = (end < target.len()).then(|| &target[end + 1..]);
         assert_eq!(query.as_deref().map(str::as_bytes), after);

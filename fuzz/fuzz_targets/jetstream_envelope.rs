@@ -17,13 +17,13 @@
 
 use async_nats::HeaderMap;
 use libfuzzer_sys::fuzz_target;
+use sluice::envelope::TraceParent;
+use sluice::envelope::{Envelope, QueueId, SenderTrust};
 use sluice::queue::jetstream::codec::{
     BODY_OBJECT, BODY_SIZE, ENVELOPE, EnvelopeLimits, MSG_ID, NOT_BEFORE, encode,
 };
 use sluice::queue::jetstream::codec::{DecodeError, Meta};
-use sluice::envelope::{Envelope, QueueId, SenderTrust};
 use sluice::smtp::address::{Body, MailParams, Mailbox, Notify, Orcpt, Recipient};
-use sluice::envelope::TraceParent;
 use std::sync::OnceLock;
 
 /// Values for the numeric and object headers; `None` leaves the header out.
