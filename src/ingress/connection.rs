@@ -511,7 +511,7 @@ impl Connection {
             .instrument(store.clone())
             .await;
         match &stored {
-            Stored::Queue(Err(_), _) => store.record("error.type", "queue_error"),
+            Stored::Queue(Err(e), _) => store.record("error.type", e.metric_label()),
             Stored::Dropped(_) => store.record("error.type", "dropped"),
             Stored::Queue(Ok(()), _) => &store,
         };
