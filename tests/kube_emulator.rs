@@ -105,7 +105,7 @@ where
 
 #[tokio::test]
 async fn relay_policy_is_created_read_and_listed() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let client = emulator.client().await;
     assert_eq!(client.default_namespace(), NAMESPACE, "from the kubeconfig");
     let api: Api<RelayPolicyResource> = Api::default_namespaced(client);
@@ -160,7 +160,7 @@ async fn relay_policy_is_created_read_and_listed() {
 
 #[tokio::test]
 async fn status_is_server_side_applied_on_the_status_subresource() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let api = policies(&emulator).await;
     emulator
         .apply_policy(&policy_yaml("policy", "partner.test"))
@@ -238,7 +238,7 @@ async fn status_is_server_side_applied_on_the_status_subresource() {
 
 #[tokio::test]
 async fn watcher_sees_create_update_and_delete() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let api = policies(&emulator).await;
     emulator
         .apply_policy(&policy_yaml("before", "before.test"))
@@ -309,7 +309,7 @@ async fn watcher_sees_create_update_and_delete() {
 
 #[tokio::test]
 async fn a_watch_resumes_from_its_resource_version_and_times_out() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let api = policies(&emulator).await;
     emulator
         .apply_policy(&policy_yaml("policy", "a.test"))
@@ -357,7 +357,7 @@ async fn a_watch_resumes_from_its_resource_version_and_times_out() {
 
 #[tokio::test]
 async fn secrets_are_created_read_updated_and_deleted() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let api: Api<Secret> = Api::default_namespaced(emulator.client().await);
 
     let secret = Secret {
@@ -398,7 +398,7 @@ async fn secrets_are_created_read_updated_and_deleted() {
 
 #[tokio::test]
 async fn leases_are_replaced_with_optimistic_concurrency() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let api: Api<Lease> = Api::default_namespaced(emulator.client().await);
     assert_eq!(api.get_opt("sluice-operator").await.unwrap(), None);
 
@@ -443,7 +443,7 @@ async fn leases_are_replaced_with_optimistic_concurrency() {
 
 #[tokio::test]
 async fn recorder_publishes_events_k8s_io_v1() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let client = emulator.client().await;
     let policy = emulator
         .apply_policy(&policy_yaml("policy", "partner.test"))
@@ -483,7 +483,7 @@ async fn recorder_publishes_events_k8s_io_v1() {
 #[tokio::test]
 async fn finalizer_holds_a_deletion_until_it_is_removed() {
     const FINALIZER: &str = "sluice.dev/snapshot";
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let api = policies(&emulator).await;
     emulator
         .apply_policy(&policy_yaml("policy", "partner.test"))
@@ -528,7 +528,7 @@ async fn finalizer_holds_a_deletion_until_it_is_removed() {
 
 #[tokio::test]
 async fn discovery_serves_the_relaypolicy_resource() {
-    let emulator = KubeEmulator::start();
+    let emulator = KubeEmulator::start().await;
     let client = emulator.client().await;
     let resources = client
         .list_api_group_resources("sluice.dev/v1alpha1")

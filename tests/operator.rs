@@ -157,7 +157,7 @@ fn key_file(dir: &Path) -> std::path::PathBuf {
 async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
     let _heavy = common::roles::exclusive().await;
     let nats = NatsServer::start();
-    let kube = KubeEmulator::start();
+    let kube = KubeEmulator::start().await;
     let sink = Sink::start(AcceptAll).await;
     let hook = Hook::start(200).await;
     let policy = |trusted: &str| policy(trusted, sink.addr.port(), hook.port);
@@ -316,7 +316,7 @@ async fn relay_policies_from_the_api_decide_smtp_and_route_mail() {
 async fn of_two_operators_only_the_leader_writes_and_the_other_takes_over() {
     let _heavy = common::roles::exclusive().await;
     let nats = NatsServer::start();
-    let kube = KubeEmulator::start();
+    let kube = KubeEmulator::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path());
     kube.put_secret("relay-users", &[("app", SECRETS[0].as_bytes())])

@@ -191,16 +191,11 @@ async fn the_tools_manage_the_jetstream_quarantine() {
 
 /// `GET path` on the admin listener: the body of a 200.
 async fn admin_get(admin: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
-    body.to_string()
+    let answer = common::roles::http_get(admin, path).await;
+    let Some((200, body)) = answer else {
+        panic!("GET {path}: {answer:?}");
+    };
+    body
 }
 
 /// The whole path, through SMTP: a quarantine rule strips the attachment from the copy

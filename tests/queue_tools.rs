@@ -3,13 +3,15 @@
 
 mod common;
 
+use common::http::Response;
 use common::nats::NatsServer;
 use common::smtp::Client;
+use reqwest::Method;
 use sluice::queue::jetstream::{JetStreamOptions, JetStreamQueue};
 use sluice::queue::{QueueAdmin, QueueEntry};
 use std::net::SocketAddr;
 use std::path::Path;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
 
 struct Run {
     code: i32,
@@ -32,14 +34,11 @@ async fn queue(config: &Path, admin: Option<SocketAddr>, args: &[&str]) -> Run {
     }
 }
 
-async fn http(addr: SocketAddr, method: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+/// `METHOD path` on the admin listener; panics when it does not answer within 5 s.
+async fn http(addr: SocketAddr, method: Method, path: &str) -> Response {
+    common::http::request(method.clone(), addr, path, Duration::from_secs(5))
         .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    text
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Sends one message and returns its queue id.
@@ -166,11 +165,11 @@ async fn list_show_retry_and_delete(relay: &common::Relay) -> (String, String) {
         delete.stdout,
         format!("{first}: deleted (from <a@sender.test> to <b@foreign.test>, <c@partner.test>)\n")
     );
-    let listed = http(relay.admin, "GET", "/queue").await;
-    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    let listed = http(relay.admin, Method::GET, "/queue").await;
+    assert_eq!(listed.status, 200, "{listed:?}");
     assert!(
-        !listed.contains(&first) && listed.contains(&second),
-        "{listed}"
+        !listed.body.contains(&first) && listed.body.contains(&second),
+        "{listed:?}"
     );
 
     // Gone is gone: every tool says so with exit status 1.
@@ -188,9 +187,9 @@ async fn list_show_retry_and_delete(relay: &common::Relay) -> (String, String) {
     let bad = queue(&config, admin, &["retry", "not-an-id"]).await;
     assert_eq!(bad.code, 2, "{}", bad.stderr);
 
-    let wrong = http(relay.admin, "PUT", &format!("/queue/{second}")).await;
-    assert!(wrong.starts_with("HTTP/1.1 405"), "{wrong}");
-    assert!(wrong.contains("\r\nAllow: GET, DELETE\r\n"), "{wrong}");
+    let wrong = http(relay.admin, Method::PUT, &format!("/queue/{second}")).await;
+    assert_eq!(wrong.status, 405, "{wrong:?}");
+    assert_eq!(wrong.header("allow"), Some("GET, DELETE"), "{wrong:?}");
     (first, second)
 }
 
@@ -279,8 +278,8 @@ async fn delete_bounce(relay: &common::Relay) {
     );
 
     // Only the DSN is left: from the null reverse-path to the original sender.
-    let listed = http(relay.admin, "GET", "/queue").await;
-    let json = listed.split_once("\r\n\r\n").unwrap().1;
+    let listed = http(relay.admin, Method::GET, "/queue").await;
+    let json = &listed.body;
     let entries: Vec<QueueEntry> = serde_json::from_str(json).unwrap();
     assert_eq!(entries.len(), 1, "{json}");
     let envelope = &entries[0].envelope;
@@ -318,13 +317,13 @@ async fn metrics_show_the_queue_size_and_the_age_of_the_oldest_message() {
             .parse()
             .unwrap()
     };
-    let empty = http(relay.admin, "GET", "/metrics").await;
+    let empty = http(relay.admin, Method::GET, "/metrics").await.body;
     assert_eq!(metric(&empty, "sluice_queue_messages"), 0.0);
     assert_eq!(metric(&empty, "sluice_queue_oldest_age_seconds"), 0.0);
 
     send(relay.relay, "a@sender.test", &["b@foreign.test"], "one").await;
     send(relay.relay, "a@sender.test", &["c@foreign.test"], "two").await;
-    let text = http(relay.admin, "GET", "/metrics").await;
+    let text = http(relay.admin, Method::GET, "/metrics").await.body;
     assert!(
         text.contains("# TYPE sluice_queue_messages gauge\n"),
         "{text}"

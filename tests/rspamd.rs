@@ -49,12 +49,13 @@ rspamd_config:register_symbol({
   end,
 })
 "#;
-fn start() -> Rspamd {
+async fn start() -> Rspamd {
     Rspamd::start_with(RspamdLocal {
         settings: SETTINGS,
         actions: ACTIONS,
         lua: LUA,
     })
+    .await
 }
 
 fn config(rspamd: &Rspamd) -> RspamdConfig {
@@ -93,7 +94,7 @@ fn message(body: &str, size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn gtube_ordinary_mail_every_action_then_a_stopped_rspamd_fails_fast() {
-    let mut rspamd = start();
+    let mut rspamd = start().await;
     let cfg = config(&rspamd);
 
     let answer = rspamd::check(&cfg, &message(GTUBE, 0), &context()).await;

@@ -129,7 +129,7 @@ async fn served(kube: &KubeEmulator, prefix: &str, operator: &RoleProcess) {
 async fn every_call_of_the_real_operator_is_granted_by_the_charts_rbac() {
     let _heavy = crate::common::roles::exclusive().await;
     let nats = NatsServer::start();
-    let kube = KubeEmulator::start();
+    let kube = KubeEmulator::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("secrets-key");
     std::fs::write(&key, "k3y-material-for-the-rbac-test-0123456789abcdef\n").unwrap();

@@ -11,8 +11,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use sluice::policy::model::RelayPolicyResource;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +38,7 @@ pub struct KubeEmulator {
 
 impl KubeEmulator {
     /// Starts the emulator and waits (30 s at most) until it answers `GET /version`.
-    pub fn start() -> Self {
+    pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let port_file = dir.path().join("port");
         let log = std::fs::File::create(dir.path().join("emulator.log")).expect("log file");
@@ -68,7 +67,7 @@ impl KubeEmulator {
                 .ok()
                 .and_then(|text| text.trim().parse::<u16>().ok());
             if let Some(port) = port
-                && answers(port)
+                && answers(port).await
             {
                 break port;
             }
@@ -79,7 +78,7 @@ impl KubeEmulator {
                     read_log(dir.path())
                 );
             }
-            std::thread::sleep(Duration::from_millis(25));
+            tokio::time::sleep(Duration::from_millis(25)).await;
         };
         let emulator = KubeEmulator {
             child,
@@ -209,16 +208,9 @@ fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("emulator.log")).unwrap_or_default()
 }
 
-/// Whether an HTTP server on the port answers `GET /version` with 200.
-fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+/// Whether an HTTP server on the port answers `GET /version` with 200 within 2 s.
+async fn answers(port: u16) -> bool {
+    let addr = (Ipv4Addr::LOCALHOST, port).into();
+    let answer = super::http::get(addr, "/version", Duration::from_secs(2)).await;
+    matches!(answer, Some((200, _)))
 }

@@ -6,6 +6,7 @@ pub mod chart;
 pub mod dns;
 pub mod fleet;
 pub mod hook;
+pub mod http;
 pub mod kube;
 pub mod mail;
 pub mod nats;

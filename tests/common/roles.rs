@@ -213,26 +213,7 @@ impl Drop for RoleProcess {
 /// body), `None` on any failure or after 5 s (a probe that hangs is as bad as one that
 /// fails).
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    // reqwest has no crypto provider of its own here (no aws-lc-rs): ring's.
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let response = client
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
+    super::http::get(addr, path, Duration::from_secs(5)).await
 }
 
 /// The sum of the samples of `name` that carry every one of `labels` (`check="rspamd"`)

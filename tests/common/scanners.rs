@@ -51,11 +51,11 @@ pub struct Rspamd {
 
 impl Rspamd {
     /// Rspamd with its stock rules and one normal worker.
-    pub fn start() -> Self {
-        Self::start_with(RspamdLocal::default())
+    pub async fn start() -> Self {
+        Self::start_with(RspamdLocal::default()).await
     }
 
-    pub fn start_with(local: RspamdLocal<'_>) -> Self {
+    pub async fn start_with(local: RspamdLocal<'_>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         // The workers run as nobody and write their pid, log and caches here.
         let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
@@ -107,7 +107,7 @@ worker "normal" {{
             .stderr(Stdio::null())
             .spawn()
             .expect("rspamd on PATH (scripts/install-test-deps installs it)");
-        while !rspamd_pongs(port) {
+        while !rspamd_pongs(port).await {
             if let Some(status) = child.try_wait().unwrap() {
                 let log = std::fs::read_to_string(dir.path().join("rspamd.log"));
                 panic!("rspamd exited at start ({status}): {log:?}");
@@ -122,7 +122,7 @@ worker "normal" {{
                 };
                 panic!("rspamd gave no /ping answer in {RSPAMD_START_DEADLINE:?}");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Rspamd {
             child,
@@ -256,16 +256,11 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn rspamd_pongs(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = b"GET /ping HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    let mut answer = Vec::new();
-    s.write_all(request).is_ok()
-        && s.read_to_end(&mut answer).is_ok()
-        && String::from_utf8_lossy(&answer).contains("pong")
+/// Whether Rspamd answers `GET /ping` with its `pong` within 2 s.
+async fn rspamd_pongs(port: u16) -> bool {
+    let addr = (Ipv4Addr::LOCALHOST, port).into();
+    let answer = super::http::get(addr, "/ping", Duration::from_secs(2)).await;
+    answer.is_some_and(|(_, body)| body.contains("pong"))
 }
 
 fn clamd_pongs(port: u16) -> bool {

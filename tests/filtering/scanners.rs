@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 /// One Rspamd and one clamd, started side by side, for every scanner case in turn.
 #[tokio::test]
 async fn rspamd_and_clamd_refuse_tag_and_fail_by_mode() {
-    let rspamd = tokio::task::spawn_blocking(Rspamd::start);
     let clamd = tokio::task::spawn_blocking(Clamd::start);
-    let (rspamd, clamd) = (rspamd.await.unwrap(), clamd.await.unwrap());
+    let rspamd = Rspamd::start().await;
+    let clamd = clamd.await.unwrap();
     println!(
         "start-up: rspamd {:?}, clamd {:?}",
         rspamd.startup, clamd.startup
