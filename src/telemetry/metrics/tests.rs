@@ -166,7 +166,10 @@ fn the_content_type_is_the_text_format_of_before() {
 /// A row of the README's metrics table: its type, and the label names outside
 /// parentheses in its labels column (the values and explanations are inside).
 fn readme_rows() -> BTreeMap<String, (String, BTreeSet<String>, String)> {
-    let readme = include_str!("../../../README.md");
+    // Read at run time, not `include_str!`: the image's build context holds only what a
+    // build of the binary reads (tests/image.rs), and the README is not part of it.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
     let start = readme
         .find("\n### Metrics\n")
         .expect("a ### Metrics section");
